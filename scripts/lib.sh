@@ -1,0 +1,28 @@
+# Shared steps of scripts/*.sh: install what is missing, build what is stale.
+step() { printf '\n=== %s ===\n' "$*"; }
+
+# npm ci only when package-lock.json changed since the last install (or never ran).
+ensure_node_modules() {
+  local stamp=node_modules/.lock-stamp
+  local want
+  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    step "npm ci"
+    npm ci --no-audit --no-fund
+    echo "$want" >"$stamp"
+  fi
+}
+
+# napi build is incremental through cargo; it regenerates index.js / index.d.ts.
+build_addon() {
+  step "build the native addon (release)"
+  npx napi build --platform --release
+}
+
+build_ts() {
+  if [ -f tsconfig.json ]; then
+    step "compile TypeScript"
+    npx tsc -p tsconfig.json
+    cp ts/package.json dist/package.json
+  fi
+}

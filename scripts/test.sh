@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the project. On a fresh clone it installs and builds what it needs;
+# a second run reuses node_modules and the cargo build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_node_modules
+build_addon
+build_ts
+
+step "Rust tests (core unit + integration)"
+cargo test --workspace --locked
+
+step "Autobahn|Testsuite against the core's echo mode"
+bash scripts/autobahn.sh
+
+step "Node tests (addon + plugin against real Payload)"
+if compgen -G "__test__/*.test.*js" >/dev/null; then
+  node --test --test-concurrency=1 __test__/
+else
+  echo "no Node tests yet"
+fi
