@@ -1,0 +1,169 @@
+// uWebSocketPlugin: adds realtime hooks to a Payload config. Writes become events only after the
+// request's transaction commits; documents lose hidden and auth fields before they leave.
+import type { CollectionConfig, Config, Payload, PayloadRequest } from 'payload'
+import { payloadAuthCookie, payloadJwtKey } from './auth.js'
+import {
+  configureManager,
+  disconnectDeletedUser,
+  disconnectLogout,
+  getUWebSocketManager,
+  initUWebSocket,
+  setRuntime,
+  type Runtime,
+  type ServerOptions,
+} from './manager.js'
+import { stripHiddenFields } from './sanitize.js'
+import { afterCommit, installTransactionHooks } from './transactions.js'
+import type { CollectionRealtimeOptions, EventOperation, RealtimeEvent, UWebSocketPluginOptions } from './types.js'
+
+const ALL_EVENTS: EventOperation[] = ['create', 'update', 'delete']
+const ROOM_PREFIXES = ['room:', 'user:', 'collection:', 'doc:']
+
+/** Fully qualified room name for a `collections[slug].room` result. */
+export function qualifyRoom(name: string): string {
+  return ROOM_PREFIXES.some((p) => name.startsWith(p)) ? name : `room:${name}`
+}
+
+/**
+ * The Payload plugin. Add it to `plugins` in `buildConfig`; then either set `port` or call
+ * `initUWebSocket()` after `getPayload()`.
+ */
+export const uWebSocketPlugin =
+  (pluginOptions: UWebSocketPluginOptions = {}) =>
+  (incomingConfig: Config): Config => {
+    const options = pluginOptions
+    if (options.enabled === false || options.disabled === true) return incomingConfig
+
+    // Filled in onInit; hooks never run before it.
+    let state: Runtime | null = null
+    const log = (msg: string) => {
+      if (options.debug) state?.payload.logger.info(`[realtime] ${msg}`)
+    }
+    const onError = (err: unknown, what: string) => {
+      const logger = state?.payload.logger
+      if (logger) logger.error({ err, msg: `[realtime] ${what} failed` })
+      else console.error(`[realtime] ${what} failed`, err)
+    }
+
+    const enabled = new Map<string, CollectionRealtimeOptions>()
+    for (const slug of options.includeCollections ?? []) enabled.set(slug, {})
+    for (const [slug, c] of Object.entries(options.collections ?? {})) enabled.set(slug, c ?? {})
+
+    const emit = (event: RealtimeEvent) => {
+      let e: RealtimeEvent | undefined = event
+      if (options.shouldEmit && !options.shouldEmit(e)) return log(`dropped by shouldEmit: ${e.collection}:${e.id}`)
+      if (options.transformEvent) e = options.transformEvent(e)
+      if (!e) return
+      const manager = getUWebSocketManager()
+      if (!manager) return log(`no WebSocket server running; dropped ${e.operation} ${e.collection}:${e.id}`)
+      manager.emitEvent(e)
+      log(`emitted ${e.operation} ${e.collection}:${e.id}${e.rooms?.length ? ` +rooms ${e.rooms.join(',')}` : ''}`)
+    }
+
+    const queue = (req: PayloadRequest, slug: string, operation: EventOperation, doc: any, previousDoc: any) => {
+      const settings = enabled.get(slug)!
+      const rooms = new Set<string>()
+      if (settings.room) {
+        const r = settings.room(doc, { operation, previousDoc, user: req.user, req })
+        for (const name of Array.isArray(r) ? r : r ? [r] : []) if (name) rooms.add(qualifyRoom(String(name)))
+      }
+      const event: RealtimeEvent = {
+        operation,
+        collection: slug,
+        id: doc.id,
+        doc: stripHiddenFields(req.payload, slug, doc),
+      }
+      if (rooms.size) event.rooms = [...rooms]
+      return afterCommit(req, () => emit(event), (err) => onError(err, `emit ${operation} ${slug}`))
+    }
+
+    const collections = (incomingConfig.collections ?? []).map((collection): CollectionConfig => {
+      const slug = collection.slug
+      const settings = enabled.get(slug)
+      const events = new Set(settings?.events ?? ALL_EVENTS)
+      const hooks = { ...collection.hooks }
+      if (settings && (events.has('create') || events.has('update'))) {
+        hooks.afterChange = [
+          ...(hooks.afterChange ?? []),
+          async ({ doc, previousDoc, operation, req }) => {
+            if (events.has(operation)) await queue(req, slug, operation, doc, operation === 'update' ? previousDoc : undefined)
+          },
+        ]
+      }
+      const isAuth = Boolean(collection.auth)
+      if ((settings && events.has('delete')) || isAuth) {
+        hooks.afterDelete = [
+          ...(hooks.afterDelete ?? []),
+          async ({ doc, id, req }) => {
+            if (isAuth) disconnectDeletedUser(slug, id ?? doc?.id, log)
+            if (settings && events.has('delete')) await queue(req, slug, 'delete', { ...doc, id: doc?.id ?? id }, undefined)
+          },
+        ]
+      }
+      if (isAuth) {
+        hooks.afterLogout = [
+          ...(hooks.afterLogout ?? []),
+          ({ req }) => {
+            const all = req.searchParams?.get?.('allSessions') === 'true'
+            disconnectLogout(req.user as Record<string, any> | null, all, log)
+          },
+        ]
+      }
+      return { ...collection, hooks }
+    })
+
+    const unknown = [...enabled.keys()].filter((slug) => !collections.some((c) => c.slug === slug))
+    if (unknown.length) console.warn(`[realtime] no such collection(s): ${unknown.join(', ')}`)
+
+    return {
+      ...incomingConfig,
+      collections,
+      onInit: async (payload: Payload) => {
+        state = {
+          payload,
+          options,
+          serverOptions: serverOptionsFor(options, payload),
+          log,
+          onError,
+        }
+        installTransactionHooks(payload, (err) => onError(err, 'after-commit task'))
+        setRuntime(state)
+        if (options.redis) log('`redis` is accepted but multi-instance fan-out is not implemented yet')
+        if (options.port !== undefined) {
+          await initUWebSocket()
+        } else {
+          const running = getUWebSocketManager()
+          if (running) configureManager(running, state)
+        }
+        if (incomingConfig.onInit) await incomingConfig.onInit(payload)
+      },
+    }
+  }
+
+/** Native server options derived from the plugin options and the Payload config. */
+function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): ServerOptions {
+  const secret = payload.config.secret
+  const compatOrigin = o.uWebSocket?.cors?.origin
+  let allowOrigins = o.allowOrigins
+  if (!allowOrigins && typeof compatOrigin === 'string' && compatOrigin !== '*') allowOrigins = [compatOrigin]
+  if (!allowOrigins && Array.isArray(compatOrigin)) allowOrigins = compatOrigin.map(String)
+  return {
+    port: o.port,
+    host: o.host,
+    path: o.path ?? o.uWebSocket?.path,
+    allowOrigins,
+    maxConnections: o.maxConnections,
+    maxMessageSize: o.maxMessageSize,
+    heartbeatMs: o.heartbeatMs,
+    pongTimeoutMs: o.pongTimeoutMs,
+    idleTimeoutMs: o.idleTimeoutMs,
+    maxBackpressure: o.maxBackpressure,
+    maxRoomsPerSocket: o.maxRoomsPerSocket,
+    rateLimit: o.rateLimit,
+    handlerTimeoutMs: o.handlerTimeoutMs,
+    requireAuth: o.requireAuth,
+    jwtKey: secret ? payloadJwtKey(secret) : payload.secret,
+    authCookie: payloadAuthCookie(payload.config.cookiePrefix),
+    redis: o.redis,
+  }
+}
