@@ -68,6 +68,14 @@ const configured = new WeakMap<object, Runtime>()
 /** Called from the plugin's onInit: later `initUWebSocket()` calls use this Payload's settings. */
 export function setRuntime(r: Runtime): void {
   runtime = r
+  // Forget the instance when it is destroyed, so a later Payload in this process starts clean.
+  const destroy = r.payload.destroy?.bind(r.payload)
+  if (destroy) {
+    r.payload.destroy = async () => {
+      if (runtime === r) runtime = null
+      return destroy()
+    }
+  }
 }
 
 /** The running manager, or `null` before `initUWebSocket` (or after `close()`). */

@@ -1,0 +1,231 @@
+// Collection writes through Payload's Local API reach the right WebSocket clients, only after the
+// transaction commits, and never carry hidden or auth fields.
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { assertNoKeys, closeAll, connect, createUser, startPayload } from './helpers/index.mjs'
+
+const SECRET_KEYS = [
+  'hash', 'salt', 'sessions', 'apiKey', 'apiKeyIndex', 'resetPasswordToken', 'resetPasswordExpiration',
+  '_verificationToken', 'lockUntil', 'loginAttempts', 'secretNote', 'internal', 'reviewToken', 'rowHidden', 'blockSecret',
+]
+
+describe('events from a Payload with the plugin (port option, transactions on)', () => {
+  let app
+  const later = []
+  before(async () => {
+    app = await startPayload({
+      realtime: {
+        collections: {
+          posts: { room: (doc) => (doc.team ? `team:${doc.team}` : undefined) },
+          users: { events: ['delete'] },
+        },
+        rooms: { patterns: ['team:*'] },
+      },
+      // A plugin after ours whose afterChange throws: the write rolls back after our hook ran.
+      plugins: [
+        (config) => ({
+          ...config,
+          collections: config.collections.map((c) =>
+            c.slug !== 'posts'
+              ? c
+              : {
+                  ...c,
+                  hooks: {
+                    ...c.hooks,
+                    afterChange: [
+                      ...(c.hooks?.afterChange ?? []),
+                      ({ doc }) => {
+                        if (doc.title === 'explode-late') throw new Error('late hook failure')
+                      },
+                    ],
+                  },
+                },
+          ),
+        }),
+      ],
+    })
+  })
+  after(async () => {
+    closeAll(...later)
+    await app?.stop()
+  })
+
+  test('server started from onInit on the `port` option', () => {
+    assert.ok(app.manager, 'manager running')
+    assert.ok(app.manager.port > 0)
+  })
+
+  test('create/update/delete reach collection subscribers with the documented shape, others get nothing', async () => {
+    const sub = await connect(app.url)
+    const other = await connect(app.url)
+    later.push(sub, other)
+    await sub.joinCollection('posts')
+    await other.joinCollection('notes')
+
+    const post = await app.payload.create({ collection: 'posts', data: { title: 'hello' } })
+    const created = await sub.next({ type: 'update' })
+    assert.equal(created.operation, 'create')
+    assert.equal(created.collection, 'posts')
+    assert.equal(String(created.id), String(post.id))
+    assert.equal(created.doc.title, 'hello')
+    assert.equal(String(created.doc.id), String(post.id))
+
+    await app.payload.update({ collection: 'posts', id: post.id, data: { title: 'hello 2' } })
+    const updated = await sub.next({ type: 'update' })
+    assert.equal(updated.operation, 'update')
+    assert.equal(updated.doc.title, 'hello 2')
+
+    await app.payload.delete({ collection: 'posts', id: post.id })
+    const deleted = await sub.next({ type: 'delete' })
+    assert.equal(deleted.operation, 'delete')
+    assert.equal(String(deleted.id), String(post.id))
+    assert.equal(deleted.doc.title, 'hello 2')
+
+    await other.none((m) => m.type === 'update' || m.type === 'delete')
+    await sub.none((m) => m.type === 'update' || m.type === 'delete', 100)
+  })
+
+  test('join-doc receives only that document', async () => {
+    const a = await app.payload.create({ collection: 'posts', data: { title: 'a' } })
+    const b = await app.payload.create({ collection: 'posts', data: { title: 'b' } })
+    const c = await connect(app.url)
+    later.push(c)
+    await c.joinDoc('posts', a.id)
+    await app.payload.update({ collection: 'posts', id: b.id, data: { title: 'b2' } })
+    await app.payload.update({ collection: 'posts', id: a.id, data: { title: 'a2' } })
+    const got = await c.next({ type: 'update' })
+    assert.equal(String(got.id), String(a.id))
+    assert.equal(got.doc.title, 'a2')
+    await c.none({ type: 'update' })
+  })
+
+  test('room() targets join-room members only', async () => {
+    const red = await connect(app.url)
+    const blue = await connect(app.url)
+    later.push(red, blue)
+    await red.join({ type: 'join-room', room: 'team:red' })
+    await blue.join({ type: 'join-room', room: 'team:blue' })
+    const post = await app.payload.create({ collection: 'posts', data: { title: 'for red', team: 'red' } })
+    const got = await red.next({ type: 'update' })
+    assert.equal(String(got.id), String(post.id))
+    assert.equal(got.doc.team, 'red')
+    await blue.none({ type: 'update' })
+  })
+
+  test('events filter: users emit delete only', async () => {
+    const c = await connect(app.url)
+    later.push(c)
+    await c.joinCollection('users')
+    const { user } = await createUser(app.payload, 'filter@example.com')
+    await app.payload.update({ collection: 'users', id: user.id, data: { name: 'x' } })
+    await c.none((m) => m.type === 'update')
+    await app.payload.delete({ collection: 'users', id: user.id })
+    const del = await c.next({ type: 'delete' })
+    assert.equal(String(del.id), String(user.id))
+    assertNoKeys(del.doc, SECRET_KEYS)
+  })
+
+  test('includeCollections filter: a collection not enabled emits nothing', async () => {
+    const c = await connect(app.url)
+    later.push(c)
+    await c.joinCollection('notes')
+    await app.payload.create({ collection: 'notes', data: { text: 'n' } })
+    await c.none()
+  })
+
+  test('a write rolled back by a later hook emits nothing; the next commit does', async () => {
+    const c = await connect(app.url)
+    later.push(c)
+    await c.joinCollection('posts')
+    await assert.rejects(app.payload.create({ collection: 'posts', data: { title: 'explode-late' } }), /late hook failure/)
+    const found = await app.payload.find({ collection: 'posts', where: { title: { equals: 'explode-late' } } })
+    assert.equal(found.totalDocs, 0, 'the write was rolled back')
+    await c.none({ type: 'update' })
+    await app.payload.create({ collection: 'posts', data: { title: 'after rollback' } })
+    assert.equal((await c.next({ type: 'update' })).doc.title, 'after rollback')
+  })
+
+  test('writes in an explicit transaction emit on commit, not before, and never on rollback', async () => {
+    const c = await connect(app.url)
+    later.push(c)
+    await c.joinCollection('posts')
+    const db = app.payload.db
+
+    const rolledBack = await db.beginTransaction()
+    await app.payload.create({ collection: 'posts', data: { title: 'tx-rollback' }, req: { transactionID: rolledBack } })
+    await db.rollbackTransaction(rolledBack)
+    await c.none({ type: 'update' })
+
+    const committed = await db.beginTransaction()
+    await app.payload.create({ collection: 'posts', data: { title: 'tx-1' }, req: { transactionID: committed } })
+    await app.payload.create({ collection: 'posts', data: { title: 'tx-2' }, req: { transactionID: committed } })
+    await c.none({ type: 'update' }, 200)
+    await db.commitTransaction(committed)
+    assert.equal((await c.next({ type: 'update' })).doc.title, 'tx-1')
+    assert.equal((await c.next({ type: 'update' })).doc.title, 'tx-2')
+  })
+
+  test('hidden and auth fields never leave the server, also in a populated related user', async () => {
+    const c = await connect(app.url)
+    later.push(c)
+    await c.joinCollection('posts')
+    const { user } = await createUser(app.payload, 'author@example.com', { name: 'Ann', secretNote: 'psst', enableAPIKey: true, apiKey: 'ann-key-123' })
+    // The author has a live session, so the populated user in hook docs carries `sessions`.
+    const post = await app.payload.create({
+      collection: 'posts',
+      data: {
+        title: 'with author',
+        author: user.id,
+        internal: 'do not send',
+        meta: { summary: 'ok', reviewToken: 'rt' },
+        rowHidden: 'rh',
+        rowShown: 'rs',
+        content: [{ blockType: 'quote', text: 'q', by: user.id, blockSecret: 'bs' }],
+      },
+    })
+    const hookDoc = await app.payload.findByID({ collection: 'posts', id: post.id, depth: 2, showHiddenFields: true })
+    assert.ok(hookDoc.author.sessions?.length, 'precondition: populated user carries sessions')
+
+    const got = await c.next({ type: 'update' })
+    assert.equal(got.doc.author.name, 'Ann', 'relation is populated')
+    assert.equal(got.doc.author.email, 'author@example.com')
+    assert.equal(got.doc.meta.summary, 'ok')
+    assert.equal(got.doc.rowShown, 'rs')
+    assert.equal(got.doc.content[0].text, 'q')
+    assert.equal(got.doc.content[0].by.name, 'Ann')
+    assertNoKeys(got, SECRET_KEYS)
+  })
+})
+
+describe('server started by the app (server.ts style), transactions off', () => {
+  let app
+  before(async () => {
+    app = await startPayload({ realtime: { includeCollections: ['posts'] }, transactions: false, startServer: 'manual' })
+  })
+  after(async () => app?.stop())
+
+  test('initUWebSocket() after getPayload serves events immediately (no transaction to wait for)', async () => {
+    const c = await connect(app.url)
+    await c.joinCollection('posts')
+    const post = await app.payload.create({ collection: 'posts', data: { title: 'no tx' } })
+    const got = await c.next({ type: 'update' })
+    assert.equal(String(got.id), String(post.id))
+    c.close()
+  })
+})
+
+describe('disabled plugin', () => {
+  let app
+  before(async () => {
+    app = await startPayload({ realtime: { disabled: true, includeCollections: ['posts'] }, startServer: 'manual' })
+  })
+  after(async () => app?.stop())
+
+  test('`disabled: true` adds no hooks: writes emit nothing', async () => {
+    const c = await connect(app.url)
+    await c.joinCollection('posts')
+    await app.payload.create({ collection: 'posts', data: { title: 'silent' } })
+    await c.none()
+    c.close()
+  })
+})
