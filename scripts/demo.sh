@@ -10,17 +10,7 @@ ensure_node_modules
 build_addon
 build_ts
 
-step "install examples/payload-basic"
-(
-  cd examples/payload-basic
-  stamp=node_modules/.lock-stamp
-  want=$(sha256sum package.json package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1)
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    npm install --prefer-offline --no-audit --no-fund
-    want=$(sha256sum package.json package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1)
-    echo "$want" >"$stamp"
-  fi
-)
+ensure_node_modules examples/payload-basic
 
 step "start examples/payload-basic"
 cd examples/payload-basic

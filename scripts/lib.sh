@@ -2,13 +2,15 @@
 step() { printf '\n=== %s ===\n' "$*"; }
 
 # npm ci only when package-lock.json changed since the last install (or never ran).
+# Optional argument: the package directory (default: the repo root).
 ensure_node_modules() {
-  local stamp=node_modules/.lock-stamp
+  local dir=${1:-.}
+  local stamp=$dir/node_modules/.lock-stamp
   local want
-  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    step "npm ci"
-    npm ci --no-audit --no-fund
+    step "npm ci ($dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund)
     echo "$want" >"$stamp"
   fi
 }

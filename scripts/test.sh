@@ -8,6 +8,7 @@ source scripts/lib.sh
 ensure_node_modules
 build_addon
 build_ts
+ensure_node_modules examples/payload-basic   # the example app, run by __test__/example.test.mjs
 
 step "Rust tests (core unit + integration)"
 cargo test --workspace --locked
