@@ -18,6 +18,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
         collections: {
           posts: { room: (doc) => (doc.team ? `team:${doc.team}` : undefined) },
           users: { events: ['delete'] },
+          articles: {},
         },
         rooms: { patterns: ['team:*'] },
       },
@@ -163,6 +164,24 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     await db.commitTransaction(committed)
     assert.equal((await c.next({ type: 'update' })).doc.title, 'tx-1')
     assert.equal((await c.next({ type: 'update' })).doc.title, 'tx-2')
+  })
+
+  test('drafts stay on the server until published; context.realtime === false skips a write', async () => {
+    const c = await connect(app.url)
+    later.push(c)
+    await c.joinCollection('articles')
+    const draft = await app.payload.create({ collection: 'articles', data: { title: 'secret draft' }, draft: true })
+    await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'still draft' }, draft: true })
+    await c.none({ type: 'update' })
+    await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'published', _status: 'published' } })
+    const pub = await c.next({ type: 'update' })
+    assert.equal(pub.doc.title, 'published')
+    await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'quiet' }, context: { realtime: false } })
+    await c.none({ type: 'update' })
+    const d2 = await app.payload.create({ collection: 'articles', data: { title: 'draft to delete' }, draft: true })
+    await app.payload.delete({ collection: 'articles', id: d2.id })
+    const del = await c.next({ type: 'delete' })
+    assert.deepEqual(del.doc, { id: d2.id }, 'a deleted draft is announced by id only')
   })
 
   test('hidden and auth fields never leave the server, also in a populated related user', async () => {

@@ -32,7 +32,7 @@ export async function freePort() {
   return port
 }
 
-/** The test collections: users (auth, API keys), posts (relations, hidden fields, blocks), notes. */
+/** Test collections: users (auth, API keys), posts (relations, hidden fields, blocks), notes, articles (drafts). */
 export function testCollections() {
   return [
     {
@@ -80,6 +80,7 @@ export function testCollections() {
       ],
     },
     { slug: 'notes', fields: [{ name: 'text', type: 'text' }] },
+    { slug: 'articles', versions: { drafts: true }, fields: [{ name: 'title', type: 'text' }] },
   ]
 }
 

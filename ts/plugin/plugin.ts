@@ -62,6 +62,10 @@ export const uWebSocketPlugin =
 
     const queue = (req: PayloadRequest, slug: string, operation: EventOperation, doc: any, previousDoc: any) => {
       const settings = enabled.get(slug)!
+      if (req.context?.realtime === false) return log(`skipped ${operation} ${slug}:${doc?.id}: context.realtime === false`)
+      // Unpublished content stays on the server; a deleted draft is announced by id only.
+      const hideDraft = doc?._status === 'draft' && !settings.drafts
+      if (hideDraft && operation !== 'delete') return log(`skipped draft ${slug}:${doc.id}`)
       const rooms = new Set<string>()
       if (settings.room) {
         const r = settings.room(doc, { operation, previousDoc, user: req.user, req })
@@ -71,7 +75,7 @@ export const uWebSocketPlugin =
         operation,
         collection: slug,
         id: doc.id,
-        doc: stripHiddenFields(req.payload, slug, doc),
+        doc: hideDraft ? { id: doc.id } : stripHiddenFields(req.payload, slug, doc),
       }
       if (rooms.size) event.rooms = [...rooms]
       return afterCommit(req, () => emit(event), (err) => onError(err, `emit ${operation} ${slug}`))

@@ -49,6 +49,12 @@ export interface CollectionRealtimeOptions {
    * Receives the full hook document (before hidden fields are removed). Default: none.
    */
   room?: (doc: Record<string, unknown>, ctx: RoomContext) => string | string[] | undefined | null
+  /**
+   * Emit saves of drafts (`_status: 'draft'`) of a collection with `versions.drafts`. Default
+   * `false`: unpublished content never reaches subscribers (publishing emits; deleting a draft
+   * sends `doc: { id }` only). Skip any single write with `context: { realtime: false }`.
+   */
+  drafts?: boolean
 }
 
 /** Decides whether one user may receive one event of a collection. Throwing counts as `false`. */
