@@ -6,9 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_node_modules
-build_addon
-build_ts
+prepare_build
 
 ensure_node_modules examples/payload-basic
 

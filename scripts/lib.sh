@@ -28,3 +28,10 @@ build_ts() {
     cp ts/package.json dist/package.json
   fi
 }
+
+# What every entry script needs first: root npm deps, the addon, the compiled TypeScript.
+prepare_build() {
+  ensure_node_modules
+  build_addon
+  build_ts
+}

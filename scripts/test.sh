@@ -5,9 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_node_modules
-build_addon
-build_ts
+prepare_build
 ensure_node_modules examples/payload-basic   # the example app, run by __test__/example.test.mjs
 
 step "Rust tests (core unit + integration)"

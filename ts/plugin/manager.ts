@@ -4,26 +4,16 @@
 import type { Payload } from 'payload'
 import { claimsOf, credentialResolver, sessionIsLive } from './auth.js'
 import { native } from './native.js'
-import type { RealtimeEvent, RealtimeSocket, RealtimeUser, UpgradeRequestInfo, UWebSocketPluginOptions } from './types.js'
+import type { RealtimeEvent, RealtimeSocket, RealtimeUser, ServerLimits, UpgradeRequestInfo, UWebSocketPluginOptions } from './types.js'
 
 /** Server options understood by the native `initUWebSocket` (see the README for defaults). */
-export interface ServerOptions {
+export interface ServerOptions extends ServerLimits {
   port?: number
-  host?: string
-  path?: string
-  allowOrigins?: string[]
-  maxConnections?: number
-  maxMessageSize?: number
-  heartbeatMs?: number
-  pongTimeoutMs?: number
-  idleTimeoutMs?: number
-  maxBackpressure?: number
-  maxRoomsPerSocket?: number
-  rateLimit?: { messages: number; windowMs: number }
   requireAuth?: boolean
+  /** HS256 key as Payload signs with: sha256(secret) hex, first 32 chars. */
   jwtKey?: string
+  /** Cookie carrying the token. Default `'payload-token'`. */
   authCookie?: string
-  handlerTimeoutMs?: number
   workerThreads?: number
   redis?: { url?: string; [key: string]: unknown }
 }

@@ -14,7 +14,7 @@ import {
 } from './manager.js'
 import { stripHiddenFields } from './sanitize.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'
-import type { CollectionRealtimeOptions, EventOperation, RealtimeEvent, UWebSocketPluginOptions } from './types.js'
+import type { CollectionRealtimeOptions, EventOperation, RealtimeEvent, ServerLimits, UWebSocketPluginOptions } from './types.js'
 
 const ALL_EVENTS: EventOperation[] = ['create', 'update', 'delete']
 const ROOM_PREFIXES = ['room:', 'user:', 'collection:', 'doc:']
@@ -151,23 +151,21 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): ServerO
   let allowOrigins = o.allowOrigins
   if (!allowOrigins && typeof compatOrigin === 'string' && compatOrigin !== '*') allowOrigins = [compatOrigin]
   if (!allowOrigins && Array.isArray(compatOrigin)) allowOrigins = compatOrigin.map(String)
+  const limits: ServerLimits = {}
+  for (const key of SERVER_LIMIT_KEYS) (limits as Record<string, unknown>)[key] = o[key]
   return {
+    ...limits,
     port: o.port,
-    host: o.host,
     path: o.path ?? o.uWebSocket?.path,
     allowOrigins,
-    maxConnections: o.maxConnections,
-    maxMessageSize: o.maxMessageSize,
-    heartbeatMs: o.heartbeatMs,
-    pongTimeoutMs: o.pongTimeoutMs,
-    idleTimeoutMs: o.idleTimeoutMs,
-    maxBackpressure: o.maxBackpressure,
-    maxRoomsPerSocket: o.maxRoomsPerSocket,
-    rateLimit: o.rateLimit,
-    handlerTimeoutMs: o.handlerTimeoutMs,
     requireAuth: o.requireAuth,
     jwtKey: secret ? payloadJwtKey(secret) : payload.secret,
     authCookie: payloadAuthCookie(payload.config.cookiePrefix),
     redis: o.redis,
   }
 }
+
+const SERVER_LIMIT_KEYS = [
+  'host', 'path', 'allowOrigins', 'maxConnections', 'maxMessageSize', 'heartbeatMs', 'pongTimeoutMs',
+  'idleTimeoutMs', 'maxBackpressure', 'maxRoomsPerSocket', 'rateLimit', 'handlerTimeoutMs',
+] as const satisfies readonly (keyof ServerLimits)[]

@@ -107,8 +107,36 @@ export interface RoomPolicy {
   canJoin?: (user: RealtimeUser | null, room: string) => boolean | Promise<boolean>
 }
 
+/** Listener settings and limits of the native server, shared by the plugin and `initUWebSocket`. */
+export interface ServerLimits {
+  /** Interface to listen on. Default `'0.0.0.0'`. */
+  host?: string
+  /** URL path served, exact or with a trailing `*`. Default: any path. */
+  path?: string
+  /** Allowed `Origin`s: exact, `https://*.example.com`, or `/regex/`. Default: all origins. */
+  allowOrigins?: string[]
+  /** Connections beyond this are refused with HTTP 503. Default `100000`. */
+  maxConnections?: number
+  /** Largest client message in bytes; larger closes 1009. Default `1048576` (1 MiB). */
+  maxMessageSize?: number
+  /** Protocol ping interval in ms. Default `30000`. */
+  heartbeatMs?: number
+  /** Close a socket that does not answer a ping within this many ms. Default `10000`. */
+  pongTimeoutMs?: number
+  /** Close a socket silent for this many ms; 0 = never. Default `0`. */
+  idleTimeoutMs?: number
+  /** Bytes queued for one socket before it is closed 1013 (slow consumer). Default `1048576`. */
+  maxBackpressure?: number
+  /** Rooms one socket may be in. Default `256`. */
+  maxRoomsPerSocket?: number
+  /** Messages a client may send per window. Default `{ messages: 100, windowMs: 1000 }`. */
+  rateLimit?: { messages: number; windowMs: number }
+  /** Time a custom handler may take before the client gets `handler_timeout`. Default `10000`. */
+  handlerTimeoutMs?: number
+}
+
 /** Options of `uWebSocketPlugin(options)`. Every option is optional. */
-export interface UWebSocketPluginOptions {
+export interface UWebSocketPluginOptions extends ServerLimits {
   /** Turn the plugin on or off. Default `true`. When off, the config is returned unchanged. */
   enabled?: boolean
   /** Alias: `disabled: true` is `enabled: false`. Default `false`. */
@@ -133,34 +161,10 @@ export interface UWebSocketPluginOptions {
    * apps without their own server entry. Default: not started; call `initUWebSocket()` yourself.
    */
   port?: number
-  /** Interface to listen on. Default `'0.0.0.0'`. */
-  host?: string
   /** Accepted and passed to the native server; multi-instance fan-out is not implemented yet. Default: off. */
   redis?: { url?: string; [key: string]: unknown }
   /** Policy for `join-room`. Default: refuse every `join-room`. */
   rooms?: RoomPolicy
-  /** URL path served, exact or with a trailing `*`. Default: any path. */
-  path?: string
-  /** Allowed `Origin`s: exact, `https://*.example.com`, or `/regex/`. Default: all origins. */
-  allowOrigins?: string[]
-  /** Connections beyond this are refused with HTTP 503. Default `100000`. */
-  maxConnections?: number
-  /** Largest client message in bytes; larger closes 1009. Default `1048576` (1 MiB). */
-  maxMessageSize?: number
-  /** Protocol ping interval in ms. Default `30000`. */
-  heartbeatMs?: number
-  /** Close a socket that does not answer a ping within this many ms. Default `10000`. */
-  pongTimeoutMs?: number
-  /** Close a socket silent for this many ms; 0 = never. Default `0`. */
-  idleTimeoutMs?: number
-  /** Bytes queued for one socket before it is closed 1013 (slow consumer). Default `1048576`. */
-  maxBackpressure?: number
-  /** Rooms one socket may be in. Default `256`. */
-  maxRoomsPerSocket?: number
-  /** Messages a client may send per window. Default `{ messages: 100, windowMs: 1000 }`. */
-  rateLimit?: { messages: number; windowMs: number }
-  /** Time a custom handler may take before the client gets `handler_timeout`. Default `10000`. */
-  handlerTimeoutMs?: number
   /** Extra check at upgrade; `false` answers HTTP 403. Default: none. */
   verifyClient?: VerifyClient
   /** Custom message types and their handlers (`registerCustomHandler`). Default `{}`. */
