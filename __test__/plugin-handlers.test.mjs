@@ -122,19 +122,26 @@ describe('handlers, middleware, verifyClient, room policy', () => {
   })
 })
 
-describe('default room policy', () => {
+describe('defaults, and the uWebSockets.js plugin option names', () => {
   let app
   before(async () => {
-    app = await startPayload({ realtime: {} })
+    app = await startPayload({ realtime: { uWebSocket: { cors: { origin: ['http://good.example'] }, path: '/ws' } } })
   })
   after(async () => app?.stop())
 
   test('without `rooms`, every join-room is refused', async () => {
-    const c = await connect(app.url)
+    const c = await connect(app.url, { path: '/ws', origin: 'http://good.example' })
     c.send({ type: 'join-room', room: 'anything' })
     const m = await c.next((x) => x.type === 'error' || x.type === 'joined')
     assert.equal(m.type, 'error')
     assert.equal(m.code, 'forbidden')
     c.close()
+  })
+
+  test('uWebSocket.cors.origin becomes allowOrigins; uWebSocket.path the served path', async () => {
+    const ok = await connect(app.url, { path: '/ws', origin: 'http://good.example' })
+    ok.close()
+    assert.equal(await refusedStatus(app.url, { path: '/ws', origin: 'http://evil.example' }), 403)
+    assert.equal(await refusedStatus(app.url, { path: '/elsewhere', origin: 'http://good.example' }), 404)
   })
 })
