@@ -125,7 +125,13 @@ describe('handlers, middleware, verifyClient, room policy', () => {
 describe('defaults, and the uWebSockets.js plugin option names', () => {
   let app
   before(async () => {
-    app = await startPayload({ realtime: { uWebSocket: { cors: { origin: ['http://good.example'] }, path: '/ws' } } })
+    app = await startPayload({
+      realtime: {
+        uWebSocket: { cors: { origin: ['http://good.example'] }, path: '/ws' },
+        includeCollections: ['posts'],
+        authorize: { posts: (user, event) => (user === null ? event.doc.title === 'public' : true) },
+      },
+    })
   })
   after(async () => app?.stop())
 
@@ -135,6 +141,16 @@ describe('defaults, and the uWebSockets.js plugin option names', () => {
     const m = await c.next((x) => x.type === 'error' || x.type === 'joined')
     assert.equal(m.type, 'error')
     assert.equal(m.code, 'forbidden')
+    c.close()
+  })
+
+  test('authorize sees anonymous sockets as null', async () => {
+    const c = await connect(app.url, { path: '/ws', origin: 'http://good.example' })
+    await c.joinCollection('posts')
+    await app.payload.create({ collection: 'posts', data: { title: 'members' } })
+    await app.payload.create({ collection: 'posts', data: { title: 'public' } })
+    assert.equal((await c.next({ type: 'update' })).doc.title, 'public')
+    await c.none({ type: 'update' })
     c.close()
   })
 

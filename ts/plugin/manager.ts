@@ -26,7 +26,7 @@ export interface UWebSocketManager {
   sendToSocket(socketOrId: string | RealtimeSocket, msg: object | string | Buffer): boolean
   registerCustomHandler(type: string, handler: (socket: RealtimeSocket, data: unknown, message: any) => unknown): void
   use(mw: (socket: RealtimeSocket, req: UpgradeRequestInfo) => unknown): void
-  setAuthorize(collection: string, fn: (users: RealtimeUser[], event: RealtimeEvent) => boolean[] | Promise<boolean[]>): void
+  setAuthorize(collection: string, fn: (users: (RealtimeUser | null)[], event: RealtimeEvent) => boolean[] | Promise<boolean[]>): void
   setRoomPolicy(policy: { patterns?: string[]; canJoin?: (user: RealtimeUser | null, room: string) => boolean | Promise<boolean> }): void
   setVerifyClient(fn: (info: { origin?: string; url: string; headers: Record<string, string>; remoteAddress: string }) => boolean | Promise<boolean>): void
   setCredentialResolver(fn: (req: { headers: Record<string, string>; token?: string }) => Promise<RealtimeUser | null>): void

@@ -57,9 +57,12 @@ export interface CollectionRealtimeOptions {
   drafts?: boolean
 }
 
-/** Decides whether one user may receive one event of a collection. Throwing counts as `false`. */
+/**
+ * Decides whether one user may receive one event of a collection. `user` is `null` for an
+ * anonymous socket. Throwing counts as `false`.
+ */
 export type CollectionAuthorizationHandler = (
-  user: RealtimeUser,
+  user: RealtimeUser | null,
   event: RealtimeEvent,
   ctx: { payload: Payload },
 ) => boolean | Promise<boolean>
@@ -150,8 +153,8 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   collections?: Record<string, CollectionRealtimeOptions>
   /**
    * Per-collection per-user filter. A collection without an entry reaches everyone in the rooms.
-   * Anonymous sockets are never given to the function and never receive events of a collection
-   * that has one. Default `{}`.
+   * Called once per event for each distinct recipient user (`null` = anonymous sockets), in one
+   * batched native call. Default `{}`.
    */
   authorize?: Record<string, CollectionAuthorizationHandler>
   /** Refuse upgrades without valid credentials (HTTP 401). Default `false`. */
