@@ -137,7 +137,11 @@ export const uWebSocketPlugin =
           await initUWebSocket()
         } else {
           const running = getUWebSocketManager()
-          if (running) configureManager(running, state)
+          if (running) {
+            // Started before Payload: its JWT key, cookie name and requireAuth were not ours.
+            payload.logger.warn('[realtime] the WebSocket server was started before Payload; call initUWebSocket() after getPayload() so it verifies Payload tokens')
+            configureManager(running, state)
+          }
         }
         if (incomingConfig.onInit) await incomingConfig.onInit(payload)
       },
