@@ -76,6 +76,12 @@ describe('requireAuth with Payload credentials', () => {
     assert.equal(String(c.welcome.user.id), String(alice.user.id))
   })
 
+  test('token in the ?token= query (browsers cannot set headers)', async () => {
+    const c = await connect(app.url, { path: `/?token=${encodeURIComponent(alice.token)}` })
+    later.push(c)
+    assert.equal(String(c.welcome.user.id), String(alice.user.id))
+  })
+
   test('expired token: 401', async () => {
     const { claims } = decodeJwt(alice.token)
     const expired = signJwt({ ...claims, iat: claims.iat - 7200, exp: Math.floor(Date.now() / 1000) - 60 })
