@@ -7,7 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { connect } from './helpers/index.mjs'
+import { connect } from './helpers/payload.mjs'
 
 const exampleDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../examples/payload-basic')
 let child
@@ -62,12 +62,12 @@ test('example: REST login → ws event on REST create → REST logout closes 400
   assert.equal(String(c.welcome.user.id), String(user.id))
   await c.joinCollection('posts')
   assert.equal((await post(`${api}/posts`, { title: 'from REST', author: user.id }, token)).status, 201)
-  const ev = await c.next({ type: 'update' })
+  const ev = await c.next('update')
   assert.equal(ev.doc.title, 'from REST')
   assert.equal(ev.doc.author.email, printed[1])
   assert.equal(ev.doc.author.sessions, undefined)
   assert.equal(ev.doc.author.hash, undefined)
 
   assert.equal((await post(`${api}/users/logout`, undefined, token)).status, 200)
-  assert.equal((await c.closedWithin()).code, 4001)
+  assert.equal(await c.expectClose(), 4001)
 })

@@ -2,7 +2,7 @@
 // transaction commits, and never carry hidden or auth fields.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { assertNoKeys, closeAll, connect, createUser, startPayload } from './helpers/index.mjs'
+import { assertNoKeys, closeAll, connect, createUser, startPayload } from './helpers/payload.mjs'
 
 const SECRET_KEYS = [
   'hash', 'salt', 'sessions', 'apiKey', 'apiKeyIndex', 'resetPasswordToken', 'resetPasswordExpiration',
@@ -64,7 +64,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     await other.joinCollection('notes')
 
     const post = await app.payload.create({ collection: 'posts', data: { title: 'hello' } })
-    const created = await sub.next({ type: 'update' })
+    const created = await sub.next('update')
     assert.equal(created.operation, 'create')
     assert.equal(created.collection, 'posts')
     assert.equal(String(created.id), String(post.id))
@@ -72,18 +72,18 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     assert.equal(String(created.doc.id), String(post.id))
 
     await app.payload.update({ collection: 'posts', id: post.id, data: { title: 'hello 2' } })
-    const updated = await sub.next({ type: 'update' })
+    const updated = await sub.next('update')
     assert.equal(updated.operation, 'update')
     assert.equal(updated.doc.title, 'hello 2')
 
     await app.payload.delete({ collection: 'posts', id: post.id })
-    const deleted = await sub.next({ type: 'delete' })
+    const deleted = await sub.next('delete')
     assert.equal(deleted.operation, 'delete')
     assert.equal(String(deleted.id), String(post.id))
     assert.equal(deleted.doc.title, 'hello 2')
 
-    await other.none((m) => m.type === 'update' || m.type === 'delete')
-    await sub.none((m) => m.type === 'update' || m.type === 'delete', 100)
+    await other.expectNothing(300, (m) => m.type === 'update' || m.type === 'delete')
+    await sub.expectNothing(100, (m) => m.type === 'update' || m.type === 'delete')
   })
 
   test('join-doc receives only that document', async () => {
@@ -91,13 +91,13 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     const b = await app.payload.create({ collection: 'posts', data: { title: 'b' } })
     const c = await connect(app.url)
     later.push(c)
-    await c.joinDoc('posts', a.id)
+    await c.join({ type: 'join-doc', collection: 'posts', id: String(a.id) })
     await app.payload.update({ collection: 'posts', id: b.id, data: { title: 'b2' } })
     await app.payload.update({ collection: 'posts', id: a.id, data: { title: 'a2' } })
-    const got = await c.next({ type: 'update' })
+    const got = await c.next('update')
     assert.equal(String(got.id), String(a.id))
     assert.equal(got.doc.title, 'a2')
-    await c.none({ type: 'update' })
+    await c.expectNothing(300, 'update')
   })
 
   test('room() targets join-room members only', async () => {
@@ -107,10 +107,10 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     await red.join({ type: 'join-room', room: 'team:red' })
     await blue.join({ type: 'join-room', room: 'team:blue' })
     const post = await app.payload.create({ collection: 'posts', data: { title: 'for red', team: 'red' } })
-    const got = await red.next({ type: 'update' })
+    const got = await red.next('update')
     assert.equal(String(got.id), String(post.id))
     assert.equal(got.doc.team, 'red')
-    await blue.none({ type: 'update' })
+    await blue.expectNothing(300, 'update')
   })
 
   test('events filter: users emit delete only', async () => {
@@ -119,9 +119,9 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     await c.joinCollection('users')
     const { user } = await createUser(app.payload, 'filter@example.com')
     await app.payload.update({ collection: 'users', id: user.id, data: { name: 'x' } })
-    await c.none((m) => m.type === 'update')
+    await c.expectNothing(300, (m) => m.type === 'update')
     await app.payload.delete({ collection: 'users', id: user.id })
-    const del = await c.next({ type: 'delete' })
+    const del = await c.next('delete')
     assert.equal(String(del.id), String(user.id))
     assertNoKeys(del.doc, SECRET_KEYS)
   })
@@ -131,7 +131,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     later.push(c)
     await c.joinCollection('notes')
     await app.payload.create({ collection: 'notes', data: { text: 'n' } })
-    await c.none()
+    await c.expectNothing(300)
   })
 
   test('a write rolled back by a later hook emits nothing; the next commit does', async () => {
@@ -141,9 +141,9 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     await assert.rejects(app.payload.create({ collection: 'posts', data: { title: 'explode-late' } }), /late hook failure/)
     const found = await app.payload.find({ collection: 'posts', where: { title: { equals: 'explode-late' } } })
     assert.equal(found.totalDocs, 0, 'the write was rolled back')
-    await c.none({ type: 'update' })
+    await c.expectNothing(300, 'update')
     await app.payload.create({ collection: 'posts', data: { title: 'after rollback' } })
-    assert.equal((await c.next({ type: 'update' })).doc.title, 'after rollback')
+    assert.equal((await c.next('update')).doc.title, 'after rollback')
   })
 
   test('writes in an explicit transaction emit on commit, not before, and never on rollback', async () => {
@@ -155,15 +155,15 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     const rolledBack = await db.beginTransaction()
     await app.payload.create({ collection: 'posts', data: { title: 'tx-rollback' }, req: { transactionID: rolledBack } })
     await db.rollbackTransaction(rolledBack)
-    await c.none({ type: 'update' })
+    await c.expectNothing(300, 'update')
 
     const committed = await db.beginTransaction()
     await app.payload.create({ collection: 'posts', data: { title: 'tx-1' }, req: { transactionID: committed } })
     await app.payload.create({ collection: 'posts', data: { title: 'tx-2' }, req: { transactionID: committed } })
-    await c.none({ type: 'update' }, 200)
+    await c.expectNothing(200, 'update')
     await db.commitTransaction(committed)
-    assert.equal((await c.next({ type: 'update' })).doc.title, 'tx-1')
-    assert.equal((await c.next({ type: 'update' })).doc.title, 'tx-2')
+    assert.equal((await c.next('update')).doc.title, 'tx-1')
+    assert.equal((await c.next('update')).doc.title, 'tx-2')
   })
 
   test('drafts stay on the server until published; context.realtime === false skips a write', async () => {
@@ -172,15 +172,15 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     await c.joinCollection('articles')
     const draft = await app.payload.create({ collection: 'articles', data: { title: 'secret draft' }, draft: true })
     await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'still draft' }, draft: true })
-    await c.none({ type: 'update' })
+    await c.expectNothing(300, 'update')
     await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'published', _status: 'published' } })
-    const pub = await c.next({ type: 'update' })
+    const pub = await c.next('update')
     assert.equal(pub.doc.title, 'published')
     await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'quiet' }, context: { realtime: false } })
-    await c.none({ type: 'update' })
+    await c.expectNothing(300, 'update')
     const d2 = await app.payload.create({ collection: 'articles', data: { title: 'draft to delete' }, draft: true })
     await app.payload.delete({ collection: 'articles', id: d2.id })
-    const del = await c.next({ type: 'delete' })
+    const del = await c.next('delete')
     assert.deepEqual(del.doc, { id: d2.id }, 'a deleted draft is announced by id only')
   })
 
@@ -205,7 +205,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     const hookDoc = await app.payload.findByID({ collection: 'posts', id: post.id, depth: 2, showHiddenFields: true })
     assert.ok(hookDoc.author.sessions?.length, 'precondition: populated user carries sessions')
 
-    const got = await c.next({ type: 'update' })
+    const got = await c.next('update')
     assert.equal(got.doc.author.name, 'Ann', 'relation is populated')
     assert.equal(got.doc.author.email, 'author@example.com')
     assert.equal(got.doc.meta.summary, 'ok')
@@ -227,7 +227,7 @@ describe('server started by the app (server.ts style), transactions off', () => 
     const c = await connect(app.url)
     await c.joinCollection('posts')
     const post = await app.payload.create({ collection: 'posts', data: { title: 'no tx' } })
-    const got = await c.next({ type: 'update' })
+    const got = await c.next('update')
     assert.equal(String(got.id), String(post.id))
     c.close()
   })
@@ -244,7 +244,7 @@ describe('disabled plugin', () => {
     const c = await connect(app.url)
     await c.joinCollection('posts')
     await app.payload.create({ collection: 'posts', data: { title: 'silent' } })
-    await c.none()
+    await c.expectNothing(300)
     c.close()
   })
 })

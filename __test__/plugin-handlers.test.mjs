@@ -2,7 +2,7 @@
 // the plugin options.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { closeAll, connect, createUser, refusedStatus, startPayload } from './helpers/index.mjs'
+import { closeAll, connect, createUser, refusedStatus, startPayload } from './helpers/payload.mjs'
 
 describe('handlers, middleware, verifyClient, room policy', () => {
   let app
@@ -94,7 +94,7 @@ describe('handlers, middleware, verifyClient, room policy', () => {
     later.push(ok)
     assert.ok(seen.connections.includes(ok.welcome.socketId))
     const blocked = await connect(app.url, { path: '/?blocked=1', waitWelcome: false })
-    assert.equal((await blocked.closedWithin()).code, 4003)
+    assert.equal(await blocked.expectClose(), 4003)
   })
 
   test('verifyClient false answers 403', async () => {
@@ -118,7 +118,7 @@ describe('handlers, middleware, verifyClient, room policy', () => {
     later.push(c)
     await c.join({ type: 'join-room', room: 'public:news' })
     app.manager.broadcastToRoom('room:public:news', { type: 'news', text: 'hi' })
-    assert.equal((await c.next({ type: 'news' })).text, 'hi')
+    assert.equal((await c.next('news')).text, 'hi')
   })
 })
 
@@ -149,8 +149,8 @@ describe('defaults, and the uWebSockets.js plugin option names', () => {
     await c.joinCollection('posts')
     await app.payload.create({ collection: 'posts', data: { title: 'members' } })
     await app.payload.create({ collection: 'posts', data: { title: 'public' } })
-    assert.equal((await c.next({ type: 'update' })).doc.title, 'public')
-    await c.none({ type: 'update' })
+    assert.equal((await c.next('update')).doc.title, 'public')
+    await c.expectNothing(300, 'update')
     c.close()
   })
 

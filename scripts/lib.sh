@@ -10,7 +10,9 @@ ensure_node_modules() {
   want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     step "npm ci ($dir)"
-    (cd "$dir" && npm ci --no-audit --no-fund)
+    # npm ci refuses a lock without entries for optional platform packages the registry here
+    # does not serve (e.g. @napi-rs/lzma-android-*); then install from the same lock, unsaved.
+    (cd "$dir" && { npm ci --no-audit --no-fund || npm install --no-save --no-audit --no-fund; })
     echo "$want" >"$stamp"
   fi
 }

@@ -2,7 +2,7 @@
 // for credentials that are not JWTs (API keys), and a session-liveness check for JWTs.
 import { createHash } from 'node:crypto'
 import type { Payload } from 'payload'
-import type { RealtimeUser } from './types.js'
+import type { UserClaims } from './manager.js'
 
 /** Payload signs its JWTs (HS256) with the UTF-8 of the first 32 hex chars of sha256(secret). */
 export function payloadJwtKey(secret: string): string {
@@ -15,8 +15,8 @@ export function payloadAuthCookie(cookiePrefix: string | undefined): string {
 }
 
 /** Claims the native server attaches to a socket, from a Payload user document. */
-export function claimsOf(user: Record<string, any>): RealtimeUser {
-  const claims: RealtimeUser = { id: String(user.id), collection: String(user.collection) }
+export function claimsOf(user: Record<string, any>): UserClaims {
+  const claims: UserClaims = { id: String(user.id), collection: String(user.collection) }
   if (typeof user.email === 'string') claims.email = user.email
   if (typeof user._sid === 'string') claims.sid = user._sid
   return claims
@@ -28,7 +28,7 @@ export function claimsOf(user: Record<string, any>): RealtimeUser {
  * `payload.auth`, i.e. every auth strategy the app configured.
  */
 export function credentialResolver(payload: Payload) {
-  return async (req: { headers: Record<string, string>; token?: string }): Promise<RealtimeUser | null> => {
+  return async (req: { headers: Record<string, string>; token?: string }): Promise<UserClaims | null> => {
     const headers = new Headers()
     for (const [k, v] of Object.entries(req.headers ?? {})) {
       if (typeof v === 'string') headers.set(k, v)
@@ -43,7 +43,7 @@ export function credentialResolver(payload: Payload) {
  * True when a socket's JWT session is still live: the user exists and, for collections with
  * sessions (Payload's default), `claims.sid` is among the user's unexpired sessions.
  */
-export async function sessionIsLive(payload: Payload, claims: RealtimeUser | null): Promise<boolean> {
+export async function sessionIsLive(payload: Payload, claims: UserClaims | null): Promise<boolean> {
   if (!claims) return true
   const collection = payload.collections?.[claims.collection]?.config as any
   if (!collection?.auth) return true // not a Payload auth user (custom resolver)

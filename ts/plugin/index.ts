@@ -1,8 +1,10 @@
 // payload-realtime-rs: the Payload plugin and the process-wide WebSocket manager.
+export { native } from './native.js'
+export * from './manager.js'
+// The plugin-aware start (uses the Payload config's JWT key, cookie and limits); shadows the
+// manager's own `initUWebSocket` re-exported above.
+export { initUWebSocket } from './runtime.js'
 export { uWebSocketPlugin, qualifyRoom } from './plugin.js'
-export { initUWebSocket, getUWebSocketManager } from './manager.js'
-export type { ServerOptions, UWebSocketManager } from './manager.js'
 export { stripHiddenFields, AUTH_SECRET_KEYS } from './sanitize.js'
 export { payloadJwtKey, payloadAuthCookie } from './auth.js'
-export { native } from './native.js'
 export type * from './types.js'

@@ -2,19 +2,11 @@
 // request's transaction commits; documents lose hidden and auth fields before they leave.
 import type { CollectionConfig, Config, Payload, PayloadRequest } from 'payload'
 import { payloadAuthCookie, payloadJwtKey } from './auth.js'
-import {
-  configureManager,
-  disconnectDeletedUser,
-  disconnectLogout,
-  getUWebSocketManager,
-  initUWebSocket,
-  setRuntime,
-  type Runtime,
-  type ServerOptions,
-} from './manager.js'
+import { getUWebSocketManager, type EmitEvent, type ServerOptions } from './manager.js'
+import { configureManager, disconnectDeletedUser, disconnectLogout, initUWebSocket, setRuntime, type Runtime } from './runtime.js'
 import { stripHiddenFields } from './sanitize.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'
-import type { CollectionRealtimeOptions, EventOperation, RealtimeEvent, ServerLimits, UWebSocketPluginOptions } from './types.js'
+import type { CollectionRealtimeOptions, EventOperation, ServerLimits, UWebSocketPluginOptions } from './types.js'
 
 const ALL_EVENTS: EventOperation[] = ['create', 'update', 'delete']
 const ROOM_PREFIXES = ['room:', 'user:', 'collection:', 'doc:']
@@ -49,8 +41,8 @@ export const uWebSocketPlugin =
     for (const slug of options.includeCollections ?? []) enabled.set(slug, {})
     for (const [slug, c] of Object.entries(options.collections ?? {})) enabled.set(slug, c ?? {})
 
-    const emit = (event: RealtimeEvent) => {
-      let e: RealtimeEvent | undefined = event
+    const emit = (event: EmitEvent) => {
+      let e: EmitEvent | undefined = event
       if (options.shouldEmit && !options.shouldEmit(e)) return log(`dropped by shouldEmit: ${e.collection}:${e.id}`)
       if (options.transformEvent) e = options.transformEvent(e)
       if (!e) return
@@ -71,7 +63,7 @@ export const uWebSocketPlugin =
         const r = settings.room(doc, { operation, previousDoc, user: req.user, req })
         for (const name of Array.isArray(r) ? r : r ? [r] : []) if (name) rooms.add(qualifyRoom(String(name)))
       }
-      const event: RealtimeEvent = {
+      const event: EmitEvent = {
         operation,
         collection: slug,
         id: doc.id,
@@ -149,7 +141,7 @@ export const uWebSocketPlugin =
   }
 
 /** Native server options derived from the plugin options and the Payload config. */
-function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): ServerOptions {
+function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime['serverOptions'] {
   const secret = payload.config.secret
   const compatOrigin = o.uWebSocket?.cors?.origin
   let allowOrigins = o.allowOrigins
@@ -164,7 +156,9 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): ServerO
     allowOrigins,
     requireAuth: o.requireAuth,
     jwtKey: secret ? payloadJwtKey(secret) : payload.secret,
+    authVersion: 1, // Payload rejects JWTs without this header, so does the server
     authCookie: payloadAuthCookie(payload.config.cookiePrefix),
+    roomPatterns: o.rooms?.patterns, // matched natively, without a JS call per join
     redis: o.redis,
   }
 }

@@ -1,59 +1,27 @@
-// The process-wide native manager and the plugin's wiring of it (notes/native-api.md).
-// The native addon owns the singleton; this module starts it with the options the plugin derived
-// from the Payload config and registers the plugin's JS hooks on it exactly once per manager.
+// The plugin's wiring of the process-wide manager (manager.ts): starts it with the settings the
+// plugin derived from the Payload config and registers the plugin's JS hooks on it, once per
+// manager. Nothing here touches sockets other than through the manager.
 import type { Payload } from 'payload'
 import { claimsOf, credentialResolver, sessionIsLive } from './auth.js'
-import { native } from './native.js'
-import type { RealtimeEvent, RealtimeSocket, RealtimeUser, ServerLimits, UpgradeRequestInfo, UWebSocketPluginOptions } from './types.js'
-
-/** Server options understood by the native `initUWebSocket` (see the README for defaults). */
-export interface ServerOptions extends ServerLimits {
-  port?: number
-  requireAuth?: boolean
-  /** HS256 key as Payload signs with: sha256(secret) hex, first 32 chars. */
-  jwtKey?: string
-  /** Cookie carrying the token. Default `'payload-token'`. */
-  authCookie?: string
-  workerThreads?: number
-  redis?: { url?: string; [key: string]: unknown }
-}
-
-/** The native manager (a process-wide singleton), as the plugin uses it. */
-export interface UWebSocketManager {
-  readonly port: number
-  emitEvent(e: RealtimeEvent): void
-  broadcastToRoom(room: string, msg: object | string | Buffer, opts?: { except?: string }): void
-  sendToSocket(socketOrId: string | RealtimeSocket, msg: object | string | Buffer): boolean
-  registerCustomHandler(type: string, handler: (socket: RealtimeSocket, data: unknown, message: any) => unknown): void
-  use(mw: (socket: RealtimeSocket, req: UpgradeRequestInfo) => unknown): void
-  setAuthorize(collection: string, fn: (users: (RealtimeUser | null)[], event: RealtimeEvent) => boolean[] | Promise<boolean[]>): void
-  setRoomPolicy(policy: { patterns?: string[]; canJoin?: (user: RealtimeUser | null, room: string) => boolean | Promise<boolean> }): void
-  setVerifyClient(fn: (info: { origin?: string; url: string; headers: Record<string, string>; remoteAddress: string }) => boolean | Promise<boolean>): void
-  setCredentialResolver(fn: (req: { headers: Record<string, string>; token?: string }) => Promise<RealtimeUser | null>): void
-  setSessionValidator?(fn: (claims: RealtimeUser) => boolean | Promise<boolean>): void
-  getStats(): Record<string, unknown>
-  getRoomMembers(room: string): { socketId: string; userId: string | null; instance: string }[]
-  disconnectUser(userId: string, code?: number, collection?: string): number
-  disconnectSession(sid: string, code?: number): number
-  close(): Promise<void>
-}
-
-const nativeApi = native as unknown as {
-  initUWebSocket(portOrOptions: number | ServerOptions): Promise<UWebSocketManager>
-  getUWebSocketManager(): UWebSocketManager | null
-}
+import {
+  getUWebSocketManager,
+  initUWebSocket as startManager,
+  type ServerOptions,
+  type UWebSocketManager,
+} from './manager.js'
+import type { UWebSocketPluginOptions } from './types.js'
 
 /** What one Payload instance's plugin contributes to the manager. */
 export interface Runtime {
   payload: Payload
   options: UWebSocketPluginOptions
-  serverOptions: ServerOptions
+  serverOptions: ServerOptions & { redis?: unknown }
   log: (msg: string) => void
   onError: (err: unknown, what: string) => void
 }
 
 let runtime: Runtime | null = null
-const configured = new WeakMap<object, Runtime>()
+const configured = new WeakMap<UWebSocketManager, Runtime>()
 
 /** Called from the plugin's onInit: later `initUWebSocket()` calls use this Payload's settings. */
 export function setRuntime(r: Runtime): void {
@@ -68,24 +36,22 @@ export function setRuntime(r: Runtime): void {
   }
 }
 
-/** The running manager, or `null` before `initUWebSocket` (or after `close()`). */
-export function getUWebSocketManager(): UWebSocketManager | null {
-  return nativeApi.getUWebSocketManager()
-}
-
 /**
  * Starts the WebSocket server (once per process) and returns the manager. Call it after
- * `getPayload()` so it picks up the plugin's auth settings (JWT key, cookie name, `requireAuth`)
- * and hooks; a number is the port, an object overrides any server option of the plugin.
- * Default port: the plugin's `port`, else 3002. A second call returns the running manager.
+ * `getPayload()` so it picks up the plugin's auth settings (JWT key, cookie name, `requireAuth`,
+ * limits) and hooks; a number is the port, an object overrides any server option of the plugin.
+ * Port: the given one, else the plugin's `port`, else 3002. While a server runs, a call without
+ * a port (or with its port) returns it; another port throws `EALREADY`.
  */
 export async function initUWebSocket(portOrOptions?: number | ServerOptions): Promise<UWebSocketManager> {
   const given: ServerOptions = typeof portOrOptions === 'number' ? { port: portOrOptions } : (portOrOptions ?? {})
-  let manager = nativeApi.getUWebSocketManager()
-  if (!manager) {
-    const opts = withoutUndefined({ ...runtime?.serverOptions, ...given })
-    manager = await nativeApi.initUWebSocket(opts)
-    runtime?.log(`WebSocket server listening on port ${manager.port}`)
+  const running = getUWebSocketManager()
+  let manager: UWebSocketManager
+  if (running && given.port === undefined) {
+    manager = running
+  } else {
+    manager = await startManager(withoutUndefined({ ...runtime?.serverOptions, ...given }) as ServerOptions)
+    if (manager !== running) runtime?.log(`WebSocket server listening on port ${manager.port}`)
   }
   if (runtime) configureManager(manager, runtime)
   return manager
@@ -116,21 +82,20 @@ export function configureManager(manager: UWebSocketManager, r: Runtime): void {
     )
   }
 
-  if (options.rooms) {
-    manager.setRoomPolicy({ patterns: options.rooms.patterns, canJoin: options.rooms.canJoin })
-  }
+  if (options.rooms) manager.setRoomPolicy({ patterns: options.rooms.patterns, canJoin: options.rooms.canJoin })
   if (options.verifyClient) manager.setVerifyClient(options.verifyClient)
   manager.setCredentialResolver(credentialResolver(payload))
 
   if (options.checkSessions !== false) {
-    if (typeof manager.setSessionValidator === 'function') {
-      manager.setSessionValidator((claims) => sessionIsLive(payload, claims))
+    const native = manager as unknown as { setSessionValidator?: (fn: (claims: any) => Promise<boolean>) => void }
+    if (typeof native.setSessionValidator === 'function') {
+      native.setSessionValidator((claims) => sessionIsLive(payload, claims))
     } else {
-      // Fallback until the native server can ask before accepting: close right after open.
+      // Until the core can ask before accepting (notes/plugin-needs.md): close right after open.
       manager.use(async (socket) => {
         if (!(await sessionIsLive(payload, socket.user))) {
           r.log(`closing socket ${socket.id}: session ${socket.user?.sid} is not live`)
-          socket.close(4001, 'session revoked')
+          socket.close(4001, 'session revoked') // not `return false`: that would close 4003
         }
       })
     }
@@ -147,14 +112,12 @@ export function configureManager(manager: UWebSocketManager, r: Runtime): void {
       }
     })
   }
-  for (const [type, handler] of Object.entries(options.handlers ?? {})) {
-    manager.registerCustomHandler(type, handler)
-  }
+  for (const [type, handler] of Object.entries(options.handlers ?? {})) manager.registerCustomHandler(type, handler)
 }
 
 /** Closes the sockets of a logged-out session (or of every session of the user). */
 export function disconnectLogout(user: Record<string, any> | null | undefined, allSessions: boolean, log: (m: string) => void): void {
-  const manager = nativeApi.getUWebSocketManager()
+  const manager = getUWebSocketManager()
   if (!manager || !user) return
   const claims = claimsOf(user)
   const n =
@@ -166,7 +129,7 @@ export function disconnectLogout(user: Record<string, any> | null | undefined, a
 
 /** Closes every socket of a deleted user. */
 export function disconnectDeletedUser(collection: string, id: string | number, log: (m: string) => void): void {
-  const manager = nativeApi.getUWebSocketManager()
+  const manager = getUWebSocketManager()
   if (!manager) return
   const n = manager.disconnectUser(String(id), 4001, collection)
   log(`deletion of ${collection}:${id} closed ${n} socket(s)`)

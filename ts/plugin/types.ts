@@ -1,31 +1,10 @@
-// Public types of the Payload plugin. The native manager's own types (UWebSocketManager,
-// SocketHandle, UserClaims, ServerOptions, …) come from the generated index.d.ts and are
-// re-exported from index.ts.
+// Public types of the Payload plugin. The manager's own types (UWebSocketManager, SocketHandle,
+// UserClaims, ServerOptions, RealtimeEvent, EmitEvent, …) live in manager.ts.
 import type { Payload, PayloadRequest } from 'payload'
+import type { CustomHandler, EmitEvent, Middleware, RealtimeEvent, ServerOptions, SocketHandle, UpgradeRequest, UserClaims } from './manager.js'
 
 /** A write operation that produces a real-time event. */
 export type EventOperation = 'create' | 'update' | 'delete'
-
-/** Identity of an authenticated socket, as carried by the Payload JWT (or an API-key lookup). */
-export interface RealtimeUser {
-  id: string
-  collection: string
-  email?: string
-  sid?: string
-  exp?: number
-  [key: string]: unknown
-}
-
-/** The event as the plugin emits it and as `authorize`, `shouldEmit` and `transformEvent` see it. */
-export interface RealtimeEvent {
-  operation: EventOperation
-  collection: string
-  id: string | number
-  /** The document with hidden and auth fields removed (also inside populated relations). */
-  doc: Record<string, unknown>
-  /** Extra rooms the event is sent to (from `collections[slug].room`), fully qualified. */
-  rooms?: string[]
-}
 
 /** Second argument of a `collections[slug].room` function. */
 export interface RoomContext {
@@ -62,81 +41,28 @@ export interface CollectionRealtimeOptions {
  * anonymous socket. Throwing counts as `false`.
  */
 export type CollectionAuthorizationHandler = (
-  user: RealtimeUser | null,
+  user: UserClaims | null,
   event: RealtimeEvent,
   ctx: { payload: Payload },
 ) => boolean | Promise<boolean>
 
-/** A live socket as handlers and middleware see it (the native `SocketHandle`). */
-export interface RealtimeSocket {
-  readonly id: string
-  readonly user: RealtimeUser | null
-  readonly url: string
-  readonly rooms: string[]
-  data: Record<string, unknown>
-  send(msg: object | string | Buffer): boolean
-  join(room: string): void
-  leave(room: string): void
-  broadcast(room: string, msg: object | string | Buffer): void
-  close(code?: number, reason?: string): void
-}
-
-/** Handler of a custom message `type`; its return value is the reply when the message had an `id`. */
-export type CustomHandler = (socket: RealtimeSocket, data: unknown, message: any) => unknown | Promise<unknown>
-
-/** Upgrade request as middleware sees it. */
-export interface UpgradeRequestInfo {
-  url: string
-  headers: Record<string, string>
-  remoteAddress: string
-}
-
-/** Runs once per socket right after open; throw or return `false` to close it with 4003. */
-export type SocketMiddleware = (socket: RealtimeSocket, req: UpgradeRequestInfo) => void | boolean | Promise<void | boolean>
-
 /** Decides at upgrade whether a client may connect; `false` answers HTTP 403. */
-export type VerifyClient = (info: {
-  origin?: string
-  url: string
-  headers: Record<string, string>
-  remoteAddress: string
-}) => boolean | Promise<boolean>
+export type VerifyClient = (info: UpgradeRequest) => boolean | Promise<boolean>
 
 /** Which `join-room` names a client may join. Safe default (no policy): every join-room is refused. */
 export interface RoomPolicy {
   /** Room-name patterns a client may join; `*` matches any run of characters (`'chat:*'`). */
   patterns?: string[]
   /** Called when no pattern matched (or none given); return `true` to allow. */
-  canJoin?: (user: RealtimeUser | null, room: string) => boolean | Promise<boolean>
+  canJoin?: (user: UserClaims | null, room: string) => boolean | Promise<boolean>
 }
 
-/** Listener settings and limits of the native server, shared by the plugin and `initUWebSocket`. */
-export interface ServerLimits {
-  /** Interface to listen on. Default `'0.0.0.0'`. */
-  host?: string
-  /** URL path served, exact or with a trailing `*`. Default: any path. */
-  path?: string
-  /** Allowed `Origin`s: exact, `https://*.example.com`, or `/regex/`. Default: all origins. */
-  allowOrigins?: string[]
-  /** Connections beyond this are refused with HTTP 503. Default `100000`. */
-  maxConnections?: number
-  /** Largest client message in bytes; larger closes 1009. Default `1048576` (1 MiB). */
-  maxMessageSize?: number
-  /** Protocol ping interval in ms. Default `30000`. */
-  heartbeatMs?: number
-  /** Close a socket that does not answer a ping within this many ms. Default `10000`. */
-  pongTimeoutMs?: number
-  /** Close a socket silent for this many ms; 0 = never. Default `0`. */
-  idleTimeoutMs?: number
-  /** Bytes queued for one socket before it is closed 1013 (slow consumer). Default `1048576`. */
-  maxBackpressure?: number
-  /** Rooms one socket may be in. Default `256`. */
-  maxRoomsPerSocket?: number
-  /** Messages a client may send per window. Default `{ messages: 100, windowMs: 1000 }`. */
-  rateLimit?: { messages: number; windowMs: number }
-  /** Time a custom handler may take before the client gets `handler_timeout`. Default `10000`. */
-  handlerTimeoutMs?: number
-}
+/** Listener settings and limits of the server that the plugin passes through (documented in `ServerOptions`). */
+export type ServerLimits = Pick<
+  ServerOptions,
+  | 'host' | 'path' | 'allowOrigins' | 'maxConnections' | 'maxMessageSize' | 'heartbeatMs' | 'pongTimeoutMs'
+  | 'idleTimeoutMs' | 'maxBackpressure' | 'maxRoomsPerSocket' | 'rateLimit' | 'handlerTimeoutMs'
+>
 
 /** Options of `uWebSocketPlugin(options)`. Every option is optional. */
 export interface UWebSocketPluginOptions extends ServerLimits {
@@ -173,16 +99,16 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   /** Custom message types and their handlers (`registerCustomHandler`). Default `{}`. */
   handlers?: Record<string, CustomHandler>
   /** Socket middleware, run in order right after open. Default `[]`. */
-  middleware?: SocketMiddleware[]
+  middleware?: Middleware[]
   /**
    * Called for each new socket with the manager and Payload (runs as middleware that never
    * rejects). Default: none.
    */
-  onSocketConnection?: (socket: RealtimeSocket, manager: unknown, payload: Payload) => void | Promise<void>
+  onSocketConnection?: (socket: SocketHandle, manager: UWebSocketManagerLike, payload: Payload) => void | Promise<void>
   /** Drop events for which this returns `false`. Default: emit all. */
-  shouldEmit?: (event: RealtimeEvent) => boolean
+  shouldEmit?: (event: EmitEvent) => boolean
   /** Rewrite an event before it is sent (after hidden fields are removed). Default: none. */
-  transformEvent?: (event: RealtimeEvent) => RealtimeEvent
+  transformEvent?: (event: EmitEvent) => EmitEvent
   /**
    * Refuse sockets whose JWT session was logged out (checks `sid` against the user's sessions
    * in the database once per socket). Default `true`.
@@ -193,3 +119,6 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   /** Log plugin activity through `payload.logger` (debug level for events). Default `false`. */
   debug?: boolean
 }
+
+/** The manager as `onSocketConnection` receives it. */
+export type UWebSocketManagerLike = import('./manager.js').UWebSocketManager

@@ -1,16 +1,15 @@
-// The one shared helper module of the Node tests: boots a real Payload 3 (SQLite in a temp dir)
-// with the plugin, connects real WebSocket clients (the `ws` package), waits for messages.
+// Payload side of the shared test helpers: boots a real Payload 3 (SQLite in a temp dir) with
+// the plugin, creates users with real logins, connects clients (TestClient from ws.mjs).
 import assert from 'node:assert/strict'
-import { createHmac } from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { sqliteAdapter } from '@payloadcms/db-sqlite'
 import { buildConfig, getPayload } from 'payload'
-import WebSocket from 'ws'
 import { getUWebSocketManager, initUWebSocket, payloadJwtKey, uWebSocketPlugin } from 'payload-realtime-rs'
+import { signToken, TestClient } from './ws.mjs'
 
+export { TestClient }
 process.env.DISABLE_PAYLOAD_HMR = 'true'
 process.env.PAYLOAD_TELEMETRY_DISABLED = 'true' // belt and braces next to `telemetry: false`
 // Payload skips the dev schema push when the schema equals the previous one in this process;
@@ -22,15 +21,6 @@ export const PASSWORD = 'correct horse battery'
 export { getUWebSocketManager, initUWebSocket, uWebSocketPlugin }
 
 let seq = 0
-
-/** A TCP port free on 127.0.0.1 right now. */
-export async function freePort() {
-  const srv = net.createServer()
-  await new Promise((res) => srv.listen(0, '127.0.0.1', res))
-  const { port } = srv.address()
-  await new Promise((res) => srv.close(res))
-  return port
-}
 
 /** Test collections: users (auth, API keys), posts (relations, hidden fields, blocks), notes, articles (drafts). */
 export function testCollections() {
@@ -133,37 +123,21 @@ export function decodeJwt(token) {
   return { header: JSON.parse(Buffer.from(h, 'base64url')), claims: JSON.parse(Buffer.from(c, 'base64url')) }
 }
 
-/** Signs a Payload-style JWT (HS256, `authVersion: 1`) with the key Payload derives from `secret`. */
+/** Signs a JWT exactly as Payload does (its header key order), with the key derived from `secret`. */
 export function signJwt(claims, secret = SECRET) {
-  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url')
-  const head = enc({ alg: 'HS256', authVersion: 1, typ: 'JWT' }) // Payload's key order
-  const body = enc(claims)
-  const sig = createHmac('sha256', payloadJwtKey(secret)).update(`${head}.${body}`).digest('base64url')
-  return `${head}.${body}.${sig}`
+  return signToken(claims, { key: payloadJwtKey(secret), header: { alg: 'HS256', authVersion: 1, typ: 'JWT' } })
 }
 
 /**
- * Opens a WebSocket and waits for `welcome`. Options: `token` (sent as `Authorization: JWT …`),
- * `headers`, `origin`, `path`. Rejects with `err.status` when the upgrade is refused.
- * The client keeps every message; `next(pred, ms)` takes the first match, `none(pred, ms)`
- * asserts none arrives.
+ * Opens a WebSocket and waits for `welcome` (kept as `client.welcome`). Options: `token` (sent as
+ * `Authorization: JWT …`), `headers`, `origin`, `path` (with query). Rejects with `err.status`
+ * when the upgrade is refused.
  */
-export async function connect(url, { token, headers = {}, origin, path: p = '', waitWelcome = true } = {}) {
+export async function connect(url, { token, headers = {}, origin, path: p = '/', waitWelcome = true } = {}) {
   const h = { ...headers }
   if (token) h.authorization = `JWT ${token}`
-  const ws = new WebSocket(url.replace(/\/$/, '') + (p || '/'), { headers: h, origin })
-  const client = new TestClient(ws)
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve)
-    ws.once('unexpected-response', (_req, res) => {
-      const err = new Error(`upgrade refused: HTTP ${res.statusCode}`)
-      err.status = res.statusCode
-      res.resume()
-      reject(err)
-    })
-    ws.once('error', reject)
-  })
-  if (waitWelcome) client.welcome = await client.next((m) => m.type === 'welcome')
+  const client = await TestClient.connect(url.replace(/\/$/, '') + p, { headers: h, origin })
+  if (waitWelcome) client.welcome = await client.next('welcome')
   return client
 }
 
@@ -177,98 +151,6 @@ export async function refusedStatus(url, opts) {
     throw err
   }
   assert.fail('upgrade was accepted')
-}
-
-class TestClient {
-  constructor(ws) {
-    this.ws = ws
-    this.messages = []
-    this.waiters = []
-    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })))
-    ws.on('message', (data) => {
-      let msg
-      try {
-        msg = JSON.parse(data.toString())
-      } catch {
-        msg = { raw: data.toString() }
-      }
-      this.messages.push(msg)
-      this.waiters = this.waiters.filter((w) => !w.offer())
-    })
-    ws.on('error', () => {})
-  }
-
-  send(obj) {
-    this.ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj))
-  }
-
-  /** Resolves with (and removes) the first message matching `pred` (a function or `{type}`-like object). */
-  next(pred = () => true, ms = 3000) {
-    const match = typeof pred === 'function' ? pred : (m) => Object.entries(pred).every(([k, v]) => m[k] === v)
-    return new Promise((resolve, reject) => {
-      const w = {
-        offer: () => {
-          const i = this.messages.findIndex(match)
-          if (i < 0) return false
-          clearTimeout(w.timer)
-          resolve(this.messages.splice(i, 1)[0])
-          return true
-        },
-      }
-      if (w.offer()) return
-      w.timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((x) => x !== w)
-        reject(new Error(`no matching message within ${ms} ms; got ${JSON.stringify(this.messages)}`))
-      }, ms)
-      this.waiters.push(w)
-    })
-  }
-
-  /** Asserts no message matching `pred` arrives within `ms`. */
-  async none(pred = () => true, ms = 300) {
-    const match = typeof pred === 'function' ? pred : (m) => Object.entries(pred).every(([k, v]) => m[k] === v)
-    await new Promise((r) => setTimeout(r, ms))
-    const got = this.messages.filter(match)
-    assert.deepEqual(got, [], `unexpected message(s): ${JSON.stringify(got)}`)
-  }
-
-  /** Sends a join/leave message and waits for its ack. */
-  async join(msg) {
-    this.send(msg)
-    const ack = await this.next((m) => m.type === 'joined' || m.type === 'error')
-    assert.equal(ack.type, 'joined', `join refused: ${JSON.stringify(ack)}`)
-    return ack
-  }
-
-  joinCollection(collection) {
-    return this.join({ type: 'join-collection', collection })
-  }
-
-  joinDoc(collection, id) {
-    return this.join({ type: 'join-doc', collection, id: String(id) })
-  }
-
-  /** Sends `{type, id, data}` and resolves with the `reply` or `error` carrying that id. */
-  request(type, data, ms = 3000) {
-    const id = `r${++seq}`
-    this.send({ type, id, data })
-    return this.next((m) => (m.type === 'reply' || m.type === 'error') && m.id === id, ms)
-  }
-
-  /** Resolves with `{code, reason}` once closed, failing after `ms`. */
-  async closedWithin(ms = 3000) {
-    let t
-    const timeout = new Promise((_, rej) => (t = setTimeout(() => rej(new Error(`socket still open after ${ms} ms`)), ms)))
-    try {
-      return await Promise.race([this.closed, timeout])
-    } finally {
-      clearTimeout(t)
-    }
-  }
-
-  close() {
-    this.ws.close()
-  }
 }
 
 /** Closes clients, ignoring ones already closed. */
