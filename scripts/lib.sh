@@ -1,7 +1,10 @@
 # Shared steps of scripts/*.sh: install what is missing, build what is stale.
 step() { printf '\n=== %s ===\n' "$*"; }
 
-# npm ci only when package-lock.json changed since the last install (or never ran).
+# Install only when package-lock.json changed since the last install (or never ran).
+# `npm install` rather than `npm ci`: npm 11 leaves the optional per-platform packages of
+# @napi-rs/cli's lzma dependency out of the lock, which `npm ci` then rejects; with a lock
+# present `npm install` installs exactly the locked versions.
 # Optional argument: the package directory (default: the repo root).
 ensure_node_modules() {
   local dir=${1:-.}
@@ -9,10 +12,8 @@ ensure_node_modules() {
   local want
   want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    step "npm ci ($dir)"
-    # npm ci refuses a lock without entries for optional platform packages the registry here
-    # does not serve (e.g. @napi-rs/lzma-android-*); then install from the same lock, unsaved.
-    (cd "$dir" && { npm ci --no-audit --no-fund || npm install --no-save --no-audit --no-fund; })
+    step "npm install in $dir (locked versions)"
+    (cd "$dir" && npm install --no-audit --no-fund)
     echo "$want" >"$stamp"
   fi
 }
