@@ -2,7 +2,7 @@
 // request's transaction commits; documents lose hidden and auth fields before they leave.
 import type { CollectionConfig, Config, Payload, PayloadRequest } from 'payload'
 import { payloadAuthCookie, payloadJwtKey } from './auth.js'
-import { getUWebSocketManager, type EmitEvent, type ServerOptions } from './manager.js'
+import { getUWebSocketManager, type EmitEvent } from './manager.js'
 import { configureManager, disconnectDeletedUser, disconnectLogout, initUWebSocket, setRuntime, type Runtime } from './runtime.js'
 import { stripHiddenFields } from './sanitize.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'

@@ -1,7 +1,17 @@
 // Public types of the Payload plugin. The manager's own types (UWebSocketManager, SocketHandle,
 // UserClaims, ServerOptions, RealtimeEvent, EmitEvent, …) live in manager.ts.
 import type { Payload, PayloadRequest } from 'payload'
-import type { CustomHandler, EmitEvent, Middleware, RealtimeEvent, ServerOptions, SocketHandle, UpgradeRequest, UserClaims } from './manager.js'
+import type {
+  CustomHandler,
+  EmitEvent,
+  Middleware,
+  RealtimeEvent,
+  ServerOptions,
+  SocketHandle,
+  UpgradeRequest,
+  UserClaims,
+  UWebSocketManager,
+} from './manager.js'
 
 /** A write operation that produces a real-time event. */
 export type EventOperation = 'create' | 'update' | 'delete'
@@ -104,7 +114,7 @@ export interface UWebSocketPluginOptions extends ServerLimits {
    * Called for each new socket with the manager and Payload (runs as middleware that never
    * rejects). Default: none.
    */
-  onSocketConnection?: (socket: SocketHandle, manager: UWebSocketManagerLike, payload: Payload) => void | Promise<void>
+  onSocketConnection?: (socket: SocketHandle, manager: UWebSocketManager, payload: Payload) => void | Promise<void>
   /** Drop events for which this returns `false`. Default: emit all. */
   shouldEmit?: (event: EmitEvent) => boolean
   /** Rewrite an event before it is sent (after hidden fields are removed). Default: none. */
@@ -119,6 +129,3 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   /** Log plugin activity through `payload.logger` (debug level for events). Default `false`. */
   debug?: boolean
 }
-
-/** The manager as `onSocketConnection` receives it. */
-export type UWebSocketManagerLike = import('./manager.js').UWebSocketManager
