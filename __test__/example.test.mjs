@@ -51,7 +51,7 @@ const post = (url, body, token) =>
     body: body === undefined ? undefined : JSON.stringify(body),
   })
 
-test('example: REST login → ws event on REST create → REST logout closes 4001', async () => {
+test('example: REST login → ws events on REST creates (authorize, handler) → REST logout closes 4001', async () => {
   const printed = /login\s+(\S+) \/ (\S+)/.exec(out)
   assert.ok(printed, 'the example prints a login')
   const res = await post(`${api}/users/login`, { email: printed[1], password: printed[2] })
@@ -67,6 +67,17 @@ test('example: REST login → ws event on REST create → REST logout closes 400
   assert.equal(ev.doc.author.email, printed[1])
   assert.equal(ev.doc.author.sessions, undefined)
   assert.equal(ev.doc.author.hash, undefined)
+
+  // authorize: members-only posts reach logged-in sockets only
+  const anon = await connect(wsUrl)
+  await anon.joinCollection('posts')
+  await post(`${api}/posts`, { title: 'members', membersOnly: true }, token)
+  await post(`${api}/posts`, { title: 'everyone' }, token)
+  assert.equal((await c.next('update')).doc.title, 'members')
+  assert.equal((await anon.next('update')).doc.title, 'everyone')
+  const who = await c.request('whoami')
+  assert.equal(String(who.data.id), String(user.id))
+  anon.close()
 
   assert.equal((await post(`${api}/users/logout`, undefined, token)).status, 200)
   assert.equal(await c.expectClose(), 4001)

@@ -24,6 +24,7 @@ export default buildConfig({
       fields: [
         { name: 'title', type: 'text', required: true },
         { name: 'team', type: 'text' },
+        { name: 'membersOnly', type: 'checkbox', defaultValue: false },
         { name: 'author', type: 'relationship', relationTo: 'users' },
       ],
     },
@@ -35,9 +36,8 @@ export default buildConfig({
         posts: { room: (doc) => (doc.team ? `team:${doc.team}` : undefined) },
       },
       rooms: { patterns: ['team:*'] },
-      handlers: {
-        whoami: (socket) => socket.user,
-      },
+      authorize: { posts: (user, event) => !event.doc.membersOnly || user !== null },
+      handlers: { whoami: (socket) => socket.user },
     }),
   ],
 })
