@@ -98,7 +98,7 @@ export async function startPayload({ realtime = {}, transactions = true, plugins
     onInit,
     plugins: [uWebSocketPlugin(pluginOptions), ...plugins],
   })
-  const payload = await getPayload({ config, key: `test-${process.pid}-${++seq}` })
+  const payload = await withoutSchemaSpinner(() => getPayload({ config, key: `test-${process.pid}-${++seq}` }))
   let manager = getUWebSocketManager()
   if (startServer === 'manual') manager = await initUWebSocket({ port: 0, host: '127.0.0.1' })
   const url = manager ? `ws://127.0.0.1:${manager.port}/` : null
@@ -108,6 +108,28 @@ export async function startPayload({ realtime = {}, transactions = true, plugins
     fs.rmSync(dir, { recursive: true, force: true })
   }
   return { payload, manager, url, stop }
+}
+
+/**
+ * Runs `fn` while dropping drizzle-kit's "Pulling schema" spinner from stdout: Node 20's test
+ * runner reads each test file's stdout as its message channel, and the spinner's raw terminal
+ * writes can corrupt it ("Unable to deserialize cloned data").
+ */
+async function withoutSchemaSpinner(fn) {
+  const write = process.stdout.write
+  process.stdout.write = function (chunk, ...rest) {
+    if (typeof chunk === 'string' && chunk.includes('Pulling schema')) {
+      const cb = rest.find((a) => typeof a === 'function')
+      if (cb) process.nextTick(cb)
+      return true
+    }
+    return write.call(this, chunk, ...rest)
+  }
+  try {
+    return await fn()
+  } finally {
+    process.stdout.write = write
+  }
 }
 
 /** Creates a user and logs in; returns `{ user, token }` (a real Payload JWT). */
