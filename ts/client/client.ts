@@ -73,7 +73,7 @@ const UNAUTHORIZED_CODE = 4001
  */
 export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   private readonly opts: RealtimeClientOptions
-  private readonly WS: WebSocketConstructor
+  private readonly WS: WebSocketConstructor | null
   private readonly backoff: BackoffOptions | null
   private readonly maxQueue: number
   private readonly requestTimeoutMs: number
@@ -107,11 +107,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   constructor(options: RealtimeClientOptions) {
     if (!options || typeof options.url !== 'string') throw new TypeError('RealtimeClient: options.url is required')
     this.opts = options
-    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-    if (!WS) {
-      throw new TypeError('RealtimeClient: no global WebSocket; pass options.WebSocket (e.g. the `ws` package)')
-    }
-    this.WS = WS
+    // Resolved here but required only by connect(), so a client can be built where no WebSocket
+    // exists (server-side rendering) as long as it is connected elsewhere.
+    this.WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? null
     this.backoff = options.reconnect === false ? null : { ...DEFAULT_BACKOFF, ...options.reconnect }
     this.maxQueue = options.maxQueue ?? 100
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
@@ -137,9 +135,15 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 
   // ---------------------------------------------------------------- connection lifecycle
 
-  /** Opens the connection (no-op unless 'closed' or 'failed'). Subscriptions made before are kept. */
+  /**
+   * Opens the connection (no-op unless 'closed' or 'failed'). Subscriptions made before are kept.
+   * Throws a TypeError when there is no WebSocket constructor.
+   */
   connect(): void {
     if (this._state !== 'closed' && this._state !== 'failed') return
+    if (!this.WS) {
+      throw new TypeError('RealtimeClient: no global WebSocket; pass options.WebSocket (e.g. the `ws` package)')
+    }
     this.attempt = 0
     this.setState('connecting')
     void this.openSocket()
@@ -182,7 +186,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     }
     let ws: WebSocketLike
     try {
-      ws = new this.WS(this.urlWithToken(token), this.opts.protocols)
+      ws = new this.WS!(this.urlWithToken(token), this.opts.protocols)
     } catch (err) {
       // A malformed URL will not get better by retrying.
       this.fail(new RealtimeError('connection_lost', `cannot open WebSocket: ${describe(err)}`, { cause: err }))
