@@ -567,7 +567,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 
   /**
    * Connection-level errors (forbidden, unauthorized, max_retries, token_failed, …) and server
-   * `error` frames that answer no request. Without any listener they go to console.error.
+   * `error` frames without an `id` (those with one answer a request: its promise rejects, or, when
+   * it already timed out, only `on('error')` sees them). Without any listener they go to
+   * console.error.
    */
   onError(cb: (error: RealtimeError) => void): Unsubscribe {
     this.errorListeners.add(cb)
@@ -622,7 +624,8 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
           else p.reject(new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'request failed'), { frame: msg }))
           return
         }
-        if (msg.type === 'error') {
+        // An error with an id answers a request that is gone (timed out): not a connection error.
+        if (msg.type === 'error' && msg.id === undefined) {
           this.emitError(new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'server error'), { frame: msg }))
         }
         break
