@@ -20,9 +20,9 @@ export class RealtimeError extends Error {
   /** A {@link ClientErrorCode} or the server's error code. */
   readonly code: string
   /** WebSocket close code, when the error comes from a close. */
-  readonly closeCode?: number
+  declare readonly closeCode?: number
   /** The server frame, when the error comes from an `error` frame. */
-  readonly frame?: unknown
+  declare readonly frame?: unknown
 
   constructor(code: string, message: string, extra: { closeCode?: number; frame?: unknown; cause?: unknown } = {}) {
     super(message, extra.cause === undefined ? undefined : { cause: extra.cause })
