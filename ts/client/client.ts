@@ -151,6 +151,11 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 
   /** Closes the socket for good (state 'closed'); queued sends and open requests are rejected. */
   close(code = 1000, reason = ''): void {
+    this.shutdown('closed', new RealtimeError('closed', 'client closed'), code, reason)
+  }
+
+  /** Ends the connection for good: no reconnect, everything pending rejected with `err`. */
+  private shutdown(state: 'closed' | 'failed', err: RealtimeError, code?: number, reason?: string): void {
     this.generation++
     this.clearTimers()
     const ws = this.ws
@@ -163,8 +168,8 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
         /* already closing */
       }
     }
-    this.dropAll(new RealtimeError('closed', 'client closed'))
-    this.setState('closed')
+    this.dropAll(err)
+    this.setState(state)
   }
 
   private async openSocket(): Promise<void> {
@@ -298,20 +303,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   }
 
   private fail(err: RealtimeError): void {
-    this.generation++
-    this.clearTimers()
-    const ws = this.ws
-    this.ws = null
-    if (ws) {
-      detach(ws)
-      try {
-        ws.close()
-      } catch {
-        /* ignore */
-      }
-    }
-    this.dropAll(err)
-    this.setState('failed')
+    this.shutdown('failed', err)
     this.emitError(err)
   }
 
