@@ -340,12 +340,15 @@ test('refreshes the token on the live socket before exp, without reconnecting', 
       return tok
     },
   })
+  const authenticated = frames(client, 'authenticated')
   await untilState(client, 'open')
   const socketId = await waitFor(() => client.socketId, { message: 'welcome' })
   assert.equal((await client.request('whoami')).exp, firstExp)
   await waitFor(() => fresh.length === 1, { timeoutMs: 4000, message: 'refresh' })
   const newExp = JSON.parse(Buffer.from(fresh[0].split('.')[1], 'base64url')).exp
-  await waitFor(async () => (await client.request('whoami')).exp === newExp, { message: 'server took the new token' })
+  await waitFor(() => authenticated.length === 1, { message: 'authenticated' })
+  assert.equal(authenticated[0].exp, newExp)
+  assert.equal((await client.request('whoami')).exp, newExp, 'the server holds the new token')
   // Past the first token's expiry the same socket is still serving.
   await waitFor(() => Date.now() > firstExp * 1000 + 1000, { timeoutMs: 6000, message: 'first exp' })
   assert.equal(String((await client.request('whoami')).id), '9')

@@ -13,7 +13,7 @@ import type {
   Unsubscribe,
   WebSocketConstructor,
   WebSocketLike,
-  WelcomeFrame,
+  SocketUser,
 } from './types.js'
 
 export type TokenSource = () => string | null | undefined | Promise<string | null | undefined>
@@ -94,6 +94,8 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 
   private readonly queue: QueueEntry[] = []
   private readonly pending = new Map<string, PendingRequest>()
+  /** Ids of requests that timed out, whose late answer is ignored (bounded, oldest dropped). */
+  private readonly timedOut = new Set<unknown>()
   private readonly pings: { started: number; resolve: (ms: number) => void; reject: (e: RealtimeError) => void; timer: ReturnType<typeof setTimeout> }[] = []
   private readonly rooms = new Map<string, Room>()
   private readonly listeners = new Map<string, Set<Listener>>()
@@ -102,7 +104,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 
   /** Set from the server's `welcome` frame of the current connection. */
   socketId: string | null = null
-  user: WelcomeFrame['user'] = null
+  user: SocketUser | null = null
 
   constructor(options: RealtimeClientOptions) {
     if (!options || typeof options.url !== 'string') throw new TypeError('RealtimeClient: options.url is required')
@@ -412,6 +414,8 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
           const i = this.queue.findIndex((e) => e.requestId === id)
           if (i >= 0) this.queue.splice(i, 1)
         }
+        this.timedOut.add(id)
+        if (this.timedOut.size > 256) this.timedOut.delete(this.timedOut.values().next().value)
         reject(new RealtimeError('timeout', `request '${type}' timed out after ${timeoutMs} ms`))
       }, timeoutMs)
       this.pending.set(id, { resolve, reject, timer, sent })
@@ -559,8 +563,8 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 
   /**
    * Connection-level errors (forbidden, unauthorized, max_retries, token_failed, …) and server
-   * `error` frames without an `id` (those with one answer a request: its promise rejects, or, when
-   * it already timed out, only `on('error')` sees them). Without any listener they go to
+   * `error` frames that answer no pending request (a request's error rejects its promise; the late
+   * answer to a timed-out request is seen only by `on('error')`). Without any listener they go to
    * console.error.
    */
   onError(cb: (error: RealtimeError) => void): Unsubscribe {
@@ -598,6 +602,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
         this.socketId = typeof msg.socketId === 'string' ? msg.socketId : null
         this.user = msg.user ?? null
         break
+      case 'authenticated':
+        this.user = msg.user ?? this.user
+        break
       case 'pong': {
         const p = this.pings.shift()
         if (p) {
@@ -616,8 +623,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
           else p.reject(new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'request failed'), { frame: msg }))
           return
         }
-        // An error with an id answers a request that is gone (timed out): not a connection error.
-        if (msg.type === 'error' && msg.id === undefined) {
+        // An answer to a request that timed out is dropped; any other error is the connection's
+        // (the server echoes a join-doc's doc `id` in its refusals, so an id alone proves nothing).
+        if (msg.type === 'error' && !this.timedOut.delete(msg.id)) {
           this.emitError(new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'server error'), { frame: msg }))
         }
         break

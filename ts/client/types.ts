@@ -25,10 +25,21 @@ export type AnyDocEvent<S extends RealtimeSchema> = {
   [C in CollectionSlug<S>]: DocEvent<C, DocOf<S, C>>
 }[CollectionSlug<S>]
 
+/** The user a socket is authenticated as (`id` as in the token's claims). */
+export interface SocketUser {
+  id: string | number
+  collection: string
+}
 export interface WelcomeFrame {
   type: 'welcome'
   socketId: string
-  user: { id: string; collection: string } | null
+  user: SocketUser | null
+}
+/** The server's answer to `{"type":"auth"}` (a refused token gets an `error` frame `auth_failed`). */
+export interface AuthenticatedFrame {
+  type: 'authenticated'
+  user: SocketUser
+  exp: number
 }
 export interface RoomAckFrame {
   type: 'joined' | 'left'
@@ -47,6 +58,7 @@ export interface PongFrame {
 /** What `on(type, cb)` hands to `cb` for the protocol's own types; anything else is the app's. */
 export interface KnownFrames<S extends RealtimeSchema> {
   welcome: WelcomeFrame
+  authenticated: AuthenticatedFrame
   joined: RoomAckFrame
   left: RoomAckFrame
   error: ErrorFrame
