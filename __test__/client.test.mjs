@@ -390,3 +390,26 @@ test('close 1008 (policy) fails without reconnecting', async (t) => {
   await sleep(150)
   assert.equal(connects, 1)
 })
+
+test('without getToken an expiring token ends in close 4001 and state failed (unauthorized)', async (t) => {
+  const srv = await authServer(t)
+  const { client, errors, states } = connect(t, srv.url(), { token: signJwt(JWT_KEY, { id: '11' }, { expiresInS: 2 }) })
+  await untilState(client, 'open')
+  await untilState(client, 'failed', 5000)
+  assert.deepEqual(errors.map((e) => [e.code, e.closeCode]), [['unauthorized', 4001]])
+  assert.deepEqual(states, ['closed', 'connecting', 'open', 'failed'])
+})
+
+test('a refresh with another user\'s token is refused (auth_failed) and the socket keeps its user', async (t) => {
+  const srv = await authServer(t)
+  const { client, errors } = connect(t, srv.url(), {
+    token: signJwt(JWT_KEY, { id: '12' }),
+    getToken: () => signJwt(JWT_KEY, { id: '13' }),
+  })
+  await untilState(client, 'open')
+  await client.refreshToken()
+  await waitFor(() => errors.length === 1, { message: 'auth_failed' })
+  assert.equal(errors[0].code, 'auth_failed')
+  assert.equal(String((await client.request('whoami')).id), '12')
+  assert.equal(client.state, 'open')
+})
