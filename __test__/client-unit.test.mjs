@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { test } from 'node:test'
 import { applyDocEvent, backoffDelay, createClient, DEFAULT_BACKOFF, jwtExpiry, refreshDelay } from '../dist/client/index.js'
-import { signJwt } from './helpers/server.mjs'
+import { signToken } from './helpers/ws.mjs'
 
 const opts = { initialDelayMs: 100, maxDelayMs: 5000, factor: 2, jitter: 0 }
 
@@ -29,7 +29,7 @@ test('jitter draws from [delay*(1-jitter), delay]', () => {
 })
 
 test('jwtExpiry reads exp from the payload and rejects anything else', () => {
-  const token = signJwt('k', { exp: 1_900_000_000, email: 'ünï@example.com' })
+  const token = signToken({ id: 1, exp: 1_900_000_000, email: 'ünï@example.com' }, { key: 'k' })
   assert.equal(jwtExpiry(token), 1_900_000_000)
   assert.equal(jwtExpiry('opaque-api-key'), null)
   assert.equal(jwtExpiry('a.b.c'), null)

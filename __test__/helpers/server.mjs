@@ -1,23 +1,18 @@
-// Shared helpers for Node tests that need the native realtime server: start/stop it on loopback,
-// find free ports, sign Payload-style JWTs, wait for conditions. Generic: no client SDK, no Payload.
-import { createHash, createHmac } from 'node:crypto'
-import { createRequire } from 'node:module'
+// Shared helpers for Node tests that need the native realtime server (through the plugin's manager,
+// dist/plugin): start/stop it on loopback, find free ports, wait for conditions. Generic: no client
+// SDK, no Payload. JWTs: signToken in ./ws.mjs.
 import net from 'node:net'
-
-const require = createRequire(import.meta.url)
-
-/** The napi addon built by `npx napi build --platform --release` (root index.js). */
-export function loadNative() {
-  return require('../../index.js')
-}
+import { getUWebSocketManager, initUWebSocket } from '../../dist/plugin/index.js'
 
 /**
- * Starts the native server on 127.0.0.1 (port 0 = any free port unless `options.port`).
- * Returns { manager, port, url(path = '/') , close() }; close() is idempotent.
+ * Starts the server on 127.0.0.1 (port 0 = any free port unless `options.port`). The manager is a
+ * per-process singleton that ignores new options while running, so this refuses to start a second
+ * one. Returns { manager, port, url(path = '/'), close() }; close() is idempotent.
  */
 export async function startServer(options = {}) {
-  const native = loadNative()
-  const manager = await native.initUWebSocket({ host: '127.0.0.1', port: 0, ...options })
+  const running = getUWebSocketManager()
+  if (running) throw new Error(`startServer: a server already runs on port ${running.port}; close it first`)
+  const manager = await initUWebSocket({ host: '127.0.0.1', port: 0, ...options })
   const port = manager.port
   let closed = false
   return {
@@ -43,30 +38,6 @@ export function freePort() {
       srv.close(() => resolve(port))
     })
   })
-}
-
-/** Payload's JWT key for a config `secret`: sha256(secret) as hex, first 32 characters. */
-export function payloadJwtKey(secret) {
-  return createHash('sha256').update(secret).digest('hex').slice(0, 32)
-}
-
-const b64url = (buf) => Buffer.from(buf).toString('base64url')
-
-/**
- * Signs an HS256 JWT. `claims` defaults: id '1', collection 'users', email 'u1@example.com',
- * exp in one hour; `expiresInS` sets exp relative to now. `header` extends {alg:'HS256',typ:'JWT'}.
- */
-export function signJwt(key, claims = {}, { expiresInS = 3600, header = {} } = {}) {
-  const body = {
-    id: '1',
-    collection: 'users',
-    email: 'u1@example.com',
-    exp: Math.floor(Date.now() / 1000) + expiresInS,
-    ...claims,
-  }
-  const input = `${b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT', ...header }))}.${b64url(JSON.stringify(body))}`
-  const sig = createHmac('sha256', key).update(input).digest('base64url')
-  return `${input}.${sig}`
 }
 
 /** Polls `predicate` (sync or async) until truthy; returns its value or throws after timeoutMs. */
