@@ -75,6 +75,32 @@ test('send without any connection refuses with a RealtimeError', () => {
   assert.throws(() => createClient({ url: 'ws://127.0.0.1:9/' }), /no global WebSocket/, 'Node 20 has no global WebSocket')
 })
 
+test('the URL: relative and http(s) URLs resolve against the page, the token goes in the query', async (t) => {
+  const opened = []
+  class Recorder {
+    readyState = 0
+    constructor(url) {
+      opened.push(url)
+    }
+    send() {}
+    close() {}
+  }
+  globalThis.location = { href: 'https://example.com/app/page' }
+  t.after(() => delete globalThis.location)
+  const clients = [
+    createClient({ url: '/realtime', WebSocket: Recorder, token: 'a b&c' }),
+    createClient({ url: 'http://127.0.0.1:3002/x?v=1', WebSocket: Recorder }),
+    createClient({ url: 'ws://127.0.0.1:3002/', WebSocket: Recorder, token: 't' }),
+  ]
+  await new Promise((r) => setImmediate(r)) // sockets open after the (async) token step
+  for (const c of clients) c.close()
+  assert.deepEqual(opened, [
+    'wss://example.com/realtime?token=a+b%26c',
+    'ws://127.0.0.1:3002/x?v=1',
+    'ws://127.0.0.1:3002/?token=t',
+  ])
+})
+
 test('types: collection slugs and docs are checked (tsc on __test__/types)', () => {
   const project = fileURLToPath(new URL('./types/tsconfig.json', import.meta.url))
   const tsc = fileURLToPath(new URL('../node_modules/typescript/bin/tsc', import.meta.url))

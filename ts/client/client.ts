@@ -19,7 +19,10 @@ import type {
 export type TokenSource = () => string | null | undefined | Promise<string | null | undefined>
 
 export interface RealtimeClientOptions {
-  /** `ws://` or `wss://` URL of the realtime server, e.g. `wss://example.com/realtime`. */
+  /**
+   * `ws://` or `wss://` URL of the realtime server, e.g. `wss://example.com/realtime`. In a browser
+   * it may be relative (`/realtime`) or http(s): it is resolved against the page and mapped to ws(s).
+   */
   url: string
   /**
    * A fixed credential. Sent as the `token` query parameter at connect (browsers cannot set
@@ -244,10 +247,16 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     return this.token
   }
 
+  /**
+   * The URL to open: `url` resolved against the page's location when relative (browsers), with
+   * http(s) mapped to ws(s), and the token as the `token` query parameter.
+   */
   private urlWithToken(token: string | null): string {
-    if (!token) return this.opts.url
-    const u = new URL(this.opts.url)
-    u.searchParams.set('token', token)
+    const base = (globalThis as { location?: { href?: string } }).location?.href
+    const u = new URL(this.opts.url, base)
+    if (u.protocol === 'http:') u.protocol = 'ws:'
+    else if (u.protocol === 'https:') u.protocol = 'wss:'
+    if (token) u.searchParams.set('token', token)
     return u.toString()
   }
 
