@@ -65,6 +65,8 @@ pub(crate) enum Command {
     Broadcast { room: String, frame: Bytes, except: Option<u64> },
     Send { key: u64, frame: Bytes },
     Emit(Event),
+    /// Answers once every command queued before it has run.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 pub(crate) struct Hub {
@@ -240,6 +242,9 @@ impl Hub {
                 }
             }
             Command::Emit(ev) => self.emit(ev).await,
+            Command::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 

@@ -251,6 +251,11 @@ impl ServerHandle {
             if let Some(a) = accept {
                 let _ = a.await;
             }
+            // What the app sent before close() still goes out, ahead of the 1001.
+            let (flushed, wait) = oneshot::channel();
+            if hub.command(Command::Flush(flushed)) {
+                let _ = tokio::time::timeout(hub.config.shutdown_timeout, wait).await;
+            }
             for c in hub.all_conns() {
                 c.close(close_codes::GOING_AWAY, "server shutting down", false);
             }

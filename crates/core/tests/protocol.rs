@@ -99,6 +99,7 @@ async fn broadcast_except_and_send() {
     }
     for i in 0..200 {
         assert_eq!(b.recv_json().await["i"], i);
+        assert_eq!(a.recv_json().await["i"], i);
     }
     // Binary broadcasts stay binary.
     s.broadcast("collection:posts", &Message::binary(&[1, 2, 3]), None).unwrap();
