@@ -192,7 +192,7 @@ test('sends while disconnected are queued up to maxQueue, refused beyond, and de
   client.send('note', 'after')
   await waitFor(() => notes2.length === 1, { message: 'fresh note' })
   await sleep(100)
-  assert.deepEqual(notes, [1, 2])
+  assert.deepEqual([...notes].sort(), [1, 2])
   assert.deepEqual(notes2, ['after'])
 })
 
@@ -257,6 +257,38 @@ test('reconnects after the server restarts on the same port and re-joins every r
   assert.equal(joined.length, 6, 'each room joined exactly once per connection')
   const i = states.indexOf('reconnecting')
   assert.ok(i > 0 && states.indexOf('open', i) > i, `states ${states}`)
+})
+
+test('pacing keeps bursts under the server rate limit, also when a reconnect re-joins many rooms', async (t) => {
+  const rateLimit = { messages: 10, windowMs: 300 }
+  const srv = await server(t, { rateLimit })
+  const port = srv.port
+  const notes = []
+  srv.manager.registerCustomHandler('note', (_s, data) => void notes.push(data))
+  const { client, errors } = connect(t, srv.url(), { rateLimit })
+  const joined = frames(client, 'joined')
+  for (let id = 1; id <= 25; id++) client.onDoc('posts', id, () => {})
+  for (let n = 1; n <= 5; n++) client.send('note', n)
+  await waitFor(() => joined.length === 25 && notes.length === 5, { message: `joins (${joined.length}) and notes (${notes.length})` })
+  // Sorted: the server may run one socket's handlers out of order.
+  assert.deepEqual([...notes].sort(), [1, 2, 3, 4, 5])
+
+  await srv.close()
+  await untilState(client, 'reconnecting')
+  const srv2 = await server(t, { port, rateLimit })
+  await waitFor(() => joined.length === 50, { message: `re-joins (${joined.length - 25})` })
+  assert.equal(members(srv2, 'doc:posts:25'), 1)
+  const stats = srv2.manager.getStats()
+  assert.equal(stats.rateLimited, 0)
+  assert.equal(stats.rateLimitCloses, 0)
+  assert.deepEqual(errors, [])
+  assert.equal(client.state, 'open')
+
+  // The same burst unpaced is what the server punishes.
+  const raw = connect(t, srv2.url(), { rateLimit: false })
+  for (let id = 1; id <= 25; id++) raw.client.onDoc('posts', id, () => {})
+  await waitFor(() => raw.errors.some((e) => e.code === 'rate_limited'), { message: 'rate_limited error' })
+  await waitFor(() => srv2.manager.getStats().rateLimitCloses > 0, { message: 'unpaced client closed 4008' })
 })
 
 test('close() stops for good and rejects what is pending', async (t) => {

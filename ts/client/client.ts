@@ -1,6 +1,7 @@
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js'
 import { RealtimeError } from './errors.js'
 import { jwtExpiry, refreshDelay } from './jwt.js'
+import { DEFAULT_RATE_LIMIT, Outbox, type OutFrame, type RateLimitOptions } from './outbox.js'
 import type {
   CollectionSlug,
   ConnectionState,
@@ -40,8 +41,14 @@ export interface RealtimeClientOptions {
   protocols?: string | string[]
   /** Backoff policy, or `false` to never reconnect. */
   reconnect?: Partial<BackoffOptions> | false
-  /** Sends and requests held while not connected; beyond it they are refused. Default 100. */
+  /** Sends and requests held while not connected (or paced); beyond it they are refused. Default 100. */
   maxQueue?: number
+  /**
+   * Client-side pacing of every frame it writes, so bursts (re-joining many rooms, a flushed queue)
+   * stay under the server's `rateLimit`, which drops frames past it and closes 4008 at twice it.
+   * Default 80 per 1000 ms (server default: 100 per 1000 ms); `false` writes without pacing.
+   */
+  rateLimit?: RateLimitOptions | false
   /** Default timeout of `request()` and `ping()`. Default 10000 ms. */
   requestTimeoutMs?: number
   /** Refresh a JWT this long before its `exp` (at most half its remaining life). Default 60000 ms. */
@@ -59,9 +66,16 @@ type PendingRequest = {
   resolve: (value: any) => void
   reject: (err: RealtimeError) => void
   timer: ReturnType<typeof setTimeout>
+  entry: OutFrame
   sent: boolean
 }
-type QueueEntry = { frame: string; requestId?: string }
+type PendingPing = {
+  /** When written (null while waiting in the outbox). */
+  started: number | null
+  resolve: (ms: number) => void
+  reject: (err: RealtimeError) => void
+  timer: ReturnType<typeof setTimeout>
+}
 type Room = { join: object; leave: object; count: number }
 
 const FAIL_CODES = new Set([4003, 1008])
@@ -78,7 +92,6 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   private readonly opts: RealtimeClientOptions
   private readonly WS: WebSocketConstructor | null
   private readonly backoff: BackoffOptions | null
-  private readonly maxQueue: number
   private readonly requestTimeoutMs: number
   private readonly refreshLeadMs: number
 
@@ -95,11 +108,11 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   private refreshTimer: ReturnType<typeof setTimeout> | null = null
   private nextId = 0
 
-  private readonly queue: QueueEntry[] = []
+  private readonly outbox: Outbox
   private readonly pending = new Map<string, PendingRequest>()
   /** Ids of requests that timed out, whose late answer is ignored (bounded, oldest dropped). */
   private readonly timedOut = new Set<unknown>()
-  private readonly pings: { started: number; resolve: (ms: number) => void; reject: (e: RealtimeError) => void; timer: ReturnType<typeof setTimeout> }[] = []
+  private readonly pings: PendingPing[] = []
   private readonly rooms = new Map<string, Room>()
   private readonly listeners = new Map<string, Set<Listener>>()
   private readonly stateListeners = new Set<(s: ConnectionState, prev: ConnectionState) => void>()
@@ -116,7 +129,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     // exists (server-side rendering) as long as it is connected elsewhere.
     this.WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? null
     this.backoff = options.reconnect === false ? null : { ...DEFAULT_BACKOFF, ...options.reconnect }
-    this.maxQueue = options.maxQueue ?? 100
+    const rate = options.rateLimit === false ? null : (options.rateLimit ?? DEFAULT_RATE_LIMIT)
+    if (rate && !(rate.messages >= 1 && rate.windowMs > 0)) throw new TypeError('RealtimeClient: rateLimit needs messages >= 1 and windowMs > 0')
+    this.outbox = new Outbox(options.maxQueue ?? 100, rate)
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
     this.refreshLeadMs = options.refreshBeforeExpMs ?? 60_000
     this.token = options.token ?? null
@@ -213,8 +228,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
       if (ws !== this.ws) return
       this.openedAt = Date.now()
       this.setState('open')
-      for (const room of this.rooms.values()) ws.send(JSON.stringify(room.join))
-      this.flushQueue(ws)
+      this.outbox.attach(ws, [...this.rooms.values()].map((room) => ({ frame: JSON.stringify(room.join), user: false })))
       this.scheduleRefresh(null)
     }
     ws.onmessage = (ev: { data: unknown }) => {
@@ -262,6 +276,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 
   private handleClose(code: number, reason: string): void {
     this.ws = null
+    this.outbox.detach()
     this.socketId = null
     if (this.refreshTimer) clearTimeout(this.refreshTimer)
     this.refreshTimer = null
@@ -325,7 +340,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   }
 
   private dropAll(err: RealtimeError): void {
-    this.queue.length = 0
+    this.outbox.clear()
     for (const p of this.pending.values()) {
       clearTimeout(p.timer)
       p.reject(err)
@@ -381,7 +396,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     if (typeof fresh === 'string' && fresh) {
       const changed = fresh !== this.token
       this.token = fresh
-      if (changed) this.live()?.send(JSON.stringify({ type: 'auth', token: fresh }))
+      if (changed) this.control({ type: 'auth', token: fresh })
     }
     this.scheduleRefresh(previousExp)
   }
@@ -389,12 +404,12 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   // ---------------------------------------------------------------- sending
 
   /**
-   * Sends `{type, data}`. While not connected the frame is queued (up to `maxQueue`) and sent once
-   * on the next open; a queued frame is sent at most once. Throws RealtimeError `queue_full` when
+   * Sends `{type, data}`. While not connected, or while `rateLimit` paces the socket, the frame
+   * waits in a queue (up to `maxQueue`) and is written once, in order; nothing is written twice. Throws RealtimeError `queue_full` when
    * the queue is full and `closed` after close()/failure.
    */
   send(type: string, data?: unknown): void {
-    this.transmit(frameOf(type, data))
+    this.transmit({ frame: frameOf(type, data), user: true })
   }
 
   /**
@@ -408,49 +423,55 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     const frame = JSON.stringify(data === undefined ? { type, id } : { type, id, data })
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
     return new Promise<R>((resolve, reject) => {
-      let sent: boolean
-      try {
-        sent = this.transmit(frame, id)
-      } catch (err) {
-        reject(err)
-        return
+      const entry: OutFrame = {
+        frame,
+        user: true,
+        onWrite: () => {
+          const p = this.pending.get(id)
+          if (p) p.sent = true
+        },
       }
       const timer = setTimeout(() => {
         const p = this.pending.get(id)
         if (!p) return
         this.pending.delete(id)
-        if (!p.sent) {
-          const i = this.queue.findIndex((e) => e.requestId === id)
-          if (i >= 0) this.queue.splice(i, 1)
-        }
+        this.outbox.remove(entry)
         this.timedOut.add(id)
         if (this.timedOut.size > 256) this.timedOut.delete(this.timedOut.values().next().value)
         reject(new RealtimeError('timeout', `request '${type}' timed out after ${timeoutMs} ms`))
       }, timeoutMs)
-      this.pending.set(id, { resolve, reject, timer, sent })
+      this.pending.set(id, { resolve, reject, timer, entry, sent: false })
+      try {
+        this.transmit(entry)
+      } catch (err) {
+        clearTimeout(timer)
+        this.pending.delete(id)
+        reject(err)
+      }
     })
   }
 
-  /** Measures a round trip with `{"type":"ping"}` → `{"type":"pong"}`; resolves in ms. */
+  /** Measures a round trip with `{"type":"ping"}` → `{"type":"pong"}` (from its write); resolves in ms. */
   ping(options: RequestOptions = {}): Promise<number> {
-    const ws = this.live()
-    if (!ws) {
+    if (!this.live()) {
       return Promise.reject(new RealtimeError('not_open', `ping() needs an open connection (state '${this._state}')`))
     }
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
     return new Promise<number>((resolve, reject) => {
-      const entry = {
-        started: now(),
+      const ping: PendingPing = {
+        started: null,
         resolve,
         reject,
         timer: setTimeout(() => {
-          const i = this.pings.indexOf(entry)
+          const i = this.pings.indexOf(ping)
           if (i >= 0) this.pings.splice(i, 1)
+          this.outbox.remove(entry)
           reject(new RealtimeError('timeout', `ping timed out after ${timeoutMs} ms`))
         }, timeoutMs),
       }
-      this.pings.push(entry)
-      ws.send('{"type":"ping"}')
+      const entry: OutFrame = { frame: '{"type":"ping"}', user: false, onWrite: () => void (ping.started = now()) }
+      this.pings.push(ping)
+      this.outbox.push(entry, this._state)
     })
   }
 
@@ -461,31 +482,17 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     }
   }
 
-  /** Returns true when written to the socket, false when queued. */
-  private transmit(frame: string, requestId?: string): boolean {
+  /** A protocol frame for the current socket (dropped when there is none: reconnects re-join). */
+  private control(msg: object): void {
+    this.outbox.push({ frame: JSON.stringify(msg), user: false }, this._state)
+  }
+
+  /** Hands an app frame to the outbox; true when written now, false when queued. */
+  private transmit(entry: OutFrame): boolean {
     if (this._state === 'closed' || this._state === 'failed') {
       throw new RealtimeError('closed', `cannot send: client is ${this._state}`)
     }
-    const ws = this.live()
-    if (ws) {
-      ws.send(frame)
-      return true
-    }
-    if (this.queue.length >= this.maxQueue) {
-      throw new RealtimeError('queue_full', `send queue is full (${this.maxQueue} frames while ${this._state})`)
-    }
-    this.queue.push(requestId === undefined ? { frame } : { frame, requestId })
-    return false
-  }
-
-  private flushQueue(ws: WebSocketLike): void {
-    for (const entry of this.queue.splice(0)) {
-      ws.send(entry.frame)
-      if (entry.requestId !== undefined) {
-        const p = this.pending.get(entry.requestId)
-        if (p) p.sent = true
-      }
-    }
+    return this.outbox.push(entry, this._state)
   }
 
   // ---------------------------------------------------------------- rooms
@@ -509,7 +516,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     if (!room) {
       room = { join, leave, count: 0 }
       this.rooms.set(key, room)
-      this.live()?.send(JSON.stringify(join))
+      this.control(join)
     }
     room.count++
     let held = true
@@ -527,7 +534,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     room.count = all ? 0 : room.count - 1
     if (room.count > 0) return
     this.rooms.delete(key)
-    this.live()?.send(JSON.stringify(room.leave))
+    this.control(room.leave)
   }
 
   // ---------------------------------------------------------------- subscriptions
@@ -615,10 +622,11 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
         this.user = msg.user ?? this.user
         break
       case 'pong': {
-        const p = this.pings.shift()
-        if (p) {
+        const i = this.pings.findIndex((p) => p.started !== null)
+        if (i >= 0) {
+          const [p] = this.pings.splice(i, 1)
           clearTimeout(p.timer)
-          p.resolve(now() - p.started)
+          p.resolve(now() - p.started!)
         }
         break
       }
