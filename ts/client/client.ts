@@ -118,7 +118,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   private readonly stateListeners = new Set<(s: ConnectionState, prev: ConnectionState) => void>()
   private readonly errorListeners = new Set<(e: RealtimeError) => void>()
 
-  /** Set from the server's `welcome` frame of the current connection. */
+  /** From the server's `welcome` (and `authenticated`) on the current connection; null between connections. */
   socketId: string | null = null
   user: SocketUser | null = null
 
@@ -278,6 +278,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     this.ws = null
     this.outbox.detach()
     this.socketId = null
+    this.user = null
     if (this.refreshTimer) clearTimeout(this.refreshTimer)
     this.refreshTimer = null
     const wasOpen = this.openedAt !== 0
