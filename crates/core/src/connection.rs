@@ -142,7 +142,7 @@ impl SocketRef {
     }
     /// Sends to everyone in `room` but this socket.
     pub fn broadcast(&self, room: &str, frame: Bytes) {
-        self.hub.broadcast(room, frame, Some(self.conn.key));
+        self.hub.broadcast_everywhere(room, frame, Some(&self.conn.id));
     }
     /// Closes with `code` and `reason` after queued frames are written.
     pub fn close(&self, code: u16, reason: &str) {
