@@ -7,8 +7,6 @@ import { payloadJwtKey } from 'payload-realtime-rs'
 import { after, before, describe, test } from 'node:test'
 import {
   SECRET,
-  closeAll,
-  connect,
   createUser,
   decodeJwt,
   refusedStatus,
@@ -28,7 +26,6 @@ async function logout(payload, token, { allSessions = false } = {}) {
 describe('requireAuth with Payload credentials', () => {
   let app
   let alice
-  const later = []
   before(async () => {
     app = await startPayload({
       realtime: {
@@ -41,10 +38,7 @@ describe('requireAuth with Payload credentials', () => {
     })
     alice = await createUser(app.payload, 'alice@example.com', { enableAPIKey: true, apiKey: 'alice-api-key-1' })
   })
-  after(async () => {
-    closeAll(...later)
-    await app?.stop()
-  })
+  after(async () => app?.stop())
 
   test('Payload JWT facts the native check relies on', () => {
     const { header, claims } = decodeJwt(alice.token)
@@ -66,21 +60,18 @@ describe('requireAuth with Payload credentials', () => {
   })
 
   test('valid token from payload.login: welcome names the user', async () => {
-    const c = await connect(app.url, { token: alice.token })
-    later.push(c)
+    const c = await app.client({ token: alice.token })
     assert.equal(String(c.welcome.user.id), String(alice.user.id))
     assert.equal(c.welcome.user.collection, 'users')
   })
 
   test('token in the Payload cookie', async () => {
-    const c = await connect(app.url, { headers: { cookie: `payload-token=${alice.token}` } })
-    later.push(c)
+    const c = await app.client({ headers: { cookie: `payload-token=${alice.token}` } })
     assert.equal(String(c.welcome.user.id), String(alice.user.id))
   })
 
   test('token in the ?token= query (browsers cannot set headers)', async () => {
-    const c = await connect(app.url, { path: `/?token=${encodeURIComponent(alice.token)}` })
-    later.push(c)
+    const c = await app.client({ path: `/?token=${encodeURIComponent(alice.token)}` })
     assert.equal(String(c.welcome.user.id), String(alice.user.id))
   })
 
@@ -103,8 +94,7 @@ describe('requireAuth with Payload credentials', () => {
   })
 
   test('API key (Authorization: users API-Key …) resolves through payload.auth', async () => {
-    const c = await connect(app.url, { headers: { authorization: 'users API-Key alice-api-key-1' } })
-    later.push(c)
+    const c = await app.client({ headers: { authorization: 'users API-Key alice-api-key-1' } })
     assert.equal(String(c.welcome.user.id), String(alice.user.id))
     assert.equal(await refusedStatus(app.url, { headers: { authorization: 'users API-Key wrong-key' } }), 401)
   })
@@ -112,9 +102,8 @@ describe('requireAuth with Payload credentials', () => {
   test('logout closes that session’s sockets with 4001, not other sessions; its token is then refused', async () => {
     const bob = await createUser(app.payload, 'bob@example.com')
     const { token: bob2 } = await app.payload.login({ collection: 'users', data: { email: 'bob@example.com', password: 'correct horse battery' } })
-    const s1 = await connect(app.url, { token: bob.token })
-    const s2 = await connect(app.url, { token: bob2 })
-    later.push(s1, s2)
+    const s1 = await app.client({ token: bob.token })
+    const s2 = await app.client({ token: bob2 })
     await logout(app.payload, bob.token)
     assert.equal(await s1.expectClose(), 4001)
     await s2.expectNothing(200, () => false)
@@ -123,7 +112,7 @@ describe('requireAuth with Payload credentials', () => {
     // A logged-out token still has a valid signature: it must not get a working socket.
     let refused = false
     try {
-      const again = await connect(app.url, { token: bob.token })
+      const again = await app.client({ token: bob.token })
       refused = (await again.expectClose(2000)) === 4001
     } catch (err) {
       // 401 at upgrade, or closed 4001 before `welcome` arrived
@@ -135,8 +124,8 @@ describe('requireAuth with Payload credentials', () => {
   test('logout with allSessions closes every socket of the user', async () => {
     const carl = await createUser(app.payload, 'carl@example.com')
     const { token: carl2 } = await app.payload.login({ collection: 'users', data: { email: 'carl@example.com', password: 'correct horse battery' } })
-    const s1 = await connect(app.url, { token: carl.token })
-    const s2 = await connect(app.url, { token: carl2 })
+    const s1 = await app.client({ token: carl.token })
+    const s2 = await app.client({ token: carl2 })
     await logout(app.payload, carl.token, { allSessions: true })
     assert.equal(await s1.expectClose(), 4001)
     assert.equal(await s2.expectClose(), 4001)
@@ -144,7 +133,7 @@ describe('requireAuth with Payload credentials', () => {
 
   test('deleting a user closes their sockets with 4001', async () => {
     const dora = await createUser(app.payload, 'dora@example.com')
-    const s = await connect(app.url, { token: dora.token })
+    const s = await app.client({ token: dora.token })
     await app.payload.delete({ collection: 'users', id: dora.user.id })
     assert.equal(await s.expectClose(), 4001)
   })
@@ -152,9 +141,8 @@ describe('requireAuth with Payload credentials', () => {
   test('authorize filters each event per user', async () => {
     const editor = await createUser(app.payload, 'editor@example.com')
     const reader = await createUser(app.payload, 'reader@example.com')
-    const e = await connect(app.url, { token: editor.token })
-    const r = await connect(app.url, { token: reader.token })
-    later.push(e, r)
+    const e = await app.client({ token: editor.token })
+    const r = await app.client({ token: reader.token })
     await e.joinCollection('posts')
     await r.joinCollection('posts')
     await app.payload.create({ collection: 'posts', data: { title: 'editors only' } })

@@ -2,7 +2,7 @@
 // transaction commits, and never carry hidden or auth fields.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { assertNoKeys, closeAll, connect, createUser, startPayload } from './helpers/payload.mjs'
+import { assertNoKeys, createUser, startPayload } from './helpers/payload.mjs'
 
 const SECRET_KEYS = [
   'hash', 'salt', 'sessions', 'apiKey', 'apiKeyIndex', 'resetPasswordToken', 'resetPasswordExpiration',
@@ -11,7 +11,6 @@ const SECRET_KEYS = [
 
 describe('events from a Payload with the plugin (port option, transactions on)', () => {
   let app
-  const later = []
   before(async () => {
     app = await startPayload({
       realtime: {
@@ -46,10 +45,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
       ],
     })
   })
-  after(async () => {
-    closeAll(...later)
-    await app?.stop()
-  })
+  after(async () => app?.stop())
 
   test('server started from onInit on the `port` option', () => {
     assert.ok(app.manager, 'manager running')
@@ -57,9 +53,8 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('create/update/delete reach collection subscribers with the documented shape, others get nothing', async () => {
-    const sub = await connect(app.url)
-    const other = await connect(app.url)
-    later.push(sub, other)
+    const sub = await app.client()
+    const other = await app.client()
     await sub.joinCollection('posts')
     await other.joinCollection('notes')
 
@@ -89,8 +84,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   test('join-doc receives only that document', async () => {
     const a = await app.payload.create({ collection: 'posts', data: { title: 'a' } })
     const b = await app.payload.create({ collection: 'posts', data: { title: 'b' } })
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.join({ type: 'join-doc', collection: 'posts', id: String(a.id) })
     await app.payload.update({ collection: 'posts', id: b.id, data: { title: 'b2' } })
     await app.payload.update({ collection: 'posts', id: a.id, data: { title: 'a2' } })
@@ -101,9 +95,8 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('room() targets join-room members only', async () => {
-    const red = await connect(app.url)
-    const blue = await connect(app.url)
-    later.push(red, blue)
+    const red = await app.client()
+    const blue = await app.client()
     await red.join({ type: 'join-room', room: 'team:red' })
     await blue.join({ type: 'join-room', room: 'team:blue' })
     const post = await app.payload.create({ collection: 'posts', data: { title: 'for red', team: 'red' } })
@@ -114,8 +107,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('events filter: users emit delete only', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.joinCollection('users')
     const { user } = await createUser(app.payload, 'filter@example.com')
     await app.payload.update({ collection: 'users', id: user.id, data: { name: 'x' } })
@@ -127,16 +119,14 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('includeCollections filter: a collection not enabled emits nothing', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.joinCollection('notes')
     await app.payload.create({ collection: 'notes', data: { text: 'n' } })
     await c.expectNothing(300)
   })
 
   test('a write rolled back by a later hook emits nothing; the next commit does', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.joinCollection('posts')
     await assert.rejects(app.payload.create({ collection: 'posts', data: { title: 'explode-late' } }), /late hook failure/)
     const found = await app.payload.find({ collection: 'posts', where: { title: { equals: 'explode-late' } } })
@@ -147,8 +137,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('writes in an explicit transaction emit on commit, not before, and never on rollback', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.joinCollection('posts')
     const db = app.payload.db
 
@@ -167,8 +156,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('drafts stay on the server until published; context.realtime === false skips a write', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.joinCollection('articles')
     const draft = await app.payload.create({ collection: 'articles', data: { title: 'secret draft' }, draft: true })
     await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'still draft' }, draft: true })
@@ -185,8 +173,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('hidden and auth fields never leave the server, also in a populated related user', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.joinCollection('posts')
     const { user } = await createUser(app.payload, 'author@example.com', { name: 'Ann', secretNote: 'psst', enableAPIKey: true, apiKey: 'ann-key-123' })
     // The author has a live session, so the populated user in hook docs carries `sessions`.
@@ -224,7 +211,7 @@ describe('server started by the app (server.ts style), transactions off', () => 
   after(async () => app?.stop())
 
   test('initUWebSocket() after getPayload serves events immediately (no transaction to wait for)', async () => {
-    const c = await connect(app.url)
+    const c = await app.client()
     await c.joinCollection('posts')
     const post = await app.payload.create({ collection: 'posts', data: { title: 'no tx' } })
     const got = await c.next('update')
@@ -241,7 +228,7 @@ describe('disabled plugin', () => {
   after(async () => app?.stop())
 
   test('`disabled: true` adds no hooks: writes emit nothing', async () => {
-    const c = await connect(app.url)
+    const c = await app.client()
     await c.joinCollection('posts')
     await app.payload.create({ collection: 'posts', data: { title: 'silent' } })
     await c.expectNothing(300)

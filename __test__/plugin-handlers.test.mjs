@@ -2,11 +2,10 @@
 // the plugin options.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { closeAll, connect, createUser, refusedStatus, startPayload } from './helpers/payload.mjs'
+import { createUser, refusedStatus, startPayload } from './helpers/payload.mjs'
 
 describe('handlers, middleware, verifyClient, room policy', () => {
   let app
-  const later = []
   const seen = { connections: [] }
   before(async () => {
     app = await startPayload({
@@ -36,14 +35,10 @@ describe('handlers, middleware, verifyClient, room policy', () => {
       },
     })
   })
-  after(async () => {
-    closeAll(...later)
-    await app?.stop()
-  })
+  after(async () => app?.stop())
 
   test('custom handler request/reply, sync and async (uses the Local API)', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     const r = await c.request('echo', { a: 1 })
     assert.equal(r.type, 'reply')
     assert.deepEqual(r.data.echoed, { a: 1 })
@@ -55,16 +50,14 @@ describe('handlers, middleware, verifyClient, room policy', () => {
   })
 
   test('socket.data persists across messages of one socket', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.request('remember-me', { nick: 'zed' })
     const r = await c.request('remember-me', { nick: 'zed2' })
     assert.equal(r.data.nick, 'zed2')
   })
 
   test('a throwing handler answers handler_failed and the socket stays usable', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     const r = await c.request('explode', {})
     assert.equal(r.type, 'error')
     assert.equal(r.code, 'handler_failed')
@@ -72,8 +65,7 @@ describe('handlers, middleware, verifyClient, room policy', () => {
   })
 
   test('a slow handler answers handler_timeout', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     const t0 = Date.now()
     const r = await c.request('slow', {}, 1500)
     assert.equal(r.type, 'error')
@@ -82,18 +74,16 @@ describe('handlers, middleware, verifyClient, room policy', () => {
   })
 
   test('unknown type answers unknown_type', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     const r = await c.request('no-such-type', {})
     assert.equal(r.type, 'error')
     assert.equal(r.code, 'unknown_type')
   })
 
   test('middleware returning false closes the socket 4003; onSocketConnection sees sockets', async () => {
-    const ok = await connect(app.url, { path: '/?x=1' })
-    later.push(ok)
+    const ok = await app.client({ path: '/?x=1' })
     assert.ok(seen.connections.includes(ok.welcome.socketId))
-    const blocked = await connect(app.url, { path: '/?blocked=1', waitWelcome: false })
+    const blocked = await app.client({ path: '/?blocked=1', waitWelcome: false })
     assert.equal(await blocked.expectClose(), 4003)
   })
 
@@ -103,8 +93,7 @@ describe('handlers, middleware, verifyClient, room policy', () => {
 
   test('join-room: pattern allows, canJoin allows per user, anything else refused', async () => {
     const { token } = await createUser(app.payload, 'roomer@example.com')
-    const c = await connect(app.url, { token })
-    later.push(c)
+    const c = await app.client({ token })
     await c.join({ type: 'join-room', room: 'public:lobby' })
     await c.join({ type: 'join-room', room: 'private:roomer@example.com' })
     c.send({ type: 'join-room', room: 'private:someone-else@example.com' })
@@ -114,8 +103,7 @@ describe('handlers, middleware, verifyClient, room policy', () => {
   })
 
   test('broadcastToRoom reaches join-room members', async () => {
-    const c = await connect(app.url)
-    later.push(c)
+    const c = await app.client()
     await c.join({ type: 'join-room', room: 'public:news' })
     app.manager.broadcastToRoom('room:public:news', { type: 'news', text: 'hi' })
     assert.equal((await c.next('news')).text, 'hi')
@@ -137,7 +125,7 @@ describe('defaults, and the uWebSockets.js plugin option names', () => {
   after(async () => app?.stop())
 
   test('without `rooms`, every join-room is refused', async () => {
-    const c = await connect(app.url, { path: '/ws', origin: 'http://good.example' })
+    const c = await app.client({ path: '/ws', origin: 'http://good.example' })
     c.send({ type: 'join-room', room: 'anything' })
     const m = await c.next((x) => x.type === 'error' || x.type === 'joined')
     assert.equal(m.type, 'error')
@@ -146,7 +134,7 @@ describe('defaults, and the uWebSockets.js plugin option names', () => {
   })
 
   test('authorize sees anonymous sockets as null', async () => {
-    const c = await connect(app.url, { path: '/ws', origin: 'http://good.example' })
+    const c = await app.client({ path: '/ws', origin: 'http://good.example' })
     await c.joinCollection('posts')
     await app.payload.create({ collection: 'posts', data: { title: 'members' } })
     await app.payload.create({ collection: 'posts', data: { title: 'public' } })
@@ -156,7 +144,7 @@ describe('defaults, and the uWebSockets.js plugin option names', () => {
   })
 
   test('uWebSocket.cors.origin becomes allowOrigins; uWebSocket.path the served path', async () => {
-    const ok = await connect(app.url, { path: '/ws', origin: 'http://good.example' })
+    const ok = await app.client({ path: '/ws', origin: 'http://good.example' })
     ok.close()
     assert.equal(await refusedStatus(app.url, { path: '/ws', origin: 'http://evil.example' }), 403)
     assert.equal(await refusedStatus(app.url, { path: '/elsewhere', origin: 'http://good.example' }), 404)

@@ -78,7 +78,7 @@ export function testCollections() {
  * Boots Payload with the plugin. `realtime`: plugin options (default `{ port: 0 }` semantics are
  * the caller's). `transactions`: SQLite transactions on (default true). `plugins`: extra Payload
  * plugins placed after ours. `hooks`: `{ [slug]: hooks }` merged into the test collections.
- * Returns `{ payload, manager, url, stop }`; `stop()` closes the manager and Payload.
+ * Returns `{ payload, manager, url, client, stop }`; `stop()` closes clients, the manager and Payload.
  */
 export async function startPayload({ realtime = {}, transactions = true, plugins = [], hooks = {}, onInit, startServer = 'port' } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-payload-'))
@@ -102,12 +102,20 @@ export async function startPayload({ realtime = {}, transactions = true, plugins
   let manager = getUWebSocketManager()
   if (startServer === 'manual') manager = await initUWebSocket({ port: 0, host: '127.0.0.1' })
   const url = manager ? `ws://127.0.0.1:${manager.port}/` : null
+  const clients = []
+  /** `connect(url, opts)` to this app's server; `stop()` closes the client. */
+  const client = async (opts) => {
+    const c = await connect(url, opts)
+    clients.push(c)
+    return c
+  }
   const stop = async () => {
+    for (const c of clients) c.close()
     await getUWebSocketManager()?.close()
     await payload.destroy()
     fs.rmSync(dir, { recursive: true, force: true })
   }
-  return { payload, manager, url, stop }
+  return { payload, manager, url, client, stop }
 }
 
 /**
@@ -173,11 +181,6 @@ export async function refusedStatus(url, opts) {
     throw err
   }
   assert.fail('upgrade was accepted')
-}
-
-/** Closes clients, ignoring ones already closed. */
-export function closeAll(...clients) {
-  for (const c of clients) c?.close()
 }
 
 /** JSON of `value` (a sent doc) never contains any of `keys` as a property, at any depth. */
