@@ -15,7 +15,12 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     app = await startPayload({
       realtime: {
         collections: {
-          posts: { room: (doc) => (doc.team ? `team:${doc.team}` : undefined) },
+          posts: {
+            room: (doc) => {
+              if (doc.team === 'throw') throw new Error('room() failure')
+              return doc.team ? `team:${doc.team}` : undefined
+            },
+          },
           users: { events: ['delete'] },
           articles: {},
         },
@@ -104,6 +109,13 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     assert.equal(String(got.id), String(post.id))
     assert.equal(got.doc.team, 'red')
     await blue.expectNothing(300, 'update')
+  })
+
+  test('a throwing room() neither fails the write nor drops the event', async () => {
+    const c = await app.client()
+    await c.joinCollection('posts')
+    const post = await app.payload.create({ collection: 'posts', data: { title: 'room throws', team: 'throw' } })
+    assert.equal(String((await c.next('update')).id), String(post.id))
   })
 
   test('events filter: users emit delete only', async () => {

@@ -52,7 +52,16 @@ export const uWebSocketPlugin =
       log(`emitted ${e.operation} ${e.collection}:${e.id}${e.rooms?.length ? ` +rooms ${e.rooms.join(',')}` : ''}`)
     }
 
-    const queue = (req: PayloadRequest, slug: string, operation: EventOperation, doc: any, previousDoc: any) => {
+    // Never lets a realtime failure (a throwing `room()`, say) fail the write itself.
+    const queue = async (req: PayloadRequest, slug: string, operation: EventOperation, doc: any, previousDoc: any) => {
+      try {
+        await buildAndQueue(req, slug, operation, doc, previousDoc)
+      } catch (err) {
+        onError(err, `${operation} event for ${slug}:${doc?.id}`)
+      }
+    }
+
+    const buildAndQueue = (req: PayloadRequest, slug: string, operation: EventOperation, doc: any, previousDoc: any) => {
       const settings = enabled.get(slug)!
       if (req.context?.realtime === false) return log(`skipped ${operation} ${slug}:${doc?.id}: context.realtime === false`)
       // Unpublished content stays on the server; a deleted draft is announced by id only.
@@ -60,8 +69,12 @@ export const uWebSocketPlugin =
       if (hideDraft && operation !== 'delete') return log(`skipped draft ${slug}:${doc.id}`)
       const rooms = new Set<string>()
       if (settings.room) {
-        const r = settings.room(doc, { operation, previousDoc, user: req.user, req })
-        for (const name of Array.isArray(r) ? r : r ? [r] : []) if (name) rooms.add(qualifyRoom(String(name)))
+        try {
+          const r = settings.room(doc, { operation, previousDoc, user: req.user, req })
+          for (const name of Array.isArray(r) ? r : r ? [r] : []) if (name) rooms.add(qualifyRoom(String(name)))
+        } catch (err) {
+          onError(err, `room() of ${slug}:${doc?.id}`) // the event still reaches collection and doc rooms
+        }
       }
       const event: EmitEvent = {
         operation,
