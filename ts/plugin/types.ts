@@ -85,7 +85,7 @@ export interface UWebSocketPluginOptions extends ServerLimits {
    * of `collections`. Default `[]`: with neither option, no collection emits.
    */
   includeCollections?: string[]
-  /** Per-collection settings (`events`, `room`); a key here also enables that collection. Default `{}`. */
+  /** Per-collection settings (`events`, `room`, `drafts`); a key here also enables that collection. Default `{}`. */
   collections?: Record<string, CollectionRealtimeOptions>
   /**
    * Per-collection per-user filter. A collection without an entry reaches everyone in the rooms.
@@ -108,7 +108,7 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   verifyClient?: VerifyClient
   /** Custom message types and their handlers (`registerCustomHandler`). Default `{}`. */
   handlers?: Record<string, CustomHandler>
-  /** Socket middleware, run in order right after open. Default `[]`. */
+  /** Socket middleware, run in order on each new socket before its first message is read; `false` or a throw closes it 4003. Default `[]`. */
   middleware?: Middleware[]
   /**
    * Called for each new socket with the manager and Payload (runs as middleware that never
@@ -126,6 +126,6 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   checkSessions?: boolean
   /** Compatibility with the uWebSockets.js plugin: `cors.origin` (string or array) and `path`. */
   uWebSocket?: { cors?: { origin?: string | string[] | unknown; credentials?: boolean }; path?: string; [key: string]: unknown }
-  /** Log plugin activity through `payload.logger` (debug level for events). Default `false`. */
+  /** Log plugin activity (events, server start, disconnects) through `payload.logger.info`. Default `false`. */
   debug?: boolean
 }
