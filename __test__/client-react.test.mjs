@@ -9,7 +9,7 @@ import { createClient } from '../dist/client/index.js'
 import { RealtimeProvider, useCollection, useDoc, useRealtime, useRealtimeState } from '../dist/react/index.js'
 import { startServer, waitFor } from './helpers/server.mjs'
 
-const members = (srv, room) => srv.manager.getRoomMembers(room).length
+const members = (srv, room) => srv.manager.getLocalRoomMembers(room).length
 const ids = (list) => list.map((d) => String(d.id))
 
 test('useCollection keeps a live list and useDoc follows one document', async (t) => {

@@ -28,7 +28,7 @@ async function server(t, options) {
 const untilState = (client, state, timeoutMs = 5000) =>
   waitFor(() => client.state === state, { timeoutMs, message: `state '${state}' (is '${client.state}')` })
 
-const members = (srv, room) => srv.manager.getRoomMembers(room).length
+const members = (srv, room) => srv.manager.getLocalRoomMembers(room).length
 
 function frames(client, type) {
   const list = []

@@ -43,6 +43,10 @@ pub struct MemberInfo {
     pub instance: String,
 }
 
+fn member_info(m: realtime_core::Member) -> MemberInfo {
+    MemberInfo { socket_id: m.socket_id, user_id: m.user_id, user_collection: m.user_collection, instance: m.instance }
+}
+
 /// A running realtime server (Rust core on its own tokio runtime).
 #[napi]
 pub struct NativeServer {
@@ -169,11 +173,15 @@ impl NativeServer {
     /// Members of `room` on this instance.
     #[napi]
     pub fn room_members(&self, room: String) -> Vec<MemberInfo> {
-        self.handle
-            .room_members(&room)
-            .into_iter()
-            .map(|m| MemberInfo { socket_id: m.socket_id, user_id: m.user_id, user_collection: m.user_collection, instance: m.instance })
-            .collect()
+        self.handle.room_members(&room).into_iter().map(member_info).collect()
+    }
+
+    /// Members of `room` on every instance (through Redis when configured).
+    #[napi(ts_return_type = "Promise<MemberInfo[]>")]
+    pub fn room_members_everywhere<'env>(&self, env: &'env Env, room: String) -> Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred::<Vec<MemberInfo>, _>()?;
+        self.handle.room_members_with(&room, move |members| deferred.resolve(move |_| Ok(members.into_iter().map(member_info).collect())));
+        Ok(promise)
     }
 
     /// Closes every socket of a user (default code 4001); returns how many.

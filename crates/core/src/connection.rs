@@ -408,7 +408,8 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
             return true;
         }
     };
-    let req_id = env.id.map(|r| r.get());
+    // In join-doc/leave-doc "id" names the doc, not a request to answer.
+    let req_id = env.id.filter(|_| !matches!(env.kind.as_ref(), "join-doc" | "leave-doc")).map(|r| r.get());
     let request = match env.request() {
         Ok(r) => r,
         Err(r) => {

@@ -241,6 +241,18 @@ impl ServerHandle {
         }
     }
 
+    /// `room_members_everywhere`, calling `done` (on a runtime thread) with the result.
+    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>) + Send + 'static) {
+        let fut = self.room_members_everywhere(room);
+        let handle = self.inner.runtime.lock().as_ref().map(|rt| rt.handle().clone());
+        match handle {
+            Some(h) => {
+                h.spawn(async move { done(fut.await) });
+            }
+            None => done(Vec::new()),
+        }
+    }
+
     /// Closes every socket of user `id` (in `collection`, when given); returns how many.
     /// Default code 4001.
     pub fn disconnect_user(&self, id: &str, collection: Option<&str>, code: Option<u16>) -> usize {
