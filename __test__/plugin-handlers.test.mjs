@@ -116,7 +116,6 @@ describe('defaults, and the uWebSockets.js plugin option names', () => {
     app = await startPayload({
       realtime: {
         uWebSocket: { cors: { origin: ['http://good.example'] }, path: '/ws' },
-        redis: { url: 'redis://127.0.0.1:1' }, // accepted and passed through; must not break startup
         includeCollections: ['posts'],
         authorize: { posts: (user, event) => (user === null ? event.doc.title === 'public' : true) },
       },

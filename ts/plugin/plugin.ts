@@ -2,7 +2,7 @@
 // request's transaction commits; documents lose hidden and auth fields before they leave.
 import type { CollectionConfig, Config, Payload, PayloadRequest } from 'payload'
 import { payloadAuthCookie, payloadJwtKey } from './auth.js'
-import { getUWebSocketManager, type EmitEvent } from './manager.js'
+import { getUWebSocketManager, type EmitEvent, type ServerOptions } from './manager.js'
 import { configureManager, disconnectDeletedUser, disconnectLogout, initUWebSocket, setRuntime, type Runtime } from './runtime.js'
 import { stripHiddenFields } from './sanitize.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'
@@ -137,7 +137,6 @@ export const uWebSocketPlugin =
         }
         installTransactionHooks(payload, (err) => onError(err, 'after-commit task'))
         setRuntime(state)
-        if (options.redis) log('`redis` is accepted but multi-instance fan-out is not implemented yet')
         if (options.port !== undefined) {
           await initUWebSocket()
         } else {
@@ -172,11 +171,22 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime
     authVersion: 1, // Payload rejects JWTs without this header, so does the server
     authCookie: payloadAuthCookie(payload.config.cookiePrefix),
     roomPatterns: o.rooms?.patterns, // matched natively, without a JS call per join
-    redis: o.redis,
+    redis: redisOptions(o.redis, payload),
   }
+}
+
+/** `redis` with its `url` defaulting to REDIS_URL; without any url, Redis stays off (warned). */
+function redisOptions(r: UWebSocketPluginOptions['redis'], payload: Payload): ServerOptions['redis'] {
+  if (!r) return undefined
+  const url = r.url ?? process.env.REDIS_URL
+  if (!url) {
+    payload.logger.warn('[realtime] `redis` has no url and REDIS_URL is not set: running as a single instance')
+    return undefined
+  }
+  return { ...r, url }
 }
 
 const SERVER_LIMIT_KEYS = [
   'host', 'path', 'allowOrigins', 'maxConnections', 'maxMessageSize', 'heartbeatMs', 'pongTimeoutMs',
-  'idleTimeoutMs', 'maxBackpressure', 'maxRoomsPerSocket', 'rateLimit', 'handlerTimeoutMs',
+  'idleTimeoutMs', 'maxBackpressure', 'maxRoomsPerSocket', 'rateLimit', 'handlerTimeoutMs', 'reusePort',
 ] as const satisfies readonly (keyof ServerLimits)[]

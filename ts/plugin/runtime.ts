@@ -15,7 +15,7 @@ import type { UWebSocketPluginOptions } from './types.js'
 export interface Runtime {
   payload: Payload
   options: UWebSocketPluginOptions
-  serverOptions: ServerOptions & { redis?: unknown }
+  serverOptions: ServerOptions
   log: (msg: string) => void
   onError: (err: unknown, what: string) => void
 }

@@ -71,7 +71,7 @@ export interface RoomPolicy {
 export type ServerLimits = Pick<
   ServerOptions,
   | 'host' | 'path' | 'allowOrigins' | 'maxConnections' | 'maxMessageSize' | 'heartbeatMs' | 'pongTimeoutMs'
-  | 'idleTimeoutMs' | 'maxBackpressure' | 'maxRoomsPerSocket' | 'rateLimit' | 'handlerTimeoutMs'
+  | 'idleTimeoutMs' | 'maxBackpressure' | 'maxRoomsPerSocket' | 'rateLimit' | 'handlerTimeoutMs' | 'reusePort'
 >
 
 /** Options of `uWebSocketPlugin(options)`. Every option is optional. */
@@ -100,8 +100,12 @@ export interface UWebSocketPluginOptions extends ServerLimits {
    * apps without their own server entry. Default: not started; call `initUWebSocket()` yourself.
    */
   port?: number
-  /** Accepted and passed to the native server; multi-instance fan-out is not implemented yet. Default: off. */
-  redis?: { url?: string; [key: string]: unknown }
+  /**
+   * Run several instances behind Redis or Valkey: events, broadcasts and disconnects reach
+   * sockets on every instance (options as in `ServerOptions.redis`). `url` defaults to
+   * `process.env.REDIS_URL`, as in the uWebSockets.js plugin. Default: off (one process).
+   */
+  redis?: Partial<NonNullable<ServerOptions['redis']>>
   /** Policy for `join-room`. Default: refuse every `join-room`. */
   rooms?: RoomPolicy
   /** Extra check at upgrade; `false` answers HTTP 403. Default: none. */
