@@ -2,26 +2,17 @@
 // logged out), API keys, logout and user deletion closing sockets 4001, per-user authorize.
 import assert from 'node:assert/strict'
 import { createHash, createHmac } from 'node:crypto'
-import { logoutOperation } from 'payload'
 import { payloadJwtKey } from 'payload-realtime-rs'
 import { after, before, describe, test } from 'node:test'
 import {
   SECRET,
   createUser,
   decodeJwt,
+  logout,
   refusedStatus,
   signJwt,
   startPayload,
 } from './helpers/payload.mjs'
-
-/** Logs a session out the way Payload's REST /logout does (req.user carries `_sid`). */
-async function logout(payload, token, { allSessions = false } = {}) {
-  const headers = new Headers({ authorization: `JWT ${token}` })
-  const { user } = await payload.auth({ headers })
-  assert.ok(user, 'token authenticates before logout')
-  const searchParams = new URLSearchParams(allSessions ? { allSessions: 'true' } : {})
-  await logoutOperation({ allSessions, collection: payload.collections.users, req: { payload, user, searchParams } })
-}
 
 describe('requireAuth with Payload credentials', () => {
   let app

@@ -1,11 +1,13 @@
 // Payload side of the shared test helpers: boots a real Payload 3 (SQLite in a temp dir) with
 // the plugin, creates users with real logins, connects clients (TestClient from ws.mjs).
 import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { sqliteAdapter } from '@payloadcms/db-sqlite'
-import { buildConfig, getPayload } from 'payload'
+import { buildConfig, getPayload, logoutOperation } from 'payload'
 import { getUWebSocketManager, initUWebSocket, payloadJwtKey, uWebSocketPlugin } from 'payload-realtime-rs'
 import { signToken, TestClient } from './ws.mjs'
 
@@ -147,6 +149,14 @@ export async function createUser(payload, email, data = {}) {
   return { user, token }
 }
 
+/** Logs a session out the way Payload's REST /logout does (req.user carries `_sid`). */
+export async function logout(payload, token, { allSessions = false } = {}) {
+  const { user } = await payload.auth({ headers: new Headers({ authorization: `JWT ${token}` }) })
+  assert.ok(user, 'token authenticates before logout')
+  const searchParams = new URLSearchParams(allSessions ? { allSessions: 'true' } : {})
+  await logoutOperation({ allSessions, collection: payload.collections.users, req: { payload, user, searchParams } })
+}
+
 /** Decodes a JWT without verifying: `{ header, claims }`. */
 export function decodeJwt(token) {
   const [h, c] = token.split('.')
@@ -197,4 +207,81 @@ export function assertNoKeys(value, keys) {
   }
   walk(value, '$')
   assert.deepEqual(found, [], `secret keys leaked: ${found.join(', ')}`)
+}
+
+/** A TCP port free on 127.0.0.1 right now. */
+async function freePort() {
+  const srv = net.createServer()
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const { port } = srv.address()
+  await new Promise((resolve) => srv.close(resolve))
+  return port
+}
+
+/** Waits for `exit` of a child process, killing it if it does not leave within `ms`. */
+async function stopChild(child, ms = 5000) {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  const t = setTimeout(() => child.kill('SIGKILL'), ms)
+  await exited
+  clearTimeout(t)
+}
+
+/**
+ * A `redis-server` on a free loopback port: `{ url, stop }`. Without redis-server on PATH it
+ * returns null and says so loudly; in CI (CI=true) that is an error.
+ */
+export async function startRedis() {
+  if (spawnSync('redis-server', ['--version']).status !== 0) {
+    assert.notEqual(process.env.CI, 'true', 'redis-server is required in CI')
+    console.log('\n!!! SKIPPED: redis-server not found on PATH; multi-instance plugin test did not run !!!\n')
+    return null
+  }
+  const port = await freePort()
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const pong = await new Promise((resolve) => {
+      const sock = net.connect(port, '127.0.0.1', () => sock.write('PING\r\n'))
+      sock.once('data', (d) => (sock.destroy(), resolve(d.toString().startsWith('+PONG'))))
+      sock.once('error', () => resolve(false))
+    })
+    if (pong) break
+    if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop: () => (child.kill('SIGTERM'), stopChild(child)),
+  }
+}
+
+const pluginEntry = new URL('../../dist/plugin/index.js', import.meta.url).href
+
+/**
+ * A second realtime instance in a child process (no Payload): verifies tokens signed with
+ * `secret`, joins `redis`. Returns `{ url, stop }`.
+ */
+export async function spawnInstance({ secret, redis }) {
+  const script = `
+    import { initUWebSocket, payloadJwtKey } from ${JSON.stringify(pluginEntry)}
+    const m = await initUWebSocket({ port: 0, host: '127.0.0.1', jwtKey: payloadJwtKey(${JSON.stringify(secret)}), authVersion: 1, redis: ${JSON.stringify(redis)} })
+    console.log('PORT ' + m.port)
+    process.stdin.on('end', async () => { await m.close(); process.exit(0) })
+    process.stdin.resume()
+  `
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+  let out = ''
+  const port = await new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      out += d
+      const m = /PORT (\d+)/.exec(out)
+      if (m) resolve(Number(m[1]))
+    })
+    child.once('exit', (code) => reject(new Error(`instance exited ${code}: ${out}`)))
+  })
+  return {
+    url: `ws://127.0.0.1:${port}/`,
+    stop: () => (child.stdin.end(), stopChild(child)),
+  }
 }
