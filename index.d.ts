@@ -106,6 +106,7 @@ export interface NativeOptions {
   echo?: boolean
   redis?: RedisOptions
   reusePort?: boolean
+  presenceEvents?: Array<string>
 }
 
 /** Rate limit per socket. */

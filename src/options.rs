@@ -53,6 +53,7 @@ pub struct NativeOptions {
     pub echo: Option<bool>,
     pub redis: Option<RedisOptions>,
     pub reuse_port: Option<bool>,
+    pub presence_events: Option<Vec<String>>,
 }
 
 fn ms(v: u32) -> Duration {
@@ -105,6 +106,7 @@ impl From<NativeOptions> for ServerConfig {
                 }
             }),
             reuse_port: o.reuse_port.unwrap_or(d.reuse_port),
+            presence_events: o.presence_events.unwrap_or(d.presence_events),
         }
     }
 }

@@ -79,6 +79,8 @@ export interface ServerOptions {
   }
   /** SO_REUSEPORT: several processes on one host serve one port. [false] */
   reusePort?: boolean
+  /** Rooms (`*` globs, full names like `room:chat:*`) whose members get `presence` joined/left events. [none] */
+  presenceEvents?: string[]
 }
 
 /** Upgrade request as seen by `verifyClient` and middleware. */

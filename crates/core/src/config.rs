@@ -98,6 +98,9 @@ pub struct ServerConfig {
     pub redis: Option<RedisConfig>,
     /// Set SO_REUSEPORT so several processes on one host can serve one port. Default: false.
     pub reuse_port: bool,
+    /// Rooms (globs, `*` wildcard) whose members are told of joins and leaves with
+    /// `{"type":"presence","room":…,"joined"|"left":{"socketId","userId"}}`. Default: none.
+    pub presence_events: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +132,7 @@ impl Default for ServerConfig {
             echo: false,
             redis: None,
             reuse_port: false,
+            presence_events: Vec::new(),
         }
     }
 }

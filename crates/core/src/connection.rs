@@ -2,17 +2,16 @@
 //! and its two tasks: the reader (frames in, protocol) and the writer (queue out, timers).
 
 use std::collections::HashSet;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{OpCode, Payload, WebSocketError, WebSocketRead};
+use fastwebsockets::OpCode;
 use parking_lot::{Mutex, RwLock};
-use tokio::io::{AsyncWriteExt, Chain};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::{sleep_until, timeout};
@@ -23,9 +22,7 @@ use crate::hooks::{HandlerOutcome, UpgradeInfo};
 use crate::hub::{Hub, JoinError};
 use crate::outbound::{Batch, Next, Outbound};
 use crate::protocol::{self, close_codes, codes, Envelope, Request};
-
-/// The read side as handed over by the upgrade: bytes hyper read ahead, then the socket.
-pub(crate) type ReadStream = Chain<Cursor<Bytes>, OwnedReadHalf>;
+use crate::reader::{FrameReader, ReadError};
 
 /// State of one socket, shared by its tasks, the rooms it is in and the app.
 pub struct Conn {
@@ -163,13 +160,6 @@ impl Drop for ConnGuard {
     }
 }
 
-fn payload_bytes(p: Payload<'_>) -> Bytes {
-    match p {
-        Payload::Bytes(b) => b.freeze(),
-        other => Bytes::from(Vec::<u8>::from(other)),
-    }
-}
-
 /// Close codes a peer may send (RFC 6455 §7.4).
 fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
@@ -190,12 +180,14 @@ struct RateWindow {
 }
 
 /// The reader task: reads frames until the peer closes or breaks the protocol.
-pub(crate) async fn read_loop(guard: ConnGuard, mut ws: WebSocketRead<ReadStream>, info: UpgradeInfo) {
+pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: UpgradeInfo) {
     let hub = guard.hub.clone();
     let conn = guard.conn.clone();
     let cfg = &hub.config;
 
-    if let Some(check) = hub.hooks.on_open(&SocketRef { conn: conn.clone(), hub: hub.clone() }, &info) {
+    let check = hub.hooks.on_open(&SocketRef { conn: conn.clone(), hub: hub.clone() }, &info);
+    drop(info); // the request's headers are not kept for the socket's life
+    if let Some(check) = check {
         let allowed = timeout(cfg.hook_timeout, check).await.unwrap_or(false);
         if !allowed {
             conn.close(close_codes::FORBIDDEN, "forbidden", false);
@@ -211,15 +203,11 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut ws: WebSocketRead<ReadStream
         }
     }
 
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    ws.set_max_message_size(cfg.max_message_size.saturating_add(1));
     let mut partial: Option<Partial> = None;
     let mut rate = RateWindow { started: Instant::now(), count: 0, warned: false };
-    let mut no_obligations = |_| async { Ok::<(), std::convert::Infallible>(()) };
 
     loop {
-        let frame = match ws.read_frame(&mut no_obligations).await {
+        let frame = match reader.next().await {
             Ok(f) => f,
             Err(e) => {
                 fail(&hub, &conn, e);
@@ -235,10 +223,6 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut ws: WebSocketRead<ReadStream
             OpCode::Ping => {
                 hub.deliver(&conn, frame::pong(&frame.payload));
             }
-            OpCode::Pong if frame.payload.len() > 125 => {
-                protocol_error(&hub, &conn, "control frame too long");
-                return;
-            }
             OpCode::Pong => {}
             OpCode::Text | OpCode::Binary => {
                 if partial.is_some() {
@@ -246,8 +230,7 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut ws: WebSocketRead<ReadStream
                     return;
                 }
                 if frame.fin {
-                    let data = payload_bytes(frame.payload);
-                    if !on_message(&hub, &conn, frame.opcode, data, &mut rate) {
+                    if !on_message(&hub, &conn, frame.opcode, frame.payload, &mut rate) {
                         return;
                     }
                 } else {
@@ -318,12 +301,11 @@ fn too_big(hub: &Hub, conn: &Conn) {
     conn.close(close_codes::TOO_BIG, "message too big", true);
 }
 
-fn fail(hub: &Hub, conn: &Conn, e: WebSocketError) {
+fn fail(hub: &Hub, conn: &Conn, e: ReadError) {
     match e {
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {}
-        WebSocketError::InvalidUTF8 => invalid_utf8(hub, conn),
-        WebSocketError::FrameTooLarge => too_big(hub, conn),
-        other => protocol_error(hub, conn, &other.to_string()),
+        ReadError::Gone => {}
+        ReadError::TooBig => too_big(hub, conn),
+        ReadError::Protocol(why) => protocol_error(hub, conn, why),
     }
 }
 
@@ -331,11 +313,6 @@ fn fail(hub: &Hub, conn: &Conn, e: WebSocketError) {
 fn on_close_frame(hub: &Hub, conn: &Conn, payload: &[u8]) {
     let reply = match payload.len() {
         0 => Bytes::from_static(&[0x88, 0]),
-        // fastwebsockets checks the 125-byte control-frame cap for pings only.
-        126.. => {
-            hub.stats.protocol_errors.fetch_add(1, Relaxed);
-            frame::close(close_codes::PROTOCOL_ERROR, "control frame too long")
-        }
         1 => {
             hub.stats.protocol_errors.fetch_add(1, Relaxed);
             frame::close(close_codes::PROTOCOL_ERROR, "bad close frame")
@@ -363,6 +340,10 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
     hub.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
     if conn.out.is_closed() {
         return true; // closing: drain the peer's frames until its close reply
+    }
+    if opcode == OpCode::Text && std::str::from_utf8(&data).is_err() {
+        invalid_utf8(hub, conn);
+        return false;
     }
     if cfg.echo {
         let f = if opcode == OpCode::Text { frame::text(&data) } else { frame::binary(&data) };
@@ -397,10 +378,7 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
         }
         return true;
     }
-    let Ok(text) = std::str::from_utf8(&data) else {
-        invalid_utf8(hub, conn);
-        return false;
-    };
+    let Ok(text) = std::str::from_utf8(&data) else { return false }; // checked above
     let env = match Envelope::parse(text) {
         Ok(env) => env,
         Err(r) => {
@@ -641,3 +619,4 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     let _ = timeout(cfg.close_timeout, conn.reader_done.notified()).await;
     conn.kill();
 }
+

@@ -2,25 +2,23 @@
 //! accepted upgrades to a connection's tasks.
 
 use std::convert::Infallible;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade::{is_upgrade_request, upgrade, UpgradeFut};
-use fastwebsockets::Role;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::connection::{read_loop, write_loop, Conn, ConnGuard};
 use crate::hub::Hub;
 use crate::protocol::close_codes;
+use crate::reader::FrameReader;
 use crate::stats::Refusal;
 use crate::upgrade::{admit, path_served, Admitted};
 
@@ -92,9 +90,9 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     let conn = Arc::new(Conn::new(key, hub.socket_id(key), &admitted.info, admitted.user, hub.config.max_backpressure, hub.now_ms()));
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
-    let (ws, _) = fastwebsockets::after_handshake_split(Cursor::new(read_ahead).chain(r), tokio::io::sink(), Role::Server);
+    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size);
     tokio::spawn(write_loop(hub.clone(), conn.clone(), w));
-    let reader = tokio::spawn(read_loop(guard, ws, admitted.info));
+    let reader = tokio::spawn(read_loop(guard, frames, admitted.info));
     conn.set_reader(reader.abort_handle());
     if hub.shutting_down.load(Relaxed) {
         conn.close(close_codes::GOING_AWAY, "server shutting down", false);

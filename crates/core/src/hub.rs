@@ -137,8 +137,19 @@ impl Hub {
         }
     }
 
-    /// Bookkeeping after a socket entered (`on`) or left a room: backplane interest, presence.
+    /// Bookkeeping after a socket entered (`on`) or left a room: presence events, backplane
+    /// interest, cluster-wide presence.
     fn room_changed(&self, conn: &Conn, room: &str, on: bool, room_created_or_removed: bool) {
+        if !self.config.presence_events.is_empty() && self.config.presence_events.iter().any(|p| crate::config::glob_match(p, room)) {
+            let user = conn.user().map_or_else(|| "null".to_string(), |u| u.id_json.clone());
+            let what = if on { "joined" } else { "left" };
+            let json = format!(
+                "{{\"type\":\"presence\",\"room\":{},\"{what}\":{{\"socketId\":{},\"userId\":{user}}}}}",
+                protocol::json_str(room),
+                protocol::json_str(&conn.id)
+            );
+            self.broadcast_everywhere(room, crate::frame::text(json.as_bytes()), Some(&conn.id));
+        }
         if !self.distributed() {
             return;
         }

@@ -14,6 +14,7 @@ mod http;
 mod hub;
 mod outbound;
 pub mod protocol;
+mod reader;
 mod rooms;
 mod server;
 mod stats;

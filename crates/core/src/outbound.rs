@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 /// Most frames handed to one `writev` call.
@@ -156,14 +155,19 @@ impl Batch {
     }
 
     /// Writes as much as one vectored write takes; returns bytes written (0 = peer gone).
+    /// The iovec array lives only inside one poll, not in the socket's future, so an idle
+    /// socket does not carry it.
     pub(crate) async fn write_some<W: tokio::io::AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
-        let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-        let mut n = 0;
-        for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
-            slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
-            n += 1;
-        }
-        w.write_vectored(&slices[..n]).await
+        std::future::poll_fn(|cx| {
+            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
+                n += 1;
+            }
+            std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n])
+        })
+        .await
     }
 
     /// Accounts `written` bytes; returns whether the batch (and, if `ends`, the socket) is done.

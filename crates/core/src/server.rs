@@ -70,13 +70,24 @@ impl Server {
         let instance = config.instance_id.clone().unwrap_or_else(random_instance_id);
         let (hub, mut commands) = Hub::new(config, hooks, instance, origins);
         let stop = Arc::new(Notify::new());
-        let _enter = runtime.enter();
-        let listener = listen(sock_addr, hub.config.reuse_port).map_err(bind_err)?;
-        let local = listener.local_addr().map_err(bind_err)?;
-        if let Some(redis) = &hub.config.redis {
-            let bp = RedisBackplane::start(redis, &hub.instance, Arc::downgrade(&hub))?;
-            hub.set_backplane(bp);
-        }
+        let bound = {
+            let _enter = runtime.enter();
+            listen(sock_addr, hub.config.reuse_port).map_err(bind_err).and_then(|l| {
+                let local = l.local_addr().map_err(bind_err)?;
+                if let Some(redis) = &hub.config.redis {
+                    hub.set_backplane(RedisBackplane::start(redis, &hub.instance, Arc::downgrade(&hub))?);
+                }
+                Ok((l, local))
+            })
+        };
+        let (listener, local) = match bound {
+            Ok(x) => x,
+            Err(e) => {
+                // Dropping a runtime inside another one panics; this is safe from any thread.
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         let accept = runtime.spawn(accept_loop(listener, hub.clone(), stop.clone()));
         let dispatcher_hub = hub.clone();
         runtime.spawn(async move {

@@ -101,6 +101,9 @@ pub(crate) async fn admit<B>(hub: &Arc<Hub>, req: &Request<B>, remote: SocketAdd
     let mut user = None;
     for c in find_credentials(req.headers(), req.uri().query(), &cfg.auth_cookie) {
         if c.is_jwt() {
+            if cfg.jwt_key.is_none() {
+                continue; // no key: JWTs cannot be checked, so they are not credentials here
+            }
             match hub.verifier.verify(&c.token) {
                 Ok(claims) => user = Some(claims),
                 // Browsers keep sending stale cookies: try the next source (a fresh query token).

@@ -1,0 +1,190 @@
+//! Reads client frames (RFC 6455 §5) without holding a buffer while a socket is idle: bytes are
+//! read into a stack buffer when the socket is readable and copied out only as far as a frame
+//! is incomplete, so an idle socket owns no read buffer at all. (fastwebsockets' reader keeps
+//! 8 KiB per socket for its whole life; we keep its handshake and its unmasking.)
+
+use bytes::{Buf, Bytes, BytesMut};
+use fastwebsockets::OpCode;
+use tokio::net::tcp::OwnedReadHalf;
+
+/// Bytes read per syscall (on the stack of a synchronous call, never in a socket's future).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One frame from the client, unmasked.
+pub(crate) struct InFrame {
+    pub fin: bool,
+    pub opcode: OpCode,
+    pub payload: Bytes,
+}
+
+/// Why reading stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// The peer closed the TCP connection or it broke.
+    Gone,
+    /// A protocol violation (close 1002).
+    Protocol(&'static str),
+    /// A frame larger than the message limit (close 1009).
+    TooBig,
+}
+
+pub(crate) struct FrameReader {
+    stream: OwnedReadHalf,
+    /// Bytes of an incomplete frame; empty (no allocation) between frames.
+    buf: BytesMut,
+    max_payload: usize,
+}
+
+impl FrameReader {
+    /// `read_ahead`: bytes the HTTP layer had already read past the handshake.
+    pub(crate) fn new(stream: OwnedReadHalf, read_ahead: Bytes, max_payload: usize) -> Self {
+        let buf = if read_ahead.is_empty() { BytesMut::new() } else { BytesMut::from(&read_ahead[..]) };
+        Self { stream, buf, max_payload }
+    }
+
+    /// The next frame. Not cancel-safe across `fill` (one reader task per socket).
+    pub(crate) async fn next(&mut self) -> Result<InFrame, ReadError> {
+        loop {
+            if let Some(frame) = parse(&mut self.buf, self.max_payload)? {
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new(); // give the memory back while idle
+                }
+                return Ok(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ReadError> {
+        loop {
+            self.stream.readable().await.map_err(|_| ReadError::Gone)?;
+            match read_now(&self.stream, &mut self.buf) {
+                Ok(0) => return Err(ReadError::Gone),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Err(ReadError::Gone),
+            }
+        }
+    }
+}
+
+fn read_now(stream: &OwnedReadHalf, out: &mut BytesMut) -> std::io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = stream.try_read(&mut chunk)?;
+    out.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+fn opcode(bits: u8) -> Option<OpCode> {
+    Some(match bits {
+        0x0 => OpCode::Continuation,
+        0x1 => OpCode::Text,
+        0x2 => OpCode::Binary,
+        0x8 => OpCode::Close,
+        0x9 => OpCode::Ping,
+        0xA => OpCode::Pong,
+        _ => return None,
+    })
+}
+
+/// Takes one complete frame off the front of `buf`, or says how much more is needed by
+/// reserving it.
+fn parse(buf: &mut BytesMut, max_payload: usize) -> Result<Option<InFrame>, ReadError> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    let fin = b0 & 0x80 != 0;
+    if b0 & 0x70 != 0 {
+        return Err(ReadError::Protocol("reserved bits set"));
+    }
+    let op = opcode(b0 & 0x0f).ok_or(ReadError::Protocol("unknown opcode"))?;
+    if b1 & 0x80 == 0 {
+        return Err(ReadError::Protocol("client frames must be masked"));
+    }
+    let (len, header) = match b1 & 0x7f {
+        126 => {
+            if buf.len() < 4 {
+                return Ok(None);
+            }
+            (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return Ok(None);
+            }
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(raw), 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    let control = matches!(op, OpCode::Close | OpCode::Ping | OpCode::Pong);
+    if control && (!fin || len > 125) {
+        return Err(ReadError::Protocol("control frames are unfragmented and at most 125 bytes"));
+    }
+    if len > max_payload as u64 {
+        return Err(ReadError::TooBig);
+    }
+    let total = header + 4 + len as usize;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mask = [buf[header], buf[header + 1], buf[header + 2], buf[header + 3]];
+    let mut frame = buf.split_to(total);
+    frame.advance(header + 4);
+    fastwebsockets::unmask(&mut frame, mask);
+    Ok(Some(InFrame { fin, opcode: op, payload: frame.freeze() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(first: u8, payload: &[u8]) -> BytesMut {
+        let mask = [1, 2, 3, 4];
+        let mut f = vec![first];
+        match payload.len() {
+            n if n <= 125 => f.push(0x80 | n as u8),
+            n if n <= 65535 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        BytesMut::from(&f[..])
+    }
+
+    #[test]
+    fn parses_across_partial_reads() {
+        let whole = masked(0x81, &[b'x'; 300]);
+        let mut buf = BytesMut::new();
+        for chunk in whole.chunks(7) {
+            assert!(buf.is_empty() || parse(&mut buf, 1000).unwrap().is_none());
+            buf.extend_from_slice(chunk);
+        }
+        let f = parse(&mut buf, 1000).unwrap().unwrap();
+        assert!(f.fin && f.opcode == OpCode::Text && f.payload.len() == 300 && f.payload.iter().all(|b| *b == b'x'));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_frames() {
+        let mut unmasked = BytesMut::from(&[0x81u8, 0x01, b'a'][..]);
+        assert_eq!(parse(&mut unmasked, 10).err(), Some(ReadError::Protocol("client frames must be masked")));
+        assert!(matches!(parse(&mut masked(0xC1, b"a"), 10), Err(ReadError::Protocol(_))), "rsv1");
+        assert!(matches!(parse(&mut masked(0x83, b"a"), 10), Err(ReadError::Protocol(_))), "opcode 3");
+        assert!(matches!(parse(&mut masked(0x09, b""), 10), Err(ReadError::Protocol(_))), "fragmented ping");
+        assert!(matches!(parse(&mut masked(0x88, &[0; 126]), 1000), Err(ReadError::Protocol(_))), "long close");
+        assert_eq!(parse(&mut masked(0x82, &[0; 11]), 10).err(), Some(ReadError::TooBig));
+        assert!(parse(&mut masked(0x82, &[0; 10]), 10).unwrap().is_some());
+        let mut huge = BytesMut::from(&[0x82u8, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert_eq!(parse(&mut huge, 1 << 20).err(), Some(ReadError::TooBig));
+    }
+}
