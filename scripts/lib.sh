@@ -38,15 +38,3 @@ prepare_build() {
   build_addon
   build_ts
 }
-
-# redis-server for the multi-instance tests (Rust backplane and Node plugin); installed from
-# Debian's packages when missing and we may (root with apt-get).
-ensure_redis_server() {
-  command -v redis-server >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    step "apt-get install redis-server"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "redis-server not found and cannot be installed here; multi-instance tests will skip (fail in CI)"
-  fi
-}

@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 prepare_build
-ensure_redis_server
 ensure_node_modules examples/payload-basic   # the example app, run by __test__/example.test.mjs
 
 step "Rust tests (core unit + integration)"
