@@ -227,14 +227,19 @@ async function stopChild(child, ms = 5000) {
   clearTimeout(t)
 }
 
+/** Says loudly that `tool` is missing so `what` does not run; in CI (CI=true) that is a failure. */
+function skipWithout(tool, what) {
+  assert.notEqual(process.env.CI, 'true', `${tool} is required in CI`)
+  console.log(`\n!!! SKIPPED: ${tool} not found; ${what} did not run !!!\n`)
+}
+
 /**
  * A `redis-server` on a free loopback port: `{ url, stop }`. Without redis-server on PATH it
  * returns null and says so loudly; in CI (CI=true) that is an error.
  */
 export async function startRedis() {
   if (spawnSync('redis-server', ['--version']).status !== 0) {
-    assert.notEqual(process.env.CI, 'true', 'redis-server is required in CI')
-    console.log('\n!!! SKIPPED: redis-server not found on PATH; multi-instance plugin test did not run !!!\n')
+    skipWithout('redis-server on PATH', 'multi-instance plugin test')
     return null
   }
   const port = await freePort()
@@ -284,4 +289,76 @@ export async function spawnInstance({ secret, redis }) {
     url: `ws://127.0.0.1:${port}/`,
     stop: () => (child.stdin.end(), stopChild(child)),
   }
+}
+
+export const CHROMIUM = '/usr/bin/chromium'
+
+/**
+ * Headless Chromium (Debian's `chromium` package, driven by playwright-core; no browser download)
+ * for a closed network, with a fresh profile. Returns `{ context, stop }` (a persistent context:
+ * that is how a `--user-data-dir` is given), or null, loudly, when /usr/bin/chromium is missing;
+ * in CI that is a failure. `what` names the test that needs it.
+ */
+export async function launchChromium(what) {
+  if (!fs.existsSync(CHROMIUM)) {
+    skipWithout(CHROMIUM, `${what} (apt-get install -y chromium)`)
+    return null
+  }
+  const { chromium } = await import('playwright-core')
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-chromium-'))
+  const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+  let context
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      chromiumSandbox: false,
+      args,
+      viewport: { width: 1280, height: 860 },
+      timeout: 120_000,
+    })
+  } catch (err) {
+    fs.rmSync(profile, { recursive: true, force: true })
+    throw err
+  }
+  return {
+    context,
+    stop: async () => {
+      await context.close()
+      fs.rmSync(profile, { recursive: true, force: true })
+    },
+  }
+}
+
+/**
+ * Runs an example's `node server.mjs` (in `dir`) the way a user does, but on free loopback ports
+ * (HTTP_PORT=0, WS_PORT=0, HOST=127.0.0.1) with a fresh SQLite file, and waits (up to `timeoutMs`:
+ * Payload's first schema push is slow on a loaded machine) until its output matches `ready`.
+ * Returns `{ output(), stop() }`; stop() ends it with SIGTERM and removes the database.
+ */
+export async function startExample(dir, { env = {}, ready = /WebSocket\s+ws:/, timeoutMs = 120_000 } = {}) {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-example-'))
+  const child = spawn(process.execPath, ['server.mjs'], {
+    cwd: dir,
+    env: { ...process.env, HOST: '127.0.0.1', HTTP_PORT: '0', WS_PORT: '0', DATABASE_URL: `file:${path.join(tmp, 'demo.db')}`, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (out += d))
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    await stopChild(child, 10_000)
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+  const deadline = Date.now() + timeoutMs
+  while (!ready.test(out)) {
+    const failure = child.exitCode !== null ? `exited ${child.exitCode}` : Date.now() > deadline ? `did not start within ${timeoutMs} ms` : null
+    if (failure) {
+      await stop()
+      throw new Error(`${path.basename(dir)} ${failure}:\n${out}`)
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return { output: () => out, stop }
 }
