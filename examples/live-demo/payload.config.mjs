@@ -23,12 +23,25 @@ export function demoConfig({ host, wsPort, isPageOrigin }) {
     typescript: { autoGenerate: false },
     graphQL: { disable: true },
     logger: { options: { level: process.env.LOG_LEVEL || 'warn' } },
+    // No mail server: Payload's mails (e.g. forgot-password) are logged.
+    email: () => ({
+      name: 'log',
+      defaultFromAddress: 'demo@localhost',
+      defaultFromName: 'live demo',
+      sendEmail: async (message) => console.log(`[email to ${message.to}] ${message.subject}`),
+    }),
     db: sqliteAdapter({
       client: { url: process.env.DATABASE_URL || `file:${path.join(dir, 'demo.db')}` },
       transactionOptions: {}, // events go out only after the write committed
     }),
     collections: [
-      { slug: 'users', auth: true, admin: { useAsTitle: 'email' }, fields: [{ name: 'name', type: 'text' }] },
+      {
+        slug: 'users',
+        auth: true,
+        // A post's populated author shows only these: never the user's sessions to other users.
+        defaultPopulate: { name: true, email: true },
+        fields: [{ name: 'name', type: 'text' }],
+      },
       {
         slug: 'posts',
         defaultSort: '-createdAt',

@@ -56,7 +56,7 @@ ready = { config, wsPort }
 
 /** Serves the page, its config, the client SDK, and /api/* through Payload. */
 async function route(req, res) {
-  const { pathname } = new URL(req.url, 'http://x')
+  const { pathname } = new URL(`http://x${req.url}`) // not new URL(req.url, base): '//a' would be a host
   if (!ready) return send(res, 503, 'text/plain', 'starting, try again in a moment')
   if (pathname.startsWith('/api/') || pathname === '/api') return rest(req, res)
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed')
@@ -64,12 +64,17 @@ async function route(req, res) {
   if (pathname === '/' || pathname === '/index.html') return file(res, publicDir, 'index.html')
   if (/^\/(app\.js|style\.css)$/.test(pathname)) return file(res, publicDir, pathname.slice(1))
   // The SDK's compiled modules import each other relatively ('./client.js'): serve the folder.
-  const m = /^\/client\/([a-z]+\.js)$/.exec(pathname)
+  const m = /^\/client\/([a-z]+\.js(?:\.map)?)$/.exec(pathname)
   if (m) return file(res, clientDir, m[1])
   return send(res, 404, 'text/plain', 'not found')
 }
 
-const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' }
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+}
 
 async function file(res, dir, name) {
   let body
