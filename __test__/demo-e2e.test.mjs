@@ -11,6 +11,8 @@ import { launchChromium, startExample } from './helpers/payload.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const SCREENSHOT = path.join(root, '__test__/artifacts/demo.png')
+/** Taken instead when a test failed before the screenshot, to see what the page showed. */
+const FAILURE_SHOT = path.join(root, '__test__/artifacts/demo-failure.png')
 /** The requirement: a change shows in the page within this long after its REST response. */
 const EVENT_BOUND_MS = 1000
 /** Waits for things that are not the requirement (startup, login, page loads) are generous. */
@@ -26,7 +28,9 @@ const pageProblems = []
 
 before(
   async () => {
-    browser = await launchChromium('the live demo browser test (__test__/demo-e2e.test.mjs)')
+    fs.rmSync(SCREENSHOT, { force: true })
+    fs.rmSync(FAILURE_SHOT, { force: true })
+    browser = await launchChromium('the live demo browser test (demo-e2e)')
     if (!browser) return
     demo = await startExample(path.join(root, 'examples/live-demo'), { ready: /login\s+\S+ \/ \S+/ })
     const out = demo.output()
@@ -43,6 +47,7 @@ before(
 )
 
 after(async () => {
+  if (page && !fs.existsSync(SCREENSHOT)) await page.screenshot({ path: FAILURE_SHOT, fullPage: true }).catch(() => {})
   await browser?.stop()
   await demo?.stop()
 })
@@ -148,7 +153,7 @@ test('live demo: posts created, edited and deleted through REST show in the page
   lags.delete = await assertSeenInTime(watcher, respondedAt, 'delete')
 
   // The activity feed lists what the socket delivered.
-  const ops = await page.$$eval(`#activity > li[data-id="${id}"]`, (lis) => lis.map((li) => li.dataset.op))
+  const ops = await page.$$eval(`#activity > li[data-id="${id}"]`, (lis, title) => lis.filter((li) => li.textContent.includes(title)).map((li) => li.dataset.op), title)
   assert.deepEqual(ops, ['delete', 'update', 'create'])
   assert.equal(await page.getAttribute('#state', 'data-state'), 'open')
   t.diagnostic(`REST response → shown in the page: ${JSON.stringify(lags)} ms`)

@@ -228,9 +228,9 @@ async function stopChild(child, ms = 5000) {
 }
 
 /** Says loudly that `tool` is missing so `what` does not run; in CI (CI=true) that is a failure. */
-function skipWithout(tool, what) {
+function skipWithout(tool, what, hint) {
   assert.notEqual(process.env.CI, 'true', `${tool} is required in CI`)
-  console.log(`\n!!! SKIPPED: ${tool} not found; ${what} did not run !!!\n`)
+  console.log(`\n!!! SKIPPED: ${tool} not found; ${what} did not run${hint ? ` (${hint})` : ''} !!!\n`)
 }
 
 /**
@@ -301,7 +301,7 @@ export const CHROMIUM = '/usr/bin/chromium'
  */
 export async function launchChromium(what) {
   if (!fs.existsSync(CHROMIUM)) {
-    skipWithout(CHROMIUM, `${what} (apt-get install -y chromium)`)
+    skipWithout(CHROMIUM, what, 'apt-get install -y chromium')
     return null
   }
   const { chromium } = await import('playwright-core')
