@@ -30,8 +30,9 @@ pub(crate) type BinaryArgs = FnArgs<(String, Buffer)>;
 /// The JS functions currently installed.
 #[derive(Default)]
 pub(crate) struct JsHooks {
-    /// (socketId, type, message JSON) → "R<reply JSON>" | "E<code>\n<message>".
-    pub message: Slot<Tsfn<Args3, String>>,
+    /// Batches of (socketId, type, message JSON) → per message "R<reply JSON>" | "E<code>\n<message>".
+    pub message: Slot<crate::batch::BatchTsfn>,
+    pub batch: Arc<crate::batch::Queue>,
     pub handler_types: RwLock<HashSet<String>>,
     /// (socketId, data) → same outcome encoding.
     pub binary: Slot<Tsfn<BinaryArgs, String>>,
@@ -114,7 +115,7 @@ impl AppHooks for JsHooks {
             return Box::pin(async { outcome(Err("no handler is installed".into())) });
         };
         let text = String::from_utf8_lossy(&text).into_owned();
-        let f = call(tsfn, (socket.id().to_string(), kind.to_string(), text).into());
+        let f = crate::batch::call(tsfn, self.batch.clone(), socket.id().to_string(), kind.to_string(), text);
         Box::pin(async move { outcome(f.await) })
     }
 

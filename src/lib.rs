@@ -3,6 +3,7 @@
 //! TypeScript in `ts/plugin/manager.ts`.
 #![deny(clippy::all)]
 
+mod batch;
 mod hooks;
 mod options;
 mod server;

@@ -8,6 +8,7 @@ use napi::Env;
 use napi_derive::napi;
 use realtime_core::{Event, Message, Operation, Server, ServerConfig, ServerHandle};
 
+use crate::batch::{BatchArgs, BatchReturn};
 use crate::hooks::{Args2, Args3, BinaryArgs, JsHooks, Notify, Tsfn, QUEUE};
 use crate::{js_error, throw};
 use crate::options::NativeOptions;
@@ -198,8 +199,15 @@ impl NativeServer {
 
     /// Installs the custom-message hook and the types it handles (others get `unknown_type`).
     #[napi]
-    pub fn set_message_handler(&self, types: Vec<String>, #[napi(ts_arg_type = "((socketId: string, type: string, message: string) => Promise<string>) | null | undefined")] handler: Option<Function<Args3, Promise<String>>>) -> Result<()> {
-        *self.hooks.message.write() = handler.map(tsfn).transpose()?;
+    pub fn set_message_handler(
+        &self,
+        types: Vec<String>,
+        #[napi(ts_arg_type = "((socketIds: string[], types: string[], messages: string[]) => Array<string | Promise<string>>) | null | undefined")] handler: Option<
+            Function<BatchArgs, BatchReturn>,
+        >,
+    ) -> Result<()> {
+        let queue = self.hooks.batch.clone();
+        *self.hooks.message.write() = handler.map(|f| crate::batch::build(f, queue)).transpose()?.map(Arc::new);
         *self.hooks.handler_types.write() = types.into_iter().collect();
         Ok(())
     }

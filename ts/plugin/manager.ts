@@ -133,6 +133,21 @@ function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }
 
+/** A handler's answer for the native side: `R` + reply JSON (none = null). */
+function encodeReply(result: unknown): string {
+  try {
+    const json = result === undefined ? undefined : JSON.stringify(result)
+    return json === undefined ? 'R' : 'R' + json
+  } catch (e) {
+    return failure(e)
+  }
+}
+
+/** A handler's failure for the native side: `E` + code + newline + message. */
+function failure(e: unknown): string {
+  return 'Ehandler_failed\n' + errorMessage(e)
+}
+
 function globMatch(pattern: string, text: string): boolean {
   const re = new RegExp('^' + pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$')
   return re.test(text)
@@ -249,19 +264,25 @@ export class UWebSocketManager {
    */
   registerCustomHandler(type: string, handler: CustomHandler): void {
     this.handlers.set(type, handler)
-    this.server.setMessageHandler([...this.handlers.keys()], (socketId: string, kind: string, text: string) => this.dispatch(socketId, kind, text))
+    // One call per batch of messages (those that arrived while JS was busy); one answer each,
+    // a string at once for synchronous handlers, a promise for asynchronous ones.
+    this.server.setMessageHandler([...this.handlers.keys()], (ids: string[], kinds: string[], texts: string[]) =>
+      ids.map((id, i) => this.dispatch(id, kinds[i], texts[i])),
+    )
   }
 
-  private async dispatch(socketId: string, kind: string, text: string): Promise<string> {
+  private dispatch(socketId: string, kind: string, text: string): string | Promise<string> {
     try {
       const handler = this.handlers.get(kind)
       if (!handler) return `Eunknown_type\nno handler for ${kind}`
       const message = JSON.parse(text)
-      const result = await handler(this.socket(socketId), message?.data, message)
-      const json = result === undefined ? undefined : JSON.stringify(result)
-      return json === undefined ? 'R' : 'R' + json
+      const result = handler(this.socket(socketId), message?.data, message)
+      if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+        return Promise.resolve(result).then(encodeReply, failure)
+      }
+      return encodeReply(result)
     } catch (e) {
-      return 'Ehandler_failed\n' + errorMessage(e)
+      return failure(e)
     }
   }
 
