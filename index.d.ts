@@ -54,6 +54,8 @@ export declare class NativeServer {
   setVerifyClient(handler?: ((arg: string) => Promise<boolean>) | undefined | null): void
   /** Installs the resolver for credentials that are not JWTs. */
   setCredentialResolver(handler?: ((arg: string) => Promise<string>) | undefined | null): void
+  /** Installs the session check asked after a JWT verifies (upgrade and `auth` messages). */
+  setSessionValidator(handler?: ((claimsJson: string) => Promise<boolean>) | null | undefined): void
   /** Installs the per-connection hook (middleware). */
   setOpenHandler(handler?: ((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined): void
   /** Installs the `join-room` policy callback. */

@@ -40,6 +40,8 @@ pub(crate) struct JsHooks {
     pub verify: Slot<Tsfn<String, bool>>,
     /// (upgrade info JSON with `credential`) → claims JSON, or "" to refuse.
     pub resolve: Slot<Tsfn<String, String>>,
+    /// (claims JSON) → is the session still live?
+    pub session: Slot<Tsfn<String, bool>>,
     /// (socketId, upgrade info JSON) → keep the socket?
     pub open: Slot<Tsfn<Args2, bool>>,
     /// (user claims JSON or "null", room) → may join?
@@ -99,6 +101,11 @@ impl AppHooks for JsHooks {
     fn resolve_credentials(&self, info: &UpgradeInfo) -> Option<BoxFuture<Option<UserClaims>>> {
         let f = call(get(&self.resolve)?, info_json(info));
         Some(Box::pin(async move { f.await.ok().and_then(|json| UserClaims::from_json(&json)) }))
+    }
+
+    fn validate_session(&self, user: &UserClaims) -> Option<BoxFuture<bool>> {
+        let f = call(get(&self.session)?, user.raw.to_string());
+        Some(Box::pin(async move { f.await.unwrap_or(false) }))
     }
 
     fn on_open(&self, socket: &SocketRef, info: &UpgradeInfo) -> Option<BoxFuture<bool>> {

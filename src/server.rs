@@ -233,6 +233,13 @@ impl NativeServer {
         Ok(())
     }
 
+    /// Installs the session check asked after a JWT verifies (upgrade and `auth` messages).
+    #[napi]
+    pub fn set_session_validator(&self, #[napi(ts_arg_type = "((claimsJson: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<String, Promise<bool>>>) -> Result<()> {
+        *self.hooks.session.write() = handler.map(tsfn).transpose()?;
+        Ok(())
+    }
+
     /// Installs the per-connection hook (middleware).
     #[napi]
     pub fn set_open_handler(&self, #[napi(ts_arg_type = "((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<Args2, Promise<bool>>>) -> Result<()> {

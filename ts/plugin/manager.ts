@@ -343,6 +343,21 @@ export class UWebSocketManager {
     })
   }
 
+  /**
+   * Checks that a verified JWT's session is still live (Payload's logout removes the `sid` while
+   * the signature stays valid): asked at upgrade (false → 401) and when a socket refreshes its
+   * token with `{"type":"auth"}` (false → close 4001). A throw counts as false.
+   */
+  setSessionValidator(fn: (claims: UserClaims) => boolean | Promise<boolean>): void {
+    this.server.setSessionValidator(async (json: string) => {
+      try {
+        return (await fn(JSON.parse(json))) === true
+      } catch {
+        return false
+      }
+    })
+  }
+
   /** Resolves credentials that are not JWTs (API keys) to a user, or null to refuse (401). */
   setCredentialResolver(fn: (req: { headers: Record<string, string>; token?: string }) => UserClaims | null | Promise<UserClaims | null>): void {
     this.server.setCredentialResolver(async (infoJson: string) => {

@@ -86,20 +86,8 @@ export function configureManager(manager: UWebSocketManager, r: Runtime): void {
   if (options.verifyClient) manager.setVerifyClient(options.verifyClient)
   manager.setCredentialResolver(credentialResolver(payload))
 
-  if (options.checkSessions !== false) {
-    const native = manager as unknown as { setSessionValidator?: (fn: (claims: any) => Promise<boolean>) => void }
-    if (typeof native.setSessionValidator === 'function') {
-      native.setSessionValidator((claims) => sessionIsLive(payload, claims))
-    } else {
-      // Until the core can ask before accepting (notes/plugin-needs.md): close right after open.
-      manager.use(async (socket) => {
-        if (!(await sessionIsLive(payload, socket.user))) {
-          r.log(`closing socket ${socket.id}: session ${socket.user?.sid} is not live`)
-          socket.close(4001, 'session revoked') // not `return false`: that would close 4003
-        }
-      })
-    }
-  }
+  // A verified JWT whose session was logged out: 401 at upgrade, close 4001 on an `auth` refresh.
+  if (options.checkSessions !== false) manager.setSessionValidator((claims) => sessionIsLive(payload, claims))
 
   for (const mw of options.middleware ?? []) manager.use(mw)
   if (options.onSocketConnection) {

@@ -478,24 +478,40 @@ fn spawn_outcome(hub: &Arc<Hub>, conn: &Arc<Conn>, id: Option<String>, fut: crat
 }
 
 /// `{"type":"auth","token"}`: a fresh token for the same user moves the expiry.
-fn refresh_auth(hub: &Hub, conn: &Arc<Conn>, token: &str) {
+fn refresh_auth(hub: &Arc<Hub>, conn: &Arc<Conn>, token: &str) {
     let claims = match hub.verifier.verify(token) {
         Ok(c) => c,
         Err(e) => return refuse(hub, conn, codes::AUTH_FAILED, &e.to_string(), None),
     };
-    let current = conn.user();
-    if let Some(cur) = &current {
+    if let Some(cur) = conn.user() {
         if !cur.same_user(&claims) {
             return refuse(hub, conn, codes::AUTH_FAILED, "token is for another user", None);
         }
     }
+    match hub.hooks.validate_session(&claims) {
+        None => apply_auth(hub, conn, claims),
+        Some(check) => {
+            let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
+            tokio::spawn(async move {
+                if timeout(t, check).await.unwrap_or(false) {
+                    apply_auth(&hub, &conn, claims);
+                } else if conn.close(close_codes::AUTH_EXPIRED, "session revoked", false) {
+                    hub.stats.auth_expired_closes.fetch_add(1, Relaxed);
+                }
+            });
+        }
+    }
+}
+
+fn apply_auth(hub: &Hub, conn: &Arc<Conn>, claims: UserClaims) {
+    let first = conn.user().is_none();
     let exp = claims.exp.unwrap_or(0);
     let summary = claims.summary_json();
     let room = claims.user_room();
     *conn.user.write() = Some(Arc::new(claims));
     conn.exp_s.store(exp, Relaxed);
     conn.out.notify.notify_one(); // the writer re-reads the expiry
-    if current.is_none() {
+    if first {
         let _ = hub.join(conn, &room);
     }
     let msg = format!("{{\"type\":\"authenticated\",\"user\":{summary},\"exp\":{exp}}}");

@@ -59,6 +59,13 @@ pub trait AppHooks: Send + Sync + 'static {
         None
     }
 
+    /// Whether a verified JWT's session is still live (Payload's logout removes the `sid`, the
+    /// signature stays valid). Asked at upgrade (`false` → 401) and on `{"type":"auth"}`
+    /// (`false` → close 4001). `None`: no check.
+    fn validate_session(&self, _user: &UserClaims) -> Option<BoxFuture<bool>> {
+        None
+    }
+
     /// Runs once per new socket before its first message is read; `false` closes it 4003.
     fn on_open(&self, _socket: &SocketRef, _info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
         None

@@ -105,7 +105,14 @@ pub(crate) async fn admit<B>(hub: &Arc<Hub>, req: &Request<B>, remote: SocketAdd
                 continue; // no key: JWTs cannot be checked, so they are not credentials here
             }
             match hub.verifier.verify(&c.token) {
-                Ok(claims) => user = Some(claims),
+                Ok(claims) => {
+                    if let Some(check) = hub.hooks.validate_session(&claims) {
+                        if !timeout(cfg.hook_timeout, check).await.unwrap_or(false) {
+                            return Err(release(unauthorized()));
+                        }
+                    }
+                    user = Some(claims)
+                }
                 // Browsers keep sending stale cookies: try the next source (a fresh query token).
                 Err(_) if c.source == TokenSource::Cookie => continue,
                 Err(_) => return Err(release(unauthorized())),

@@ -109,3 +109,18 @@ async fn api_keys_go_to_the_resolver() {
     assert_eq!(c.welcome().await["user"]["id"], "k1");
     assert_eq!(Client::connect_with(s.port(), "/", &[("Authorization", "users API-Key wrong")]).await.err(), Some(401));
 }
+
+#[tokio::test]
+async fn revoked_sessions_are_refused_and_cannot_refresh() {
+    let hooks = Arc::new(TestHooks::default());
+    // Sessions of user 6 are revoked (the token's sid is "s6").
+    *hooks.session.lock() = Some(Arc::new(|u: &UserClaims| u.sid.as_deref() != Some("s6")));
+    let s = start(config(), hooks.clone());
+    assert_eq!(Client::connect_with(s.port(), &format!("/?token={}", token(6, 60)), &[]).await.err(), Some(401));
+    let mut ok = Client::connect_with(s.port(), &format!("/?token={}", token(5, 60)), &[]).await.unwrap();
+    ok.welcome().await;
+    // The session ends while the socket is open: a refresh with a token of it closes 4001.
+    *hooks.session.lock() = Some(Arc::new(|_: &UserClaims| false));
+    ok.send_json(json!({"type":"auth","token": token(5, 120)})).await;
+    assert_eq!(ok.expect_close().await, Some(4001));
+}

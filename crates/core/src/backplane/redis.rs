@@ -54,9 +54,6 @@ struct Counters {
     dropped: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
-    /// Our own view of the two connections (fred's state lags behind a dead server).
-    publisher_up: AtomicBool,
-    subscriber_up: AtomicBool,
     /// Last time a "Redis unavailable" line was printed (ms since start).
     last_warning: AtomicU64,
 }
@@ -125,8 +122,8 @@ impl RedisBackplane {
             started: Instant::now(),
         });
         // Listen for connection events before connecting, so the first one is not missed.
-        bp.watch_connection(&bp.publisher.clone(), |c| &c.publisher_up, false);
-        bp.watch_connection(&bp.subscriber.to_client(), |c| &c.subscriber_up, true);
+        bp.watch_connection(&bp.publisher.clone(), false);
+        bp.watch_connection(&bp.subscriber.to_client(), true);
 
         bp.publisher.connect();
         bp.subscriber.connect();
@@ -137,37 +134,28 @@ impl RedisBackplane {
         Ok(bp)
     }
 
-    /// Tracks one client's connection; after every (re)connect of the subscriber all
-    /// subscriptions are issued again (fred does not, unless asked to manage them).
-    fn watch_connection(self: &Arc<Self>, client: &Client, flag: fn(&Counters) -> &AtomicBool, resubscribe: bool) {
+    /// After every (re)connect: the subscriber issues all subscriptions again (fred does not,
+    /// unless asked to manage them), the publisher rewrites this instance's presence.
+    fn watch_connection(self: &Arc<Self>, client: &Client, subscriber: bool) {
         let mut up = client.reconnect_rx();
-        let mut down = client.error_rx();
         let me = self.clone();
         tokio::spawn(async move {
             let mut first = true;
             loop {
-                tokio::select! {
-                    r = up.recv() => match r {
-                        Ok(_) => {
-                            flag(&me.counters).store(true, Relaxed);
-                            if !first && resubscribe {
-                                me.counters.reconnects.fetch_add(1, Relaxed);
-                            }
-                            first = false;
-                            if resubscribe {
-                                let _ = me.sub_tx.send(Sub::Resync);
-                            } else {
-                                let _ = me.presence_tx.try_send(Presence::Resync);
-                            }
+                match up.recv().await {
+                    Ok(_) => {
+                        if !first && subscriber {
+                            me.counters.reconnects.fetch_add(1, Relaxed);
                         }
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    },
-                    r = down.recv() => match r {
-                        Ok(_) => flag(&me.counters).store(false, Relaxed),
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    },
+                        first = false;
+                        if subscriber {
+                            let _ = me.sub_tx.send(Sub::Resync);
+                        } else {
+                            let _ = me.presence_tx.try_send(Presence::Resync);
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
                 }
             }
         });
@@ -209,12 +197,8 @@ impl RedisBackplane {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             let n = batch.len() as u64;
-            if !self.counters.publisher_up.load(Relaxed) {
-                self.counters.dropped.fetch_add(n, Relaxed);
-                self.warn("Redis unavailable; cross-instance messages dropped, local delivery continues");
-                batch.clear();
-                continue;
-            }
+            // Fail-fast commands: while Redis is down they fail at once (or within the 1 s
+            // timeout if the connection has not noticed yet); nothing is kept for later.
             let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
             for (channel, payload) in batch.drain(..) {
                 let queued = if self.cluster { pipe.spublish::<(), _, _>(channel, payload).await } else { pipe.publish::<(), _, _>(channel, payload).await };
@@ -225,8 +209,7 @@ impl RedisBackplane {
             self.counters.published.fetch_add(n - failed, Relaxed);
             if failed > 0 {
                 self.counters.dropped.fetch_add(failed, Relaxed);
-                self.counters.publisher_up.store(false, Relaxed);
-                self.warn("publishes failed");
+                self.warn("Redis unavailable; cross-instance messages dropped, local delivery continues");
             }
         }
     }
@@ -253,7 +236,7 @@ impl RedisBackplane {
             let cmd = tokio::select! {
                 c = rx.recv() => match c { Some(c) => c, None => return },
                 _ = retry.tick() => {
-                    if synced || !self.counters.subscriber_up.load(Relaxed) { continue; }
+                    if synced || !self.subscriber.is_connected() { continue; }
                     Sub::Resync
                 }
             };
@@ -323,7 +306,7 @@ impl RedisBackplane {
             tokio::select! {
                 _ = self.stop.notified() => return,
                 _ = beat.tick() => {
-                    if !self.counters.publisher_up.load(Relaxed) { continue; }
+                    if !self.publisher.is_connected() { continue; }
                     let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
                     let _ = pipe.set::<(), _, _>(self.alive_key(&self.instance), 1, Some(Expiration::PX(ttl_ms)), None, false).await;
                     if let Some(h) = hub.upgrade() {
@@ -336,7 +319,7 @@ impl RedisBackplane {
                 }
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 { return; }
-                    if !self.counters.publisher_up.load(Relaxed) { batch.clear(); continue; }
+                    if !self.publisher.is_connected() { batch.clear(); continue; }
                     let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
                     for p in batch.drain(..) {
                         match p {
@@ -447,7 +430,7 @@ impl Backplane for RedisBackplane {
         let c = &self.counters;
         BackplaneStats {
             kind: "redis",
-            connected: c.publisher_up.load(Relaxed) && c.subscriber_up.load(Relaxed),
+            connected: self.publisher.is_connected() && self.subscriber.is_connected(),
             published: c.published.load(Relaxed),
             received: c.received.load(Relaxed),
             dropped: c.dropped.load(Relaxed),

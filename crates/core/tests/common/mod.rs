@@ -292,6 +292,7 @@ pub struct TestHooks {
     pub on_open: Mutex<Option<Arc<dyn Fn(&SocketRef) -> bool + Send + Sync>>>,
     pub can_join: Mutex<Option<Arc<dyn Fn(Option<Arc<UserClaims>>, &str) -> bool + Send + Sync>>>,
     pub resolve: Mutex<Option<Arc<dyn Fn(&str) -> Option<UserClaims> + Send + Sync>>>,
+    pub session: Mutex<Option<Arc<dyn Fn(&UserClaims) -> bool + Send + Sync>>>,
     /// Collections with an authorize hook, and the verdict per user id.
     pub authorize: Mutex<Option<(String, Arc<dyn Fn(Option<&UserClaims>) -> bool + Send + Sync>)>>,
     pub authorize_calls: Mutex<Vec<(String, usize)>>,
@@ -314,6 +315,11 @@ impl AppHooks for TestHooks {
         let f = self.resolve.lock().clone()?;
         let u = f(info.credential.as_deref().unwrap_or(""));
         Some(Box::pin(async move { u }))
+    }
+    fn validate_session(&self, user: &UserClaims) -> Option<BoxFuture<bool>> {
+        let f = self.session.lock().clone()?;
+        let ok = f(user);
+        Some(Box::pin(async move { ok }))
     }
     fn on_open(&self, socket: &SocketRef, _info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
         let f = self.on_open.lock().clone()?;

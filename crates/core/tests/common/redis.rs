@@ -87,7 +87,9 @@ impl Drop for Redis {
 }
 
 fn spawn_redis(port: u16, extra: &[String]) -> Child {
+    // A fresh directory: a cluster node must not find an old nodes.conf of a reused port.
     let dir = std::env::temp_dir().join(format!("rt-redis-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
