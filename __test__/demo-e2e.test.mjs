@@ -1,7 +1,8 @@
 // examples/live-demo in a real browser: headless Chromium (Debian's package, playwright-core)
 // opens the page the demo server serves, logs in, and must show posts written through Payload's
 // REST API by this test within 1 s of the REST response — no reload, no polling. Then the page's
-// own forms create, edit and delete. A screenshot lands in __test__/artifacts/demo.png.
+// own forms create, edit and delete, and a logout elsewhere sends the page back to its login.
+// A screenshot lands in __test__/artifacts/demo.png.
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -201,4 +202,14 @@ test("live demo: the page's own forms create, edit and delete (REST), and it sta
   await page.screenshot({ path: SCREENSHOT, fullPage: true })
   t.diagnostic(`screenshot: ${path.relative(root, SCREENSHOT)}`)
   assert.deepEqual(pageProblems, [], 'no errors in the page')
+})
+
+test('live demo: a logout elsewhere (all sessions) closes the socket and the page asks for a login', async (t) => {
+  if (!needsBrowser(t)) return
+  const { token } = await (await rest('POST', '/users/login', login)).json()
+  assert.equal((await rest('POST', '/users/logout?allSessions=true', undefined, token)).status, 200)
+  // 4001 from the server → the client asks getToken → refresh-token is refused → login form
+  await page.locator('#login-view').waitFor({ state: 'visible' })
+  assert.match(await page.textContent('#login-error'), /session ended/)
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('live-demo-token')), null)
 })
