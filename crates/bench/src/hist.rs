@@ -57,10 +57,6 @@ impl Histogram {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.total
-    }
-
     pub fn max(&self) -> u64 {
         self.max
     }
@@ -124,7 +120,6 @@ mod tests {
         assert_eq!(h.quantile(0.99), 99);
         assert_eq!(h.quantile(1.0), 100);
         assert_eq!(h.quantile(0.0), 1);
-        assert_eq!(h.count(), 100);
         assert!((h.mean() - 50.5).abs() < 1e-9);
     }
 

@@ -156,7 +156,8 @@ fn run(args: &Args) -> Result<()> {
         "scenario": scenario,
         "server": name,
         "set": args.get("set", "pinned".to_string())?,
-        "clients": p.clients,
+        // churn's parallelism is its --concurrency
+        "clients": if scenario == "churn" { p.concurrency } else { p.clients },
         "rep": args.get("rep", 1u32)?,
         "server_cpus": format!("{server_cpus:?}"),
         "gen_cpus": format!("{gen_cpus:?}"),

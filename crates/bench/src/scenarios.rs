@@ -307,6 +307,7 @@ pub async fn fanout(server: &mut Server, target: &Target, p: &Params) -> Result<
             "recipients_per_event": expected,
             "latency_p50_us": lat.quantile(0.50),
             "latency_p99_us": lat.quantile(0.99),
+            "latency_mean_us": lat.mean().round(),
             "latency_max_us": lat.max(),
             "events_emitted": emitted,
             "lost": want.saturating_sub(fan.delivered.get()),
@@ -347,8 +348,9 @@ async fn eld_stop(server: &mut Server) -> Result<Value> {
 
 /// Shared by the closed-loop scenarios (handler, echo): a message counter and an RTT histogram
 /// that only count inside the window.
-#[derive(Default)]
 struct Loop {
+    /// Flipped once every client is connected: no traffic slows the others' handshakes.
+    go: tokio::sync::watch::Sender<bool>,
     measuring: Cell<bool>,
     done: Cell<bool>,
     count: Cell<u64>,
@@ -357,6 +359,19 @@ struct Loop {
 }
 
 impl Loop {
+    fn new() -> Rc<Loop> {
+        Rc::new(Loop {
+            go: tokio::sync::watch::channel(false).0,
+            measuring: Cell::default(),
+            done: Cell::default(),
+            count: Cell::default(),
+            rtt: RefCell::default(),
+            errors: Cell::default(),
+        })
+    }
+    async fn ready(&self) {
+        let _ = self.go.subscribe().wait_for(|go| *go).await;
+    }
     fn record(&self, sent: Instant) {
         if self.measuring.get() {
             self.count.set(self.count.get() + 1);
@@ -367,6 +382,7 @@ impl Loop {
 
 /// Warmup, then the measured window; returns the window and the message count in it.
 async fn measure_loop(server: &mut Server, state: &Loop, p: &Params) -> Result<(Window, Value)> {
+    state.go.send_replace(true);
     tokio::time::sleep(Duration::from_secs_f64(p.warmup)).await;
     eld_start(server).await?;
     let meter = Meter::start(server)?;
@@ -385,7 +401,7 @@ async fn measure_loop(server: &mut Server, state: &Loop, p: &Params) -> Result<(
 
 /// `handler`: C clients, each sends `{type:'echo',id,data}` and waits for the JS handler's reply.
 pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result<Value> {
-    let state = Rc::new(Loop::default());
+    let state = Loop::new();
     let joined = Rc::new(Joined::default());
     let sem = Rc::new(Semaphore::new(p.concurrency));
     for client in 0..p.clients {
@@ -401,6 +417,7 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
                 Err(e) => return joined.fail(&e),
             };
             joined.ok.set(joined.ok.get() + 1);
+            state.ready().await;
             let mut n = 0u64;
             while !state.done.get() {
                 n += 1;
@@ -438,7 +455,7 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
 
 /// `echo`: raw transport; C connections each keep `depth` messages in flight.
 pub async fn echo(server: &mut Server, target: &Target, p: &Params) -> Result<Value> {
-    let state = Rc::new(Loop::default());
+    let state = Loop::new();
     let joined = Rc::new(Joined::default());
     let payload = br#""0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd""#;
     for _ in 0..p.clients {
@@ -449,6 +466,7 @@ pub async fn echo(server: &mut Server, target: &Target, p: &Params) -> Result<Va
                 Err(e) => return joined.fail(&e),
             };
             joined.ok.set(joined.ok.get() + 1);
+            state.ready().await;
             // Replies come back in order, so the send time of each is at the front of the queue.
             let mut sent = std::collections::VecDeque::with_capacity(depth);
             for _ in 0..depth {
