@@ -1,4 +1,32 @@
 //! realtime-core: the WebSocket server of payload-realtime-rs. Knows nothing of Node or Payload.
+//!
+//! Start one with [`Server::start`]; fan out through the returned [`ServerHandle`]; plug app
+//! logic in through [`AppHooks`].
+
+mod auth;
+mod config;
+mod connection;
+mod error;
+pub mod frame;
+mod hooks;
+mod http;
+mod hub;
+mod outbound;
+pub mod protocol;
+mod rooms;
+mod server;
+mod stats;
+mod upgrade;
+
+pub use auth::{AuthError, JwtVerifier, UserClaims};
+pub use config::{RateLimit, ServerConfig};
+pub use connection::SocketRef;
+pub use error::{CoreError, Result};
+pub use hooks::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, NoHooks, UpgradeInfo};
+pub use hub::{Event, Member};
+pub use protocol::Operation;
+pub use server::{Message, Server, ServerHandle};
+pub use stats::{RefusalCounts, StatsSnapshot};
 
 /// Crate version, reported by the binding.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,232 @@
+//! Server configuration. Every default is stated on the field and in the README.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::error::{CoreError, Result};
+
+/// Per-socket message rate limit (fixed window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages allowed per window. Past it a message is dropped with error `rate_limited`;
+    /// past twice it the socket is closed 4008.
+    pub messages: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+/// Everything `Server::start` needs. Build with `ServerConfig::default()` and set fields.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind. Default: `0.0.0.0`.
+    pub host: String,
+    /// Port to bind; 0 picks a free one. Default: 0.
+    pub port: u16,
+    /// Tokio worker threads. Default: available cores.
+    pub worker_threads: Option<usize>,
+    /// WebSocket path: exact, or a prefix ending in `*`. Default: any path.
+    pub path: Option<String>,
+    /// Allowed `Origin`s: exact (`https://app.example.com`), host wildcard (`https://*.example.com`)
+    /// or a regular expression between slashes (`/^https:\/\/.*\.example\.com$/`).
+    /// Default: empty = allow every origin (unsafe when browsers send auth cookies).
+    pub allow_origins: Vec<String>,
+    /// Open sockets allowed at once; upgrades past it get 503. Default: 100,000.
+    pub max_connections: usize,
+    /// Largest message (reassembled from all its frames), in bytes; larger closes 1009. Default: 1 MiB.
+    pub max_message_size: usize,
+    /// Interval of server pings. Default: 30 s.
+    pub heartbeat: Duration,
+    /// A peer that sends nothing within this long after a ping is dropped. Default: 10 s.
+    pub pong_timeout: Duration,
+    /// Close (1000, "idle") a socket that sent no application message for this long. Default: off.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes a socket may have queued for writing; past it the socket is closed 1013. Default: 1 MiB.
+    pub max_backpressure: usize,
+    /// Rooms one socket may be in (automatic `user:` room included). Default: 256.
+    pub max_rooms_per_socket: usize,
+    /// Per-socket message rate limit. Default: 100 messages per 1 s.
+    pub rate_limit: Option<RateLimit>,
+    /// Refuse upgrades without a valid credential (401). Default: false.
+    pub require_auth: bool,
+    /// HS256 key for JWT verification (Payload: the UTF-8 of `sha256(secret)` hex, first 32 chars).
+    /// Default: none (JWTs are not accepted).
+    pub jwt_key: Option<Vec<u8>>,
+    /// When set, a JWT must carry this `authVersion` header value. Default: none.
+    pub auth_version: Option<u64>,
+    /// Cookie holding the token. Default: `payload-token`.
+    pub auth_cookie: String,
+    /// `join-room` names allowed without asking the app (`*` matches any run of characters).
+    /// Default: none (every join-room goes to the app's policy, which refuses by default).
+    pub room_patterns: Vec<String>,
+    /// Subprotocols the server accepts; when a client offers several, the first accepted is echoed.
+    /// Default: empty = echo the client's first offered value.
+    pub protocols: Vec<String>,
+    /// Longest an app hook (handler, authorize, room policy, verify) may take. Default: 10 s.
+    pub hook_timeout: Duration,
+    /// How long graceful shutdown waits for queues to flush. Default: 5 s.
+    pub shutdown_timeout: Duration,
+    /// How long a closing socket waits for the peer's close reply. Default: 2 s.
+    pub close_timeout: Duration,
+    /// Prefix of socket ids, unique per instance. Default: random 8 hex digits.
+    pub instance_id: Option<String>,
+    /// Echo every data message back instead of speaking the protocol (Autobahn, benchmarks).
+    /// Default: false.
+    pub echo: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 0,
+            worker_threads: None,
+            path: None,
+            allow_origins: Vec::new(),
+            max_connections: 100_000,
+            max_message_size: 1 << 20,
+            heartbeat: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            max_backpressure: 1 << 20,
+            max_rooms_per_socket: 256,
+            rate_limit: Some(RateLimit { messages: 100, window: Duration::from_secs(1) }),
+            require_auth: false,
+            jwt_key: None,
+            auth_version: None,
+            auth_cookie: "payload-token".into(),
+            room_patterns: Vec::new(),
+            protocols: Vec::new(),
+            hook_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(2),
+            instance_id: None,
+            echo: false,
+        }
+    }
+}
+
+/// One compiled entry of the Origin allow-list.
+#[derive(Debug, Clone)]
+pub(crate) enum OriginRule {
+    Exact(String),
+    /// `scheme://*.domain[:port]`: any subdomain of `domain` (not `domain` itself).
+    Wildcard { scheme: String, suffix: String },
+    Pattern(Regex),
+}
+
+impl OriginRule {
+    pub(crate) fn parse(rule: &str) -> Result<Self> {
+        if rule.len() >= 2 && rule.starts_with('/') && rule.ends_with('/') {
+            let re = Regex::new(&rule[1..rule.len() - 1])
+                .map_err(|e| CoreError::Config(format!("allowOrigins regex {rule}: {e}")))?;
+            return Ok(OriginRule::Pattern(re));
+        }
+        if let Some((scheme, rest)) = rule.split_once("://*.") {
+            return Ok(OriginRule::Wildcard {
+                scheme: scheme.to_ascii_lowercase(),
+                suffix: format!(".{}", rest.to_ascii_lowercase()),
+            });
+        }
+        Ok(OriginRule::Exact(rule.trim_end_matches('/').to_ascii_lowercase()))
+    }
+
+    pub(crate) fn allows(&self, origin: &str) -> bool {
+        match self {
+            OriginRule::Exact(o) => origin.eq_ignore_ascii_case(o),
+            OriginRule::Wildcard { scheme, suffix } => {
+                let origin = origin.to_ascii_lowercase();
+                match origin.split_once("://") {
+                    Some((s, host)) => s == scheme && host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+                    None => false,
+                }
+            }
+            OriginRule::Pattern(re) => re.is_match(origin),
+        }
+    }
+}
+
+/// Matches `text` against a glob where `*` stands for any run of characters.
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    if parts.is_empty() {
+        return rest.is_empty();
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl ServerConfig {
+    /// Checks values that would make the server misbehave, before anything is bound.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(CoreError::Config(m.to_string()));
+        if self.max_message_size == 0 {
+            return bad("maxMessageSize must be > 0");
+        }
+        if self.max_backpressure == 0 {
+            return bad("maxBackpressure must be > 0");
+        }
+        if self.heartbeat.is_zero() || self.pong_timeout.is_zero() {
+            return bad("heartbeatMs and pongTimeoutMs must be > 0");
+        }
+        if let Some(rl) = self.rate_limit {
+            if rl.messages == 0 || rl.window.is_zero() {
+                return bad("rateLimit needs messages > 0 and windowMs > 0");
+            }
+        }
+        if self.require_auth && self.jwt_key.is_none() {
+            // An app credential resolver may still admit sockets; nothing to refuse here.
+        }
+        if let Some(path) = &self.path {
+            if !path.starts_with('/') {
+                return bad("path must start with '/'");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_rules() {
+        let exact = OriginRule::parse("https://app.example.com").unwrap();
+        assert!(exact.allows("https://app.example.com"));
+        assert!(!exact.allows("https://evil.example.com"));
+        let wild = OriginRule::parse("https://*.example.com").unwrap();
+        assert!(wild.allows("https://a.example.com"));
+        assert!(wild.allows("https://a.b.example.com"));
+        assert!(!wild.allows("https://example.com"));
+        assert!(!wild.allows("http://a.example.com"));
+        assert!(!wild.allows("https://a.example.com.evil.io"));
+        let re = OriginRule::parse(r"/^http:\/\/localhost:\d+$/").unwrap();
+        assert!(re.allows("http://localhost:3000"));
+        assert!(!re.allows("http://localhost.evil:3000"));
+        assert!(OriginRule::parse("/(/").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("chat:*", "chat:abc"));
+        assert!(glob_match("chat:*", "chat:"));
+        assert!(!glob_match("chat:*", "chats:abc"));
+        assert!(glob_match("*:public", "news:public"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+}

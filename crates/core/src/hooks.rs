@@ -1,0 +1,106 @@
+//! The app's side of the server: everything the core asks of its embedder (the napi binding
+//! routes these to JS). Every method has a default that means "no hook", so no app code runs
+//! on a path unless the app installed a hook for it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::auth::UserClaims;
+use crate::connection::SocketRef;
+
+/// A boxed, sendable future (async trait methods that stay object-safe).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the app sees of an upgrade request.
+#[derive(Debug, Clone)]
+pub struct UpgradeInfo {
+    pub url: String,
+    pub origin: Option<String>,
+    pub remote: SocketAddr,
+    /// Header names lower-cased; repeated headers joined with ", ".
+    pub headers: Vec<(String, String)>,
+    /// A non-JWT credential found in the request (for `resolve_credentials`).
+    pub credential: Option<String>,
+}
+
+/// How an app handler answered one message.
+#[derive(Debug)]
+pub enum HandlerOutcome {
+    /// Reply data as JSON text (`None` = `null`); sent only when the message carried an `id`.
+    Reply(Option<Bytes>),
+    /// The handler failed; the client gets `{"type":"error","code":code,…}`.
+    Error { code: String, message: String },
+}
+
+/// An app-side event that the core asks about.
+#[derive(Debug, Clone)]
+pub struct EventInfo {
+    pub collection: Arc<str>,
+    pub operation: crate::protocol::Operation,
+    pub id_json: Arc<str>,
+    /// The whole event frame's JSON text.
+    pub json: Bytes,
+}
+
+/// Hooks the embedding app provides. All optional; `None` from an `Option`-returning method
+/// means the hook is absent and the core applies its default.
+pub trait AppHooks: Send + Sync + 'static {
+    /// May refuse an upgrade (403) after the core's own checks passed.
+    fn verify_client(&self, _info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
+        None
+    }
+
+    /// Resolves a credential that is not a JWT (an API key) to a user, or `None` to refuse.
+    fn resolve_credentials(&self, _info: &UpgradeInfo) -> Option<BoxFuture<Option<UserClaims>>> {
+        None
+    }
+
+    /// Runs once per new socket before its first message is read; `false` closes it 4003.
+    fn on_open(&self, _socket: &SocketRef, _info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
+        None
+    }
+
+    /// Whether a handler exists for a custom message type.
+    fn has_handler(&self, _kind: &str) -> bool {
+        false
+    }
+
+    /// Handles a custom message (`text` is the whole message JSON).
+    fn on_message(&self, _socket: SocketRef, _kind: &str, _text: Bytes) -> BoxFuture<HandlerOutcome> {
+        Box::pin(async { HandlerOutcome::Error { code: "unknown_type".into(), message: "no handler".into() } })
+    }
+
+    /// Handles a binary message; `None` means binary frames are not accepted.
+    fn on_binary(&self, _socket: SocketRef, _data: Bytes) -> Option<BoxFuture<HandlerOutcome>> {
+        None
+    }
+
+    /// Room policy for `join-room` names not matched by the configured patterns.
+    /// `None` refuses (the safe default).
+    fn can_join(&self, _user: Option<Arc<UserClaims>>, _room: &str) -> Option<BoxFuture<bool>> {
+        None
+    }
+
+    /// Whether events of `collection` need `authorize`.
+    fn authorizes(&self, _collection: &str) -> bool {
+        false
+    }
+
+    /// One call per event with the distinct users among its recipients; returns one verdict per
+    /// user, in order. Anonymous recipients are passed as `None`.
+    fn authorize(&self, _event: &EventInfo, _users: Vec<Option<Arc<UserClaims>>>) -> BoxFuture<Vec<bool>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    /// A socket closed (after it left every room).
+    fn on_close(&self, _socket_id: &str) {}
+}
+
+/// Hooks that do nothing: a plain WebSocket server with the built-in protocol only.
+pub struct NoHooks;
+
+impl AppHooks for NoHooks {}

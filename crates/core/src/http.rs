@@ -1,0 +1,110 @@
+//! Plain HTTP on the WebSocket port (`/healthz`, `/metrics`, 404/426) and the hand-over of
+//! accepted upgrades to a connection's tasks.
+
+use std::convert::Infallible;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastwebsockets::upgrade::{is_upgrade_request, upgrade, UpgradeFut};
+use fastwebsockets::Role;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::connection::{read_loop, write_loop, Conn, ConnGuard};
+use crate::hub::Hub;
+use crate::protocol::close_codes;
+use crate::stats::Refusal;
+use crate::upgrade::{admit, path_served, Admitted};
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r
+}
+
+/// Serves one HTTP request.
+pub(crate) async fn handle(hub: Arc<Hub>, remote: SocketAddr, mut req: Request<Incoming>) -> Result<Resp, Infallible> {
+    if is_upgrade_request(&req) {
+        return Ok(match admit(&hub, &req, remote).await {
+            Err(r) => {
+                hub.stats.refused(r.why);
+                respond(r.status, "text/plain; charset=utf-8", r.message)
+            }
+            Ok(admitted) => match upgrade(&mut req) {
+                Err(_) => {
+                    hub.slots.fetch_sub(1, Relaxed);
+                    hub.stats.refused(Refusal::Handshake);
+                    respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", "bad WebSocket handshake")
+                }
+                Ok((resp, fut)) => {
+                    let mut resp = resp.map(|_| Full::new(Bytes::new()));
+                    if let Some(p) = admitted.protocol.clone() {
+                        resp.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, p);
+                    }
+                    tokio::spawn(start_socket(hub, fut, admitted));
+                    resp
+                }
+            },
+        });
+    }
+    let path = req.uri().path();
+    Ok(match (req.method(), path) {
+        (&Method::GET, "/healthz") => {
+            let s = hub.snapshot();
+            let body = format!(
+                "{{\"status\":\"{}\",\"connections\":{},\"uptime\":{},\"instance\":{}}}",
+                if hub.shutting_down.load(Relaxed) { "shutting_down" } else { "ok" },
+                s.connections,
+                s.uptime_ms as f64 / 1000.0,
+                crate::protocol::json_str(&hub.instance)
+            );
+            respond(StatusCode::OK, "application/json", body)
+        }
+        (&Method::GET, "/metrics") => respond(StatusCode::OK, "text/plain; version=0.0.4", hub.snapshot().to_prometheus()),
+        _ if path_served(&hub, path) => {
+            let mut r = respond(StatusCode::UPGRADE_REQUIRED, "text/plain; charset=utf-8", "this endpoint speaks WebSocket only");
+            r.headers_mut().insert(UPGRADE, hyper::header::HeaderValue::from_static("websocket"));
+            r
+        }
+        _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found"),
+    })
+}
+
+/// Completes the upgrade and starts the socket's reader and writer tasks.
+async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
+    let Some((stream, read_ahead)) = take_tcp(fut).await else {
+        hub.slots.fetch_sub(1, Relaxed);
+        return;
+    };
+    let (r, w) = stream.into_split();
+    let key = hub.next_key();
+    let conn = Arc::new(Conn::new(key, hub.socket_id(key), &admitted.info, admitted.user, hub.config.max_backpressure, hub.now_ms()));
+    hub.register(&conn);
+    let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
+    let (ws, _) = fastwebsockets::after_handshake_split(Cursor::new(read_ahead).chain(r), tokio::io::sink(), Role::Server);
+    tokio::spawn(write_loop(hub.clone(), conn.clone(), w));
+    let reader = tokio::spawn(read_loop(guard, ws, admitted.info));
+    conn.set_reader(reader.abort_handle());
+    if hub.shutting_down.load(Relaxed) {
+        conn.close(close_codes::GOING_AWAY, "server shutting down", false);
+    }
+}
+
+/// The raw TCP stream under the upgraded connection, plus bytes hyper had already read.
+async fn take_tcp(fut: UpgradeFut) -> Option<(TcpStream, Bytes)> {
+    let ws = fut.await.ok()?;
+    let upgraded = ws.into_inner().into_inner();
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
+}

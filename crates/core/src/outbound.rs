@@ -1,0 +1,186 @@
+//! A socket's outbound queue: bounded in bytes, drained by the socket's one writer task, which
+//! coalesces queued frames into vectored writes.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+/// Most frames handed to one `writev` call.
+const MAX_IOV: usize = 64;
+
+/// What became of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    Queued,
+    /// The socket is closing; the frame was dropped.
+    Closed,
+    /// The frame would exceed `maxBackpressure`; nothing was queued.
+    Overflow,
+}
+
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Close frame to write after `frames` (None with `closed` = just stop).
+    close: Option<Bytes>,
+    closed: bool,
+    /// Drop whatever has not been written yet (slow consumer, dead peer).
+    discard: bool,
+}
+
+/// The queue shared by producers (fan-out, replies) and the writer.
+pub(crate) struct Outbound {
+    queue: Mutex<Queue>,
+    /// Bytes pushed and not yet written (the writer's batch included).
+    queued: AtomicUsize,
+    max: usize,
+    pub(crate) notify: Notify,
+}
+
+impl Outbound {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            queue: Mutex::new(Queue { frames: VecDeque::new(), close: None, closed: false, discard: false }),
+            queued: AtomicUsize::new(0),
+            max,
+            notify: Notify::new(),
+        }
+    }
+
+    /// Queues a frame unless that would exceed the byte bound.
+    pub(crate) fn push(&self, frame: Bytes) -> Push {
+        let len = frame.len();
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Push::Closed;
+        }
+        if self.queued.load(Relaxed) + len > self.max {
+            return Push::Overflow;
+        }
+        self.queued.fetch_add(len, Relaxed);
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(frame);
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Push::Queued
+    }
+
+    /// Starts closing: `close_frame` is written after the queued frames (or right after the frame
+    /// being written, when `discard`). Returns false when the socket was already closing, so a
+    /// socket never sends two close frames.
+    pub(crate) fn close(&self, close_frame: Option<Bytes>, discard: bool) -> bool {
+        let mut q = self.queue.lock();
+        if q.closed {
+            if discard && !q.discard {
+                q.discard = true;
+                drop(q);
+                self.notify.notify_one();
+            }
+            return false;
+        }
+        q.closed = true;
+        q.discard = discard;
+        if discard {
+            let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            self.queued.fetch_sub(dropped, Relaxed);
+        }
+        if let Some(f) = &close_frame {
+            self.queued.fetch_add(f.len(), Relaxed);
+        }
+        q.close = close_frame;
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.queue.lock().closed
+    }
+}
+
+/// The writer's side: frames taken from the queue and how far the first one is written.
+pub(crate) struct Batch {
+    frames: VecDeque<Bytes>,
+    head_written: usize,
+    /// The close frame is part of this batch: after it, stop.
+    pub(crate) ends: bool,
+}
+
+/// What the writer should do next.
+pub(crate) enum Next {
+    Write,
+    /// Nothing queued; wait for a push or a timer.
+    Wait,
+    /// Closed and everything written (or discarded): stop writing.
+    Done,
+}
+
+impl Batch {
+    pub(crate) fn new() -> Self {
+        Self { frames: VecDeque::new(), head_written: 0, ends: false }
+    }
+
+    /// Refills from the queue when empty; applies a pending discard.
+    pub(crate) fn refill(&mut self, out: &Outbound) -> Next {
+        let mut q = out.queue.lock();
+        if q.discard && !self.ends {
+            // Keep only the frame already partly on the wire, so the stream stays well-formed.
+            let keep = usize::from(self.head_written > 0).min(self.frames.len());
+            let dropped: usize = self.frames.drain(keep..).map(|f| f.len()).sum();
+            out.queued.fetch_sub(dropped, Relaxed);
+            let qd: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            out.queued.fetch_sub(qd, Relaxed);
+        }
+        if self.frames.is_empty() && !self.ends {
+            std::mem::swap(&mut self.frames, &mut q.frames);
+        }
+        if q.closed && q.frames.is_empty() && !self.ends {
+            if let Some(c) = q.close.take() {
+                self.frames.push_back(c);
+            }
+            self.ends = true;
+        }
+        if !self.frames.is_empty() {
+            Next::Write
+        } else if self.ends {
+            Next::Done
+        } else {
+            Next::Wait
+        }
+    }
+
+    /// Writes as much as one vectored write takes; returns bytes written (0 = peer gone).
+    pub(crate) async fn write_some<W: tokio::io::AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
+        let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+            slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
+            n += 1;
+        }
+        w.write_vectored(&slices[..n]).await
+    }
+
+    /// Accounts `written` bytes; returns whether the batch (and, if `ends`, the socket) is done.
+    pub(crate) fn advance(&mut self, out: &Outbound, mut written: usize) -> bool {
+        out.queued.fetch_sub(written, Relaxed);
+        while written > 0 {
+            let Some(head) = self.frames.front() else { break };
+            let left = head.len() - self.head_written;
+            if written >= left {
+                written -= left;
+                self.frames.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += written;
+                written = 0;
+            }
+        }
+        self.frames.is_empty()
+    }
+}

@@ -1,0 +1,267 @@
+//! Starting and stopping the server on a tokio runtime the core owns, and the handle the
+//! embedder uses to fan out, inspect and shut down.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::{oneshot, Notify};
+
+use crate::config::{OriginRule, ServerConfig};
+use crate::connection::SocketRef;
+use crate::error::{CoreError, Result};
+use crate::hooks::AppHooks;
+use crate::hub::{Command, Event, Hub, Member};
+use crate::protocol::close_codes;
+use crate::stats::StatsSnapshot;
+use crate::{frame, http};
+
+/// An encoded frame, built once and shared by every recipient.
+#[derive(Clone, Debug)]
+pub struct Message(Bytes);
+
+impl Message {
+    /// A text message (the payload must be UTF-8; JSON in this protocol).
+    pub fn text(payload: &[u8]) -> Self {
+        Message(frame::text(payload))
+    }
+    /// A binary message.
+    pub fn binary(payload: &[u8]) -> Self {
+        Message(frame::binary(payload))
+    }
+    /// The encoded frame.
+    pub fn frame(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+/// Entry point of the core.
+pub struct Server;
+
+impl Server {
+    /// Binds, starts the runtime and the accept loop; returns once the port is bound.
+    pub fn start(config: ServerConfig, hooks: Arc<dyn AppHooks>) -> Result<ServerHandle> {
+        config.validate()?;
+        let origins = config.allow_origins.iter().map(|o| OriginRule::parse(o)).collect::<Result<Vec<_>>>()?;
+        let addr = format!("{}:{}", config.host, config.port);
+        let std_listener = std::net::TcpListener::bind(&addr).map_err(|source| CoreError::Bind { addr: addr.clone(), source })?;
+        std_listener.set_nonblocking(true).map_err(|source| CoreError::Bind { addr: addr.clone(), source })?;
+        let local = std_listener.local_addr().map_err(|source| CoreError::Bind { addr, source })?;
+
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.thread_name("realtime-worker").enable_all();
+        if let Some(n) = config.worker_threads.filter(|n| *n > 0) {
+            rt.worker_threads(n);
+        }
+        let runtime = rt.build().map_err(CoreError::Runtime)?;
+
+        let instance = config.instance_id.clone().unwrap_or_else(random_instance_id);
+        let (hub, mut commands) = Hub::new(config, hooks, instance, origins);
+        let stop = Arc::new(Notify::new());
+        let listener = {
+            let _enter = runtime.enter();
+            TcpListener::from_std(std_listener).map_err(|source| CoreError::Bind { addr: local.to_string(), source })?
+        };
+        let accept = runtime.spawn(accept_loop(listener, hub.clone(), stop.clone()));
+        let dispatcher_hub = hub.clone();
+        runtime.spawn(async move {
+            while let Some(cmd) = commands.recv().await {
+                dispatcher_hub.run_command(cmd).await;
+            }
+        });
+        Ok(ServerHandle {
+            inner: Arc::new(Inner { hub, local, stop, accept: Mutex::new(Some(accept)), runtime: Mutex::new(Some(runtime)) }),
+        })
+    }
+}
+
+fn random_instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
+async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>) {
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = stop.notified() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| http::handle(hub.clone(), remote, req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+struct Inner {
+    hub: Arc<Hub>,
+    local: SocketAddr,
+    stop: Arc<Notify>,
+    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    runtime: Mutex<Option<Runtime>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Safe from any thread, including another runtime's.
+        if let Some(rt) = self.runtime.lock().take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A running server. Cheap to clone; the runtime stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+impl ServerHandle {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.inner.local.port()
+    }
+
+    /// This instance's id (prefix of its socket ids).
+    pub fn instance_id(&self) -> &str {
+        &self.inner.hub.instance
+    }
+
+    /// Sends `msg` to every socket in `room` except the socket with id `except`.
+    pub fn broadcast(&self, room: &str, msg: &Message, except: Option<&str>) -> Result<()> {
+        let except = match except {
+            Some(id) => self.inner.hub.conn(id).map(|c| c.key),
+            None => None,
+        };
+        self.command(Command::Broadcast { room: room.to_string(), frame: msg.0.clone(), except })
+    }
+
+    /// Sends `msg` to one socket; false if no such socket is open here.
+    pub fn send(&self, socket_id: &str, msg: &Message) -> Result<bool> {
+        match self.inner.hub.conn(socket_id) {
+            Some(c) => self.command(Command::Send { key: c.key, frame: msg.0.clone() }).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Delivers a create/update/delete to `collection:<slug>`, `doc:<slug>:<id>` and the
+    /// event's extra rooms (each socket once), asking the app's authorize hook when it has one.
+    pub fn emit_event(&self, event: Event) -> Result<()> {
+        self.command(Command::Emit(event))
+    }
+
+    fn command(&self, cmd: Command) -> Result<()> {
+        if self.inner.hub.shutting_down.load(Relaxed) || !self.inner.hub.command(cmd) {
+            return Err(CoreError::Closed);
+        }
+        Ok(())
+    }
+
+    /// A socket of this instance by id.
+    pub fn socket(&self, socket_id: &str) -> Option<SocketRef> {
+        self.inner.hub.socket_ref(socket_id)
+    }
+
+    /// Every counter, with room totals.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.hub.snapshot()
+    }
+
+    /// Sizes of every room.
+    pub fn room_sizes(&self) -> Vec<(String, usize)> {
+        self.inner.hub.rooms.sizes()
+    }
+
+    /// Members of `room`.
+    pub fn room_members(&self, room: &str) -> Vec<Member> {
+        self.inner.hub.members(room)
+    }
+
+    /// Closes every socket of user `id` (in `collection`, when given); returns how many.
+    /// Default code 4001.
+    pub fn disconnect_user(&self, id: &str, collection: Option<&str>, code: Option<u16>) -> usize {
+        let code = code.unwrap_or(close_codes::AUTH_EXPIRED);
+        self.inner.hub.close_where(code, "disconnected", |u| u.id == id && collection.is_none_or(|c| c == u.collection))
+    }
+
+    /// Closes every socket authenticated with session `sid`; returns how many. Default code 4001.
+    pub fn disconnect_session(&self, sid: &str, code: Option<u16>) -> usize {
+        let code = code.unwrap_or(close_codes::AUTH_EXPIRED);
+        self.inner.hub.close_where(code, "session ended", |u| u.sid.as_deref() == Some(sid))
+    }
+
+    /// Whether `close` has been called.
+    pub fn is_closing(&self) -> bool {
+        self.inner.hub.shutting_down.load(Relaxed)
+    }
+
+    /// Graceful shutdown: stop accepting, close every socket 1001 after its queue flushes (up
+    /// to `shutdownTimeout`), then drop what is left. Resolves when done; safe to call twice.
+    pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = oneshot::channel::<()>();
+        let inner = self.inner.clone();
+        let spawned = {
+            let rt = inner.runtime.lock();
+            rt.as_ref().map(|rt| rt.handle().clone())
+        };
+        if let Some(handle) = spawned {
+            handle.spawn(async move {
+                let hub = inner.hub.clone();
+                hub.shutting_down.store(true, Relaxed);
+                inner.stop.notify_one();
+                let accept = inner.accept.lock().take();
+                if let Some(a) = accept {
+                    let _ = a.await;
+                }
+                for c in hub.all_conns() {
+                    c.close(close_codes::GOING_AWAY, "server shutting down", false);
+                }
+                let deadline = Instant::now() + hub.config.shutdown_timeout;
+                while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                for c in hub.all_conns() {
+                    c.kill();
+                }
+                while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline + Duration::from_secs(1) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let _ = tx.send(());
+            });
+        }
+        async move {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Counters of the server, as a snapshot struct and as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Why an upgrade was refused (each counted separately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a GET.
+    Method,
+    /// Path not served (404).
+    Path,
+    /// Origin not allowed (403).
+    Origin,
+    /// `maxConnections` reached or shutting down (503).
+    Capacity,
+    /// Missing or bad credentials (401).
+    Auth,
+    /// The app's verify hook said no (403).
+    Verify,
+    /// Malformed handshake (400).
+    Handshake,
+}
+
+const REFUSALS: [(Refusal, &str); 7] = [
+    (Refusal::Method, "method"),
+    (Refusal::Path, "path"),
+    (Refusal::Origin, "origin"),
+    (Refusal::Capacity, "capacity"),
+    (Refusal::Auth, "auth"),
+    (Refusal::Verify, "verify"),
+    (Refusal::Handshake, "handshake"),
+];
+
+/// Live counters, updated with relaxed atomics on the hot path.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub connections: AtomicU64,
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub refusals: [AtomicU64; 7],
+    pub slow_consumer_closes: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub rate_limit_closes: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub oversized_messages: AtomicU64,
+    pub bad_messages: AtomicU64,
+    pub handler_errors: AtomicU64,
+    pub handler_timeouts: AtomicU64,
+    pub auth_expired_closes: AtomicU64,
+    pub pong_timeouts: AtomicU64,
+    pub idle_closes: AtomicU64,
+    pub events_emitted: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub unauthorized_skips: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn refused(&self, why: Refusal) {
+        let i = REFUSALS.iter().position(|(r, _)| *r == why).unwrap_or(0);
+        self.refusals[i].fetch_add(1, Relaxed);
+    }
+}
+
+/// Upgrade refusals by reason.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusalCounts {
+    pub method: u64,
+    pub path: u64,
+    pub origin: u64,
+    pub capacity: u64,
+    pub auth: u64,
+    pub verify: u64,
+    pub handshake: u64,
+}
+
+/// A point-in-time copy of every counter.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    /// Sockets open now.
+    pub connections: u64,
+    /// Sockets opened since start.
+    pub connects: u64,
+    /// Sockets closed since start.
+    pub disconnects: u64,
+    /// Rooms with at least one member.
+    pub rooms: u64,
+    /// Memberships summed over rooms.
+    pub room_members: u64,
+    /// Members of the largest room.
+    pub largest_room: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub refusals: RefusalCounts,
+    pub slow_consumer_closes: u64,
+    pub rate_limited: u64,
+    pub rate_limit_closes: u64,
+    pub protocol_errors: u64,
+    pub oversized_messages: u64,
+    pub bad_messages: u64,
+    pub handler_errors: u64,
+    pub handler_timeouts: u64,
+    pub auth_expired_closes: u64,
+    pub pong_timeouts: u64,
+    pub idle_closes: u64,
+    pub events_emitted: u64,
+    pub deliveries: u64,
+    pub unauthorized_skips: u64,
+    pub uptime_ms: u64,
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        let r = |i: usize| g(&self.refusals[i]);
+        StatsSnapshot {
+            connections: g(&self.connections),
+            connects: g(&self.connects),
+            disconnects: g(&self.disconnects),
+            messages_in: g(&self.messages_in),
+            messages_out: g(&self.messages_out),
+            bytes_in: g(&self.bytes_in),
+            bytes_out: g(&self.bytes_out),
+            refusals: RefusalCounts {
+                method: r(0),
+                path: r(1),
+                origin: r(2),
+                capacity: r(3),
+                auth: r(4),
+                verify: r(5),
+                handshake: r(6),
+            },
+            slow_consumer_closes: g(&self.slow_consumer_closes),
+            rate_limited: g(&self.rate_limited),
+            rate_limit_closes: g(&self.rate_limit_closes),
+            protocol_errors: g(&self.protocol_errors),
+            oversized_messages: g(&self.oversized_messages),
+            bad_messages: g(&self.bad_messages),
+            handler_errors: g(&self.handler_errors),
+            handler_timeouts: g(&self.handler_timeouts),
+            auth_expired_closes: g(&self.auth_expired_closes),
+            pong_timeouts: g(&self.pong_timeouts),
+            idle_closes: g(&self.idle_closes),
+            events_emitted: g(&self.events_emitted),
+            deliveries: g(&self.deliveries),
+            unauthorized_skips: g(&self.unauthorized_skips),
+            ..Default::default()
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP realtime_{name} {help}\n# TYPE realtime_{name} {kind}\nrealtime_{name} {value}");
+        };
+        metric("connections", "gauge", "Open WebSocket connections.", self.connections);
+        metric("rooms", "gauge", "Rooms with at least one member.", self.rooms);
+        metric("room_members", "gauge", "Room memberships summed over rooms.", self.room_members);
+        metric("largest_room_members", "gauge", "Members of the largest room.", self.largest_room);
+        metric("connects_total", "counter", "Connections accepted.", self.connects);
+        metric("disconnects_total", "counter", "Connections closed.", self.disconnects);
+        metric("messages_in_total", "counter", "Data messages received.", self.messages_in);
+        metric("messages_out_total", "counter", "Frames queued to sockets.", self.messages_out);
+        metric("bytes_in_total", "counter", "Payload bytes received.", self.bytes_in);
+        metric("bytes_out_total", "counter", "Bytes queued to sockets.", self.bytes_out);
+        metric("slow_consumer_closes_total", "counter", "Sockets closed 1013 for exceeding maxBackpressure.", self.slow_consumer_closes);
+        metric("rate_limited_total", "counter", "Messages dropped by the rate limit.", self.rate_limited);
+        metric("rate_limit_closes_total", "counter", "Sockets closed 4008 by the rate limit.", self.rate_limit_closes);
+        metric("protocol_errors_total", "counter", "Sockets closed for WebSocket protocol violations.", self.protocol_errors);
+        metric("oversized_messages_total", "counter", "Sockets closed 1009 for exceeding maxMessageSize.", self.oversized_messages);
+        metric("bad_messages_total", "counter", "Messages answered with an error frame (bad JSON, unknown type, ...).", self.bad_messages);
+        metric("handler_errors_total", "counter", "App handlers that threw or rejected.", self.handler_errors);
+        metric("handler_timeouts_total", "counter", "App handlers slower than the hook timeout.", self.handler_timeouts);
+        metric("auth_expired_closes_total", "counter", "Sockets closed 4001 for expired or revoked credentials.", self.auth_expired_closes);
+        metric("pong_timeouts_total", "counter", "Silent peers dropped after the pong timeout.", self.pong_timeouts);
+        metric("idle_closes_total", "counter", "Sockets closed by the idle timeout.", self.idle_closes);
+        metric("events_emitted_total", "counter", "Collection events emitted.", self.events_emitted);
+        metric("deliveries_total", "counter", "Event and broadcast deliveries to sockets.", self.deliveries);
+        metric("unauthorized_skips_total", "counter", "Event deliveries withheld by authorize.", self.unauthorized_skips);
+        metric("uptime_seconds", "gauge", "Seconds since the server started.", self.uptime_ms / 1000);
+        let _ = writeln!(out, "# HELP realtime_upgrade_refusals_total Upgrades refused, by reason.\n# TYPE realtime_upgrade_refusals_total counter");
+        let r = &self.refusals;
+        for (reason, v) in [
+            ("method", r.method),
+            ("path", r.path),
+            ("origin", r.origin),
+            ("capacity", r.capacity),
+            ("auth", r.auth),
+            ("verify", r.verify),
+            ("handshake", r.handshake),
+        ] {
+            let _ = writeln!(out, "realtime_upgrade_refusals_total{{reason=\"{reason}\"}} {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,132 @@
+//! Admission at upgrade time, before any socket exists: method, path, Origin, capacity,
+//! credentials, the app's verify hook, and subprotocol choice.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Method, Request, StatusCode};
+use tokio::time::timeout;
+
+use crate::auth::{find_credential, TokenSource, UserClaims};
+use crate::hooks::UpgradeInfo;
+use crate::hub::Hub;
+use crate::stats::Refusal;
+
+/// An upgrade the server will accept.
+pub(crate) struct Admitted {
+    pub user: Option<UserClaims>,
+    pub protocol: Option<HeaderValue>,
+    pub info: UpgradeInfo,
+}
+
+/// An upgrade refused with an HTTP status.
+pub(crate) struct Refused {
+    pub status: StatusCode,
+    pub why: Refusal,
+    pub message: &'static str,
+}
+
+fn refuse(status: StatusCode, why: Refusal, message: &'static str) -> Refused {
+    Refused { status, why, message }
+}
+
+/// Whether `path` is served as a WebSocket endpoint.
+pub(crate) fn path_served(hub: &Hub, path: &str) -> bool {
+    match hub.config.path.as_deref() {
+        None => true,
+        Some(p) => match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == p,
+        },
+    }
+}
+
+fn header_list<B>(req: &Request<B>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match out.iter_mut().find(|(n, _)| n == name.as_str()) {
+            Some((_, prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            None => out.push((name.as_str().to_string(), v)),
+        }
+    }
+    out
+}
+
+/// The first offered subprotocol the server accepts (any, when none are configured).
+fn choose_protocol<B>(hub: &Hub, req: &Request<B>) -> Option<HeaderValue> {
+    let offered = req.headers().get_all(SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
+    let mut candidates = offered.flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty());
+    let accepted = &hub.config.protocols;
+    let pick = if accepted.is_empty() { candidates.next() } else { candidates.find(|p| accepted.iter().any(|a| a == p)) };
+    pick.and_then(|p| HeaderValue::from_str(p).ok())
+}
+
+/// Runs every admission check. On success one connection slot is held for the caller.
+pub(crate) async fn admit<B>(hub: &Arc<Hub>, req: &Request<B>, remote: SocketAddr) -> Result<Admitted, Refused> {
+    if req.method() != Method::GET {
+        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, Refusal::Method, "WebSocket upgrades must use GET"));
+    }
+    if !path_served(hub, req.uri().path()) {
+        return Err(refuse(StatusCode::NOT_FOUND, Refusal::Path, "no WebSocket endpoint at this path"));
+    }
+    let origin = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
+    if !hub.origins.is_empty() {
+        let ok = origin.as_deref().is_some_and(|o| hub.origins.iter().any(|r| r.allows(o)));
+        if !ok {
+            return Err(refuse(StatusCode::FORBIDDEN, Refusal::Origin, "origin not allowed"));
+        }
+    }
+    if hub.shutting_down.load(Relaxed) {
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, Refusal::Capacity, "server is shutting down"));
+    }
+    if hub.slots.fetch_add(1, Relaxed) >= hub.config.max_connections {
+        hub.slots.fetch_sub(1, Relaxed);
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, Refusal::Capacity, "connection limit reached"));
+    }
+    let release = |r: Refused| {
+        hub.slots.fetch_sub(1, Relaxed);
+        r
+    };
+
+    let url = req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string());
+    let mut info = UpgradeInfo { url, origin, remote, headers: header_list(req), credential: None };
+    let cfg = &hub.config;
+    let unauthorized = || refuse(StatusCode::UNAUTHORIZED, Refusal::Auth, "missing or invalid credentials");
+    let mut user = None;
+    match find_credential(req.headers(), req.uri().query(), &cfg.auth_cookie) {
+        Some(c) if c.is_jwt() => match hub.verifier.verify(&c.token) {
+            Ok(claims) => user = Some(claims),
+            // Browsers keep sending stale cookies; only an explicit bad token is refused.
+            Err(_) if c.source == TokenSource::Cookie && !cfg.require_auth => {}
+            Err(_) => return Err(release(unauthorized())),
+        },
+        Some(c) => {
+            info.credential = Some(c.token);
+            match hub.hooks.resolve_credentials(&info) {
+                Some(fut) => match timeout(cfg.hook_timeout, fut).await {
+                    Ok(Some(u)) => user = Some(u),
+                    _ => return Err(release(unauthorized())),
+                },
+                None if cfg.require_auth => return Err(release(unauthorized())),
+                None => {}
+            }
+            info.credential = None;
+        }
+        None => {}
+    }
+    if cfg.require_auth && user.is_none() {
+        return Err(release(unauthorized()));
+    }
+    if let Some(fut) = hub.hooks.verify_client(&info) {
+        if !timeout(cfg.hook_timeout, fut).await.unwrap_or(false) {
+            return Err(release(refuse(StatusCode::FORBIDDEN, Refusal::Verify, "refused by verifyClient")));
+        }
+    }
+    Ok(Admitted { user, protocol: choose_protocol(hub, req), info })
+}
