@@ -25,6 +25,7 @@ pub struct Server {
     pub pid: u32,
     pub addr: SocketAddr,
     stdin: Option<ChildStdin>,
+    control: bool,
     replies: mpsc::UnboundedReceiver<Value>,
 }
 
@@ -59,6 +60,10 @@ impl Server {
         // SAFETY: only async-signal-safe libc calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
+                // Dies with the generator, even when the generator is killed.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if !cpus.is_empty() {
                     pin_current(&cpus)?;
                 }
@@ -84,7 +89,7 @@ impl Server {
             }
         });
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut server = Server { child, pid, addr, stdin: None, replies };
+        let mut server = Server { child, pid, addr, stdin: None, control: s.control, replies };
         server.stdin = server.child.stdin.take();
         if s.control {
             let v = tokio::time::timeout(Duration::from_secs(60), server.replies.recv())
@@ -110,7 +115,7 @@ impl Server {
     }
 
     pub fn has_control(&self) -> bool {
-        self.stdin.is_some()
+        self.control
     }
 
     /// Sends one command line.
