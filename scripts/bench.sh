@@ -26,7 +26,8 @@ out=${BENCH_OUT:-BENCHMARKS.md}
 if [ "$(nproc)" -lt 2 ]; then echo "bench: needs 2 cores (server on one, generator on the other)" >&2; exit 1; fi
 
 step "build the generator and the core's echo example (release)"
-cargo build --release --locked -p realtime-bench -p realtime-core --example echo
+cargo build --release --locked -p realtime-bench
+cargo build --release --locked -p realtime-core --example echo
 gen=target/release/realtime-bench
 
 step "install the peers (crates/bench/peers, pinned by its package-lock.json)"

@@ -48,7 +48,7 @@ function verifyJwt(authorization) {
 
 // --- events ----------------------------------------------------------------------------------
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000)
-const EXCERPT = 'A realtime benchmark post: this excerpt pads the document to about three hundred bytes.'
+const EXCERPT = 'Pads the document to about 300 bytes.'
 
 /** An afterChange event as the Payload plugin hands it over; `_seq`/`_ts` feed the generator. */
 function makeEvent(seq) {
