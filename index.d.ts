@@ -9,5 +9,115 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A running realtime server (Rust core on its own tokio runtime). */
+export declare class NativeServer {
+  /** Binds and starts the server; throws (code EADDR, ECONFIG, …) if it cannot. */
+  static start(options?: NativeOptions | undefined | null): NativeServer
+  /** The bound port. */
+  get port(): number
+  /** This instance's id (prefix of its socket ids). */
+  get instanceId(): string
+  /**
+   * Sends `{type, operation, collection, id, doc}` to `collection:<slug>`, `doc:<slug>:<id>`
+   * and `extraRooms`; `idJson` and `docJson` are JSON text.
+   */
+  emitEvent(collection: string, idJson: string, operation: string, docJson: string | Buffer, extraRooms?: Array<string> | undefined | null): void
+  /** Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary. */
+  broadcast(room: string, payload: string | Buffer, except?: string | undefined | null): void
+  /** Sends to one socket; false if it is not open here. */
+  send(socketId: string, payload: string | Buffer): boolean
+  /** Puts a socket in a room (full name); false if it was already in it. */
+  join(socketId: string, room: string): boolean
+  /** Takes a socket out of a room; false if it was not in it. */
+  leave(socketId: string, room: string): boolean
+  /** Sends to everyone in `room` but the socket `socketId`. */
+  socketBroadcast(socketId: string, room: string, payload: string | Buffer): void
+  /** Closes a socket after its queue flushes; false if it is not open here. */
+  closeSocket(socketId: string, code?: number | undefined | null, reason?: string | undefined | null): boolean
+  /** A socket's state, or null if it is not open here. */
+  socketInfo(socketId: string): SocketInfo | null
+  /** Every counter (see README "Stats"). */
+  stats(): Record<string, any>
+  /** Members of `room` on this instance. */
+  roomMembers(room: string): Array<MemberInfo>
+  /** Closes every socket of a user (default code 4001); returns how many. */
+  disconnectUser(userId: string, collection?: string | undefined | null, code?: number | undefined | null): number
+  /** Closes every socket of a session id (default code 4001); returns how many. */
+  disconnectSession(sid: string, code?: number | undefined | null): number
+  /** Installs the custom-message hook and the types it handles (others get `unknown_type`). */
+  setMessageHandler(types: Array<string>, handler?: ((socketId: string, type: string, message: string) => Promise<string>) | null | undefined): void
+  /** Installs the binary-message hook. */
+  setBinaryHandler(handler?: ((socketId: string, data: Buffer) => Promise<string>) | null | undefined): void
+  /** Installs the upgrade verify hook. */
+  setVerifyClient(handler?: ((arg: string) => Promise<boolean>) | undefined | null): void
+  /** Installs the resolver for credentials that are not JWTs. */
+  setCredentialResolver(handler?: ((arg: string) => Promise<string>) | undefined | null): void
+  /** Installs the per-connection hook (middleware). */
+  setOpenHandler(handler?: ((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined): void
+  /** Installs the `join-room` policy callback. */
+  setRoomPolicy(handler?: ((userJson: string, room: string) => Promise<boolean>) | null | undefined): void
+  /** Installs the batched authorize hook and the collections that use it. */
+  setAuthorize(collections: Array<string>, handler?: ((collection: string, usersJson: string, eventJson: string) => Promise<boolean[]>) | null | undefined): void
+  /** Installs the socket-closed notification. */
+  setCloseHandler(handler?: ((arg: string) => void) | undefined | null): void
+  /** Graceful shutdown; resolves when every socket is closed. */
+  close(): Promise<void>
+}
+
 /** Version of the native core this addon was built from. */
 export declare function coreVersion(): string
+
+/** A room member, as reported by `roomMembers`. */
+export interface MemberInfo {
+  socketId: string
+  userId?: string
+  userCollection?: string
+  instance: string
+}
+
+/** Options of the native server; every field optional, defaults as documented in the core. */
+export interface NativeOptions {
+  port?: number
+  host?: string
+  path?: string
+  allowOrigins?: Array<string>
+  maxConnections?: number
+  maxMessageSize?: number
+  heartbeatMs?: number
+  pongTimeoutMs?: number
+  /** 0 turns the idle timeout off. */
+  idleTimeoutMs?: number
+  maxBackpressure?: number
+  maxRoomsPerSocket?: number
+  /** `false` turns rate limiting off. */
+  rateLimit?: RateLimitOptions | boolean
+  requireAuth?: boolean
+  jwtKey?: string
+  authVersion?: number
+  authCookie?: string
+  roomPatterns?: Array<string>
+  protocols?: Array<string>
+  handlerTimeoutMs?: number
+  shutdownTimeoutMs?: number
+  workerThreads?: number
+  instanceId?: string
+  echo?: boolean
+}
+
+/** Rate limit per socket. */
+export interface RateLimitOptions {
+  messages: number
+  windowMs: number
+}
+
+/** A socket as JS sees it. */
+export interface SocketInfo {
+  id: string
+  /** The user's claims as JSON text, or null. */
+  user?: string
+  url: string
+  rooms: Array<string>
+  remoteAddress: string
+  /** Milliseconds since the Unix epoch. */
+  connectedAt: number
+}

@@ -1,1 +1,2 @@
 export { native } from './native.js'
+export * from './manager.js'

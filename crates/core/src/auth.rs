@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 pub enum TokenSource {
     AuthorizationJwt,
     AuthorizationBearer,
+    /// Another `Authorization` scheme (an API key): for the app's resolver.
+    AuthorizationOther,
     Cookie,
     Query,
 }
@@ -171,22 +173,14 @@ impl JwtVerifier {
 /// the auth cookie, the `token` query parameter. Any other `Authorization` value (an API key)
 /// is returned as-is for the app's resolver.
 pub fn find_credential(headers: &HeaderMap, query: Option<&str>, cookie_name: &str) -> Option<Credential> {
-    let mut other_auth = None;
-    for value in headers.get_all(AUTHORIZATION) {
-        let Ok(v) = value.to_str() else { continue };
-        let v = v.trim();
-        if let Some(t) = strip_scheme(v, "JWT") {
-            return Some(Credential { token: t.to_string(), source: TokenSource::AuthorizationJwt });
-        }
-        if let Some(t) = strip_scheme(v, "Bearer") {
-            return Some(Credential { token: t.to_string(), source: TokenSource::AuthorizationBearer });
-        }
-        if !v.is_empty() && other_auth.is_none() {
-            other_auth = Some(Credential { token: v.to_string(), source: TokenSource::AuthorizationJwt });
+    let auth: Vec<&str> = headers.get_all(AUTHORIZATION).iter().filter_map(|v| v.to_str().ok()).map(str::trim).collect();
+    for (scheme, source) in [("JWT", TokenSource::AuthorizationJwt), ("Bearer", TokenSource::AuthorizationBearer)] {
+        if let Some(t) = auth.iter().find_map(|v| strip_scheme(v, scheme)) {
+            return Some(Credential { token: t.to_string(), source });
         }
     }
-    if let Some(c) = other_auth {
-        return Some(c);
+    if let Some(v) = auth.iter().find(|v| !v.is_empty()) {
+        return Some(Credential { token: v.to_string(), source: TokenSource::AuthorizationOther });
     }
     for value in headers.get_all(COOKIE) {
         let Ok(v) = value.to_str() else { continue };

@@ -60,7 +60,7 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     while !reason.is_char_boundary(cut) {
         cut -= 1;
     }
-    encode_parts(OP_CLOSE, &[&code.to_be_bytes(), reason[..cut].as_bytes()])
+    encode_parts(OP_CLOSE, &[&code.to_be_bytes(), &reason.as_bytes()[..cut]])
 }
 
 /// A ping with no payload.

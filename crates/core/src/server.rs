@@ -230,38 +230,41 @@ impl ServerHandle {
     /// to `shutdownTimeout`), then drop what is left. Resolves when done; safe to call twice.
     pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
         let (tx, rx) = oneshot::channel::<()>();
-        let inner = self.inner.clone();
-        let spawned = {
-            let rt = inner.runtime.lock();
-            rt.as_ref().map(|rt| rt.handle().clone())
-        };
-        if let Some(handle) = spawned {
-            handle.spawn(async move {
-                let hub = inner.hub.clone();
-                hub.shutting_down.store(true, Relaxed);
-                inner.stop.notify_one();
-                let accept = inner.accept.lock().take();
-                if let Some(a) = accept {
-                    let _ = a.await;
-                }
-                for c in hub.all_conns() {
-                    c.close(close_codes::GOING_AWAY, "server shutting down", false);
-                }
-                let deadline = Instant::now() + hub.config.shutdown_timeout;
-                while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                for c in hub.all_conns() {
-                    c.kill();
-                }
-                while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline + Duration::from_secs(1) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                let _ = tx.send(());
-            });
-        }
+        self.close_with(move || {
+            let _ = tx.send(());
+        });
         async move {
             let _ = rx.await;
         }
+    }
+
+    /// `close`, calling `done` (on a runtime thread) when it has finished.
+    pub fn close_with(&self, done: impl FnOnce() + Send + 'static) {
+        let inner = self.inner.clone();
+        let handle = inner.runtime.lock().as_ref().map(|rt| rt.handle().clone());
+        let Some(handle) = handle else { return done() };
+        handle.spawn(async move {
+            let hub = inner.hub.clone();
+            hub.shutting_down.store(true, Relaxed);
+            inner.stop.notify_one();
+            let accept = inner.accept.lock().take();
+            if let Some(a) = accept {
+                let _ = a.await;
+            }
+            for c in hub.all_conns() {
+                c.close(close_codes::GOING_AWAY, "server shutting down", false);
+            }
+            let deadline = Instant::now() + hub.config.shutdown_timeout;
+            while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for c in hub.all_conns() {
+                c.kill();
+            }
+            while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline + Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            done();
+        });
     }
 }

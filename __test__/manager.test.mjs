@@ -1,0 +1,169 @@
+// The native manager through its JS surface: init, events, handlers, middleware, authorize,
+// lifetime. A real server on loopback, real `ws` clients.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { after, before, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
+
+import { getUWebSocketManager, initUWebSocket } from '../dist/plugin/index.js'
+import { JWT_KEY, signToken, TestClient } from './helpers/ws.mjs'
+
+const pluginEntry = fileURLToPath(new URL('../dist/plugin/index.js', import.meta.url))
+let m
+let url
+
+before(async () => {
+  m = await initUWebSocket({ port: 0, host: '127.0.0.1', jwtKey: JWT_KEY, handlerTimeoutMs: 300 })
+  url = `ws://127.0.0.1:${m.port}`
+})
+after(() => m.close())
+
+const connect = async (query = '') => {
+  const c = await TestClient.connect(url + '/' + query)
+  c.welcome = await c.next('welcome')
+  return c
+}
+
+test('init is a per-process singleton', async () => {
+  assert.equal(await initUWebSocket({ port: 0 }), m)
+  assert.equal(await initUWebSocket({ port: m.port }), m)
+  assert.equal(getUWebSocketManager(), m)
+  await assert.rejects(initUWebSocket({ port: m.port + 1 }), { code: 'EALREADY' })
+  assert.ok(m.port > 0)
+})
+
+test('emitEvent reaches collection, doc and extra rooms with the documented shape', async () => {
+  const coll = await connect()
+  await coll.joinCollection('posts')
+  const doc = await connect()
+  doc.send({ type: 'join-doc', collection: 'posts', id: 5 })
+  await doc.next('joined')
+  const none = await connect()
+  await none.joinCollection('pages')
+  m.emitEvent({ operation: 'create', collection: 'posts', id: 5, doc: { id: 5, title: 'Hi' } })
+  const expected = { type: 'update', operation: 'create', collection: 'posts', id: 5, doc: { id: 5, title: 'Hi' } }
+  assert.deepEqual(await coll.next(), expected)
+  assert.deepEqual(await doc.next(), expected)
+  await none.expectNothing(150)
+  m.emitEvent({ operation: 'delete', collection: 'posts', id: 'abc', doc: null, rooms: ['collection:pages'] })
+  assert.deepEqual(await none.next(), { type: 'delete', operation: 'delete', collection: 'posts', id: 'abc', doc: null })
+  for (const c of [coll, doc, none]) c.close()
+})
+
+test('broadcastToRoom and sendToSocket take objects, strings and buffers', async () => {
+  const a = await connect()
+  const b = await connect()
+  await a.joinCollection('news')
+  await b.joinCollection('news')
+  m.broadcastToRoom('collection:news', { type: 'note', n: 1 }, { except: a.welcome.socketId })
+  assert.deepEqual(await b.next(), { type: 'note', n: 1 })
+  await a.expectNothing(150)
+  m.broadcastToRoom('collection:news', '{"type":"raw"}')
+  assert.equal((await a.next()).type, 'raw')
+  assert.equal(m.sendToSocket(a.welcome.socketId, Buffer.from([1, 2])), true)
+  assert.deepEqual([...(await a.next())], [1, 2])
+  assert.equal(m.sendToSocket('nobody-1', { x: 1 }), false)
+  a.close()
+  b.close()
+})
+
+test('custom handlers: sync, async, throwing, slow; socket handles keep data', async () => {
+  m.registerCustomHandler('echo', (_socket, data) => data)
+  m.registerCustomHandler('later', async (_s, data) => new Promise((r) => setTimeout(() => r({ later: data }), 20)))
+  m.registerCustomHandler('boom', () => {
+    throw new Error('kaboom')
+  })
+  m.registerCustomHandler('reject', async () => Promise.reject(new Error('nope')))
+  m.registerCustomHandler('slow', () => new Promise((r) => setTimeout(r, 2000)))
+  m.registerCustomHandler('count', (socket) => {
+    socket.data.n = (socket.data.n ?? 0) + 1
+    return socket.data.n
+  })
+  m.registerCustomHandler('enter', (socket, data) => {
+    socket.join(`room:${data}`)
+    socket.broadcast(`room:${data}`, { type: 'entered', who: socket.id })
+    return socket.rooms
+  })
+  const c = await connect()
+  const bystander = await connect()
+  c.send({ type: 'echo', id: 'a', data: { deep: [1, { x: 'y' }] } })
+  assert.deepEqual(await c.next('reply'), { type: 'reply', id: 'a', data: { deep: [1, { x: 'y' }] } })
+  c.send({ type: 'later', id: 2, data: 'x' })
+  assert.deepEqual(await c.next('reply'), { type: 'reply', id: 2, data: { later: 'x' } })
+  c.send({ type: 'boom', id: 'b' })
+  assert.deepEqual(await c.next('error'), { type: 'error', id: 'b', code: 'handler_failed', message: 'kaboom' })
+  c.send({ type: 'reject', id: 'r' })
+  assert.equal((await c.next('error')).code, 'handler_failed')
+  c.send({ type: 'slow', id: 's' })
+  assert.equal((await c.next('error')).code, 'handler_timeout')
+  c.send({ type: 'count', id: 1 })
+  c.send({ type: 'count', id: 2 })
+  assert.equal((await c.next('reply')).data, 1)
+  assert.equal((await c.next('reply')).data, 2)
+  bystander.send({ type: 'enter', id: 1, data: 'lobby' })
+  assert.deepEqual((await bystander.next('reply')).data.sort(), ['room:lobby'])
+  c.send({ type: 'enter', id: 2, data: 'lobby' })
+  assert.equal((await bystander.next('entered')).who, c.welcome.socketId)
+  c.send({ type: 'never-registered', id: 'u' })
+  assert.equal((await c.next('error')).code, 'unknown_type')
+  const s = m.getStats()
+  assert.ok(s.handlerErrors >= 2 && s.handlerTimeouts >= 1)
+  c.close()
+  bystander.close()
+})
+
+test('middleware may annotate or reject; authorize is batched per event', async () => {
+  m.use((socket, req) => {
+    if (req.url.includes('reject')) return false
+    socket.data.tag = 'seen'
+  })
+  const rejected = await TestClient.connect(url + '/?reject=1')
+  assert.equal(await rejected.expectClose(), 4003)
+  const calls = []
+  m.setAuthorize('secret', (users, event) => {
+    calls.push({ users: users.map((u) => u?.id ?? null), collection: event.collection })
+    return users.map((u) => u?.id === 2)
+  })
+  const clients = []
+  for (const id of [1, 2, 2]) {
+    const c = await connect(`?token=${signToken({ id, collection: 'users', email: `${id}@x.io` })}`)
+    assert.deepEqual(c.welcome.user, { id, collection: 'users' })
+    await c.joinCollection('secret')
+    clients.push(c)
+  }
+  m.emitEvent({ operation: 'update', collection: 'secret', id: 1, doc: { s: 1 } })
+  assert.equal((await clients[1].next()).doc.s, 1)
+  assert.equal((await clients[2].next()).doc.s, 1)
+  await clients[0].expectNothing(150)
+  assert.deepEqual(calls, [{ users: calls[0].users, collection: 'secret' }])
+  assert.deepEqual([...calls[0].users].sort(), [1, 2])
+  assert.equal(m.getRoomMembers('user:users:2').length, 2)
+  assert.equal(m.disconnectUser(2), 2)
+  assert.equal(await clients[1].expectClose(), 4001)
+  clients[0].close()
+})
+
+test('refuses to start inside worker_threads', async () => {
+  const w = new Worker(
+    `import(${JSON.stringify(pluginEntry)}).then(m => m.initUWebSocket({ port: 0 })).then(() => process.exit(0), e => { require('node:worker_threads').parentPort.postMessage(e.code) })`,
+    { eval: true },
+  )
+  const [code] = await once(w, 'message')
+  assert.equal(code, 'EWORKER')
+  await w.terminate()
+})
+
+test('a running server keeps Node alive; after close() it exits on its own', async () => {
+  const script = (closeIt) =>
+    `import(${JSON.stringify(pluginEntry)}).then(async (m) => { const s = await m.initUWebSocket({ port: 0, host: '127.0.0.1' }); s.registerCustomHandler('x', () => 1); console.log('up'); ${closeIt ? 'await s.close(); console.log("closed")' : ''} })`
+  const closing = spawn(process.execPath, ['-e', script(true)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const [exitCode] = await Promise.race([once(closing, 'exit'), new Promise((_, rej) => setTimeout(() => rej(new Error('did not exit after close()')), 8000))])
+  assert.equal(exitCode, 0)
+  const running = spawn(process.execPath, ['-e', script(false)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  await once(running.stdout, 'data')
+  await new Promise((r) => setTimeout(r, 1000))
+  assert.equal(running.exitCode, null, 'still running')
+  running.kill('SIGKILL')
+})

@@ -1,0 +1,147 @@
+//! `AppHooks` backed by JS functions (ThreadsafeFunctions). Every TSFN is weak (never keeps
+//! Node alive), bounded (`QUEUE` calls) and callee-unhandled with throws caught into errors.
+//! The JS side (ts/plugin/manager.ts) hands in functions that always return a Promise.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, FnArgs, Promise};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use parking_lot::RwLock;
+use realtime_core::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims};
+
+/// Calls to one hook that may wait for the JS thread at once; past it a call fails fast.
+pub(crate) const QUEUE: usize = 4096;
+
+/// A JS hook: called with `A`, resolves to `R`.
+pub(crate) type Tsfn<A, R> = ThreadsafeFunction<A, Promise<R>, A, Status, false, true, QUEUE>;
+/// A fire-and-forget JS notification.
+pub(crate) type Notify<A> = ThreadsafeFunction<A, (), A, Status, false, true, QUEUE>;
+
+type Slot<T> = RwLock<Option<Arc<T>>>;
+
+/// The JS functions currently installed.
+#[derive(Default)]
+pub(crate) struct JsHooks {
+    /// (socketId, type, message JSON) → "R<reply JSON>" | "E<code>\n<message>".
+    pub message: Slot<Tsfn<FnArgs<(String, String, String)>, String>>,
+    pub handler_types: RwLock<HashSet<String>>,
+    /// (socketId, data) → same outcome encoding.
+    pub binary: Slot<Tsfn<FnArgs<(String, Buffer)>, String>>,
+    /// (upgrade info JSON) → allow?
+    pub verify: Slot<Tsfn<String, bool>>,
+    /// (upgrade info JSON with `credential`) → claims JSON, or "" to refuse.
+    pub resolve: Slot<Tsfn<String, String>>,
+    /// (socketId, upgrade info JSON) → keep the socket?
+    pub open: Slot<Tsfn<FnArgs<(String, String)>, bool>>,
+    /// (user claims JSON or "null", room) → may join?
+    pub can_join: Slot<Tsfn<FnArgs<(String, String)>, bool>>,
+    /// (collection, users JSON array, event JSON) → one verdict per user.
+    pub authorize: Slot<Tsfn<FnArgs<(String, String, String)>, Vec<bool>>>,
+    pub authorize_collections: RwLock<HashSet<String>>,
+    /// (socketId) after a socket closed.
+    pub close: Slot<Notify<String>>,
+}
+
+fn call<A: 'static + Send + napi::bindgen_prelude::JsValuesTupleIntoVec, R: 'static + Send + napi::bindgen_prelude::FromNapiValue>(
+    tsfn: Arc<Tsfn<A, R>>,
+    args: A,
+) -> BoxFuture<Result<R, String>> {
+    Box::pin(async move {
+        let promise = tsfn.call_async_catch(args).await.map_err(|e| e.reason.clone())?;
+        promise.await.map_err(|e| e.reason.clone())
+    })
+}
+
+fn outcome(r: Result<String, String>) -> HandlerOutcome {
+    match r {
+        Ok(s) if s.starts_with('R') => HandlerOutcome::Reply((s.len() > 1).then(|| Bytes::from(s).slice(1..))),
+        Ok(s) if s.starts_with('E') => {
+            let (code, message) = s[1..].split_once('\n').unwrap_or((&s[1..], ""));
+            HandlerOutcome::Error { code: code.to_string(), message: message.to_string() }
+        }
+        Ok(_) => HandlerOutcome::Error { code: "handler_failed".into(), message: "handler returned an unexpected value".into() },
+        Err(reason) => HandlerOutcome::Error { code: "handler_failed".into(), message: reason },
+    }
+}
+
+fn info_json(info: &UpgradeInfo) -> String {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        info.headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+    serde_json::json!({
+        "url": info.url,
+        "origin": info.origin,
+        "remoteAddress": info.remote.ip().to_string(),
+        "headers": headers,
+        "credential": info.credential,
+    })
+    .to_string()
+}
+
+fn get<T>(slot: &Slot<T>) -> Option<Arc<T>> {
+    slot.read().clone()
+}
+
+impl AppHooks for JsHooks {
+    fn verify_client(&self, info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
+        let f = call(get(&self.verify)?, info_json(info));
+        Some(Box::pin(async move { f.await.unwrap_or(false) }))
+    }
+
+    fn resolve_credentials(&self, info: &UpgradeInfo) -> Option<BoxFuture<Option<UserClaims>>> {
+        let f = call(get(&self.resolve)?, info_json(info));
+        Some(Box::pin(async move { f.await.ok().and_then(|json| UserClaims::from_json(&json)) }))
+    }
+
+    fn on_open(&self, socket: &SocketRef, info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
+        let f = call(get(&self.open)?, (socket.id().to_string(), info_json(info)).into());
+        Some(Box::pin(async move { f.await.unwrap_or(false) }))
+    }
+
+    fn has_handler(&self, kind: &str) -> bool {
+        self.handler_types.read().contains(kind)
+    }
+
+    fn on_message(&self, socket: SocketRef, kind: &str, text: Bytes) -> BoxFuture<HandlerOutcome> {
+        let Some(tsfn) = get(&self.message) else {
+            return Box::pin(async { outcome(Err("no handler is installed".into())) });
+        };
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let f = call(tsfn, (socket.id().to_string(), kind.to_string(), text).into());
+        Box::pin(async move { outcome(f.await) })
+    }
+
+    fn on_binary(&self, socket: SocketRef, data: Bytes) -> Option<BoxFuture<HandlerOutcome>> {
+        let f = call(get(&self.binary)?, (socket.id().to_string(), Buffer::from(data.to_vec())).into());
+        Some(Box::pin(async move { outcome(f.await) }))
+    }
+
+    fn can_join(&self, user: Option<Arc<UserClaims>>, room: &str) -> Option<BoxFuture<bool>> {
+        let user = user.map_or_else(|| "null".to_string(), |u| u.raw.to_string());
+        let f = call(get(&self.can_join)?, (user, room.to_string()).into());
+        Some(Box::pin(async move { f.await.unwrap_or(false) }))
+    }
+
+    fn authorizes(&self, collection: &str) -> bool {
+        self.authorize_collections.read().contains(collection)
+    }
+
+    fn authorize(&self, event: &EventInfo, users: Vec<Option<Arc<UserClaims>>>) -> BoxFuture<Vec<bool>> {
+        let Some(tsfn) = get(&self.authorize) else {
+            return Box::pin(async { Vec::new() });
+        };
+        let list = users.iter().map(|u| u.as_ref().map_or("null", |u| &u.raw)).collect::<Vec<_>>().join(",");
+        let args = (event.collection.to_string(), format!("[{list}]"), String::from_utf8_lossy(&event.json).into_owned());
+        let f = call(tsfn, args.into());
+        // A failed or malformed answer denies everyone (the core counts it).
+        Box::pin(async move { f.await.unwrap_or_default() })
+    }
+
+    fn on_close(&self, socket_id: &str) {
+        if let Some(t) = get(&self.close) {
+            t.call(socket_id.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! JS options object → `ServerConfig` (defaults live in the core).
+
+use std::time::Duration;
+
+use napi_derive::napi;
+use realtime_core::{RateLimit, ServerConfig};
+
+/// Rate limit per socket.
+#[napi(object)]
+pub struct RateLimitOptions {
+    pub messages: u32,
+    pub window_ms: u32,
+}
+
+/// Options of the native server; every field optional, defaults as documented in the core.
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeOptions {
+    pub port: Option<u32>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub allow_origins: Option<Vec<String>>,
+    pub max_connections: Option<u32>,
+    pub max_message_size: Option<u32>,
+    pub heartbeat_ms: Option<u32>,
+    pub pong_timeout_ms: Option<u32>,
+    /// 0 turns the idle timeout off.
+    pub idle_timeout_ms: Option<u32>,
+    pub max_backpressure: Option<u32>,
+    pub max_rooms_per_socket: Option<u32>,
+    /// `false` turns rate limiting off.
+    pub rate_limit: Option<napi::Either<RateLimitOptions, bool>>,
+    pub require_auth: Option<bool>,
+    pub jwt_key: Option<String>,
+    pub auth_version: Option<u32>,
+    pub auth_cookie: Option<String>,
+    pub room_patterns: Option<Vec<String>>,
+    pub protocols: Option<Vec<String>>,
+    pub handler_timeout_ms: Option<u32>,
+    pub shutdown_timeout_ms: Option<u32>,
+    pub worker_threads: Option<u32>,
+    pub instance_id: Option<String>,
+    pub echo: Option<bool>,
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(u64::from(v))
+}
+
+impl From<NativeOptions> for ServerConfig {
+    fn from(o: NativeOptions) -> Self {
+        let d = ServerConfig::default();
+        ServerConfig {
+            host: o.host.unwrap_or(d.host),
+            port: o.port.map_or(d.port, |p| p as u16),
+            worker_threads: o.worker_threads.map(|n| n as usize).or(d.worker_threads),
+            path: o.path.or(d.path),
+            allow_origins: o.allow_origins.unwrap_or(d.allow_origins),
+            max_connections: o.max_connections.map_or(d.max_connections, |n| n as usize),
+            max_message_size: o.max_message_size.map_or(d.max_message_size, |n| n as usize),
+            heartbeat: o.heartbeat_ms.map_or(d.heartbeat, ms),
+            pong_timeout: o.pong_timeout_ms.map_or(d.pong_timeout, ms),
+            idle_timeout: match o.idle_timeout_ms {
+                Some(0) => None,
+                Some(v) => Some(ms(v)),
+                None => d.idle_timeout,
+            },
+            max_backpressure: o.max_backpressure.map_or(d.max_backpressure, |n| n as usize),
+            max_rooms_per_socket: o.max_rooms_per_socket.map_or(d.max_rooms_per_socket, |n| n as usize),
+            rate_limit: match o.rate_limit {
+                Some(napi::Either::A(r)) => Some(RateLimit { messages: r.messages, window: ms(r.window_ms) }),
+                Some(napi::Either::B(false)) => None,
+                _ => d.rate_limit,
+            },
+            require_auth: o.require_auth.unwrap_or(d.require_auth),
+            jwt_key: o.jwt_key.map(String::into_bytes).or(d.jwt_key),
+            auth_version: o.auth_version.map(u64::from).or(d.auth_version),
+            auth_cookie: o.auth_cookie.unwrap_or(d.auth_cookie),
+            room_patterns: o.room_patterns.unwrap_or(d.room_patterns),
+            protocols: o.protocols.unwrap_or(d.protocols),
+            hook_timeout: o.handler_timeout_ms.map_or(d.hook_timeout, ms),
+            shutdown_timeout: o.shutdown_timeout_ms.map_or(d.shutdown_timeout, ms),
+            close_timeout: d.close_timeout,
+            instance_id: o.instance_id.or(d.instance_id),
+            echo: o.echo.unwrap_or(d.echo),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `NativeServer`: the core's `ServerHandle` as a JS class, plus setters for the JS hooks.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, Either, FnArgs, Function, Object, Promise};
+use napi::Env;
+use napi_derive::napi;
+use realtime_core::{Event, Message, Operation, Server, ServerConfig, ServerHandle};
+
+use crate::hooks::{JsHooks, Notify, Tsfn, QUEUE};
+use crate::{js_error, throw};
+use crate::options::NativeOptions;
+
+use napi::Result;
+
+fn message(payload: &Either<String, Buffer>) -> Message {
+    match payload {
+        Either::A(s) => Message::text(s.as_bytes()),
+        Either::B(b) => Message::binary(b),
+    }
+}
+
+/// A socket as JS sees it.
+#[napi(object)]
+pub struct SocketInfo {
+    pub id: String,
+    /// The user's claims as JSON text, or null.
+    pub user: Option<String>,
+    pub url: String,
+    pub rooms: Vec<String>,
+    pub remote_address: String,
+    /// Milliseconds since the Unix epoch.
+    pub connected_at: f64,
+}
+
+/// A room member, as reported by `roomMembers`.
+#[napi(object)]
+pub struct MemberInfo {
+    pub socket_id: String,
+    pub user_id: Option<String>,
+    pub user_collection: Option<String>,
+    pub instance: String,
+}
+
+/// A running realtime server (Rust core on its own tokio runtime).
+#[napi]
+pub struct NativeServer {
+    handle: ServerHandle,
+    hooks: Arc<JsHooks>,
+}
+
+/// Turns a JS function into a weak, bounded ThreadsafeFunction.
+fn tsfn<A, R>(f: Function<A, Promise<R>>) -> Result<Arc<Tsfn<A, R>>>
+where
+    A: 'static + napi::bindgen_prelude::JsValuesTupleIntoVec,
+    R: 'static + napi::bindgen_prelude::FromNapiValue,
+{
+    let t = f
+        .build_threadsafe_function::<A>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .max_queue_size::<QUEUE>()
+        .build()
+        ?;
+    Ok(Arc::new(t))
+}
+
+#[napi]
+impl NativeServer {
+    /// Binds and starts the server; throws (code EADDR, ECONFIG, …) if it cannot.
+    #[napi(factory)]
+    pub fn start(env: Env, options: Option<NativeOptions>) -> Result<Self> {
+        let config: ServerConfig = options.unwrap_or_default().into();
+        let hooks = Arc::new(JsHooks::default());
+        let handle = Server::start(config, hooks.clone()).map_err(|e| js_error(&env, e))?;
+        Ok(Self { handle, hooks })
+    }
+
+    /// The bound port.
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        u32::from(self.handle.port())
+    }
+
+    /// This instance's id (prefix of its socket ids).
+    #[napi(getter)]
+    pub fn instance_id(&self) -> String {
+        self.handle.instance_id().to_string()
+    }
+
+    /// Sends `{type, operation, collection, id, doc}` to `collection:<slug>`, `doc:<slug>:<id>`
+    /// and `extraRooms`; `idJson` and `docJson` are JSON text.
+    #[napi]
+    pub fn emit_event(&self, env: &Env, collection: String, id_json: String, operation: String, doc_json: Either<String, Buffer>, extra_rooms: Option<Vec<String>>) -> Result<()> {
+        let operation = Operation::parse(&operation).ok_or_else(|| throw(env, "EINVAL", "operation must be create, update or delete"))?;
+        let doc_json = match doc_json {
+            Either::A(s) => Bytes::from(s),
+            Either::B(b) => Bytes::copy_from_slice(&b),
+        };
+        let event = Event { collection, id_json, operation, doc_json, extra_rooms: extra_rooms.unwrap_or_default() };
+        self.handle.emit_event(event).map_err(|e| js_error(env, e))
+    }
+
+    /// Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary.
+    #[napi]
+    pub fn broadcast(&self, env: &Env, room: String, payload: Either<String, Buffer>, except: Option<String>) -> Result<()> {
+        self.handle.broadcast(&room, &message(&payload), except.as_deref()).map_err(|e| js_error(env, e))
+    }
+
+    /// Sends to one socket; false if it is not open here.
+    #[napi]
+    pub fn send(&self, env: &Env, socket_id: String, payload: Either<String, Buffer>) -> Result<bool> {
+        self.handle.send(&socket_id, &message(&payload)).map_err(|e| js_error(env, e))
+    }
+
+    /// Puts a socket in a room (full name); false if it was already in it.
+    #[napi]
+    pub fn join(&self, env: &Env, socket_id: String, room: String) -> Result<bool> {
+        let s = self.handle.socket(&socket_id).ok_or_else(|| js_error(env, realtime_core::CoreError::NoSuchSocket(socket_id)))?;
+        s.join(&room).map_err(|e| js_error(env, e))
+    }
+
+    /// Takes a socket out of a room; false if it was not in it.
+    #[napi]
+    pub fn leave(&self, socket_id: String, room: String) -> bool {
+        self.handle.socket(&socket_id).is_some_and(|s| s.leave(&room))
+    }
+
+    /// Sends to everyone in `room` but the socket `socketId`.
+    #[napi]
+    pub fn socket_broadcast(&self, env: &Env, socket_id: String, room: String, payload: Either<String, Buffer>) -> Result<()> {
+        self.handle.broadcast(&room, &message(&payload), Some(&socket_id)).map_err(|e| js_error(env, e))
+    }
+
+    /// Closes a socket after its queue flushes; false if it is not open here.
+    #[napi]
+    pub fn close_socket(&self, socket_id: String, code: Option<u32>, reason: Option<String>) -> bool {
+        match self.handle.socket(&socket_id) {
+            Some(s) => {
+                s.close(code.map_or(1000, |c| c as u16), reason.as_deref().unwrap_or(""));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A socket's state, or null if it is not open here.
+    #[napi]
+    pub fn socket_info(&self, socket_id: String) -> Option<SocketInfo> {
+        let s = self.handle.socket(&socket_id)?;
+        let connected_at = s.connected_at().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64);
+        Some(SocketInfo {
+            id: s.id().to_string(),
+            user: s.user().map(|u| u.raw.to_string()),
+            url: s.url().to_string(),
+            rooms: s.rooms(),
+            remote_address: s.remote().ip().to_string(),
+            connected_at,
+        })
+    }
+
+    /// Every counter (see README "Stats").
+    #[napi(ts_return_type = "Record<string, any>")]
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self.handle.stats()).map_err(|e| napi::Error::from_reason(e.to_string()))
+    }
+
+    /// Members of `room` on this instance.
+    #[napi]
+    pub fn room_members(&self, room: String) -> Vec<MemberInfo> {
+        self.handle
+            .room_members(&room)
+            .into_iter()
+            .map(|m| MemberInfo { socket_id: m.socket_id, user_id: m.user_id, user_collection: m.user_collection, instance: m.instance })
+            .collect()
+    }
+
+    /// Closes every socket of a user (default code 4001); returns how many.
+    #[napi]
+    pub fn disconnect_user(&self, user_id: String, collection: Option<String>, code: Option<u32>) -> u32 {
+        self.handle.disconnect_user(&user_id, collection.as_deref(), code.map(|c| c as u16)) as u32
+    }
+
+    /// Closes every socket of a session id (default code 4001); returns how many.
+    #[napi]
+    pub fn disconnect_session(&self, sid: String, code: Option<u32>) -> u32 {
+        self.handle.disconnect_session(&sid, code.map(|c| c as u16)) as u32
+    }
+
+    /// Installs the custom-message hook and the types it handles (others get `unknown_type`).
+    #[napi]
+    pub fn set_message_handler(&self, types: Vec<String>, #[napi(ts_arg_type = "((socketId: string, type: string, message: string) => Promise<string>) | null | undefined")] handler: Option<Function<FnArgs<(String, String, String)>, Promise<String>>>) -> Result<()> {
+        *self.hooks.message.write() = handler.map(tsfn).transpose()?;
+        *self.hooks.handler_types.write() = types.into_iter().collect();
+        Ok(())
+    }
+
+    /// Installs the binary-message hook.
+    #[napi]
+    pub fn set_binary_handler(&self, #[napi(ts_arg_type = "((socketId: string, data: Buffer) => Promise<string>) | null | undefined")] handler: Option<Function<FnArgs<(String, Buffer)>, Promise<String>>>) -> Result<()> {
+        *self.hooks.binary.write() = handler.map(tsfn).transpose()?;
+        Ok(())
+    }
+
+    /// Installs the upgrade verify hook.
+    #[napi]
+    pub fn set_verify_client(&self, handler: Option<Function<String, Promise<bool>>>) -> Result<()> {
+        *self.hooks.verify.write() = handler.map(tsfn).transpose()?;
+        Ok(())
+    }
+
+    /// Installs the resolver for credentials that are not JWTs.
+    #[napi]
+    pub fn set_credential_resolver(&self, handler: Option<Function<String, Promise<String>>>) -> Result<()> {
+        *self.hooks.resolve.write() = handler.map(tsfn).transpose()?;
+        Ok(())
+    }
+
+    /// Installs the per-connection hook (middleware).
+    #[napi]
+    pub fn set_open_handler(&self, #[napi(ts_arg_type = "((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<FnArgs<(String, String)>, Promise<bool>>>) -> Result<()> {
+        *self.hooks.open.write() = handler.map(tsfn).transpose()?;
+        Ok(())
+    }
+
+    /// Installs the `join-room` policy callback.
+    #[napi]
+    pub fn set_room_policy(&self, #[napi(ts_arg_type = "((userJson: string, room: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<FnArgs<(String, String)>, Promise<bool>>>) -> Result<()> {
+        *self.hooks.can_join.write() = handler.map(tsfn).transpose()?;
+        Ok(())
+    }
+
+    /// Installs the batched authorize hook and the collections that use it.
+    #[napi]
+    pub fn set_authorize(&self, collections: Vec<String>, #[napi(ts_arg_type = "((collection: string, usersJson: string, eventJson: string) => Promise<boolean[]>) | null | undefined")] handler: Option<Function<FnArgs<(String, String, String)>, Promise<Vec<bool>>>>) -> Result<()> {
+        *self.hooks.authorize.write() = handler.map(tsfn).transpose()?;
+        *self.hooks.authorize_collections.write() = collections.into_iter().collect();
+        Ok(())
+    }
+
+    /// Installs the socket-closed notification.
+    #[napi]
+    pub fn set_close_handler(&self, handler: Option<Function<String, ()>>) -> Result<()> {
+        let t: Option<Notify<String>> = handler
+            .map(|f| {
+                f.build_threadsafe_function::<String>()
+                    .weak::<true>()
+                    .callee_handled::<false>()
+                    .max_queue_size::<QUEUE>()
+                    .build()
+                    
+            })
+            .transpose()?;
+        *self.hooks.close.write() = t.map(Arc::new);
+        Ok(())
+    }
+
+    /// Graceful shutdown; resolves when every socket is closed.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred::<(), _>()?;
+        self.handle.close_with(move || deferred.resolve(|_| Ok(())));
+        Ok(promise)
+    }
+}

@@ -1,0 +1,372 @@
+// The JS-facing manager over the native server: socket handles, handler normalization and
+// message serialization. Everything socket-related that runs in JS lives here; the Payload
+// plugin only calls the manager.
+import { isMainThread } from 'node:worker_threads'
+
+import { native } from './native.js'
+
+type NativeServer = InstanceType<typeof native.NativeServer>
+
+/** A message: objects are JSON-serialized once; strings go as text frames, bytes as binary. */
+export type Message = object | string | Buffer | Uint8Array
+
+/** Claims of an authenticated socket's user (from the verified Payload JWT, or the resolver). */
+export interface UserClaims {
+  id: string | number
+  collection: string
+  email?: string
+  sid?: string
+  exp?: number
+  [claim: string]: unknown
+}
+
+/** Options of the WebSocket server. Defaults in brackets. */
+export interface ServerOptions {
+  /** Port to listen on; 0 picks a free one. [3002] */
+  port?: number
+  /** Address to bind. ['0.0.0.0'] */
+  host?: string
+  /** WebSocket path, exact or with a trailing `*`. [any path] */
+  path?: string
+  /** Allowed Origins: exact, `https://*.example.com`, or `/regex/`. [all — unsafe with cookie auth] */
+  allowOrigins?: string[]
+  /** Open sockets at once; more get HTTP 503. [100000] */
+  maxConnections?: number
+  /** Largest message in bytes (all fragments); larger closes 1009. [1048576] */
+  maxMessageSize?: number
+  /** Server ping interval. [30000] */
+  heartbeatMs?: number
+  /** A peer silent this long after a ping is dropped. [10000] */
+  pongTimeoutMs?: number
+  /** Close sockets that send no message for this long; 0 = off. [0] */
+  idleTimeoutMs?: number
+  /** Bytes queued per socket before it is closed 1013. [1048576] */
+  maxBackpressure?: number
+  /** Rooms per socket. [256] */
+  maxRoomsPerSocket?: number
+  /** Messages per window per socket (then `rate_limited`, then close 4008); false = off. [100 / 1000 ms] */
+  rateLimit?: { messages: number; windowMs: number } | false
+  /** Refuse upgrades without valid credentials (401). [false] */
+  requireAuth?: boolean
+  /** HS256 key of Payload JWTs: sha256(secret) hex, first 32 chars (the plugin derives it). [none] */
+  jwtKey?: string
+  /** Required `authVersion` JWT header. [none] */
+  authVersion?: number
+  /** Cookie carrying the token. ['payload-token'] */
+  authCookie?: string
+  /** `join-room` names allowed without asking the room policy (`*` wildcard). [none] */
+  roomPatterns?: string[]
+  /** Accepted subprotocols (the first offered one is echoed when empty). [any] */
+  protocols?: string[]
+  /** Longest a JS handler/hook may take before `handler_timeout`. [10000] */
+  handlerTimeoutMs?: number
+  /** Graceful shutdown deadline. [5000] */
+  shutdownTimeoutMs?: number
+  /** Tokio worker threads. [available cores] */
+  workerThreads?: number
+  /** Prefix of socket ids. [random] */
+  instanceId?: string
+}
+
+/** Upgrade request as seen by `verifyClient` and middleware. */
+export interface UpgradeRequest {
+  url: string
+  origin?: string | null
+  headers: Record<string, string>
+  remoteAddress: string
+}
+
+export type CustomHandler = (socket: SocketHandle, data: any, message: any) => unknown | Promise<unknown>
+export type Middleware = (socket: SocketHandle, req: UpgradeRequest) => void | boolean | Promise<void | boolean>
+export type BatchAuthorize = (users: (UserClaims | null)[], event: RealtimeEvent) => boolean[] | Promise<boolean[]>
+
+/** The event every subscriber receives. */
+export interface RealtimeEvent {
+  type: 'update' | 'delete'
+  operation: 'create' | 'update' | 'delete'
+  collection: string
+  id: string | number
+  doc: any
+}
+
+/** Arguments of `emitEvent`. */
+export interface EmitEvent {
+  operation: 'create' | 'update' | 'delete'
+  collection: string
+  id: string | number
+  doc: unknown
+  /** Rooms to deliver to besides `collection:<slug>` and `doc:<slug>:<id>` (full names). */
+  rooms?: string[]
+}
+
+function payload(msg: Message): string | Buffer {
+  if (typeof msg === 'string') return msg
+  if (Buffer.isBuffer(msg)) return msg
+  if (msg instanceof Uint8Array) return Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
+  return JSON.stringify(msg)
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}
+
+function globMatch(pattern: string, text: string): boolean {
+  const re = new RegExp('^' + pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$')
+  return re.test(text)
+}
+
+/** A socket, as handlers and middleware see it. */
+export class SocketHandle {
+  /** App-owned state, kept for the socket's life. */
+  data: Record<string, unknown> = {}
+  readonly user: UserClaims | null
+  readonly url: string
+  readonly remoteAddress: string
+
+  constructor(
+    private readonly server: NativeServer,
+    readonly id: string,
+  ) {
+    const info = server.socketInfo(id)
+    this.user = info?.user ? (JSON.parse(info.user) as UserClaims) : null
+    this.url = info?.url ?? ''
+    this.remoteAddress = info?.remoteAddress ?? ''
+  }
+
+  /** Rooms the socket is in now. */
+  get rooms(): string[] {
+    return this.server.socketInfo(this.id)?.rooms ?? []
+  }
+
+  send(msg: Message): boolean {
+    return this.server.send(this.id, payload(msg))
+  }
+
+  /** Joins a room by full name (`room:chat:1`, `collection:posts`). */
+  join(room: string): boolean {
+    return this.server.join(this.id, room)
+  }
+
+  leave(room: string): boolean {
+    return this.server.leave(this.id, room)
+  }
+
+  /** Sends to everyone in `room` but this socket. */
+  broadcast(room: string, msg: Message): void {
+    this.server.socketBroadcast(this.id, room, payload(msg))
+  }
+
+  close(code = 1000, reason = ''): void {
+    this.server.closeSocket(this.id, code, reason)
+  }
+}
+
+/** The running server. One per process; get it with `initUWebSocket` or `getUWebSocketManager`. */
+export class UWebSocketManager {
+  private readonly handlers = new Map<string, CustomHandler>()
+  private readonly middleware: Middleware[] = []
+  private readonly authorizers = new Map<string, BatchAuthorize>()
+  private readonly sockets = new Map<string, SocketHandle>()
+  private keepAlive: NodeJS.Timeout | null = setInterval(() => {}, 1 << 30)
+  private closing: Promise<void> | null = null
+
+  constructor(
+    private readonly server: NativeServer,
+    /** The port asked for (0 = any). */
+    readonly requestedPort: number,
+  ) {}
+
+  /** The bound port. */
+  get port(): number {
+    return this.server.port
+  }
+
+  /** This instance's id (prefix of its socket ids). */
+  get instanceId(): string {
+    return this.server.instanceId
+  }
+
+  get closed(): boolean {
+    return this.closing !== null
+  }
+
+  /** A socket handle, the same object for the socket's whole life. */
+  socket(id: string): SocketHandle {
+    let s = this.sockets.get(id)
+    if (!s) {
+      if (this.sockets.size === 0) this.server.setCloseHandler((closed: string) => void this.sockets.delete(closed))
+      s = new SocketHandle(this.server, id)
+      this.sockets.set(id, s)
+    }
+    return s
+  }
+
+  /** Sends a collection event to `collection:<slug>`, `doc:<slug>:<id>` and `rooms`. */
+  emitEvent(event: EmitEvent): void {
+    this.server.emitEvent(event.collection, JSON.stringify(event.id), event.operation, JSON.stringify(event.doc ?? null), event.rooms)
+  }
+
+  broadcastToRoom(room: string, msg: Message, opts?: { except?: string | SocketHandle }): void {
+    const except = typeof opts?.except === 'string' ? opts.except : opts?.except?.id
+    this.server.broadcast(room, payload(msg), except)
+  }
+
+  /** Sends to one socket; false if it is not open on this instance. */
+  sendToSocket(socketOrId: string | SocketHandle, msg: Message): boolean {
+    return this.server.send(typeof socketOrId === 'string' ? socketOrId : socketOrId.id, payload(msg))
+  }
+
+  /**
+   * Handles messages `{type, id?, data?}` of `type`. The return value (awaited) is the reply
+   * `{type:'reply', id, data}` when the message had an `id`; a throw answers `handler_failed`.
+   */
+  registerCustomHandler(type: string, handler: CustomHandler): void {
+    this.handlers.set(type, handler)
+    this.server.setMessageHandler([...this.handlers.keys()], (socketId: string, kind: string, text: string) => this.dispatch(socketId, kind, text))
+  }
+
+  private async dispatch(socketId: string, kind: string, text: string): Promise<string> {
+    try {
+      const handler = this.handlers.get(kind)
+      if (!handler) return `Eunknown_type\nno handler for ${kind}`
+      const message = JSON.parse(text)
+      const result = await handler(this.socket(socketId), message?.data, message)
+      const json = result === undefined ? undefined : JSON.stringify(result)
+      return json === undefined ? 'R' : 'R' + json
+    } catch (e) {
+      return 'Ehandler_failed\n' + errorMessage(e)
+    }
+  }
+
+  /** Runs on every new socket before its first message; throw or return false to close it 4003. */
+  use(mw: Middleware): void {
+    this.middleware.push(mw)
+    this.server.setOpenHandler(async (socketId: string, infoJson: string) => {
+      try {
+        const info = JSON.parse(infoJson) as UpgradeRequest
+        const socket = this.socket(socketId)
+        for (const m of this.middleware) {
+          if ((await m(socket, info)) === false) return false
+        }
+        return true
+      } catch {
+        return false
+      }
+    })
+  }
+
+  /** Decides per event which users may receive it; called once per event with the distinct users. */
+  setAuthorize(collection: string, fn: BatchAuthorize | null): void {
+    if (fn) this.authorizers.set(collection, fn)
+    else this.authorizers.delete(collection)
+    this.server.setAuthorize([...this.authorizers.keys()], async (slug: string, usersJson: string, eventJson: string) => {
+      const users = JSON.parse(usersJson) as (UserClaims | null)[]
+      try {
+        const fn = this.authorizers.get(slug)
+        const verdicts = fn ? await fn(users, JSON.parse(eventJson)) : []
+        return users.map((_, i) => verdicts[i] === true)
+      } catch {
+        return users.map(() => false)
+      }
+    })
+  }
+
+  /** Policy for `join-room`: names matching `patterns`, or those `canJoin` allows. Default: refuse. */
+  setRoomPolicy(policy: { patterns?: string[]; canJoin?: (user: UserClaims | null, room: string) => boolean | Promise<boolean> }): void {
+    const patterns = policy.patterns ?? []
+    this.server.setRoomPolicy(async (userJson: string, room: string) => {
+      if (patterns.some((p) => globMatch(p, room))) return true
+      try {
+        return policy.canJoin ? (await policy.canJoin(JSON.parse(userJson), room)) === true : false
+      } catch {
+        return false
+      }
+    })
+  }
+
+  /** May refuse an upgrade (HTTP 403). */
+  setVerifyClient(fn: (info: UpgradeRequest) => boolean | Promise<boolean>): void {
+    this.server.setVerifyClient(async (infoJson: string) => {
+      try {
+        return (await fn(JSON.parse(infoJson))) === true
+      } catch {
+        return false
+      }
+    })
+  }
+
+  /** Resolves credentials that are not JWTs (API keys) to a user, or null to refuse (401). */
+  setCredentialResolver(fn: (req: { headers: Record<string, string>; token?: string }) => UserClaims | null | Promise<UserClaims | null>): void {
+    this.server.setCredentialResolver(async (infoJson: string) => {
+      try {
+        const info = JSON.parse(infoJson)
+        const user = await fn({ headers: info.headers, token: info.credential ?? undefined })
+        return user ? JSON.stringify(user) : ''
+      } catch {
+        return ''
+      }
+    })
+  }
+
+  /** Every counter of the server. */
+  getStats(): Record<string, any> {
+    return this.server.stats()
+  }
+
+  getRoomMembers(room: string): { socketId: string; userId: string | null; instance: string }[] {
+    return this.server.roomMembers(room).map((m) => ({ socketId: m.socketId, userId: m.userId ?? null, instance: m.instance }))
+  }
+
+  /** Closes every socket of a user (code 4001 by default); returns how many. */
+  disconnectUser(userId: string | number, code?: number, collection?: string): number {
+    return this.server.disconnectUser(String(userId), collection, code)
+  }
+
+  /** Closes every socket of one login session (`sid` claim); returns how many. */
+  disconnectSession(sid: string, code?: number): number {
+    return this.server.disconnectSession(sid, code)
+  }
+
+  /** Graceful shutdown: every socket gets 1001 after its queue flushes. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = this.server.close().finally(() => {
+        if (this.keepAlive) clearInterval(this.keepAlive)
+        this.keepAlive = null
+        if (current === this) current = null
+      })
+    }
+    return this.closing
+  }
+}
+
+let current: UWebSocketManager | null = null
+
+function nativeOptions(o: ServerOptions, port: number) {
+  const { rateLimit, ...rest } = o
+  return { ...rest, port, rateLimit: rateLimit === false ? false : rateLimit }
+}
+
+/**
+ * Starts the WebSocket server (once per process). Calling it again with the same port returns
+ * the running manager; another port is an error (code `EALREADY`).
+ */
+export async function initUWebSocket(portOrOptions: number | ServerOptions = {}): Promise<UWebSocketManager> {
+  if (!isMainThread) {
+    throw Object.assign(new Error('payload-realtime-rs runs on the main thread only, not in worker_threads'), { code: 'EWORKER' })
+  }
+  const options: ServerOptions = typeof portOrOptions === 'number' ? { port: portOrOptions } : { ...portOrOptions }
+  const port = options.port ?? 3002
+  if (current && !current.closed) {
+    if (port === current.requestedPort || port === current.port) return current
+    throw Object.assign(new Error(`the realtime server already runs on port ${current.port}`), { code: 'EALREADY' })
+  }
+  const server = native.NativeServer.start(nativeOptions(options, port))
+  current = new UWebSocketManager(server, port)
+  return current
+}
+
+/** The running manager, or null. */
+export function getUWebSocketManager(): UWebSocketManager | null {
+  return current
+}
