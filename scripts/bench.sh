@@ -36,10 +36,11 @@ step "install the peers (crates/bench/peers, pinned by its package-lock.json)"
 have_ours=0
 ensure_node_modules
 build_addon
-if node -e "process.exit(typeof require('./index.js').initUWebSocket === 'function' ? 0 : 1)" 2>/dev/null; then
+build_ts
+if node --input-type=module -e "const m = await import('./dist/plugin/index.js'); process.exit(typeof m.initUWebSocket === 'function' ? 0 : 1)" 2>/dev/null; then
   have_ours=1
 else
-  echo "!!! the addon has no initUWebSocket yet: our Node server is left out (echo still runs) !!!"
+  echo "!!! dist/plugin has no initUWebSocket: our Node server is left out (echo still runs) !!!"
 fi
 
 # Scenario table: name, generator arguments.
