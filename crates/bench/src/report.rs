@@ -70,6 +70,7 @@ fn columns(scenario: &str) -> Vec<Col> {
             col("connects/s", "connect_per_s", Int, true),
             col("KiB/conn", "bytes_per_conn", KiB, true),
             col("CPU µs/connect", "server_cpu_us_per_connect", F2, true),
+            col("SYN drops", "listen_overflows", Int, false),
             col("loop delay p99 ms", "eld_p99_us", Ms, false),
         ],
         "churn" => vec![
@@ -78,6 +79,7 @@ fn columns(scenario: &str) -> Vec<Col> {
             col("RSS first MiB", "rss_first", MiB, false),
             col("RSS last MiB", "rss_last", MiB, false),
             col("RSS drift", "rss_drift_pct", Pct, false),
+            col("SYN drops", "listen_overflows", Int, false),
             col("failed", "failed", Int, false),
         ],
         _ => vec![],
@@ -287,7 +289,8 @@ cores 0-1), a fresh process per run, over loopback. Each run prints one JSON lin
   from a JS handler. **echo**: raw transport, 16 messages in flight per connection; ours is the
   core's native echo mode, `fws` a bare fastwebsockets echo server (the machine's reference).
 - **idle**: C connections with a JWT (HS256, checked at upgrade) opened 256 at a time: connect
-  rate, and RSS growth per connection after 0.5-1 s. **churn**: connect, join, leave, close in 32
+  rate, and RSS growth per connection after 0.5-1 s; `SYN drops`: TcpExt ListenOverflows during
+  the run (accept queue full: a listen backlog below 256 costs 1 s SYN retransmits). **churn**: connect, join, leave, close in 32
   loops; RSS after the first N cycles vs after all.
 - Server CPU: utime+stime of all its threads from /proc/<pid>/stat (10 ms ticks) over the window.
   `srv wait`: the share of the window the server's threads waited for a CPU while runnable

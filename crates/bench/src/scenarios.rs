@@ -503,6 +503,7 @@ pub async fn idle(server: &mut Server, target: &Target, p: &Params) -> Result<Va
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = server.rss()?;
     eld_start(server).await?;
+    let overflows = server::listen_overflows();
     let meter = Meter::start(server)?;
     for token in tokens {
         let (held, joined, sem, target) = (held.clone(), joined.clone(), sem.clone(), target.clone());
@@ -531,6 +532,7 @@ pub async fn idle(server: &mut Server, target: &Target, p: &Params) -> Result<Va
             "rss_before": rss0,
             "rss_after": rss1,
             "bytes_per_conn": (rss1.saturating_sub(rss0)) / n.max(1),
+            "listen_overflows": server::listen_overflows().saturating_sub(overflows),
         }),
     );
     merge(&mut out, eld);
@@ -545,6 +547,7 @@ pub async fn churn(server: &mut Server, target: &Target, p: &Params) -> Result<V
     let failed = Rc::new(Joined::default());
     let tokens: Rc<Vec<String>> = Rc::new((0..p.concurrency).map(|u| token_for(p, u)).collect::<Result<_>>()?);
     let rss0 = server.rss()?;
+    let overflows = server::listen_overflows();
     let mut phases = Vec::new();
     for goal in [p.first_cycles.min(p.cycles), p.cycles] {
         let meter = Meter::start(server)?;
@@ -591,6 +594,7 @@ pub async fn churn(server: &mut Server, target: &Target, p: &Params) -> Result<V
             "rss_first": rss1,
             "rss_last": rss2,
             "rss_drift_pct": round2((rss2 as f64 - rss1 as f64) / rss1.max(1) as f64 * 100.0),
+            "listen_overflows": server::listen_overflows().saturating_sub(overflows),
         }),
     );
     Ok(out)

@@ -204,6 +204,22 @@ pub fn proc_runq_wait_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// `TcpExt: ListenOverflows` of /proc/net/netstat: SYNs dropped because an accept queue was full
+/// (the listen backlog is too small for the connect rate). System-wide; this machine's loopback.
+pub fn listen_overflows() -> u64 {
+    std::fs::read_to_string("/proc/net/netstat").ok().and_then(|s| netstat_field(&s, "TcpExt", "ListenOverflows")).unwrap_or(0)
+}
+
+/// A counter of /proc/net/netstat: a header line `Group: names…` followed by `Group: values…`.
+pub fn netstat_field(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// The 1-minute load average (other work on the machine skews every figure).
 pub fn loadavg() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -270,6 +286,14 @@ mod tests {
         proc_cpu_us(pid).unwrap();
         proc_runq_wait_ns(pid);
         assert!(loadavg() >= 0.0);
+    }
+
+    #[test]
+    fn netstat_counters() {
+        let t = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 610 612\nIpExt: A\nIpExt: 1\n";
+        assert_eq!(netstat_field(t, "TcpExt", "ListenOverflows"), Some(610));
+        assert_eq!(netstat_field(t, "IpExt", "A"), Some(1));
+        assert_eq!(netstat_field(t, "TcpExt", "Nope"), None);
     }
 
     #[test]
