@@ -87,7 +87,8 @@ mkdir -p bench-results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=bench-results/$stamp.jsonl
 meta=bench-results/$stamp.meta.json
-command="npm run bench$([ $quick = 1 ] && echo ' -- --quick')"
+command="npm run bench" mode=full
+if [ $quick = 1 ]; then command="npm run bench -- --quick" mode=quick; fi
 
 node -e '
   const [cmd, mode, reps, stamp] = process.argv.slice(1)
