@@ -6,8 +6,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use memchr::memmem::Finder;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -219,10 +221,12 @@ struct Fan {
     stopped: Cell<bool>,
 }
 
+static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"_seq\":"));
+static TS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"_ts\":"));
+
 impl Fan {
     fn deliver(&self, json: &[u8], allowed: bool) {
-        let (Some(seq), Some(ts)) = (wire::u64_field(json, b"\"_seq\":"), wire::u64_field(json, b"\"_ts\":"))
-        else {
+        let (Some(seq), Some(ts)) = (wire::u64_after(json, &SEQ), wire::u64_after(json, &TS)) else {
             if !wire::is_type(json, b"joined") && !wire::is_type(json, b"welcome") {
                 self.malformed.set(self.malformed.get() + 1);
             }

@@ -57,9 +57,10 @@ pub fn response_head(buf: &[u8]) -> Result<Head, String> {
     Ok(Head::Done { status, len: end + 4 })
 }
 
-/// The unsigned integer after `"key":` (key given with its quotes and colon, e.g. `"_seq":`).
-pub fn u64_field(buf: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memmem::find(buf, key)? + key.len();
+/// The unsigned integer after the key `"name":` that `key` searches for (a prebuilt searcher:
+/// the per-delivery path builds none).
+pub fn u64_after(buf: &[u8], key: &memmem::Finder<'_>) -> Option<u64> {
+    let at = key.find(buf)? + key.needle().len();
     let digits = &buf[at..];
     let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
     if n == 0 || n > 19 {
@@ -150,6 +151,10 @@ mod tests {
         );
         assert!(response_head(b"SSH-2.0\r\n\r\n").is_err());
         assert!(response_head(&vec![b'a'; 17 * 1024]).is_err());
+    }
+
+    fn u64_field(buf: &[u8], key: &[u8]) -> Option<u64> {
+        u64_after(buf, &memmem::Finder::new(key))
     }
 
     #[test]
