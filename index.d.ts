@@ -40,6 +40,8 @@ export declare class NativeServer {
   stats(): Record<string, any>
   /** Members of `room` on this instance. */
   roomMembers(room: string): Array<MemberInfo>
+  /** Members of `room` on every instance (through Redis when configured). */
+  roomMembersEverywhere(room: string): Promise<MemberInfo[]>
   /** Closes every socket of a user (default code 4001); returns how many. */
   disconnectUser(userId: string, collection?: string | undefined | null, code?: number | undefined | null): number
   /** Closes every socket of a session id (default code 4001); returns how many. */
@@ -102,12 +104,23 @@ export interface NativeOptions {
   workerThreads?: number
   instanceId?: string
   echo?: boolean
+  redis?: RedisOptions
+  reusePort?: boolean
 }
 
 /** Rate limit per socket. */
 export interface RateLimitOptions {
   messages: number
   windowMs: number
+}
+
+/** Redis backplane options. */
+export interface RedisOptions {
+  /** `redis://…`, `rediss://…`, or `redis-cluster://host:port` (sharded pub/sub). */
+  url: string
+  prefix?: string
+  presenceTtlMs?: number
+  publishQueue?: number
 }
 
 /** A socket as JS sees it. */

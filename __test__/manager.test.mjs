@@ -139,7 +139,7 @@ test('middleware may annotate or reject; authorize is batched per event', async 
   await clients[0].expectNothing(150)
   assert.deepEqual(calls, [{ users: calls[0].users, collection: 'secret' }])
   assert.deepEqual([...calls[0].users].sort(), [1, 2])
-  assert.equal(m.getRoomMembers('user:users:2').length, 2)
+  assert.equal((await m.getRoomMembers('user:users:2')).length, 2)
   assert.equal(m.disconnectUser(2), 2)
   assert.equal(await clients[1].expectClose(), 4001)
   clients[0].close()

@@ -1,14 +1,17 @@
 # Shared steps of scripts/*.sh: install what is missing, build what is stale.
 step() { printf '\n=== %s ===\n' "$*"; }
 
-# npm ci only when package-lock.json changed since the last install (or never ran).
+# Install only when package-lock.json changed since the last install (or never ran).
+# `npm install` rather than `npm ci`: npm 11 leaves the optional per-platform packages of
+# @napi-rs/cli's lzma dependency out of the lock, which `npm ci` then rejects; with a lock
+# present `npm install` installs exactly the locked versions.
 ensure_node_modules() {
   local stamp=node_modules/.lock-stamp
   local want
   want=$(sha256sum package-lock.json | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    step "npm ci"
-    npm ci --no-audit --no-fund
+    step "npm install (locked versions)"
+    npm install --no-audit --no-fund
     echo "$want" >"$stamp"
   fi
 }

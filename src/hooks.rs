@@ -21,25 +21,30 @@ pub(crate) type Tsfn<A, R> = ThreadsafeFunction<A, Promise<R>, A, Status, false,
 pub(crate) type Notify<A> = ThreadsafeFunction<A, (), A, Status, false, true, QUEUE>;
 
 type Slot<T> = RwLock<Option<Arc<T>>>;
+/// Two or three string arguments, spread into the JS call.
+pub(crate) type Args2 = FnArgs<(String, String)>;
+pub(crate) type Args3 = FnArgs<(String, String, String)>;
+/// A socket id and the bytes of a binary message.
+pub(crate) type BinaryArgs = FnArgs<(String, Buffer)>;
 
 /// The JS functions currently installed.
 #[derive(Default)]
 pub(crate) struct JsHooks {
     /// (socketId, type, message JSON) → "R<reply JSON>" | "E<code>\n<message>".
-    pub message: Slot<Tsfn<FnArgs<(String, String, String)>, String>>,
+    pub message: Slot<Tsfn<Args3, String>>,
     pub handler_types: RwLock<HashSet<String>>,
     /// (socketId, data) → same outcome encoding.
-    pub binary: Slot<Tsfn<FnArgs<(String, Buffer)>, String>>,
+    pub binary: Slot<Tsfn<BinaryArgs, String>>,
     /// (upgrade info JSON) → allow?
     pub verify: Slot<Tsfn<String, bool>>,
     /// (upgrade info JSON with `credential`) → claims JSON, or "" to refuse.
     pub resolve: Slot<Tsfn<String, String>>,
     /// (socketId, upgrade info JSON) → keep the socket?
-    pub open: Slot<Tsfn<FnArgs<(String, String)>, bool>>,
+    pub open: Slot<Tsfn<Args2, bool>>,
     /// (user claims JSON or "null", room) → may join?
-    pub can_join: Slot<Tsfn<FnArgs<(String, String)>, bool>>,
+    pub can_join: Slot<Tsfn<Args2, bool>>,
     /// (collection, users JSON array, event JSON) → one verdict per user.
-    pub authorize: Slot<Tsfn<FnArgs<(String, String, String)>, Vec<bool>>>,
+    pub authorize: Slot<Tsfn<Args3, Vec<bool>>>,
     pub authorize_collections: RwLock<HashSet<String>>,
     /// (socketId) after a socket closed.
     pub close: Slot<Notify<String>>,

@@ -3,13 +3,23 @@
 use std::time::Duration;
 
 use napi_derive::napi;
-use realtime_core::{RateLimit, ServerConfig};
+use realtime_core::{RateLimit, RedisConfig, ServerConfig};
 
 /// Rate limit per socket.
 #[napi(object)]
 pub struct RateLimitOptions {
     pub messages: u32,
     pub window_ms: u32,
+}
+
+/// Redis backplane options.
+#[napi(object)]
+pub struct RedisOptions {
+    /// `redis://…`, `rediss://…`, or `redis-cluster://host:port` (sharded pub/sub).
+    pub url: String,
+    pub prefix: Option<String>,
+    pub presence_ttl_ms: Option<u32>,
+    pub publish_queue: Option<u32>,
 }
 
 /// Options of the native server; every field optional, defaults as documented in the core.
@@ -41,6 +51,9 @@ pub struct NativeOptions {
     pub worker_threads: Option<u32>,
     pub instance_id: Option<String>,
     pub echo: Option<bool>,
+    pub redis: Option<RedisOptions>,
+    pub reuse_port: Option<bool>,
+    pub presence_events: Option<Vec<String>>,
 }
 
 fn ms(v: u32) -> Duration {
@@ -83,6 +96,17 @@ impl From<NativeOptions> for ServerConfig {
             close_timeout: d.close_timeout,
             instance_id: o.instance_id.or(d.instance_id),
             echo: o.echo.unwrap_or(d.echo),
+            redis: o.redis.map(|r| {
+                let base = RedisConfig::new(r.url);
+                RedisConfig {
+                    prefix: r.prefix.unwrap_or(base.prefix.clone()),
+                    presence_ttl: r.presence_ttl_ms.map_or(base.presence_ttl, ms),
+                    publish_queue: r.publish_queue.map_or(base.publish_queue, |n| n as usize),
+                    ..base
+                }
+            }),
+            reuse_port: o.reuse_port.unwrap_or(d.reuse_port),
+            presence_events: o.presence_events.unwrap_or(d.presence_events),
         }
     }
 }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Either, FnArgs, Function, Object, Promise};
+use napi::bindgen_prelude::{Buffer, Either, Function, Object, Promise};
 use napi::Env;
 use napi_derive::napi;
 use realtime_core::{Event, Message, Operation, Server, ServerConfig, ServerHandle};
 
-use crate::hooks::{JsHooks, Notify, Tsfn, QUEUE};
+use crate::hooks::{Args2, Args3, BinaryArgs, JsHooks, Notify, Tsfn, QUEUE};
 use crate::{js_error, throw};
 use crate::options::NativeOptions;
 
@@ -41,6 +41,10 @@ pub struct MemberInfo {
     pub user_id: Option<String>,
     pub user_collection: Option<String>,
     pub instance: String,
+}
+
+fn member_info(m: realtime_core::Member) -> MemberInfo {
+    MemberInfo { socket_id: m.socket_id, user_id: m.user_id, user_collection: m.user_collection, instance: m.instance }
 }
 
 /// A running realtime server (Rust core on its own tokio runtime).
@@ -169,11 +173,15 @@ impl NativeServer {
     /// Members of `room` on this instance.
     #[napi]
     pub fn room_members(&self, room: String) -> Vec<MemberInfo> {
-        self.handle
-            .room_members(&room)
-            .into_iter()
-            .map(|m| MemberInfo { socket_id: m.socket_id, user_id: m.user_id, user_collection: m.user_collection, instance: m.instance })
-            .collect()
+        self.handle.room_members(&room).into_iter().map(member_info).collect()
+    }
+
+    /// Members of `room` on every instance (through Redis when configured).
+    #[napi(ts_return_type = "Promise<MemberInfo[]>")]
+    pub fn room_members_everywhere<'env>(&self, env: &'env Env, room: String) -> Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred::<Vec<MemberInfo>, _>()?;
+        self.handle.room_members_with(&room, move |members| deferred.resolve(move |_| Ok(members.into_iter().map(member_info).collect())));
+        Ok(promise)
     }
 
     /// Closes every socket of a user (default code 4001); returns how many.
@@ -190,7 +198,7 @@ impl NativeServer {
 
     /// Installs the custom-message hook and the types it handles (others get `unknown_type`).
     #[napi]
-    pub fn set_message_handler(&self, types: Vec<String>, #[napi(ts_arg_type = "((socketId: string, type: string, message: string) => Promise<string>) | null | undefined")] handler: Option<Function<FnArgs<(String, String, String)>, Promise<String>>>) -> Result<()> {
+    pub fn set_message_handler(&self, types: Vec<String>, #[napi(ts_arg_type = "((socketId: string, type: string, message: string) => Promise<string>) | null | undefined")] handler: Option<Function<Args3, Promise<String>>>) -> Result<()> {
         *self.hooks.message.write() = handler.map(tsfn).transpose()?;
         *self.hooks.handler_types.write() = types.into_iter().collect();
         Ok(())
@@ -198,7 +206,7 @@ impl NativeServer {
 
     /// Installs the binary-message hook.
     #[napi]
-    pub fn set_binary_handler(&self, #[napi(ts_arg_type = "((socketId: string, data: Buffer) => Promise<string>) | null | undefined")] handler: Option<Function<FnArgs<(String, Buffer)>, Promise<String>>>) -> Result<()> {
+    pub fn set_binary_handler(&self, #[napi(ts_arg_type = "((socketId: string, data: Buffer) => Promise<string>) | null | undefined")] handler: Option<Function<BinaryArgs, Promise<String>>>) -> Result<()> {
         *self.hooks.binary.write() = handler.map(tsfn).transpose()?;
         Ok(())
     }
@@ -219,21 +227,21 @@ impl NativeServer {
 
     /// Installs the per-connection hook (middleware).
     #[napi]
-    pub fn set_open_handler(&self, #[napi(ts_arg_type = "((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<FnArgs<(String, String)>, Promise<bool>>>) -> Result<()> {
+    pub fn set_open_handler(&self, #[napi(ts_arg_type = "((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<Args2, Promise<bool>>>) -> Result<()> {
         *self.hooks.open.write() = handler.map(tsfn).transpose()?;
         Ok(())
     }
 
     /// Installs the `join-room` policy callback.
     #[napi]
-    pub fn set_room_policy(&self, #[napi(ts_arg_type = "((userJson: string, room: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<FnArgs<(String, String)>, Promise<bool>>>) -> Result<()> {
+    pub fn set_room_policy(&self, #[napi(ts_arg_type = "((userJson: string, room: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<Args2, Promise<bool>>>) -> Result<()> {
         *self.hooks.can_join.write() = handler.map(tsfn).transpose()?;
         Ok(())
     }
 
     /// Installs the batched authorize hook and the collections that use it.
     #[napi]
-    pub fn set_authorize(&self, collections: Vec<String>, #[napi(ts_arg_type = "((collection: string, usersJson: string, eventJson: string) => Promise<boolean[]>) | null | undefined")] handler: Option<Function<FnArgs<(String, String, String)>, Promise<Vec<bool>>>>) -> Result<()> {
+    pub fn set_authorize(&self, collections: Vec<String>, #[napi(ts_arg_type = "((collection: string, usersJson: string, eventJson: string) => Promise<boolean[]>) | null | undefined")] handler: Option<Function<Args3, Promise<Vec<bool>>>>) -> Result<()> {
         *self.hooks.authorize.write() = handler.map(tsfn).transpose()?;
         *self.hooks.authorize_collections.write() = collections.into_iter().collect();
         Ok(())

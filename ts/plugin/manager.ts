@@ -66,6 +66,21 @@ export interface ServerOptions {
   workerThreads?: number
   /** Prefix of socket ids. [random] */
   instanceId?: string
+  /** Run several instances behind Redis or Valkey. [none: one process] */
+  redis?: {
+    /** `redis://host:port`, `rediss://…`, or `redis-cluster://host:port` (sharded pub/sub). */
+    url: string
+    /** Prefix of channels and keys, so apps can share one Redis. ['prt'] */
+    prefix?: string
+    /** A dead instance leaves presence within this long. [15000] */
+    presenceTtlMs?: number
+    /** Messages waiting to be published before they are dropped (counted). [65536] */
+    publishQueue?: number
+  }
+  /** SO_REUSEPORT: several processes on one host serve one port. [false] */
+  reusePort?: boolean
+  /** Rooms (`*` globs, full names like `room:chat:*`) whose members get `presence` joined/left events. [none] */
+  presenceEvents?: string[]
 }
 
 /** Upgrade request as seen by `verifyClient` and middleware. */
@@ -87,6 +102,14 @@ export interface RealtimeEvent {
   collection: string
   id: string | number
   doc: any
+}
+
+/** A member of a room, on this or another instance. */
+export interface RoomMember {
+  socketId: string
+  userId: string | null
+  collection: string | null
+  instance: string
 }
 
 /** Arguments of `emitEvent`. */
@@ -119,7 +142,6 @@ function globMatch(pattern: string, text: string): boolean {
 export class SocketHandle {
   /** App-owned state, kept for the socket's life. */
   data: Record<string, unknown> = {}
-  readonly user: UserClaims | null
   readonly url: string
   readonly remoteAddress: string
 
@@ -128,9 +150,14 @@ export class SocketHandle {
     readonly id: string,
   ) {
     const info = server.socketInfo(id)
-    this.user = info?.user ? (JSON.parse(info.user) as UserClaims) : null
     this.url = info?.url ?? ''
     this.remoteAddress = info?.remoteAddress ?? ''
+  }
+
+  /** The user now (a `{"type":"auth"}` refresh may have renewed the claims); null if anonymous. */
+  get user(): UserClaims | null {
+    const json = this.server.socketInfo(this.id)?.user
+    return json ? (JSON.parse(json) as UserClaims) : null
   }
 
   /** Rooms the socket is in now. */
@@ -313,8 +340,15 @@ export class UWebSocketManager {
     return this.server.stats()
   }
 
-  getRoomMembers(room: string): { socketId: string; userId: string | null; instance: string }[] {
-    return this.server.roomMembers(room).map((m) => ({ socketId: m.socketId, userId: m.userId ?? null, instance: m.instance }))
+  /** Members of a room on this instance (synchronous). */
+  getLocalRoomMembers(room: string): RoomMember[] {
+    return this.server.roomMembers(room).map((m) => ({ socketId: m.socketId, userId: m.userId ?? null, collection: m.userCollection ?? null, instance: m.instance }))
+  }
+
+  /** Members of a room on every instance (through Redis when configured). */
+  async getRoomMembers(room: string): Promise<RoomMember[]> {
+    const members = await this.server.roomMembersEverywhere(room)
+    return members.map((m) => ({ socketId: m.socketId, userId: m.userId ?? null, collection: m.userCollection ?? null, instance: m.instance }))
   }
 
   /** Closes every socket of a user (code 4001 by default); returns how many. */

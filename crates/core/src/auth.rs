@@ -169,30 +169,24 @@ impl JwtVerifier {
     }
 }
 
-/// Finds the credential, in order: `Authorization: JWT …`, `Authorization: Bearer …`,
-/// the auth cookie, the `token` query parameter. Any other `Authorization` value (an API key)
-/// is returned as-is for the app's resolver.
-pub fn find_credential(headers: &HeaderMap, query: Option<&str>, cookie_name: &str) -> Option<Credential> {
+/// Every credential of the request, in order of precedence: `Authorization: JWT …`,
+/// `Authorization: Bearer …` (or another `Authorization` value, for the app's resolver), the
+/// auth cookie, the `token` query parameter. At most one of each kind.
+pub fn find_credentials(headers: &HeaderMap, query: Option<&str>, cookie_name: &str) -> Vec<Credential> {
+    let mut found = Vec::with_capacity(3);
     let auth: Vec<&str> = headers.get_all(AUTHORIZATION).iter().filter_map(|v| v.to_str().ok()).map(str::trim).collect();
-    for (scheme, source) in [("JWT", TokenSource::AuthorizationJwt), ("Bearer", TokenSource::AuthorizationBearer)] {
-        if let Some(t) = auth.iter().find_map(|v| strip_scheme(v, scheme)) {
-            return Some(Credential { token: t.to_string(), source });
-        }
-    }
-    if let Some(v) = auth.iter().find(|v| !v.is_empty()) {
-        return Some(Credential { token: v.to_string(), source: TokenSource::AuthorizationOther });
-    }
-    for value in headers.get_all(COOKIE) {
-        let Ok(v) = value.to_str() else { continue };
-        for pair in v.split(';') {
-            if let Some((k, val)) = pair.trim().split_once('=') {
-                if k == cookie_name && !val.is_empty() {
-                    return Some(Credential { token: val.to_string(), source: TokenSource::Cookie });
-                }
-            }
-        }
-    }
-    query.and_then(|q| query_param(q, "token")).map(|token| Credential { token, source: TokenSource::Query })
+    let from_header = [("JWT", TokenSource::AuthorizationJwt), ("Bearer", TokenSource::AuthorizationBearer)]
+        .into_iter()
+        .find_map(|(scheme, source)| auth.iter().find_map(|v| strip_scheme(v, scheme)).map(|t| Credential { token: t.to_string(), source }))
+        .or_else(|| auth.iter().find(|v| !v.is_empty()).map(|v| Credential { token: v.to_string(), source: TokenSource::AuthorizationOther }));
+    found.extend(from_header);
+    let cookie = headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, val) = pair.trim().split_once('=')?;
+        (k == cookie_name && !val.is_empty()).then(|| Credential { token: val.to_string(), source: TokenSource::Cookie })
+    });
+    found.extend(cookie);
+    found.extend(query.and_then(|q| query_param(q, "token")).map(|token| Credential { token, source: TokenSource::Query }));
+    found
 }
 
 fn strip_scheme<'a>(v: &'a str, scheme: &str) -> Option<&'a str> {
@@ -240,6 +234,10 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;
+
+    fn find_credential(headers: &HeaderMap, query: Option<&str>, cookie_name: &str) -> Option<Credential> {
+        find_credentials(headers, query, cookie_name).into_iter().next()
+    }
 
     #[test]
     fn credential_order() {

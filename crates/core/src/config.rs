@@ -16,6 +16,27 @@ pub struct RateLimit {
     pub window: Duration,
 }
 
+/// Where and how to reach Redis (or Valkey) for running several instances.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`, `rediss://…`, or `redis-cluster://host:port` for a cluster
+    /// (room channels then use sharded pub/sub).
+    pub url: String,
+    /// Prefix of every channel and key, so several apps can share one Redis. Default: `prt`.
+    pub prefix: String,
+    /// A dead instance leaves presence within this long. Default: 15 s.
+    pub presence_ttl: Duration,
+    /// Messages waiting to be published; past it they are dropped and counted. Default: 65,536.
+    pub publish_queue: usize,
+}
+
+impl RedisConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), prefix: "prt".into(), presence_ttl: Duration::from_secs(15), publish_queue: 65_536 }
+    }
+}
+
 /// Everything `Server::start` needs. Build with `ServerConfig::default()` and set fields.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -73,6 +94,13 @@ pub struct ServerConfig {
     /// Echo every data message back instead of speaking the protocol (Autobahn, benchmarks).
     /// Default: false.
     pub echo: bool,
+    /// Run several instances behind Redis. Default: none (one process).
+    pub redis: Option<RedisConfig>,
+    /// Set SO_REUSEPORT so several processes on one host can serve one port. Default: false.
+    pub reuse_port: bool,
+    /// Rooms (globs, `*` wildcard) whose members are told of joins and leaves with
+    /// `{"type":"presence","room":…,"joined"|"left":{"socketId","userId"}}`. Default: none.
+    pub presence_events: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +130,9 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(2),
             instance_id: None,
             echo: false,
+            redis: None,
+            reuse_port: false,
+            presence_events: Vec::new(),
         }
     }
 }
@@ -185,8 +216,10 @@ impl ServerConfig {
                 return bad("rateLimit needs messages > 0 and windowMs > 0");
             }
         }
-        if self.require_auth && self.jwt_key.is_none() {
-            // An app credential resolver may still admit sockets; nothing to refuse here.
+        if let Some(r) = &self.redis {
+            if r.prefix.is_empty() || r.presence_ttl < Duration::from_secs(1) {
+                return bad("redis.prefix must be non-empty and presenceTtl at least 1 s");
+            }
         }
         if let Some(path) = &self.path {
             if !path.starts_with('/') {

@@ -142,7 +142,7 @@ impl SocketRef {
     }
     /// Sends to everyone in `room` but this socket.
     pub fn broadcast(&self, room: &str, frame: Bytes) {
-        self.hub.broadcast(room, frame, Some(self.conn.key));
+        self.hub.broadcast_everywhere(room, frame, Some(&self.conn.id));
     }
     /// Closes with `code` and `reason` after queued frames are written.
     pub fn close(&self, code: u16, reason: &str) {
@@ -408,7 +408,8 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
             return true;
         }
     };
-    let req_id = env.id.map(|r| r.get());
+    // In join-doc/leave-doc "id" names the doc, not a request to answer.
+    let req_id = env.id.filter(|_| !matches!(env.kind.as_ref(), "join-doc" | "leave-doc")).map(|r| r.get());
     let request = match env.request() {
         Ok(r) => r,
         Err(r) => {

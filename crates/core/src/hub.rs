@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use crate::auth::{JwtVerifier, UserClaims};
+use crate::backplane::{Backplane, Local, Remote};
 use crate::config::{OriginRule, ServerConfig};
 use crate::connection::{Conn, SocketRef};
 use crate::hooks::{AppHooks, EventInfo};
@@ -62,9 +63,13 @@ pub struct Member {
 }
 
 pub(crate) enum Command {
-    Broadcast { room: String, frame: Bytes, except: Option<u64> },
-    Send { key: u64, frame: Bytes },
+    Broadcast { room: String, frame: Bytes, except: Option<String> },
+    Send { socket_id: String, frame: Bytes },
     Emit(Event),
+    /// Answers once every command queued before it has run.
+    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Something another instance published.
+    Remote(Remote),
 }
 
 pub(crate) struct Hub {
@@ -82,6 +87,8 @@ pub(crate) struct Hub {
     conns: RwLock<HashMap<u64, Arc<Conn>>>,
     next_key: AtomicU64,
     dispatch: mpsc::UnboundedSender<Command>,
+    /// Set once at start when instances share a backplane; `Local` otherwise.
+    backplane: OnceLock<Arc<dyn Backplane>>,
 }
 
 impl Hub {
@@ -102,8 +109,59 @@ impl Hub {
             conns: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             dispatch: tx,
+            backplane: OnceLock::new(),
         });
         (hub, rx)
+    }
+
+    pub(crate) fn set_backplane(&self, bp: Arc<dyn Backplane>) {
+        let _ = self.backplane.set(bp);
+    }
+
+    pub(crate) fn backplane(&self) -> &dyn Backplane {
+        self.backplane.get().map_or(&Local as &dyn Backplane, |b| b.as_ref())
+    }
+
+    /// Whether other instances may exist (a backplane other than `Local`).
+    pub(crate) fn distributed(&self) -> bool {
+        self.backplane.get().is_some()
+    }
+
+    fn member_of(&self, conn: &Conn) -> Member {
+        let u = conn.user();
+        Member {
+            socket_id: conn.id.to_string(),
+            user_id: u.as_ref().map(|u| u.id.clone()),
+            user_collection: u.as_ref().map(|u| u.collection.clone()),
+            instance: self.instance.clone(),
+        }
+    }
+
+    /// Bookkeeping after a socket entered (`on`) or left a room: presence events, backplane
+    /// interest, cluster-wide presence.
+    fn room_changed(&self, conn: &Conn, room: &str, on: bool, room_created_or_removed: bool) {
+        if !self.config.presence_events.is_empty() && self.config.presence_events.iter().any(|p| crate::config::glob_match(p, room)) {
+            let user = conn.user().map_or_else(|| "null".to_string(), |u| u.id_json.clone());
+            let what = if on { "joined" } else { "left" };
+            let json = format!(
+                "{{\"type\":\"presence\",\"room\":{},\"{what}\":{{\"socketId\":{},\"userId\":{user}}}}}",
+                protocol::json_str(room),
+                protocol::json_str(&conn.id)
+            );
+            self.broadcast_everywhere(room, crate::frame::text(json.as_bytes()), Some(&conn.id));
+        }
+        if !self.distributed() {
+            return;
+        }
+        if room_created_or_removed {
+            self.backplane().interest(room, on);
+        }
+        self.backplane().presence(room, &self.member_of(conn), on);
+    }
+
+    /// The instance part of a socket id (`<instance>-<n>`).
+    pub(crate) fn instance_of(id: &str) -> Option<&str> {
+        id.rsplit_once('-').map(|(i, _)| i)
     }
 
     /// Milliseconds since the hub started (cheap monotonic clock for per-frame stamps).
@@ -141,7 +199,8 @@ impl Hub {
         conn.out.close(None, false);
         let rooms: Vec<Arc<str>> = conn.rooms.lock().drain().collect();
         for r in &rooms {
-            self.rooms.remove(r, conn.key);
+            let removed = self.rooms.remove(r, conn.key);
+            self.room_changed(conn, r, false, removed);
         }
         if self.conns.write().remove(&conn.key).is_some() {
             self.stats.connections.fetch_sub(1, Relaxed);
@@ -195,7 +254,9 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(room);
         mine.insert(name.clone());
-        self.rooms.insert(&name, conn);
+        let created = self.rooms.insert(&name, conn);
+        drop(mine);
+        self.room_changed(conn, room, true, created);
         Ok(true)
     }
 
@@ -204,7 +265,9 @@ impl Hub {
         if !mine.remove(room) {
             return false;
         }
-        self.rooms.remove(room, conn.key);
+        let removed = self.rooms.remove(room, conn.key);
+        drop(mine);
+        self.room_changed(conn, room, false, removed);
         true
     }
 
@@ -221,6 +284,48 @@ impl Hub {
         n
     }
 
+    /// Local delivery plus one publish to the other instances.
+    pub(crate) fn broadcast_everywhere(&self, room: &str, frame: Bytes, except: Option<&str>) {
+        let except_key = except.and_then(|id| self.key_of(id));
+        if self.distributed() {
+            let msg = Remote::Room { room: room.to_string(), except: except.map(str::to_string), frame: frame.clone() };
+            self.backplane().publish_room(room, &self.instance, &msg);
+        }
+        self.broadcast(room, frame, except_key);
+    }
+
+    /// To a socket here, or through the backplane to the instance that holds it.
+    fn send_anywhere(&self, socket_id: &str, frame: Bytes) {
+        if let Some(c) = self.conn(socket_id) {
+            if self.deliver(&c, frame) {
+                self.stats.deliveries.fetch_add(1, Relaxed);
+            }
+        } else if self.distributed() {
+            if let Some(instance) = Self::instance_of(socket_id).filter(|i| *i != self.instance) {
+                let msg = Remote::Socket { socket_id: socket_id.to_string(), frame };
+                self.backplane().publish_instance(instance, &self.instance, &msg);
+            }
+        }
+    }
+
+    /// Closes matching sockets here and asks every other instance to do the same.
+    pub(crate) fn disconnect_everywhere(&self, msg: Remote) -> usize {
+        if self.distributed() {
+            self.backplane().publish_all(&self.instance, &msg);
+        }
+        self.disconnect_local(&msg)
+    }
+
+    fn disconnect_local(&self, msg: &Remote) -> usize {
+        match msg {
+            Remote::DisconnectUser { id, collection, code } => {
+                self.close_where(*code, "disconnected", |u| &u.id == id && collection.as_deref().is_none_or(|c| c == u.collection))
+            }
+            Remote::DisconnectSession { sid, code } => self.close_where(*code, "session ended", |u| u.sid.as_deref() == Some(sid.as_str())),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn command(&self, cmd: Command) -> bool {
         self.dispatch.send(cmd).is_ok()
     }
@@ -229,17 +334,14 @@ impl Hub {
     pub(crate) async fn run_command(self: &Arc<Self>, cmd: Command) {
         match cmd {
             Command::Broadcast { room, frame, except } => {
-                self.broadcast(&room, frame, except);
+                self.broadcast_everywhere(&room, frame, except.as_deref());
             }
-            Command::Send { key, frame } => {
-                let conn = self.conns.read().get(&key).cloned();
-                if let Some(c) = conn {
-                    if self.deliver(&c, frame) {
-                        self.stats.deliveries.fetch_add(1, Relaxed);
-                    }
-                }
-            }
+            Command::Send { socket_id, frame } => self.send_anywhere(&socket_id, frame),
             Command::Emit(ev) => self.emit(ev).await,
+            Command::Flush(done) => {
+                let _ = done.send(());
+            }
+            Command::Remote(msg) => self.on_remote(msg).await,
         }
     }
 
@@ -247,34 +349,69 @@ impl Hub {
         self.stats.events_emitted.fetch_add(1, Relaxed);
         let id = ev.id_text();
         let frame = protocol::event_frame(ev.operation, &ev.collection, &ev.id_json, &ev.doc_json);
-        let mut rooms = Vec::with_capacity(2 + ev.extra_rooms.len());
-        for name in [format!("collection:{}", ev.collection), format!("doc:{}:{id}", ev.collection)].into_iter().chain(ev.extra_rooms.iter().cloned()) {
-            if let Some(r) = self.rooms.get(&name) {
-                rooms.push(r);
+        let mut names = Vec::with_capacity(2 + ev.extra_rooms.len());
+        names.push(format!("collection:{}", ev.collection));
+        names.push(format!("doc:{}:{id}", ev.collection));
+        names.extend(ev.extra_rooms.iter().filter(|r| protocol::valid_room(r)).cloned());
+        if self.distributed() {
+            for (i, room) in names.iter().enumerate().take(255) {
+                let msg = Remote::Event {
+                    operation: ev.operation,
+                    collection: ev.collection.clone(),
+                    id_json: ev.id_json.clone(),
+                    rooms: names.clone(),
+                    index: i as u8,
+                    frame: frame.clone(),
+                };
+                self.backplane().publish_room(room, &self.instance, &msg);
             }
         }
-        let authorizes = self.hooks.authorizes(&ev.collection);
-        if rooms.len() == 1 && !authorizes {
-            let mut n = 0u64;
-            rooms[0].for_each(|c| n += u64::from(self.deliver(c, frame.clone())));
-            self.stats.deliveries.fetch_add(n, Relaxed);
-            return;
-        }
-        // A socket in several of the event's rooms gets the event once.
+        let info = EventInfo {
+            collection: Arc::from(ev.collection.as_str()),
+            operation: ev.operation,
+            id_json: Arc::from(ev.id_json.as_str()),
+            json: crate::frame::payload_of(&frame),
+        };
+        self.deliver_event(&info, &names, None, frame).await;
+    }
+
+    /// Delivers an event frame to the members of `rooms` (each socket once), or, for a copy
+    /// from another instance, to the members of `rooms[i]` that are in none of `rooms[..i]`
+    /// (those get the copy published on that earlier room).
+    async fn deliver_event(&self, info: &EventInfo, rooms: &[String], only: Option<usize>, frame: Bytes) {
+        let authorizes = self.hooks.authorizes(&info.collection);
         let mut recipients: HashMap<u64, Arc<Conn>> = HashMap::new();
-        for r in &rooms {
-            r.for_each(|c| {
-                recipients.entry(c.key).or_insert_with(|| c.clone());
-            });
+        match only {
+            Some(i) => {
+                let Some(r) = self.rooms.get(&rooms[i]) else { return };
+                let earlier = &rooms[..i];
+                r.for_each(|c| {
+                    let mine = c.rooms.lock();
+                    if !earlier.iter().any(|e| mine.contains(e.as_str())) {
+                        recipients.insert(c.key, c.clone());
+                    }
+                });
+            }
+            None => {
+                let present: Vec<_> = rooms.iter().filter_map(|r| self.rooms.get(r)).collect();
+                if present.len() == 1 && !authorizes {
+                    let mut n = 0u64;
+                    present[0].for_each(|c| n += u64::from(self.deliver(c, frame.clone())));
+                    self.stats.deliveries.fetch_add(n, Relaxed);
+                    return;
+                }
+                for r in &present {
+                    r.for_each(|c| {
+                        recipients.entry(c.key).or_insert_with(|| c.clone());
+                    });
+                }
+            }
         }
         if recipients.is_empty() {
             return;
         }
-        let allowed: Vec<Arc<Conn>> = if authorizes {
-            self.authorized(&ev, &frame, recipients.into_values().collect()).await
-        } else {
-            recipients.into_values().collect()
-        };
+        let allowed: Vec<Arc<Conn>> =
+            if authorizes { self.authorized(info, recipients.into_values().collect()).await } else { recipients.into_values().collect() };
         let mut n = 0u64;
         for c in &allowed {
             n += u64::from(self.deliver(c, frame.clone()));
@@ -282,8 +419,36 @@ impl Hub {
         self.stats.deliveries.fetch_add(n, Relaxed);
     }
 
+    /// Delivers what another instance published; nothing is published again.
+    async fn on_remote(&self, msg: Remote) {
+        match msg {
+            Remote::Room { room, except, frame } => {
+                self.broadcast(&room, frame, except.and_then(|id| self.key_of(&id)));
+            }
+            Remote::Event { operation, collection, id_json, rooms, index, frame } => {
+                let info = EventInfo {
+                    collection: Arc::from(collection.as_str()),
+                    operation,
+                    id_json: Arc::from(id_json.as_str()),
+                    json: crate::frame::payload_of(&frame),
+                };
+                self.deliver_event(&info, &rooms, Some(usize::from(index)), frame).await;
+            }
+            Remote::Socket { socket_id, frame } => {
+                if let Some(c) = self.conn(&socket_id) {
+                    if self.deliver(&c, frame) {
+                        self.stats.deliveries.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            other => {
+                self.disconnect_local(&other);
+            }
+        }
+    }
+
     /// Asks the app once about the distinct users among `recipients`; fails closed.
-    async fn authorized(&self, ev: &Event, frame: &Bytes, recipients: Vec<Arc<Conn>>) -> Vec<Arc<Conn>> {
+    async fn authorized(&self, info: &EventInfo, recipients: Vec<Arc<Conn>>) -> Vec<Arc<Conn>> {
         let mut index: HashMap<Option<(String, String)>, usize> = HashMap::new();
         let mut users: Vec<Option<Arc<UserClaims>>> = Vec::new();
         let mut slot_of = Vec::with_capacity(recipients.len());
@@ -296,14 +461,8 @@ impl Hub {
             });
             slot_of.push(i);
         }
-        let info = EventInfo {
-            collection: Arc::from(ev.collection.as_str()),
-            operation: ev.operation,
-            id_json: Arc::from(ev.id_json.as_str()),
-            json: crate::frame::payload_of(frame),
-        };
         let n_users = users.len();
-        let verdicts = match tokio::time::timeout(self.config.hook_timeout, self.hooks.authorize(&info, users)).await {
+        let verdicts = match tokio::time::timeout(self.config.hook_timeout, self.hooks.authorize(info, users)).await {
             Ok(v) if v.len() == n_users => v,
             Ok(_) => {
                 self.stats.handler_errors.fetch_add(1, Relaxed);
@@ -333,23 +492,13 @@ impl Hub {
         s.room_members = members;
         s.largest_room = largest;
         s.uptime_ms = self.now_ms();
+        s.backplane = self.backplane().stats();
         s
     }
 
     pub(crate) fn members(&self, room: &str) -> Vec<Member> {
         let Some(r) = self.rooms.get(room) else { return Vec::new() };
-        r.members()
-            .into_iter()
-            .map(|c| {
-                let u = c.user();
-                Member {
-                    socket_id: c.id.to_string(),
-                    user_id: u.as_ref().map(|u| u.id.clone()),
-                    user_collection: u.as_ref().map(|u| u.collection.clone()),
-                    instance: self.instance.clone(),
-                }
-            })
-            .collect()
+        r.members().iter().map(|c| self.member_of(c)).collect()
     }
 
     /// Closes every socket matching `pred` with `code`; returns how many.

@@ -4,6 +4,7 @@
 //! logic in through [`AppHooks`].
 
 mod auth;
+mod backplane;
 mod config;
 mod connection;
 mod error;
@@ -19,7 +20,8 @@ mod stats;
 mod upgrade;
 
 pub use auth::{AuthError, JwtVerifier, UserClaims};
-pub use config::{RateLimit, ServerConfig};
+pub use backplane::BackplaneStats;
+pub use config::{RateLimit, RedisConfig, ServerConfig};
 pub use connection::SocketRef;
 pub use error::{CoreError, Result};
 pub use hooks::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, NoHooks, UpgradeInfo};

@@ -41,27 +41,32 @@ pub struct RoomRegistry {
 }
 
 impl RoomRegistry {
-    /// Adds `conn` to `room` (the caller has already recorded the room in the socket's set).
-    pub(crate) fn insert(&self, room: &Arc<str>, conn: &Arc<Conn>) {
+    /// Adds `conn` to `room` (the caller has already recorded the room in the socket's set);
+    /// true when this created the room.
+    pub(crate) fn insert(&self, room: &Arc<str>, conn: &Arc<Conn>) -> bool {
         {
             let map = self.rooms.read();
             if let Some(r) = map.get(room) {
                 r.members.write().insert(conn.key, conn.clone());
-                return;
+                return false;
             }
         }
         let mut map = self.rooms.write();
-        let r = map
-            .entry(room.clone())
-            .or_insert_with(|| Arc::new(Room { members: RwLock::new(HashMap::new()) }));
+        let mut created = false;
+        let r = map.entry(room.clone()).or_insert_with(|| {
+            created = true;
+            Arc::new(Room { members: RwLock::new(HashMap::new()) })
+        });
         r.members.write().insert(conn.key, conn.clone());
+        created
     }
 
-    /// Removes the socket with `key` from `room`, dropping the room when it empties.
-    pub(crate) fn remove(&self, room: &str, key: u64) {
+    /// Removes the socket with `key` from `room`, dropping the room when it empties; true when
+    /// this removed the room.
+    pub(crate) fn remove(&self, room: &str, key: u64) -> bool {
         let emptied = {
             let map = self.rooms.read();
-            let Some(r) = map.get(room) else { return };
+            let Some(r) = map.get(room) else { return false };
             let mut m = r.members.write();
             m.remove(&key);
             m.is_empty()
@@ -70,8 +75,10 @@ impl RoomRegistry {
             let mut map = self.rooms.write();
             if map.get(room).is_some_and(|r| r.members.read().is_empty()) {
                 map.remove(room);
+                return true;
             }
         }
+        false
     }
 
     /// The room, if anyone is in it.

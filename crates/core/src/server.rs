@@ -12,10 +12,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
+use std::net::ToSocketAddrs;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, Notify};
 
+use crate::backplane::redis::RedisBackplane;
+use crate::backplane::Remote;
 use crate::config::{OriginRule, ServerConfig};
 use crate::connection::SocketRef;
 use crate::error::{CoreError, Result};
@@ -53,9 +57,8 @@ impl Server {
         config.validate()?;
         let origins = config.allow_origins.iter().map(|o| OriginRule::parse(o)).collect::<Result<Vec<_>>>()?;
         let addr = format!("{}:{}", config.host, config.port);
-        let std_listener = std::net::TcpListener::bind(&addr).map_err(|source| CoreError::Bind { addr: addr.clone(), source })?;
-        std_listener.set_nonblocking(true).map_err(|source| CoreError::Bind { addr: addr.clone(), source })?;
-        let local = std_listener.local_addr().map_err(|source| CoreError::Bind { addr, source })?;
+        let bind_err = |source| CoreError::Bind { addr: addr.clone(), source };
+        let sock_addr = addr.to_socket_addrs().map_err(bind_err)?.next().ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
 
         let mut rt = tokio::runtime::Builder::new_multi_thread();
         rt.thread_name("realtime-worker").enable_all();
@@ -67,9 +70,23 @@ impl Server {
         let instance = config.instance_id.clone().unwrap_or_else(random_instance_id);
         let (hub, mut commands) = Hub::new(config, hooks, instance, origins);
         let stop = Arc::new(Notify::new());
-        let listener = {
+        let bound = {
             let _enter = runtime.enter();
-            TcpListener::from_std(std_listener).map_err(|source| CoreError::Bind { addr: local.to_string(), source })?
+            listen(sock_addr, hub.config.reuse_port).map_err(bind_err).and_then(|l| {
+                let local = l.local_addr().map_err(bind_err)?;
+                if let Some(redis) = &hub.config.redis {
+                    hub.set_backplane(RedisBackplane::start(redis, &hub.instance, Arc::downgrade(&hub))?);
+                }
+                Ok((l, local))
+            })
+        };
+        let (listener, local) = match bound {
+            Ok(x) => x,
+            Err(e) => {
+                // Dropping a runtime inside another one panics; this is safe from any thread.
+                runtime.shutdown_background();
+                return Err(e);
+            }
         };
         let accept = runtime.spawn(accept_loop(listener, hub.clone(), stop.clone()));
         let dispatcher_hub = hub.clone();
@@ -82,6 +99,18 @@ impl Server {
             inner: Arc::new(Inner { hub, local, stop, accept: Mutex::new(Some(accept)), runtime: Mutex::new(Some(runtime)) }),
         })
     }
+}
+
+/// A listening socket; with `reuse_port`, several processes may listen on the same port.
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 fn random_instance_id() -> String {
@@ -160,19 +189,19 @@ impl ServerHandle {
 
     /// Sends `msg` to every socket in `room` except the socket with id `except`.
     pub fn broadcast(&self, room: &str, msg: &Message, except: Option<&str>) -> Result<()> {
-        let except = match except {
-            Some(id) => self.inner.hub.conn(id).map(|c| c.key),
-            None => None,
-        };
-        self.command(Command::Broadcast { room: room.to_string(), frame: msg.0.clone(), except })
+        self.command(Command::Broadcast { room: room.to_string(), frame: msg.0.clone(), except: except.map(str::to_string) })
     }
 
-    /// Sends `msg` to one socket; false if no such socket is open here.
+    /// Sends `msg` to one socket. False if it is not open here and cannot be on another
+    /// instance; with a backplane, a socket of another instance is reached through it (true).
     pub fn send(&self, socket_id: &str, msg: &Message) -> Result<bool> {
-        match self.inner.hub.conn(socket_id) {
-            Some(c) => self.command(Command::Send { key: c.key, frame: msg.0.clone() }).map(|_| true),
-            None => Ok(false),
+        let hub = &self.inner.hub;
+        let reachable = hub.conn(socket_id).is_some()
+            || (hub.distributed() && Hub::instance_of(socket_id).is_some_and(|i| i != hub.instance));
+        if !reachable {
+            return Ok(false);
         }
+        self.command(Command::Send { socket_id: socket_id.to_string(), frame: msg.0.clone() }).map(|_| true)
     }
 
     /// Delivers a create/update/delete to `collection:<slug>`, `doc:<slug>:<id>` and the
@@ -203,22 +232,49 @@ impl ServerHandle {
         self.inner.hub.rooms.sizes()
     }
 
-    /// Members of `room`.
+    /// Members of `room` on this instance.
     pub fn room_members(&self, room: &str) -> Vec<Member> {
         self.inner.hub.members(room)
+    }
+
+    /// Members of `room` on every instance (this one's alone without a backplane).
+    pub fn room_members_everywhere(&self, room: &str) -> impl Future<Output = Vec<Member>> + Send + 'static {
+        let hub = self.inner.hub.clone();
+        let remote = hub.backplane().members(room);
+        let local = hub.members(room);
+        let handle = self.inner.runtime.lock().as_ref().map(|rt| rt.handle().clone());
+        async move {
+            match (remote, handle) {
+                // fred needs the runtime the clients live on.
+                (Some(fut), Some(h)) => h.spawn(fut).await.unwrap_or(local),
+                _ => local,
+            }
+        }
+    }
+
+    /// `room_members_everywhere`, calling `done` (on a runtime thread) with the result.
+    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>) + Send + 'static) {
+        let fut = self.room_members_everywhere(room);
+        let handle = self.inner.runtime.lock().as_ref().map(|rt| rt.handle().clone());
+        match handle {
+            Some(h) => {
+                h.spawn(async move { done(fut.await) });
+            }
+            None => done(Vec::new()),
+        }
     }
 
     /// Closes every socket of user `id` (in `collection`, when given); returns how many.
     /// Default code 4001.
     pub fn disconnect_user(&self, id: &str, collection: Option<&str>, code: Option<u16>) -> usize {
         let code = code.unwrap_or(close_codes::AUTH_EXPIRED);
-        self.inner.hub.close_where(code, "disconnected", |u| u.id == id && collection.is_none_or(|c| c == u.collection))
+        self.inner.hub.disconnect_everywhere(Remote::DisconnectUser { id: id.to_string(), collection: collection.map(str::to_string), code })
     }
 
     /// Closes every socket authenticated with session `sid`; returns how many. Default code 4001.
     pub fn disconnect_session(&self, sid: &str, code: Option<u16>) -> usize {
         let code = code.unwrap_or(close_codes::AUTH_EXPIRED);
-        self.inner.hub.close_where(code, "session ended", |u| u.sid.as_deref() == Some(sid))
+        self.inner.hub.disconnect_everywhere(Remote::DisconnectSession { sid: sid.to_string(), code })
     }
 
     /// Whether `close` has been called.
@@ -251,6 +307,11 @@ impl ServerHandle {
             if let Some(a) = accept {
                 let _ = a.await;
             }
+            // What the app sent before close() still goes out, ahead of the 1001.
+            let (flushed, wait) = oneshot::channel();
+            if hub.command(Command::Flush(flushed)) {
+                let _ = tokio::time::timeout(hub.config.shutdown_timeout, wait).await;
+            }
             for c in hub.all_conns() {
                 c.close(close_codes::GOING_AWAY, "server shutting down", false);
             }
@@ -264,6 +325,7 @@ impl ServerHandle {
             while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline + Duration::from_secs(1) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            hub.backplane().shutdown().await;
             done();
         });
     }

@@ -117,6 +117,8 @@ pub struct StatsSnapshot {
     pub deliveries: u64,
     pub unauthorized_skips: u64,
     pub uptime_ms: u64,
+    /// Cross-instance figures (`kind: "local"` without Redis).
+    pub backplane: crate::backplane::BackplaneStats,
 }
 
 impl Stats {
@@ -191,6 +193,13 @@ impl StatsSnapshot {
         metric("deliveries_total", "counter", "Event and broadcast deliveries to sockets.", self.deliveries);
         metric("unauthorized_skips_total", "counter", "Event deliveries withheld by authorize.", self.unauthorized_skips);
         metric("uptime_seconds", "gauge", "Seconds since the server started.", self.uptime_ms / 1000);
+        let b = &self.backplane;
+        metric("backplane_connected", "gauge", "1 when the backplane (Redis) is reachable.", u64::from(b.connected));
+        metric("backplane_published_total", "counter", "Messages published to other instances.", b.published);
+        metric("backplane_received_total", "counter", "Messages received from other instances.", b.received);
+        metric("backplane_dropped_total", "counter", "Cross-instance messages lost (Redis down, queue full, lagging receiver).", b.dropped);
+        metric("backplane_reconnects_total", "counter", "Reconnections to Redis.", b.reconnects);
+        metric("backplane_subscribed_rooms", "gauge", "Room channels this instance subscribes to.", b.subscribed_rooms);
         let _ = writeln!(out, "# HELP realtime_upgrade_refusals_total Upgrades refused, by reason.\n# TYPE realtime_upgrade_refusals_total counter");
         let r = &self.refusals;
         for (reason, v) in [

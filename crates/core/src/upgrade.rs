@@ -9,7 +9,7 @@ use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, StatusCode};
 use tokio::time::timeout;
 
-use crate::auth::{find_credential, TokenSource, UserClaims};
+use crate::auth::{find_credentials, TokenSource, UserClaims};
 use crate::hooks::UpgradeInfo;
 use crate::hub::Hub;
 use crate::stats::Refusal;
@@ -99,14 +99,15 @@ pub(crate) async fn admit<B>(hub: &Arc<Hub>, req: &Request<B>, remote: SocketAdd
     let cfg = &hub.config;
     let unauthorized = || refuse(StatusCode::UNAUTHORIZED, Refusal::Auth, "missing or invalid credentials");
     let mut user = None;
-    match find_credential(req.headers(), req.uri().query(), &cfg.auth_cookie) {
-        Some(c) if c.is_jwt() => match hub.verifier.verify(&c.token) {
-            Ok(claims) => user = Some(claims),
-            // Browsers keep sending stale cookies; only an explicit bad token is refused.
-            Err(_) if c.source == TokenSource::Cookie && !cfg.require_auth => {}
-            Err(_) => return Err(release(unauthorized())),
-        },
-        Some(c) => {
+    for c in find_credentials(req.headers(), req.uri().query(), &cfg.auth_cookie) {
+        if c.is_jwt() {
+            match hub.verifier.verify(&c.token) {
+                Ok(claims) => user = Some(claims),
+                // Browsers keep sending stale cookies: try the next source (a fresh query token).
+                Err(_) if c.source == TokenSource::Cookie => continue,
+                Err(_) => return Err(release(unauthorized())),
+            }
+        } else {
             info.credential = Some(c.token);
             match hub.hooks.resolve_credentials(&info) {
                 Some(fut) => match timeout(cfg.hook_timeout, fut).await {
@@ -118,7 +119,7 @@ pub(crate) async fn admit<B>(hub: &Arc<Hub>, req: &Request<B>, remote: SocketAdd
             }
             info.credential = None;
         }
-        None => {}
+        break;
     }
     if cfg.require_auth && user.is_none() {
         return Err(release(unauthorized()));

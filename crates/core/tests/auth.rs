@@ -73,6 +73,9 @@ async fn stale_cookie_is_anonymous_unless_auth_is_required() {
     let stale = format!("payload-token={}", token(3, -5));
     let mut c = Client::connect_with(s.port(), "/", &[("Cookie", &stale)]).await.unwrap();
     assert_eq!(c.welcome().await["user"], serde_json::Value::Null);
+    // A stale cookie does not hide a fresh query token.
+    let mut c = Client::connect_with(s.port(), &format!("/?token={}", token(4, 60)), &[("Cookie", &stale)]).await.unwrap();
+    assert_eq!(c.welcome().await["user"]["id"], 4);
     // An explicit bad token is refused even without requireAuth.
     assert_eq!(Client::connect_with(s.port(), "/", &[("Authorization", &format!("Bearer {}", token(3, -5)))]).await.err(), Some(401));
 }

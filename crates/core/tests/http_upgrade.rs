@@ -111,3 +111,19 @@ async fn middleware_refusal_closes_4003_after_open() {
     let mut good = Client::connect(s.port()).await;
     good.welcome().await;
 }
+
+#[tokio::test]
+async fn reuse_port_lets_two_servers_share_a_port() {
+    let first = start(ServerConfig { reuse_port: true, ..config() }, Arc::new(NoHooks));
+    let second = realtime_core::Server::start(
+        ServerConfig { host: "127.0.0.1".into(), port: first.port(), reuse_port: true, worker_threads: Some(1), ..config() },
+        Arc::new(NoHooks),
+    )
+    .expect("second server binds the same port");
+    assert_eq!(first.port(), second.port());
+    let mut c = Client::connect(first.port()).await;
+    c.welcome().await;
+    // Without reusePort the port is taken.
+    let err = realtime_core::Server::start(ServerConfig { host: "127.0.0.1".into(), port: first.port(), ..config() }, Arc::new(NoHooks)).err().unwrap();
+    assert_eq!(err.code(), "EADDR");
+}

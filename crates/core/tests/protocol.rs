@@ -99,6 +99,7 @@ async fn broadcast_except_and_send() {
     }
     for i in 0..200 {
         assert_eq!(b.recv_json().await["i"], i);
+        assert_eq!(a.recv_json().await["i"], i);
     }
     // Binary broadcasts stay binary.
     s.broadcast("collection:posts", &Message::binary(&[1, 2, 3]), None).unwrap();
@@ -233,4 +234,29 @@ async fn disconnect_user_and_session() {
     assert_eq!(b.expect_close().await, Some(4003));
     eventually("all closed", || s.stats().connections == 0).await;
     assert_eq!(hooks.closed.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn presence_events_in_enabled_rooms() {
+    let cfg = ServerConfig { presence_events: vec!["room:chat:*".into()], room_patterns: vec!["*".into()], ..config() };
+    let s = start(cfg, Arc::new(NoHooks));
+    let mut a = Client::connect(s.port()).await;
+    a.welcome().await;
+    a.send_json(json!({"type":"join-room","room":"chat:1"})).await;
+    a.recv_type("joined").await;
+    let mut b = Client::connect_with(s.port(), &format!("/?token={}", token(3, 60)), &[]).await.unwrap();
+    let idb = b.welcome().await["socketId"].clone();
+    b.send_json(json!({"type":"join-room","room":"chat:1"})).await;
+    b.recv_type("joined").await;
+    let p = a.recv_type("presence").await;
+    assert_eq!(p, json!({"type":"presence","room":"room:chat:1","joined":{"socketId": idb, "userId": 3}}));
+    drop(b);
+    assert_eq!(a.recv_type("presence").await["left"]["socketId"], idb);
+    // Rooms not enabled stay quiet.
+    a.send_json(json!({"type":"join-room","room":"other"})).await;
+    a.recv_type("joined").await;
+    let mut c = Client::connect(s.port()).await;
+    c.send_json(json!({"type":"join-room","room":"other"})).await;
+    c.recv_type("joined").await;
+    a.expect_silence(Duration::from_millis(200)).await;
 }

@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+pub mod redis;
+
 pub const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 pub const WAIT: Duration = Duration::from_secs(5);
 

@@ -1,0 +1,289 @@
+//! Fan-out across instances. `Local` (the default) does nothing: one process holds every socket.
+//! `Redis` routes by interest: an instance subscribes to a room's channel only while it has
+//! local members there, so a message for a room nobody else serves costs one PUBLISH.
+//!
+//! Messages travel as envelopes carrying the already-encoded WebSocket frame, so receivers
+//! forward bytes without re-serializing, plus the origin instance (its own messages coming back
+//! are ignored: no echo) and the `except` socket.
+
+pub(crate) mod redis;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+use crate::hooks::BoxFuture;
+use crate::hub::Member;
+use crate::protocol::Operation;
+
+/// What crosses instances.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Remote {
+    /// A broadcast to a room.
+    Room { room: String, except: Option<String>, frame: Bytes },
+    /// A collection event, published on each of its rooms' channels; `index` says which.
+    /// Receivers skip sockets in `rooms[..index]`: those get the copy of an earlier room.
+    Event { operation: Operation, collection: String, id_json: String, rooms: Vec<String>, index: u8, frame: Bytes },
+    /// A message for one socket (on the instance that holds it).
+    Socket { socket_id: String, frame: Bytes },
+    DisconnectUser { id: String, collection: Option<String>, code: u16 },
+    DisconnectSession { sid: String, code: u16 },
+}
+
+/// Backplane counters.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackplaneStats {
+    /// `local` or `redis`.
+    pub kind: &'static str,
+    pub connected: bool,
+    pub published: u64,
+    pub received: u64,
+    /// Messages not published (Redis down, queue full) or lost by a lagging receiver.
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub subscribed_rooms: u64,
+}
+
+/// One way to reach the other instances.
+pub(crate) trait Backplane: Send + Sync + 'static {
+    /// The first local member joined `room` (`true`) or the last one left (`false`).
+    fn interest(&self, room: &str, on: bool);
+    /// Publishes to the instances interested in `room`.
+    fn publish_room(&self, room: &str, origin: &str, msg: &Remote);
+    /// Publishes to one instance.
+    fn publish_instance(&self, instance: &str, origin: &str, msg: &Remote);
+    /// Publishes to every instance.
+    fn publish_all(&self, origin: &str, msg: &Remote);
+    /// A socket joined (`true`) or left a room, for cluster-wide presence.
+    fn presence(&self, room: &str, member: &Member, on: bool);
+    /// Members of `room` on every instance; `None` when there are no other instances.
+    fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>>;
+    fn stats(&self) -> BackplaneStats;
+    /// Stops background work (presence heartbeat, subscriptions).
+    fn shutdown(&self) -> BoxFuture<()>;
+}
+
+/// Single-process default.
+pub(crate) struct Local;
+
+impl Backplane for Local {
+    fn interest(&self, _room: &str, _on: bool) {}
+    fn publish_room(&self, _room: &str, _origin: &str, _msg: &Remote) {}
+    fn publish_instance(&self, _instance: &str, _origin: &str, _msg: &Remote) {}
+    fn publish_all(&self, _origin: &str, _msg: &Remote) {}
+    fn presence(&self, _room: &str, _member: &Member, _on: bool) {}
+    fn members(&self, _room: &str) -> Option<BoxFuture<Vec<Member>>> {
+        None
+    }
+    fn stats(&self) -> BackplaneStats {
+        BackplaneStats { kind: "local", connected: true, ..Default::default() }
+    }
+    fn shutdown(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+const VERSION: u8 = 1;
+
+fn put_str8(b: &mut BytesMut, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(255)];
+    b.put_u8(s.len() as u8);
+    b.put_slice(s);
+}
+
+fn put_str16(b: &mut BytesMut, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(65535)];
+    b.put_u16(s.len() as u16);
+    b.put_slice(s);
+}
+
+fn get_str(b: &mut Bytes, len: usize) -> Option<String> {
+    if b.remaining() < len {
+        return None;
+    }
+    String::from_utf8(b.split_to(len).to_vec()).ok()
+}
+
+fn get_str8(b: &mut Bytes) -> Option<String> {
+    if b.remaining() < 1 {
+        return None;
+    }
+    let n = b.get_u8() as usize;
+    get_str(b, n)
+}
+
+fn get_str16(b: &mut Bytes) -> Option<String> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = b.get_u16() as usize;
+    get_str(b, n)
+}
+
+fn op_byte(op: Operation) -> u8 {
+    match op {
+        Operation::Create => 0,
+        Operation::Update => 1,
+        Operation::Delete => 2,
+    }
+}
+
+impl Remote {
+    /// `[version][kind][origin]…[frame]`.
+    pub(crate) fn encode(&self, origin: &str) -> Bytes {
+        let mut b = BytesMut::with_capacity(64 + self.frame_len());
+        b.put_u8(VERSION);
+        match self {
+            Remote::Room { room, except, frame } => {
+                b.put_u8(1);
+                put_str8(&mut b, origin);
+                put_str8(&mut b, except.as_deref().unwrap_or(""));
+                put_str16(&mut b, room);
+                b.put_slice(frame);
+            }
+            Remote::Event { operation, collection, id_json, rooms, index, frame } => {
+                b.put_u8(2);
+                put_str8(&mut b, origin);
+                b.put_u8(op_byte(*operation));
+                put_str16(&mut b, collection);
+                put_str16(&mut b, id_json);
+                b.put_u8(*index);
+                b.put_u8(rooms.len().min(255) as u8);
+                for r in rooms.iter().take(255) {
+                    put_str16(&mut b, r);
+                }
+                b.put_slice(frame);
+            }
+            Remote::Socket { socket_id, frame } => {
+                b.put_u8(3);
+                put_str8(&mut b, origin);
+                put_str16(&mut b, socket_id);
+                b.put_slice(frame);
+            }
+            Remote::DisconnectUser { id, collection, code } => {
+                b.put_u8(4);
+                put_str8(&mut b, origin);
+                put_str16(&mut b, id);
+                put_str16(&mut b, collection.as_deref().unwrap_or(""));
+                b.put_u16(*code);
+            }
+            Remote::DisconnectSession { sid, code } => {
+                b.put_u8(5);
+                put_str8(&mut b, origin);
+                put_str16(&mut b, sid);
+                b.put_u16(*code);
+            }
+        }
+        b.freeze()
+    }
+
+    fn frame_len(&self) -> usize {
+        match self {
+            Remote::Room { frame, .. } | Remote::Event { frame, .. } | Remote::Socket { frame, .. } => frame.len(),
+            _ => 0,
+        }
+    }
+
+    /// (origin, message); `None` for anything malformed or of another version.
+    pub(crate) fn decode(mut b: Bytes) -> Option<(String, Remote)> {
+        if b.remaining() < 2 || b.get_u8() != VERSION {
+            return None;
+        }
+        let kind = b.get_u8();
+        let origin = get_str8(&mut b)?;
+        let msg = match kind {
+            1 => {
+                let except = get_str8(&mut b)?;
+                let room = get_str16(&mut b)?;
+                Remote::Room { room, except: (!except.is_empty()).then_some(except), frame: b }
+            }
+            2 => {
+                if b.remaining() < 1 {
+                    return None;
+                }
+                let operation = match b.get_u8() {
+                    0 => Operation::Create,
+                    1 => Operation::Update,
+                    2 => Operation::Delete,
+                    _ => return None,
+                };
+                let collection = get_str16(&mut b)?;
+                let id_json = get_str16(&mut b)?;
+                if b.remaining() < 2 {
+                    return None;
+                }
+                let index = b.get_u8();
+                let n = b.get_u8();
+                let rooms = (0..n).map(|_| get_str16(&mut b)).collect::<Option<Vec<_>>>()?;
+                if usize::from(index) >= rooms.len() {
+                    return None;
+                }
+                Remote::Event { operation, collection, id_json, rooms, index, frame: b }
+            }
+            3 => {
+                let socket_id = get_str16(&mut b)?;
+                Remote::Socket { socket_id, frame: b }
+            }
+            4 => {
+                let id = get_str16(&mut b)?;
+                let collection = get_str16(&mut b)?;
+                if b.remaining() < 2 {
+                    return None;
+                }
+                Remote::DisconnectUser { id, collection: (!collection.is_empty()).then_some(collection), code: b.get_u16() }
+            }
+            5 => {
+                let sid = get_str16(&mut b)?;
+                if b.remaining() < 2 {
+                    return None;
+                }
+                Remote::DisconnectSession { sid, code: b.get_u16() }
+            }
+            _ => return None,
+        };
+        Some((origin, msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let msgs = [
+            Remote::Room { room: "collection:posts".into(), except: Some("a-1".into()), frame: Bytes::from_static(b"\x81\x02{}") },
+            Remote::Room { room: "r".into(), except: None, frame: Bytes::new() },
+            Remote::Event {
+                operation: Operation::Delete,
+                collection: "posts".into(),
+                id_json: "\"x\"".into(),
+                rooms: vec!["collection:posts".into(), "doc:posts:x".into()],
+                index: 1,
+                frame: Bytes::from_static(b"frame"),
+            },
+            Remote::Socket { socket_id: "b-2".into(), frame: Bytes::from_static(b"f") },
+            Remote::DisconnectUser { id: "7".into(), collection: None, code: 4001 },
+            Remote::DisconnectUser { id: "7".into(), collection: Some("users".into()), code: 4003 },
+            Remote::DisconnectSession { sid: "s".into(), code: 4001 },
+        ];
+        for m in msgs {
+            let (origin, back) = Remote::decode(m.encode("inst")).expect("decodes");
+            assert_eq!(origin, "inst");
+            assert_eq!(back, m);
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for bad in [&b""[..], b"\x02\x01", b"\x01\x09\x00", b"\x01\x02\x01a\x07", b"\x01\x01\xffab"] {
+            assert!(Remote::decode(Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
+        }
+        let e = Remote::Event { operation: Operation::Create, collection: "c".into(), id_json: "1".into(), rooms: vec!["a".into()], index: 0, frame: Bytes::new() };
+        let mut raw = e.encode("o").to_vec();
+        // From the end: room "a" (3 bytes), the room count (1), then the index.
+        let at = raw.len() - 5;
+        raw[at] = 5; // an index past the room list
+        assert!(Remote::decode(Bytes::from(raw)).is_none());
+    }
+}

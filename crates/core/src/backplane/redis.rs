@@ -1,0 +1,473 @@
+//! The Redis (or Valkey) backplane, with fred. Channels: `<prefix>:r:<room>` per room (sharded
+//! pub/sub on a cluster), `<prefix>:i:<instance>` per instance, `<prefix>:all` for everyone.
+//! Presence: hash `<prefix>:p:<room>` (socket id → instance, user) plus a liveness key
+//! `<prefix>:alive:<instance>` with a TTL, refreshed while the instance runs.
+//!
+//! Faults: nothing waits on Redis. Publishes go through a bounded queue to one task that sends
+//! them pipelined, in order; while Redis is down they are dropped and counted (local delivery
+//! is not affected). Subscriptions are ours to track: after every reconnect all are re-issued.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::clients::SubscriberClient;
+use fred::clients::Pipeline;
+use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, HashesInterface, KeysInterface, Options, PubsubInterface, ReconnectPolicy};
+use fred::types::Expiration;
+use tokio::sync::{broadcast::error::RecvError, mpsc, Notify};
+
+use super::{Backplane, BackplaneStats, Remote};
+use crate::config::RedisConfig;
+use crate::error::{CoreError, Result};
+use crate::hooks::BoxFuture;
+use crate::hub::{Command, Hub, Member};
+
+/// Messages a receiver may fall behind by before it starts losing them (counted).
+const RECEIVE_CAPACITY: usize = 65_536;
+/// Most messages sent in one pipeline.
+const BATCH: usize = 512;
+
+enum Sub {
+    Room(String, bool),
+    /// After a reconnect: issue every subscription again.
+    Resync,
+}
+
+enum Presence {
+    Set { room: String, socket_id: String, value: String },
+    Del { room: String, socket_id: String },
+    /// After a (re)connect: write every local membership again (Redis may have restarted empty).
+    Resync,
+}
+
+fn presence_value(member: &Member) -> String {
+    format!("{}\t{}\t{}", member.instance, member.user_id.as_deref().unwrap_or(""), member.user_collection.as_deref().unwrap_or(""))
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+    subscribed: AtomicU64,
+    /// Our own view of the two connections (fred's state lags behind a dead server).
+    publisher_up: AtomicBool,
+    subscriber_up: AtomicBool,
+    /// Last time a "Redis unavailable" line was printed (ms since start).
+    last_warning: AtomicU64,
+}
+
+pub(crate) struct RedisBackplane {
+    prefix: String,
+    cluster: bool,
+    instance: String,
+    publisher: Client,
+    subscriber: SubscriberClient,
+    pub_tx: mpsc::Sender<(String, Bytes)>,
+    sub_tx: mpsc::UnboundedSender<Sub>,
+    presence_tx: mpsc::Sender<Presence>,
+    counters: Arc<Counters>,
+    stopped: Arc<AtomicBool>,
+    stop: Arc<Notify>,
+    started: Instant,
+}
+
+/// Commands that fail at once while the connection is down, and never wait long.
+fn fail_fast() -> Options {
+    Options { fail_fast: true, max_attempts: Some(1), timeout: Some(Duration::from_millis(1000)), ..Default::default() }
+}
+
+fn redis_err(e: fred::error::Error) -> CoreError {
+    CoreError::Config(format!("redis: {e}"))
+}
+
+impl RedisBackplane {
+    /// Builds the clients and starts the background tasks; call inside the server's runtime.
+    /// Returns at once: connecting (and reconnecting) happens in the background.
+    pub(crate) fn start(cfg: &RedisConfig, instance: &str, hub: Weak<Hub>) -> Result<Arc<Self>> {
+        let config = Config::from_url(&cfg.url).map_err(redis_err)?;
+        let cluster = config.server.is_clustered();
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_config(|c| c.fail_fast = false)
+            .with_performance_config(|p| {
+                p.broadcast_channel_capacity = RECEIVE_CAPACITY;
+                p.default_command_timeout = Duration::from_secs(2);
+            })
+            .with_connection_config(|c| {
+                c.max_command_attempts = 1;
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
+        let publisher = builder.build().map_err(redis_err)?;
+        let subscriber = builder.build_subscriber_client().map_err(redis_err)?;
+
+        let (pub_tx, pub_rx) = mpsc::channel(cfg.publish_queue.max(1));
+        let (sub_tx, sub_rx) = mpsc::unbounded_channel();
+        let (presence_tx, presence_rx) = mpsc::channel(cfg.publish_queue.max(1));
+        let bp = Arc::new(Self {
+            prefix: cfg.prefix.clone(),
+            cluster,
+            instance: instance.to_string(),
+            publisher,
+            subscriber,
+            pub_tx,
+            sub_tx,
+            presence_tx,
+            counters: Arc::new(Counters::default()),
+            stopped: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(Notify::new()),
+            started: Instant::now(),
+        });
+        // Listen for connection events before connecting, so the first one is not missed.
+        bp.watch_connection(&bp.publisher.clone(), |c| &c.publisher_up, false);
+        bp.watch_connection(&bp.subscriber.to_client(), |c| &c.subscriber_up, true);
+
+        bp.publisher.connect();
+        bp.subscriber.connect();
+        tokio::spawn(bp.clone().publish_loop(pub_rx));
+        tokio::spawn(bp.clone().subscription_loop(sub_rx));
+        tokio::spawn(bp.clone().receive_loop(hub.clone()));
+        tokio::spawn(bp.clone().presence_loop(presence_rx, hub, cfg.presence_ttl));
+        Ok(bp)
+    }
+
+    /// Tracks one client's connection; after every (re)connect of the subscriber all
+    /// subscriptions are issued again (fred does not, unless asked to manage them).
+    fn watch_connection(self: &Arc<Self>, client: &Client, flag: fn(&Counters) -> &AtomicBool, resubscribe: bool) {
+        let mut up = client.reconnect_rx();
+        let mut down = client.error_rx();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                tokio::select! {
+                    r = up.recv() => match r {
+                        Ok(_) => {
+                            flag(&me.counters).store(true, Relaxed);
+                            if !first && resubscribe {
+                                me.counters.reconnects.fetch_add(1, Relaxed);
+                            }
+                            first = false;
+                            if resubscribe {
+                                let _ = me.sub_tx.send(Sub::Resync);
+                            } else {
+                                let _ = me.presence_tx.try_send(Presence::Resync);
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    },
+                    r = down.recv() => match r {
+                        Ok(_) => flag(&me.counters).store(false, Relaxed),
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+    }
+
+    fn room_channel(&self, room: &str) -> String {
+        format!("{}:r:{room}", self.prefix)
+    }
+    fn instance_channel(&self, instance: &str) -> String {
+        format!("{}:i:{instance}", self.prefix)
+    }
+    fn all_channel(&self) -> String {
+        format!("{}:all", self.prefix)
+    }
+    fn presence_key(&self, room: &str) -> String {
+        format!("{}:p:{room}", self.prefix)
+    }
+    fn alive_key(&self, instance: &str) -> String {
+        format!("{}:alive:{instance}", self.prefix)
+    }
+
+    /// At most one line per 10 s, however many messages are lost.
+    fn warn(&self, what: &str) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.counters.last_warning.load(Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 10_000) && self.counters.last_warning.compare_exchange(last, now.max(1), Relaxed, Relaxed).is_ok() {
+            eprintln!("payload-realtime-rs: redis backplane: {what} (dropped so far: {})", self.counters.dropped.load(Relaxed));
+        }
+    }
+
+    fn enqueue(&self, channel: String, payload: Bytes) {
+        if self.pub_tx.try_send((channel, payload)).is_err() {
+            self.counters.dropped.fetch_add(1, Relaxed);
+            self.warn("publish queue full or closed; messages dropped");
+        }
+    }
+
+    async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Bytes)>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            let n = batch.len() as u64;
+            if !self.counters.publisher_up.load(Relaxed) {
+                self.counters.dropped.fetch_add(n, Relaxed);
+                self.warn("Redis unavailable; cross-instance messages dropped, local delivery continues");
+                batch.clear();
+                continue;
+            }
+            let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
+            for (channel, payload) in batch.drain(..) {
+                let queued = if self.cluster { pipe.spublish::<(), _, _>(channel, payload).await } else { pipe.publish::<(), _, _>(channel, payload).await };
+                let _ = queued;
+            }
+            let results = pipe.try_all::<i64>().await;
+            let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+            self.counters.published.fetch_add(n - failed, Relaxed);
+            if failed > 0 {
+                self.counters.dropped.fetch_add(failed, Relaxed);
+                self.counters.publisher_up.store(false, Relaxed);
+                self.warn("publishes failed");
+            }
+        }
+    }
+
+    async fn subscribe(&self, channels: Vec<String>, on: bool) -> bool {
+        if channels.is_empty() {
+            return true;
+        }
+        let r = match (self.cluster, on) {
+            (false, true) => self.subscriber.subscribe(channels).await,
+            (false, false) => self.subscriber.unsubscribe(channels).await,
+            (true, true) => self.subscriber.ssubscribe(channels).await,
+            (true, false) => self.subscriber.sunsubscribe(channels).await,
+        };
+        r.is_ok()
+    }
+
+    async fn subscription_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Sub>) {
+        let mut rooms: HashSet<String> = HashSet::new();
+        // False until every subscription went through since the last (re)connect.
+        let mut synced = false;
+        let mut retry = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let cmd = tokio::select! {
+                c = rx.recv() => match c { Some(c) => c, None => return },
+                _ = retry.tick() => {
+                    if synced || !self.counters.subscriber_up.load(Relaxed) { continue; }
+                    Sub::Resync
+                }
+            };
+            match cmd {
+                Sub::Room(room, on) => {
+                    let changed = if on { rooms.insert(room.clone()) } else { rooms.remove(&room) };
+                    if changed && !self.subscribe(vec![self.room_channel(&room)], on).await {
+                        synced = false;
+                    }
+                }
+                Sub::Resync => {
+                    synced = true;
+                    let mut all: Vec<String> = rooms.iter().map(|r| self.room_channel(r)).collect();
+                    all.push(self.instance_channel(&self.instance));
+                    all.push(self.all_channel());
+                    if self.cluster {
+                        // Sharded subscriptions go to each channel's shard; keep the per-instance
+                        // and broadcast channels sharded too, so one client serves them all.
+                        for chunk in all.chunks(200) {
+                            synced &= self.subscribe(chunk.to_vec(), true).await;
+                        }
+                    } else {
+                        for chunk in all.chunks(500) {
+                            synced &= self.subscribe(chunk.to_vec(), true).await;
+                        }
+                    }
+                }
+            }
+            self.counters.subscribed.store(rooms.len() as u64, Relaxed);
+        }
+    }
+
+    async fn receive_loop(self: Arc<Self>, hub: Weak<Hub>) {
+        let mut rx = self.subscriber.message_rx();
+        loop {
+            match rx.recv().await {
+                Ok(msg) => {
+                    let Some(bytes) = msg.value.as_bytes().map(Bytes::copy_from_slice) else { continue };
+                    let Some((origin, remote)) = Remote::decode(bytes) else { continue };
+                    if origin == self.instance {
+                        continue; // our own message coming back: delivered locally already
+                    }
+                    self.counters.received.fetch_add(1, Relaxed);
+                    let Some(hub) = hub.upgrade() else { return };
+                    hub.command(Command::Remote(remote));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    self.counters.dropped.fetch_add(n, Relaxed);
+                    self.warn("receiver lagged; messages lost");
+                }
+                Err(RecvError::Closed) => {
+                    if self.stopped.load(Relaxed) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    rx = self.subscriber.message_rx();
+                }
+            }
+        }
+    }
+
+    async fn presence_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Presence>, hub: Weak<Hub>, ttl: Duration) {
+        let mut beat = tokio::time::interval(ttl / 3);
+        let mut batch = Vec::with_capacity(BATCH);
+        let ttl_ms = ttl.as_millis() as i64;
+        loop {
+            tokio::select! {
+                _ = self.stop.notified() => return,
+                _ = beat.tick() => {
+                    if !self.counters.publisher_up.load(Relaxed) { continue; }
+                    let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
+                    let _ = pipe.set::<(), _, _>(self.alive_key(&self.instance), 1, Some(Expiration::PX(ttl_ms)), None, false).await;
+                    if let Some(h) = hub.upgrade() {
+                        // Room hashes outlive a dead instance by at most 3 TTLs.
+                        for (room, _) in h.rooms.sizes() {
+                            let _ = pipe.pexpire::<(), _>(self.presence_key(&room), ttl_ms * 3, None).await;
+                        }
+                    }
+                    let _ = pipe.try_all::<fred::types::Value>().await;
+                }
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 { return; }
+                    if !self.counters.publisher_up.load(Relaxed) { batch.clear(); continue; }
+                    let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
+                    for p in batch.drain(..) {
+                        match p {
+                            Presence::Set { room, socket_id, value } => {
+                                let key = self.presence_key(&room);
+                                let _ = pipe.hset::<(), _, _>(&key, (socket_id, value)).await;
+                                let _ = pipe.pexpire::<(), _>(key, ttl_ms * 3, None).await;
+                            }
+                            Presence::Del { room, socket_id } => {
+                                let _ = pipe.hdel::<(), _, _>(self.presence_key(&room), socket_id).await;
+                            }
+                            Presence::Resync => {
+                                let alive = self.alive_key(&self.instance);
+                                let _ = pipe.set::<(), _, _>(alive, 1, Some(Expiration::PX(ttl_ms)), None, false).await;
+                                let Some(h) = hub.upgrade() else { continue };
+                                for (room, _) in h.rooms.sizes() {
+                                    let key = self.presence_key(&room);
+                                    for m in h.members(&room) {
+                                        let _ = pipe.hset::<(), _, _>(&key, (m.socket_id.clone(), presence_value(&m))).await;
+                                    }
+                                    let _ = pipe.pexpire::<(), _>(key, ttl_ms * 3, None).await;
+                                }
+                            }
+                        }
+                    }
+                    let _ = pipe.try_all::<fred::types::Value>().await;
+                }
+            }
+        }
+    }
+
+}
+
+/// Names of this instance's keys (what `members` needs without the whole backplane).
+struct Keys {
+    prefix: String,
+    instance: String,
+}
+
+/// Members of `room` on live instances; entries of dead instances are removed on the way.
+async fn lookup_members(publisher: Client, keys: Keys, room: String) -> Vec<Member> {
+    let key = format!("{}:p:{room}", keys.prefix);
+    let alive_key = |i: &str| format!("{}:alive:{i}", keys.prefix);
+    let entries: HashMap<String, String> = publisher.hgetall(&key).await.unwrap_or_default();
+    let mut alive: HashMap<String, bool> = HashMap::new();
+    alive.insert(keys.instance.clone(), true);
+    let mut out = Vec::with_capacity(entries.len());
+    let mut dead = Vec::new();
+    for (socket_id, value) in entries {
+        let mut parts = value.split('\t');
+        let instance = parts.next().unwrap_or_default().to_string();
+        let user_id = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+        let user_collection = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+        let live = match alive.get(&instance) {
+            Some(v) => *v,
+            None => {
+                let v = publisher.exists::<i64, _>(alive_key(&instance)).await.map(|n| n > 0).unwrap_or(true);
+                alive.insert(instance.clone(), v);
+                v
+            }
+        };
+        if live {
+            out.push(Member { socket_id, user_id, user_collection, instance });
+        } else {
+            dead.push(socket_id);
+        }
+    }
+    if !dead.is_empty() {
+        let _ = publisher.hdel::<(), _, _>(&key, dead).await;
+    }
+    out
+}
+
+impl Backplane for RedisBackplane {
+    fn interest(&self, room: &str, on: bool) {
+        let _ = self.sub_tx.send(Sub::Room(room.to_string(), on));
+    }
+
+    fn publish_room(&self, room: &str, origin: &str, msg: &Remote) {
+        self.enqueue(self.room_channel(room), msg.encode(origin));
+    }
+
+    fn publish_instance(&self, instance: &str, origin: &str, msg: &Remote) {
+        self.enqueue(self.instance_channel(instance), msg.encode(origin));
+    }
+
+    fn publish_all(&self, origin: &str, msg: &Remote) {
+        self.enqueue(self.all_channel(), msg.encode(origin));
+    }
+
+    fn presence(&self, room: &str, member: &Member, on: bool) {
+        let p = if on {
+            Presence::Set { room: room.to_string(), socket_id: member.socket_id.clone(), value: presence_value(member) }
+        } else {
+            Presence::Del { room: room.to_string(), socket_id: member.socket_id.clone() }
+        };
+        if self.presence_tx.try_send(p).is_err() {
+            self.counters.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>> {
+        let keys = Keys { prefix: self.prefix.clone(), instance: self.instance.clone() };
+        Some(Box::pin(lookup_members(self.publisher.clone(), keys, room.to_string())))
+    }
+
+    fn stats(&self) -> BackplaneStats {
+        let c = &self.counters;
+        BackplaneStats {
+            kind: "redis",
+            connected: c.publisher_up.load(Relaxed) && c.subscriber_up.load(Relaxed),
+            published: c.published.load(Relaxed),
+            received: c.received.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            reconnects: c.reconnects.load(Relaxed),
+            subscribed_rooms: c.subscribed.load(Relaxed),
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<()> {
+        self.stopped.store(true, Relaxed);
+        self.stop.notify_waiters();
+        let publisher = self.publisher.clone();
+        let subscriber = self.subscriber.clone();
+        let alive = self.alive_key(&self.instance);
+        Box::pin(async move {
+            if publisher.is_connected() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), publisher.del::<(), _>(alive)).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), publisher.quit()).await;
+        })
+    }
+}

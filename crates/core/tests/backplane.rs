@@ -1,0 +1,216 @@
+//! Several instances (separate processes) behind a real redis-server the test spawns.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::{redis_available, Cluster, Node, Redis, Resp};
+use common::*;
+use serde_json::{json, Value};
+
+async fn ctl(c: &mut Client, kind: &str, data: Value) -> Value {
+    c.send_json(json!({"type": kind, "id": "ctl", "data": data})).await;
+    c.recv_type("reply").await["data"].clone()
+}
+
+async fn subscriber(port: u16, slug: &str) -> Client {
+    let mut c = Client::connect(port).await;
+    c.welcome().await;
+    c.join_collection(slug).await;
+    c
+}
+
+async fn numsub(redis: &Redis, channel: &str, sharded: bool) -> i64 {
+    let cmd = if sharded { "SHARDNUMSUB" } else { "NUMSUB" };
+    match redis.cmd(&["PUBSUB", cmd, channel]).await {
+        Resp::Array(v) => v[1].int(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn events_cross_instances_once_and_in_order_with_interest_routing() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let c = Node::start(&redis.url(), "c", &[]).await;
+    let mut control = Client::connect(a.port).await;
+    control.welcome().await;
+    let mut on_a = subscriber(a.port, "posts").await;
+    let mut on_b = subscriber(b.port, "posts").await;
+    let mut on_c = subscriber(c.port, "posts").await;
+    // on_b is also in the doc room: it must still get each event once.
+    on_b.send_json(json!({"type":"join-doc","collection":"posts","id":1})).await;
+    on_b.recv_type("joined").await;
+    let channel = "prt:r:collection:posts";
+    eventually_async("three instances subscribed", || async { numsub(&redis, channel, false).await == 3 }).await;
+
+    for i in 0..100 {
+        ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"i":i}})).await;
+    }
+    for client in [&mut on_a, &mut on_b, &mut on_c] {
+        for i in 0..100 {
+            let e = client.recv_json().await;
+            assert_eq!((e["type"].as_str(), e["doc"]["i"].as_i64()), (Some("update"), Some(i)), "in order, once");
+        }
+        client.expect_silence(Duration::from_millis(300)).await;
+    }
+
+    // Interest: C's only member leaves, so C unsubscribes and never sees the room's traffic.
+    on_c.send_json(json!({"type":"leave-collection","collection":"posts"})).await;
+    on_c.recv_type("left").await;
+    eventually_async("c unsubscribed", || async { numsub(&redis, channel, false).await == 2 }).await;
+    let mut c_ctl = Client::connect(c.port).await;
+    c_ctl.welcome().await;
+    let before = ctl(&mut c_ctl, "stats", json!({})).await["backplane"]["received"].as_u64().unwrap();
+    ctl(&mut control, "emit", json!({"collection":"posts","id":2,"operation":"create","doc":{}})).await;
+    on_b.recv_json().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = ctl(&mut c_ctl, "stats", json!({})).await["backplane"].clone();
+    assert_eq!(after["received"].as_u64().unwrap(), before, "an instance without members receives nothing");
+    // A room nobody serves costs one PUBLISH and no delivery anywhere.
+    assert_eq!(numsub(&redis, "prt:r:collection:nobody", false).await, 0);
+}
+
+/// Polls an async condition.
+async fn eventually_async<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sends_disconnects_broadcasts_and_presence_across_instances() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let key = std::str::from_utf8(KEY).unwrap();
+    let a = Node::start(&redis.url(), "a", &["--presence-ttl-ms", "1500", "--jwt-key", key]).await;
+    let mut b = Node::start(&redis.url(), "b", &["--presence-ttl-ms", "1500", "--jwt-key", key]).await;
+    let mut control = Client::connect(a.port).await;
+    control.welcome().await;
+    let mut user_b = Client::connect_with(b.port, &format!("/?token={}", token(9, 60)), &[]).await.expect("token accepted");
+    let id_b = user_b.welcome().await["socketId"].as_str().unwrap().to_string();
+    assert!(id_b.starts_with("b-"));
+    user_b.send_json(json!({"type":"join-room","room":"lobby"})).await;
+    user_b.recv_type("joined").await;
+    let mut local_a = Client::connect(a.port).await;
+    local_a.welcome().await;
+    local_a.send_json(json!({"type":"join-room","room":"lobby"})).await;
+    local_a.recv_type("joined").await;
+
+    // sendToSocket reaches a socket on another instance (once b listens on its channel).
+    eventually_async("b on its instance channel", || async { numsub(&redis, "prt:i:b", false).await == 1 }).await;
+    assert_eq!(ctl(&mut control, "send", json!({"socketId": id_b, "msg": {"type":"direct"}})).await, true);
+    assert_eq!(user_b.recv_type("direct").await["type"], "direct");
+    // A broadcast reaches both instances' members once.
+    ctl(&mut control, "broadcast", json!({"room":"room:lobby","msg":{"type":"hello"}})).await;
+    assert_eq!(user_b.recv_type("hello").await["type"], "hello");
+    assert_eq!(local_a.recv_type("hello").await["type"], "hello");
+    local_a.expect_silence(Duration::from_millis(200)).await;
+
+    // Presence spans instances.
+    let members = ctl(&mut control, "members", json!({"room":"room:lobby"})).await;
+    let mut instances: Vec<&str> = members.as_array().unwrap().iter().map(|m| m["instance"].as_str().unwrap()).collect();
+    instances.sort();
+    assert_eq!(instances, ["a", "b"]);
+
+    // kill -9 b: it leaves presence within the TTL.
+    b.kill();
+    let t0 = Instant::now();
+    loop {
+        let m = ctl(&mut control, "members", json!({"room":"room:lobby"})).await;
+        if m.as_array().unwrap().iter().all(|m| m["instance"] == "a") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(4), "dead instance still present: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(user_b);
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_local_delivery_and_recovers() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start().await;
+    let a = Node::start(&redis.url(), "a", &[]).await;
+    let b = Node::start(&redis.url(), "b", &[]).await;
+    let mut control = Client::connect(a.port).await;
+    control.welcome().await;
+    let mut on_a = subscriber(a.port, "posts").await;
+    let mut on_b = subscriber(b.port, "posts").await;
+    eventually_async("both subscribed", || async { numsub(&redis, "prt:r:collection:posts", false).await == 2 }).await;
+    ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"create","doc":{"n":0}})).await;
+    on_a.recv_json().await;
+    on_b.recv_json().await;
+
+    redis.kill();
+    for n in 1..=20 {
+        assert_eq!(ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":n}})).await, true);
+        assert_eq!(on_a.recv_json().await["doc"]["n"], n, "local delivery goes on");
+    }
+    let stats = ctl(&mut control, "stats", json!({})).await["backplane"].clone();
+    assert_eq!(stats["connected"], false, "{stats}");
+    assert!(stats["dropped"].as_u64().unwrap() >= 1, "{stats}");
+    on_b.expect_silence(Duration::from_millis(200)).await;
+
+    redis.restart().await;
+    let back = Instant::now();
+    let mut n = 100;
+    loop {
+        ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":n}})).await;
+        on_a.recv_json().await;
+        if let Ok(Some(f)) = on_b.recv_within(Duration::from_millis(100)).await {
+            if f.opcode == 1 {
+                break;
+            }
+        }
+        assert!(back.elapsed() < Duration::from_secs(3), "cross-instance delivery did not resume");
+        n += 1;
+    }
+    eprintln!("cross-instance delivery resumed {:?} after redis came back", back.elapsed());
+    let stats = ctl(&mut control, "stats", json!({})).await["backplane"].clone();
+    assert!(stats["reconnects"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+#[tokio::test]
+async fn sharded_pubsub_on_a_cluster() {
+    if !redis_available() {
+        return;
+    }
+    let cluster = Cluster::start().await;
+    let a = Node::start(&cluster.url(), "a", &[]).await;
+    let b = Node::start(&cluster.url(), "b", &[]).await;
+    let mut control = Client::connect(a.port).await;
+    control.welcome().await;
+    let mut on_b = subscriber(b.port, "posts").await;
+    let channel = "prt:r:collection:posts";
+    // SHARDNUMSUB answers on the node owning the channel's slot; sum over the nodes.
+    eventually_async("b subscribed (sharded)", || async {
+        let mut total = 0;
+        for n in &cluster.nodes {
+            if let Resp::Array(v) = n.cmd(&["PUBSUB", "SHARDNUMSUB", channel]).await {
+                total += v[1].int();
+            }
+        }
+        total == 1
+    })
+    .await;
+    for i in 0..20 {
+        ctl(&mut control, "emit", json!({"collection":"posts","id":i,"operation":"create","doc":{"i":i}})).await;
+    }
+    for i in 0..20 {
+        assert_eq!(on_b.recv_json().await["doc"]["i"], i);
+    }
+}
