@@ -145,6 +145,19 @@ impl Joined {
         self.failed.set(self.failed.get() + 1);
         self.first_error.borrow_mut().get_or_insert_with(|| e.to_string());
     }
+    /// Awaits a connection attempt and counts it as up or failed; None when it failed.
+    async fn track<T>(&self, attempt: impl std::future::Future<Output = Result<T>>) -> Option<T> {
+        match attempt.await {
+            Ok(c) => {
+                self.ok.set(self.ok.get() + 1);
+                Some(c)
+            }
+            Err(e) => {
+                self.fail(&e);
+                None
+            }
+        }
+    }
     /// Ok(true) once `n` are up; Err as soon as one failed.
     fn all(&self, n: usize) -> Result<bool> {
         if let Some(e) = self.first_error.borrow().as_ref() {
@@ -152,6 +165,12 @@ impl Joined {
         }
         Ok(self.ok.get() >= n)
     }
+}
+
+/// Connects with at most the semaphore's count of handshakes in flight.
+async fn connect_limited(target: &Target, token: Option<&str>, sem: &Semaphore) -> Result<Conn> {
+    let _permit = sem.acquire().await?;
+    connect(target, token).await
 }
 
 /// Connects (handshakes bounded by the semaphore) and joins `collection:posts`.
@@ -267,11 +286,7 @@ pub async fn fanout(server: &mut Server, target: &Target, p: &Params) -> Result<
         let token = token_for(p, user)?;
         let ok = allowed(user);
         spawn_local(async move {
-            let mut conn = match connect_joined(&target, &token, &sem).await {
-                Ok(c) => c,
-                Err(e) => return joined.fail(&e),
-            };
-            joined.ok.set(joined.ok.get() + 1);
+            let Some(mut conn) = joined.track(connect_joined(&target, &token, &sem)).await else { return };
             while let Ok(Some(m)) = conn.recv().await {
                 fan.deliver(m.json(), ok);
             }
@@ -412,15 +427,7 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
         let (state, joined, sem, target) = (state.clone(), joined.clone(), sem.clone(), target.clone());
         let token = token_for(p, client)?;
         spawn_local(async move {
-            let conn = async {
-                let _permit = sem.acquire().await?;
-                connect(&target, Some(&token)).await
-            };
-            let mut conn = match conn.await {
-                Ok(c) => c,
-                Err(e) => return joined.fail(&e),
-            };
-            joined.ok.set(joined.ok.get() + 1);
+            let Some(mut conn) = joined.track(connect_limited(&target, Some(&token), &sem)).await else { return };
             state.ready().await;
             let mut n = 0u64;
             while !state.done.get() {
@@ -461,15 +468,12 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
 pub async fn echo(server: &mut Server, target: &Target, p: &Params) -> Result<Value> {
     let state = Loop::new();
     let joined = Rc::new(Joined::default());
+    let sem = Rc::new(Semaphore::new(p.concurrency));
     let payload = br#""0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd""#;
     for _ in 0..p.clients {
-        let (state, joined, target, depth) = (state.clone(), joined.clone(), target.clone(), p.depth);
+        let (state, joined, sem, target, depth) = (state.clone(), joined.clone(), sem.clone(), target.clone(), p.depth);
         spawn_local(async move {
-            let mut conn = match connect(&target, None).await {
-                Ok(c) => c,
-                Err(e) => return joined.fail(&e),
-            };
-            joined.ok.set(joined.ok.get() + 1);
+            let Some(mut conn) = joined.track(connect_limited(&target, None, &sem)).await else { return };
             state.ready().await;
             // Replies come back in order, so the send time of each is at the front of the queue.
             let mut sent = std::collections::VecDeque::with_capacity(depth);
@@ -512,13 +516,8 @@ pub async fn idle(server: &mut Server, target: &Target, p: &Params) -> Result<Va
     for token in tokens {
         let (held, joined, sem, target) = (held.clone(), joined.clone(), sem.clone(), target.clone());
         spawn_local(async move {
-            let _permit = sem.acquire().await;
-            match connect(&target, Some(&token)).await {
-                Ok(c) => {
-                    held.borrow_mut().push(c);
-                    joined.ok.set(joined.ok.get() + 1);
-                }
-                Err(e) => joined.fail(&e),
+            if let Some(c) = joined.track(connect_limited(&target, Some(&token), &sem)).await {
+                held.borrow_mut().push(c);
             }
         });
     }
