@@ -249,6 +249,18 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
         let list: Vec<String> = v.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?"))).collect();
         let _ = writeln!(md, "- versions: {}", list.join(", "));
     }
+    let loads: Vec<f64> = runs.iter().filter_map(|r| r.get("loadavg")?.as_f64()).collect();
+    if let (Some(m), Some(lo), Some(hi)) = (
+        median(loads.clone()),
+        loads.iter().copied().reduce(f64::min),
+        loads.iter().copied().reduce(f64::max),
+    ) {
+        let _ = writeln!(
+            md,
+            "- 1-min load average during the runs: median {m:.1} (from {lo:.1} to {hi:.1}) on 2 cores: \
+             the machine is shared, so rates carry noise; see `srv wait` and `lower bound`"
+        );
+    }
     let _ = writeln!(md, "- raw runs: `bench-results/{}.jsonl` (one JSON line per run, not committed)\n", s("stamp"));
     md.push_str(METHOD);
 
