@@ -1,0 +1,396 @@
+//! `report`: the runs of a results file → BENCHMARKS.md (medians per scenario, size and server;
+//! ratios against uWebSockets.js; the targets, met or not).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::client::Result;
+
+/// Servers in table order; `(2 cores)` rows are our server with both cores.
+const SERVERS: &[&str] = &["ours", "ours (2 cores)", "uws", "ws", "socketio", "fws"];
+const BASE: &str = "uws";
+const SCENARIOS: &[&str] = &["fanout", "fanout-authorized", "handler", "echo", "idle", "churn"];
+
+#[derive(Clone, Copy)]
+enum Fmt {
+    /// Integer with thousands separators.
+    Int,
+    /// Two decimals.
+    F2,
+    /// µs shown as ms.
+    Ms,
+    /// Bytes shown as KiB (per connection) or MiB.
+    KiB,
+    MiB,
+    Pct,
+}
+
+struct Col {
+    head: &'static str,
+    field: &'static str,
+    fmt: Fmt,
+    /// Show value / uWS's value beside it.
+    ratio: bool,
+}
+
+const fn col(head: &'static str, field: &'static str, fmt: Fmt, ratio: bool) -> Col {
+    Col { head, field, fmt, ratio }
+}
+
+fn columns(scenario: &str) -> Vec<Col> {
+    use Fmt::*;
+    let common = [col("server cores", "server_cpu_cores", F2, false), col("srv wait", "server_runq_wait_frac", F2, false)];
+    let mut cols = match scenario {
+        "fanout" | "fanout-authorized" => vec![
+            col("deliveries/s", "delivery_per_s", Int, true),
+            col("CPU µs/delivery", "server_cpu_us_per_delivery", F2, true),
+            col("latency p50 ms", "latency_p50_us", Ms, false),
+            col("latency p99 ms", "latency_p99_us", Ms, false),
+            col("loop delay p50 ms", "eld_p50_us", Ms, false),
+            col("loop delay p99 ms", "eld_p99_us", Ms, true),
+            col("lost", "lost", Int, false),
+        ],
+        "handler" => vec![
+            col("msgs/s", "message_per_s", Int, true),
+            col("CPU µs/msg", "server_cpu_us_per_message", F2, true),
+            col("RTT p50 ms", "rtt_p50_us", Ms, false),
+            col("RTT p99 ms", "rtt_p99_us", Ms, false),
+            col("loop delay p99 ms", "eld_p99_us", Ms, false),
+            col("errors", "errors", Int, false),
+        ],
+        "echo" => vec![
+            col("msgs/s", "message_per_s", Int, true),
+            col("CPU µs/msg", "server_cpu_us_per_message", F2, true),
+            col("RTT p50 ms", "rtt_p50_us", Ms, false),
+            col("RTT p99 ms", "rtt_p99_us", Ms, false),
+        ],
+        "idle" => vec![
+            col("connects/s", "connect_per_s", Int, true),
+            col("KiB/conn", "bytes_per_conn", KiB, true),
+            col("CPU µs/connect", "server_cpu_us_per_connect", F2, true),
+            col("SYN drops", "listen_overflows", Int, false),
+            col("loop delay p99 ms", "eld_p99_us", Ms, false),
+        ],
+        "churn" => vec![
+            col("cycles/s", "cycle_per_s", Int, true),
+            col("CPU µs/cycle", "server_cpu_us_per_cycle", F2, true),
+            col("RSS first MiB", "rss_first", MiB, false),
+            col("RSS last MiB", "rss_last", MiB, false),
+            col("RSS drift", "rss_drift_pct", Pct, false),
+            col("SYN drops", "listen_overflows", Int, false),
+            col("failed", "failed", Int, false),
+        ],
+        _ => vec![],
+    };
+    cols.extend(common);
+    cols.push(col("gen CPU", "gen_cpu_frac", F2, false));
+    cols
+}
+
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}
+
+fn fmt(v: f64, f: Fmt) -> String {
+    match f {
+        Fmt::Int => thousands(v.round() as i64),
+        Fmt::F2 => format!("{v:.2}"),
+        Fmt::Ms => format!("{:.2}", v / 1000.0),
+        Fmt::KiB => format!("{:.1}", v / 1024.0),
+        Fmt::MiB => format!("{:.1}", v / (1024.0 * 1024.0)),
+        Fmt::Pct => format!("{v:+.1} %"),
+    }
+}
+
+pub fn thousands(n: i64) -> String {
+    let s = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn label(run: &Value) -> String {
+    let server = run["server"].as_str().unwrap_or("?");
+    if run["set"] == "both" { format!("{server} (2 cores)") } else { server.to_string() }
+}
+
+/// Runs grouped by (scenario, clients) then by server label.
+type Groups<'a> = BTreeMap<(usize, u64), BTreeMap<String, Vec<&'a Value>>>;
+
+fn group(runs: &[Value]) -> Groups<'_> {
+    let mut g: Groups = BTreeMap::new();
+    for r in runs {
+        let Some(si) = SCENARIOS.iter().position(|s| r["scenario"] == *s) else { continue };
+        let clients = r["clients"].as_u64().unwrap_or(0);
+        g.entry((si, clients)).or_default().entry(label(r)).or_default().push(r);
+    }
+    g
+}
+
+/// Median of `field` over the runs that did not fail.
+fn med(runs: &[&Value], field: &str) -> Option<f64> {
+    median(runs.iter().filter(|r| r.get("error").is_none()).filter_map(|r| r.get(field)?.as_f64()).collect())
+}
+
+fn ordered(servers: &BTreeMap<String, Vec<&Value>>) -> Vec<String> {
+    let mut names: Vec<String> = servers.keys().cloned().collect();
+    names.sort_by_key(|n| SERVERS.iter().position(|s| s == n).unwrap_or(SERVERS.len()));
+    names
+}
+
+fn table(md: &mut String, scenario: &str, servers: &BTreeMap<String, Vec<&Value>>) {
+    let cols = columns(scenario);
+    let base = servers.get(BASE);
+    let mut head = String::from("| server |");
+    let mut rule = String::from("| --- |");
+    for c in &cols {
+        head.push_str(&format!(" {} |", c.head));
+        rule.push_str(" ---: |");
+        if c.ratio {
+            head.push_str(" ×uWS |");
+            rule.push_str(" ---: |");
+        }
+    }
+    let _ = writeln!(md, "{head} runs |\n{rule} --- |");
+    for name in ordered(servers) {
+        let runs = &servers[&name];
+        let mut row = format!("| {name} |");
+        for c in &cols {
+            let v = med(runs, c.field);
+            row.push_str(&format!(" {} |", v.map(|v| fmt(v, c.fmt)).unwrap_or_else(|| "–".into())));
+            if c.ratio {
+                let r = match (v, base.and_then(|b| med(b, c.field))) {
+                    (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
+                    _ => "–".into(),
+                };
+                row.push_str(&format!(" {r} |"));
+            }
+        }
+        let ok = runs.iter().filter(|r| r.get("error").is_none()).count();
+        let lb = runs.iter().filter(|r| r["lower_bound"] == true).count();
+        let mut note = format!("{ok}");
+        if ok < runs.len() {
+            note.push_str(&format!(" ({} failed)", runs.len() - ok));
+        }
+        if lb > 0 {
+            note.push_str(&format!(", lower bound in {lb}"));
+        }
+        let _ = writeln!(md, "{row} {note} |");
+    }
+    let errors: Vec<String> = servers
+        .iter()
+        .flat_map(|(n, rs)| rs.iter().filter_map(move |r| Some(format!("{n}: {}", r.get("error")?.as_str()?))))
+        .collect();
+    for e in errors.iter().take(5) {
+        let _ = writeln!(md, "\n> failed run — {e}");
+    }
+}
+
+/// One target: a ratio (or value) against its bound.
+struct Target {
+    what: String,
+    value: Option<f64>,
+    bound: f64,
+    at_most: bool,
+}
+
+/// The targets for `who` (our server pinned, or on both cores).
+fn targets(g: &Groups<'_>, who: &str) -> Vec<Target> {
+    let m = |si: usize, c: u64, server: &str, f: &str| g.get(&(si, c))?.get(server).and_then(|r| med(r, f));
+    let ratio = |si: usize, c: u64, a: &str, b: &str, f: &str| match (m(si, c, a, f), m(si, c, b, f)) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        (Some(x), Some(_)) if x == 0.0 => Some(0.0),
+        _ => None,
+    };
+    let mut t = Vec::new();
+    let mut push = |what: String, value, bound, at_most| t.push(Target { what, value, bound, at_most });
+    for &(si, c) in g.keys() {
+        let s = SCENARIOS[si];
+        match s {
+            "fanout" | "fanout-authorized" => {
+                push(format!("{s} {c}: server CPU per delivery, ours / uWS"), ratio(si, c, who, BASE, "server_cpu_us_per_delivery"), 0.8, true);
+                push(format!("{s} {c}: Node event-loop delay p99, ours / uWS"), ratio(si, c, who, BASE, "eld_p99_us"), 0.1, true);
+                push(format!("{s} {c}: deliveries/s, ours / ws"), ratio(si, c, who, "ws", "delivery_per_s"), 3.0, false);
+                push(format!("{s} {c}: deliveries/s, ours / Socket.IO"), ratio(si, c, who, "socketio", "delivery_per_s"), 10.0, false);
+            }
+            "handler" => push(format!("handler {c}: msgs/s, ours / uWS"), ratio(si, c, who, BASE, "message_per_s"), 1.0, false),
+            "idle" => {
+                push(format!("idle {c}: bytes per connection, ours / uWS"), ratio(si, c, who, BASE, "bytes_per_conn"), 1.0, true);
+                push(format!("idle {c}: connects/s, ours / uWS"), ratio(si, c, who, BASE, "connect_per_s"), 1.1, false);
+            }
+            "churn" => push("churn: RSS drift of ours, %".to_string(), m(si, c, who, "rss_drift_pct"), 5.0, true),
+            _ => {}
+        }
+    }
+    t
+}
+
+pub fn render(meta: &Value, runs: &[Value]) -> String {
+    let g = group(runs);
+    let mut md = String::new();
+    let s = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(md, "_Generated by `{}` ({} mode, {} repetition(s)); do not edit by hand._\n", s("command"), s("mode"), meta["reps"]);
+    let _ = writeln!(md, "- date: {}", s("date"));
+    let _ = writeln!(md, "- machine: {}; 1-min load average at start: {}", s("machine"), meta["loadavg_at_start"]);
+    if let Some(v) = meta.get("versions").and_then(Value::as_object) {
+        let list: Vec<String> = v.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?"))).collect();
+        let _ = writeln!(md, "- versions: {}", list.join(", "));
+    }
+    let loads: Vec<f64> = runs.iter().filter_map(|r| r.get("loadavg")?.as_f64()).collect();
+    if let (Some(m), Some(lo), Some(hi)) = (
+        median(loads.clone()),
+        loads.iter().copied().reduce(f64::min),
+        loads.iter().copied().reduce(f64::max),
+    ) {
+        let _ = writeln!(
+            md,
+            "- 1-min load average during the runs: median {m:.1} (from {lo:.1} to {hi:.1}) on 2 cores: \
+             the machine is shared, so rates carry noise; see `srv wait` and `lower bound`"
+        );
+    }
+    let _ = writeln!(md, "- raw runs: `bench-results/{}.jsonl` (one JSON line per run, not committed)\n", s("stamp"));
+    md.push_str(METHOD);
+
+    md.push_str("\n## Targets\n\n`ours`: our Node server (addon + manager) on one core like every peer; ");
+    md.push_str("`2 cores`: the same on both cores (the generator shares core 1).\n\n");
+    md.push_str("| target | bound | ours | met | 2 cores | met |\n| --- | ---: | ---: | --- | ---: | --- |\n");
+    for (t, t2) in targets(&g, "ours").into_iter().zip(targets(&g, "ours (2 cores)")) {
+        let cell = |t: &Target| match t.value {
+            Some(v) => {
+                let met = (t.at_most && v <= t.bound) || (!t.at_most && v >= t.bound);
+                (format!("{v:.2}"), if met { "yes" } else { "**no**" })
+            }
+            None => ("–".to_string(), "not measured"),
+        };
+        let ((v1, m1), (v2, m2)) = (cell(&t), cell(&t2));
+        let bound = format!("{} {}", if t.at_most { "≤" } else { "≥" }, t.bound);
+        let _ = writeln!(md, "| {} | {bound} | {v1} | {m1} | {v2} | {m2} |", t.what);
+    }
+    md.push_str("\n## Results (medians over the repetitions)\n");
+    for ((si, c), servers) in &g {
+        let s = SCENARIOS[*si];
+        let size = match s {
+            "echo" => format!("{c} connections × depth {}", servers.values().flatten().find_map(|r| r["depth"].as_u64()).unwrap_or(0)),
+            "churn" => format!("{c} parallel loops"),
+            _ => format!("{c} clients"),
+        };
+        let _ = writeln!(md, "\n### {s} — {size}\n");
+        table(&mut md, s, servers);
+    }
+    md
+}
+
+const METHOD: &str = "## How it is measured
+
+`realtime-bench` (crates/bench) is a native generator: one thread (tokio current-thread runtime)
+with fastwebsockets clients, pinned to core 1; it spawns each server pinned to core 0 (`both`:
+cores 0-1), a fresh process per run, over loopback. Each run prints one JSON line.
+
+- **fanout / fanout-authorized**: C subscribers join `collection:posts`; the server's Node process
+  emits one ~300-byte event per credit, and a credit returns when an event reached every recipient
+  (16 in flight), so each server runs as fast as it absorbs events. Latency is end to end from the
+  `_ts` in the document. `authorized`: an `authorize` callback (one call per event with the room's
+  users) allows even user ids, half of them. Peers keep the room's members in JS to do so.
+- **handler**: C clients each send `{type:'echo',id,data}` and wait for `{type:'reply',id,data}`
+  from a JS handler. **echo**: raw transport, 16 messages in flight per connection; ours is the
+  core's native echo mode, `fws` a bare fastwebsockets echo server (the machine's reference).
+- **idle**: C connections with a JWT (HS256, checked at upgrade) opened 256 at a time: connect
+  rate, and RSS growth per connection after 0.5-1 s; `SYN drops`: TcpExt ListenOverflows during
+  the run (accept queue full: a listen backlog below 256 costs 1 s SYN retransmits). **churn**: connect, join, leave, close in 32
+  loops; RSS after the first N cycles vs after all.
+- Server CPU: utime+stime of all its threads from /proc/<pid>/stat (10 ms ticks) over the window.
+  `srv wait`: the share of the window the server's threads waited for a CPU while runnable
+  (/proc/<pid>/task/*/schedstat) — this machine is shared, so other work steals cycles; CPU per
+  unit of work is the figure least disturbed by that, rates the most.
+- Loop delay: `perf_hooks.monitorEventLoopDelay({resolution: 1})` in the server's Node process
+  during the window, minus the 1 ms sampling period.
+- `lower bound`: the generator used (or waited for) ≥ 90 % of its core during the window, so it,
+  not the server, may have set the pace; that server's rates are lower bounds.
+";
+
+pub fn main(opts: &HashMap<String, String>, files: &[String]) -> Result<()> {
+    let meta: Value = match opts.get("meta") {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+        None => Value::Null,
+    };
+    let mut runs = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(f)?.lines().filter(|l| l.starts_with('{')) {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) => runs.push(v),
+                Err(e) => eprintln!("report: skipping a bad line of {f}: {e}"),
+            }
+        }
+    }
+    if runs.is_empty() {
+        return Err("report: no runs".into());
+    }
+    let out = opts.get("out").map(String::as_str).unwrap_or("BENCHMARKS.md");
+    std::fs::write(out, render(&meta, &runs))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(-1234567), "-1,234,567");
+        assert_eq!(fmt(1500.0, Fmt::Ms), "1.50");
+        assert_eq!(fmt(2.5, Fmt::Pct), "+2.5 %");
+    }
+
+    #[test]
+    fn renders_medians_ratios_and_targets() {
+        let run = |server: &str, rep: u32, d: f64, cpu: f64| {
+            json!({"scenario": "fanout", "server": server, "set": "pinned", "clients": 1000, "rep": rep,
+                   "delivery_per_s": d, "server_cpu_us_per_delivery": cpu, "eld_p99_us": 100.0})
+        };
+        let mut runs = vec![
+            run("uws", 1, 100.0, 1.0),
+            run("uws", 2, 300.0, 1.0),
+            run("uws", 3, 200.0, 1.0),
+            run("ours", 1, 400.0, 0.5),
+            run("ours", 2, 400.0, 0.5),
+            json!({"scenario": "fanout", "server": "ws", "set": "pinned", "clients": 1000, "error": "boom"}),
+        ];
+        runs[4]["lower_bound"] = json!(true);
+        let md = render(&json!({"command": "npm run bench", "reps": 3}), &runs);
+        assert!(md.contains("| ours | 400 | 2.00× | 0.50 | 0.50× |"), "{md}");
+        assert!(md.contains("| uws | 200 | 1.00× |"), "{md}");
+        assert!(md.contains("lower bound in 1"));
+        assert!(md.contains("0 (1 failed)"));
+        assert!(md.contains("> failed run — ws: boom"));
+        let na = "– | not measured";
+        assert!(md.contains(&format!("| fanout 1000: server CPU per delivery, ours / uWS | ≤ 0.8 | 0.50 | yes | {na} |")), "{md}");
+        assert!(md.contains(&format!("| fanout 1000: deliveries/s, ours / ws | ≥ 3 | {na} | {na} |")), "{md}");
+        // ELD p99 equal: ratio 1 > 0.1
+        assert!(md.contains("| fanout 1000: Node event-loop delay p99, ours / uWS | ≤ 0.1 | 1.00 | **no** |"), "{md}");
+    }
+}

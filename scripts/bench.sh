@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Benchmarks against the peers, in one run: every scenario for every server, in alternating
+# order, REPS repetitions; the server pinned to core 0 and the generator to core 1, plus a set
+# with our server on both cores. Raw lines go to bench-results/<stamp>.jsonl, medians and
+# ratios against uWebSockets.js to BENCHMARKS.md.
+#
+#   npm run bench               # full: 3 repetitions, ~35 min on 2 cores
+#   npm run bench -- --quick    # 1 repetition, small sizes, < 3 min
+#   BENCH_REPS=5 BENCH_ONLY="fanout idle" npm run bench
+#
+# Loopback only; every server is a child of the generator, killed by it when its run ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+quick=0
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=1 ;;
+    *) echo "bench: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+reps=${BENCH_REPS:-$([ $quick = 1 ] && echo 1 || echo 3)}
+only=${BENCH_ONLY:-}
+out=${BENCH_OUT:-BENCHMARKS.md}
+if [ "$(nproc)" -lt 2 ]; then echo "bench: needs 2 cores (server on one, generator on the other)" >&2; exit 1; fi
+
+step "build the generator and the core's echo example (release)"
+cargo build --release --locked -p realtime-bench
+cargo build --release --locked -p realtime-core --example echo
+gen=target/release/realtime-bench
+
+step "install the peers (crates/bench/peers, pinned by its package-lock.json)"
+(cd crates/bench/peers && ensure_node_modules)
+
+have_ours=0
+ensure_node_modules
+build_addon
+build_ts
+if node --input-type=module -e "const m = await import('./dist/plugin/index.js'); process.exit(typeof m.initUWebSocket === 'function' ? 0 : 1)" 2>/dev/null; then
+  have_ours=1
+else
+  echo "!!! dist/plugin has no initUWebSocket: our Node server is left out (echo still runs) !!!"
+fi
+
+# Scenario table: name, generator arguments.
+if [ $quick = 1 ]; then
+  scenarios=(
+    "fanout|--clients 1000 --duration 1 --warmup 0.5"
+    "fanout-authorized|--clients 1000 --duration 1 --warmup 0.5"
+    "handler|--clients 200 --duration 1 --warmup 0.5"
+    "echo|--clients 50 --depth 16 --duration 1 --warmup 0.5"
+    "idle|--clients 2000"
+    "churn|--cycles 5000 --first-cycles 500 --concurrency 32"
+  )
+else
+  scenarios=(
+    "fanout|--clients 1000 --duration 5 --warmup 1"
+    "fanout|--clients 10000 --duration 5 --warmup 1"
+    "fanout-authorized|--clients 1000 --duration 5 --warmup 1"
+    "fanout-authorized|--clients 10000 --duration 5 --warmup 1"
+    "handler|--clients 1000 --duration 5 --warmup 1"
+    "echo|--clients 100 --depth 16 --duration 5 --warmup 1"
+    "idle|--clients 10000"
+    "idle|--clients 19000"
+    "churn|--cycles 100000 --first-cycles 10000 --concurrency 32"
+  )
+fi
+
+# server:set → generator arguments after the scenario's (`--` then the server command).
+server_args() {
+  local server=$1 set=$2 scenario=$3
+  local cpus="--server-cpus 0 --gen-cpus 1"
+  [ "$set" = both ] && cpus="--server-cpus 0,1 --gen-cpus 1"
+  case "$server:$scenario" in
+    ours:echo) echo "$cpus --no-control -- target/release/examples/echo 127.0.0.1:{port}" ;;
+    fws:echo) echo "$cpus --no-control -- $gen echo-server 127.0.0.1:{port}" ;;
+    fws:*) return 1 ;;
+    ours:*) [ $have_ours = 1 ] || return 1; echo "$cpus -- node crates/bench/peers/ours.js" ;;
+    socketio:*) echo "$cpus --socket-io -- node crates/bench/peers/socketio.js" ;;
+    *) echo "$cpus -- node crates/bench/peers/$server.js" ;;
+  esac
+}
+
+servers=(ours:pinned uws:pinned ws:pinned socketio:pinned fws:pinned ours:both)
+mkdir -p bench-results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+results=bench-results/$stamp.jsonl
+meta=bench-results/$stamp.meta.json
+command="npm run bench" mode=full
+if [ $quick = 1 ]; then command="npm run bench -- --quick" mode=quick; fi
+
+node -e '
+  const [cmd, mode, reps, stamp] = process.argv.slice(1)
+  const os = require("os"), cp = require("child_process")
+  const sh = (c) => { try { return cp.execSync(c, { encoding: "utf8" }).trim() } catch { return "?" } }
+  const v = (p) => require("./crates/bench/peers/node_modules/" + p + "/package.json").version
+  console.log(JSON.stringify({
+    date: new Date().toISOString(), stamp, command: cmd, mode, reps: Number(reps),
+    machine: `${os.cpus()[0].model}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`,
+    loadavg_at_start: os.loadavg()[0],
+    versions: {
+      "payload-realtime-rs": sh("git describe --always --dirty"), node: process.version,
+      rustc: sh("rustc --version"), "uwebsockets (npm)": v("uwebsockets"), ws: v("ws"),
+      bufferutil: v("bufferutil"), "socket.io": v("socket.io"), fastwebsockets: "0.10",
+    },
+  }))' "$command" "$([ $quick = 1 ] && echo quick || echo full)" "$reps" "$stamp" >"$meta"
+
+runs=0 failed=0
+t0=$(date +%s)
+for rep in $(seq "$reps"); do
+  for i in "${!scenarios[@]}"; do
+    entry=${scenarios[$i]}
+    scenario=${entry%%|*}
+    gargs=${entry#*|}
+    if [ -n "$only" ] && [[ " $only " != *" $scenario "* ]]; then continue; fi
+    # Alternate the order: rotate the server list by repetition and scenario.
+    n=${#servers[@]}
+    for k in $(seq 0 $((n - 1))); do
+      pair=${servers[$(((k + rep + i) % n))]}
+      server=${pair%%:*} set=${pair#*:}
+      sargs=$(server_args "$server" "$set" "$scenario") || continue
+      printf '[%4ss] rep %s  %-18s %-28s %-9s %s\n' $(($(date +%s) - t0)) "$rep" "$scenario" "$gargs" "$server" "$set"
+      runs=$((runs + 1))
+      # shellcheck disable=SC2086
+      if ! timeout 600 "$gen" run --scenario "$scenario" --server "$server" --set "$set" --rep "$rep" \
+        $gargs $sargs >>"$results"; then
+        failed=$((failed + 1))
+        tail -n1 "$results" | cut -c1-300
+      fi
+      sleep 0.5
+    done
+  done
+done
+
+step "report ($runs runs, $failed failed, $(($(date +%s) - t0)) s)"
+"$gen" report --meta "$meta" --out "$out" "$results"
+echo "wrote $out from $results"
