@@ -133,6 +133,21 @@ function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }
 
+/** A JS predicate over a JSON argument, for the native side: a throw counts as false. */
+function jsonPredicate<T>(fn: (value: T) => boolean | Promise<boolean>): (json: string) => Promise<boolean> {
+  return async (json: string) => {
+    try {
+      return (await fn(JSON.parse(json) as T)) === true
+    } catch {
+      return false
+    }
+  }
+}
+
+function roomMember(m: { socketId: string; userId?: string | null; userCollection?: string | null; instance: string }): RoomMember {
+  return { socketId: m.socketId, userId: m.userId ?? null, collection: m.userCollection ?? null, instance: m.instance }
+}
+
 /** A handler's answer for the native side: `R` + reply JSON (none = null). */
 function encodeReply(result: unknown): string {
   try {
@@ -334,13 +349,7 @@ export class UWebSocketManager {
 
   /** May refuse an upgrade (HTTP 403). */
   setVerifyClient(fn: (info: UpgradeRequest) => boolean | Promise<boolean>): void {
-    this.server.setVerifyClient(async (infoJson: string) => {
-      try {
-        return (await fn(JSON.parse(infoJson))) === true
-      } catch {
-        return false
-      }
-    })
+    this.server.setVerifyClient(jsonPredicate(fn))
   }
 
   /**
@@ -349,13 +358,7 @@ export class UWebSocketManager {
    * token with `{"type":"auth"}` (false → close 4001). A throw counts as false.
    */
   setSessionValidator(fn: (claims: UserClaims) => boolean | Promise<boolean>): void {
-    this.server.setSessionValidator(async (json: string) => {
-      try {
-        return (await fn(JSON.parse(json))) === true
-      } catch {
-        return false
-      }
-    })
+    this.server.setSessionValidator(jsonPredicate(fn))
   }
 
   /** Resolves credentials that are not JWTs (API keys) to a user, or null to refuse (401). */
@@ -378,13 +381,12 @@ export class UWebSocketManager {
 
   /** Members of a room on this instance (synchronous). */
   getLocalRoomMembers(room: string): RoomMember[] {
-    return this.server.roomMembers(room).map((m) => ({ socketId: m.socketId, userId: m.userId ?? null, collection: m.userCollection ?? null, instance: m.instance }))
+    return this.server.roomMembers(room).map(roomMember)
   }
 
   /** Members of a room on every instance (through Redis when configured). */
   async getRoomMembers(room: string): Promise<RoomMember[]> {
-    const members = await this.server.roomMembersEverywhere(room)
-    return members.map((m) => ({ socketId: m.socketId, userId: m.userId ?? null, collection: m.userCollection ?? null, instance: m.instance }))
+    return (await this.server.roomMembersEverywhere(room)).map(roomMember)
   }
 
   /** Closes every socket of a user (code 4001 by default); returns how many. */
