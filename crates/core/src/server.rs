@@ -239,29 +239,27 @@ impl ServerHandle {
 
     /// Members of `room` on every instance (this one's alone without a backplane).
     pub fn room_members_everywhere(&self, room: &str) -> impl Future<Output = Vec<Member>> + Send + 'static {
-        let hub = self.inner.hub.clone();
-        let remote = hub.backplane().members(room);
-        let local = hub.members(room);
-        let handle = self.inner.runtime.lock().as_ref().map(|rt| rt.handle().clone());
-        async move {
-            match (remote, handle) {
-                // fred needs the runtime the clients live on.
-                (Some(fut), Some(h)) => h.spawn(fut).await.unwrap_or(local),
-                _ => local,
+        let (tx, rx) = oneshot::channel();
+        self.room_members_with(room, move |members| {
+            let _ = tx.send(members);
+        });
+        async move { rx.await.unwrap_or_default() }
+    }
+
+    /// `room_members_everywhere`, calling `done` with the result.
+    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>) + Send + 'static) {
+        let hub = &self.inner.hub;
+        match (hub.backplane().members(room), self.runtime()) {
+            // fred needs the runtime its clients live on.
+            (Some(remote), Some(rt)) => {
+                rt.spawn(async move { done(remote.await) });
             }
+            _ => done(hub.members(room)),
         }
     }
 
-    /// `room_members_everywhere`, calling `done` (on a runtime thread) with the result.
-    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>) + Send + 'static) {
-        let fut = self.room_members_everywhere(room);
-        let handle = self.inner.runtime.lock().as_ref().map(|rt| rt.handle().clone());
-        match handle {
-            Some(h) => {
-                h.spawn(async move { done(fut.await) });
-            }
-            None => done(Vec::new()),
-        }
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.inner.runtime.lock().as_ref().map(|rt| rt.handle().clone())
     }
 
     /// Closes every socket of user `id` (in `collection`, when given); returns how many.
@@ -296,9 +294,8 @@ impl ServerHandle {
 
     /// `close`, calling `done` (on a runtime thread) when it has finished.
     pub fn close_with(&self, done: impl FnOnce() + Send + 'static) {
+        let Some(handle) = self.runtime() else { return done() };
         let inner = self.inner.clone();
-        let handle = inner.runtime.lock().as_ref().map(|rt| rt.handle().clone());
-        let Some(handle) = handle else { return done() };
         handle.spawn(async move {
             let hub = inner.hub.clone();
             hub.shutting_down.store(true, Relaxed);
