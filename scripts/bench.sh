@@ -48,6 +48,7 @@ if [ $quick = 1 ]; then
   scenarios=(
     "fanout|--clients 1000 --duration 1 --warmup 0.5"
     "fanout-authorized|--clients 1000 --duration 1 --warmup 0.5"
+    "fanout-redis|--clients 1000 --duration 1 --warmup 0.5"
     "handler|--clients 200 --duration 1 --warmup 0.5"
     "echo|--clients 50 --depth 16 --duration 1 --warmup 0.5"
     "idle|--clients 2000"
@@ -59,6 +60,8 @@ else
     "fanout|--clients 10000 --duration 5 --warmup 1"
     "fanout-authorized|--clients 1000 --duration 5 --warmup 1"
     "fanout-authorized|--clients 10000 --duration 5 --warmup 1"
+    "fanout-redis|--clients 1000 --duration 5 --warmup 1"
+    "fanout-redis|--clients 10000 --duration 5 --warmup 1"
     "handler|--clients 1000 --duration 5 --warmup 1"
     "echo|--clients 100 --depth 16 --duration 5 --warmup 1"
     "idle|--clients 10000"
@@ -68,11 +71,17 @@ else
 fi
 
 # server:set → generator arguments after the scenario's (`--` then the server command).
+# fanout-redis is the generator's fanout with K instances of ours sharing a spawned redis-server
+# (`ours-redisK`); its single-instance baseline is the plain fanout run of ours.
 server_args() {
   local server=$1 set=$2 scenario=$3
   local cpus="--server-cpus 0 --gen-cpus 1"
   [ "$set" = both ] && cpus="--server-cpus 0,1 --gen-cpus 1"
   case "$server:$scenario" in
+    ours-redis?:fanout-redis)
+      [ $have_ours = 1 ] && [ $have_redis = 1 ] || return 1
+      echo "$cpus --redis --instances ${server#ours-redis} -- node crates/bench/peers/ours.js" ;;
+    ours-redis?:* | *:fanout-redis) return 1 ;;
     ours:echo) echo "$cpus --no-control -- target/release/examples/echo 127.0.0.1:{port}" ;;
     fws:echo) echo "$cpus --no-control -- $gen echo-server 127.0.0.1:{port}" ;;
     fws:*) return 1 ;;
@@ -82,7 +91,14 @@ server_args() {
   esac
 }
 
-servers=(ours:pinned uws:pinned ws:pinned socketio:pinned fws:pinned ours:both)
+have_redis=1
+if ! command -v redis-server >/dev/null; then
+  have_redis=0
+  echo "!!! redis-server not on PATH: the fanout-redis scenario is left out !!!"
+fi
+
+servers=(ours:pinned uws:pinned ws:pinned socketio:pinned fws:pinned ours:both
+  ours-redis1:pinned ours-redis2:pinned ours-redis1:both ours-redis2:both)
 mkdir -p bench-results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=bench-results/$stamp.jsonl
@@ -103,6 +119,7 @@ node -e '
       "payload-realtime-rs": sh("git describe --always --dirty"), node: process.version,
       rustc: sh("rustc --version"), "uwebsockets (npm)": v("uwebsockets"), ws: v("ws"),
       bufferutil: v("bufferutil"), "socket.io": v("socket.io"), fastwebsockets: "0.10",
+      "redis-server": (sh("redis-server --version").match(/v=(\S+)/) || [, "?"])[1],
     },
   }))' "$command" "$([ $quick = 1 ] && echo quick || echo full)" "$reps" "$stamp" >"$meta"
 
@@ -120,10 +137,12 @@ for rep in $(seq "$reps"); do
       pair=${servers[$(((k + rep + i) % n))]}
       server=${pair%%:*} set=${pair#*:}
       sargs=$(server_args "$server" "$set" "$scenario") || continue
-      printf '[%4ss] rep %s  %-18s %-28s %-9s %s\n' $(($(date +%s) - t0)) "$rep" "$scenario" "$gargs" "$server" "$set"
+      printf '[%4ss] rep %s  %-18s %-28s %-11s %s\n' $(($(date +%s) - t0)) "$rep" "$scenario" "$gargs" "$server" "$set"
       runs=$((runs + 1))
+      gscenario=$scenario gserver=$server
+      [ "$scenario" = fanout-redis ] && gscenario=fanout gserver=ours
       # shellcheck disable=SC2086
-      if ! timeout 600 "$gen" run --scenario "$scenario" --server "$server" --set "$set" --rep "$rep" \
+      if ! timeout 600 "$gen" run --scenario "$gscenario" --server "$gserver" --set "$set" --rep "$rep" \
         $gargs $sargs >>"$results"; then
         failed=$((failed + 1))
         tail -n1 "$results" | cut -c1-300

@@ -11,6 +11,10 @@ const PORT = Number(process.env.PORT || 3002)
 const MODE = process.env.BENCH_MODE || 'app' // 'app' | 'echo'
 const AUTHORIZE = process.env.BENCH_AUTHORIZE === 'half'
 const JWT_KEY = process.env.BENCH_JWT_KEY || ''
+// Instances behind Redis (--instances K): this one's events are numbered START, START+STEP, …
+const SEQ_START = Number(process.env.BENCH_SEQ_START || 0)
+const SEQ_STEP = Number(process.env.BENCH_SEQ_STEP || 1)
+const REDIS_URL = process.env.BENCH_REDIS_URL || ''
 const ROOM = 'collection:posts'
 
 // --- JWT (HS256, Payload's claims), checked once at upgrade ---------------------------------
@@ -163,7 +167,8 @@ const out = (obj) => process.stdout.write('@bench ' + JSON.stringify(obj) + '\n'
 function control(emit) {
   const eld = monitorEventLoopDelay({ resolution: ELD_RESOLUTION_MS })
   eld.enable()
-  let seq = 0
+  let seq = SEQ_START
+  let emitted = 0
   // Delay beyond the sampling period, µs.
   const q = (p) => Math.max(0, Math.round(eld.percentile(p) / 1000 - ELD_RESOLUTION_MS * 1000))
   const rl = readline.createInterface({ input: process.stdin })
@@ -174,10 +179,10 @@ function control(emit) {
         eld.reset()
         return out({ ok: true })
       case 'credit':
-        for (let i = 0; i < c.n; i++) emit(makeEvent(seq++))
+        for (let i = 0; i < c.n; i++, seq += SEQ_STEP, emitted++) emit(makeEvent(seq))
         return
       case 'stop':
-        return out({ emitted: seq, eld_p50_us: q(50), eld_p99_us: q(99), eld_max_us: Math.round(eld.max / 1000) })
+        return out({ emitted, eld_p50_us: q(50), eld_p99_us: q(99), eld_max_us: Math.round(eld.max / 1000) })
     }
   })
   rl.on('close', () => process.exit(0))
@@ -189,6 +194,7 @@ module.exports = {
   MODE,
   AUTHORIZE,
   JWT_KEY,
+  REDIS_URL,
   ROOM,
   verifyJwt,
   makeEvent,

@@ -5,7 +5,7 @@
 // authorize callback in JS. (The `echo` scenario uses the core's native echo example instead.)
 const path = require('node:path')
 const { pathToFileURL } = require('node:url')
-const { PORT, AUTHORIZE, JWT_KEY, authorizeHalf, control } = require('./common')
+const { PORT, AUTHORIZE, JWT_KEY, REDIS_URL, authorizeHalf, control } = require('./common')
 
 const PLUGIN = path.join(__dirname, '..', '..', '..', 'dist', 'plugin', 'index.js')
 
@@ -20,6 +20,8 @@ async function main() {
     rateLimit: false,
     maxConnections: 100_000,
     maxBackpressure: 1 << 20,
+    // --redis: instances share this Redis (scenario fanout with --instances K).
+    ...(REDIS_URL ? { redis: { url: REDIS_URL } } : {}),
   })
   manager.registerCustomHandler('echo', (_socket, data) => data)
   if (AUTHORIZE) manager.setAuthorize('posts', (users, event) => authorizeHalf(users, event))

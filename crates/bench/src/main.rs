@@ -7,6 +7,10 @@
 //! ```
 //! `run` spawns the server (pinned with --server-cpus), pins itself to --gen-cpus, runs one
 //! scenario and prints one JSON line. See scripts/bench.sh for the whole suite.
+//!
+//! `--redis` spawns a `redis-server` (pinned with the servers) and hands its URL to every server
+//! as `BENCH_REDIS_URL`; `--instances K` (fan-out scenarios) runs K servers sharing it, the
+//! subscribers split among them.
 
 mod client;
 mod echo_server;
@@ -37,7 +41,8 @@ const USAGE: &str = "usage:
   realtime-bench run --scenario fanout|fanout-authorized|handler|echo|idle|churn --server NAME
       [--clients N] [--duration S] [--warmup S] [--window N] [--depth N] [--cycles N]
       [--first-cycles N] [--concurrency N] [--server-cpus LIST] [--gen-cpus LIST]
-      [--socket-io] [--no-control] [--rep N] [--set NAME] -- <server command, {port} replaced>
+      [--socket-io] [--no-control] [--rep N] [--set NAME]
+      [--instances K] [--redis] [--redis-server BIN] -- <server command, {port} replaced>
   realtime-bench echo-server ADDR
   realtime-bench report --out FILE [--meta FILE] RESULTS.jsonl...";
 
@@ -49,7 +54,7 @@ struct Args {
     rest: Vec<String>,
 }
 
-const SWITCHES: &[&str] = &["--socket-io", "--no-control"];
+const SWITCHES: &[&str] = &["--socket-io", "--no-control", "--redis"];
 
 fn parse_args(args: &[String]) -> std::result::Result<Args, String> {
     let mut a = Args { opts: HashMap::new(), flags: vec![], positional: vec![], rest: vec![] };
@@ -144,6 +149,13 @@ fn run(args: &Args) -> Result<()> {
     if !gen_cpus.is_empty() {
         server::pin_current(&gen_cpus)?;
     }
+    let instances: usize = args.get("instances", 1)?;
+    let redis = args.flag("--redis");
+    let fanout = matches!(scenario.as_str(), "fanout" | "fanout-authorized");
+    if instances == 0 || (instances > 1 && !fanout) {
+        return Err("--instances K > 1 is for the fanout scenarios only".into());
+    }
+    let redis_bin = args.get("redis-server", "redis-server".to_string())?;
     let mode = if scenario == "echo" { "echo" } else { "app" };
     let env = vec![
         ("BENCH_JWT_KEY".to_string(), JWT_KEY.to_string()),
@@ -161,22 +173,47 @@ fn run(args: &Args) -> Result<()> {
         "rep": args.get("rep", 1u32)?,
         "server_cpus": format!("{server_cpus:?}"),
         "gen_cpus": format!("{gen_cpus:?}"),
+        "instances": instances,
+        "redis": redis,
         "time": scenarios::now_us() / 1_000_000,
     });
-    let spawn = Spawn { cmd: &args.rest, cpus: &server_cpus, env, control: !args.flag("--no-control") };
+    let control = !args.flag("--no-control");
     let socket_io = args.flag("--socket-io");
     let res: Result<Value> = local.block_on(&rt, async {
-        let mut srv = Server::spawn(spawn).await?;
-        let target = Target::new(srv.addr, socket_io);
+        let redis = match redis {
+            true => Some(spawn_redis(&redis_bin, &server_cpus).await?),
+            false => None,
+        };
+        let mut servers = Vec::with_capacity(instances);
+        for i in 0..instances {
+            let mut env = env.clone();
+            if let Some(r) = &redis {
+                env.push(("BENCH_REDIS_URL".to_string(), format!("redis://{}", r.addr)));
+            }
+            // Each instance numbers its events i, i+K, i+2K…: one sequence over all of them.
+            env.push(("BENCH_SEQ_START".to_string(), i.to_string()));
+            env.push(("BENCH_SEQ_STEP".to_string(), instances.to_string()));
+            servers.push(Server::spawn(Spawn { cmd: &args.rest, cpus: &server_cpus, env, control }).await?);
+        }
+        let targets: Vec<Target> = servers.iter().map(|s| Target::new(s.addr, socket_io)).collect();
+        let srv = &mut servers[0];
+        let target = &targets[0];
         let out = match scenario.as_str() {
-            "fanout" | "fanout-authorized" => scenarios::fanout(&mut srv, &target, &p).await,
-            "handler" => scenarios::handler(&mut srv, &target, &p).await,
-            "echo" => scenarios::echo(&mut srv, &target, &p).await,
-            "idle" => scenarios::idle(&mut srv, &target, &p).await,
-            "churn" => scenarios::churn(&mut srv, &target, &p).await,
+            "fanout" | "fanout-authorized" => {
+                scenarios::fanout(&mut servers, &targets, &p, redis.as_ref().map(|r| r.pid)).await
+            }
+            "handler" => scenarios::handler(srv, target, &p).await,
+            "echo" => scenarios::echo(srv, target, &p).await,
+            "idle" => scenarios::idle(srv, target, &p).await,
+            "churn" => scenarios::churn(srv, target, &p).await,
             s => Err(format!("unknown scenario {s:?}").into()),
         };
-        srv.stop().await;
+        for s in servers {
+            s.stop().await;
+        }
+        if let Some(r) = redis {
+            r.stop().await;
+        }
         out
     });
     let ok = res.is_ok();
@@ -198,6 +235,17 @@ fn run(args: &Args) -> Result<()> {
     drop(local);
     drop(rt);
     if ok { Ok(()) } else { Err("run failed (see the error field)".into()) }
+}
+
+/// A throwaway `redis-server` on a free loopback port: no persistence, pinned like the servers.
+async fn spawn_redis(bin: &str, cpus: &[usize]) -> Result<Server> {
+    let cmd: Vec<String> = [bin, "--port", "{port}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", "/dev/null"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    Server::spawn(Spawn { cmd: &cmd, cpus, env: vec![], control: false })
+        .await
+        .map_err(|e| format!("redis-server ({bin}): {e}").into())
 }
 
 #[cfg(test)]

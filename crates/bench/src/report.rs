@@ -8,10 +8,34 @@ use serde_json::Value;
 
 use crate::client::Result;
 
-/// Servers in table order; `(2 cores)` rows are our server with both cores.
-const SERVERS: &[&str] = &["ours", "ours (2 cores)", "uws", "ws", "socketio", "fws"];
+/// Servers in table order; `(2 cores)` rows are our server with both cores; `×K + Redis` rows are
+/// K instances of our server sharing a Redis (scenario `fanout-redis`).
+const SERVERS: &[&str] = &[
+    "ours",
+    "ours (2 cores)",
+    "ours ×1",
+    "ours ×1 + Redis",
+    "ours ×2 + Redis",
+    "ours ×1 (2 cores)",
+    "ours ×1 + Redis (2 cores)",
+    "ours ×2 + Redis (2 cores)",
+    "uws",
+    "ws",
+    "socketio",
+    "fws",
+];
 const BASE: &str = "uws";
-const SCENARIOS: &[&str] = &["fanout", "fanout-authorized", "handler", "echo", "idle", "churn"];
+const SCENARIOS: &[&str] = &["fanout", "fanout-authorized", "fanout-redis", "handler", "echo", "idle", "churn"];
+
+/// The row a table's ratios are taken against: uWS, or in `fanout-redis` our single instance
+/// without Redis on the same cores.
+fn base_of(scenario: &str, label: &str) -> String {
+    match scenario {
+        "fanout-redis" if label.ends_with("(2 cores)") => "ours ×1 (2 cores)".to_string(),
+        "fanout-redis" => "ours ×1".to_string(),
+        _ => BASE.to_string(),
+    }
+}
 
 #[derive(Clone, Copy)]
 enum Fmt {
@@ -50,6 +74,15 @@ fn columns(scenario: &str) -> Vec<Col> {
             col("latency p99 ms", "latency_p99_us", Ms, false),
             col("loop delay p50 ms", "eld_p50_us", Ms, false),
             col("loop delay p99 ms", "eld_p99_us", Ms, true),
+            col("lost", "lost", Int, false),
+        ],
+        "fanout-redis" => vec![
+            col("deliveries/s", "delivery_per_s", Int, true),
+            col("CPU µs/delivery", "server_cpu_us_per_delivery", F2, true),
+            col("Redis CPU µs/delivery", "redis_cpu_us_per_delivery", F2, false),
+            col("latency p50 ms", "latency_p50_us", Ms, false),
+            col("latency p99 ms", "latency_p99_us", Ms, false),
+            col("loop delay p99 ms", "eld_p99_us", Ms, false),
             col("lost", "lost", Int, false),
         ],
         "handler" => vec![
@@ -122,8 +155,17 @@ pub fn thousands(n: i64) -> String {
 }
 
 fn label(run: &Value) -> String {
-    let server = run["server"].as_str().unwrap_or("?");
-    if run["set"] == "both" { format!("{server} (2 cores)") } else { server.to_string() }
+    let mut server = run["server"].as_str().unwrap_or("?").to_string();
+    if run["redis"] == true {
+        server = format!("{server} ×{} + Redis", run["instances"].as_u64().unwrap_or(1));
+    }
+    if run["set"] == "both" { format!("{server} (2 cores)") } else { server }
+}
+
+/// The table a run belongs to: fan-out through Redis has its own.
+fn scenario_of(run: &Value) -> Option<usize> {
+    let s = if run["redis"] == true && run["scenario"] == "fanout" { "fanout-redis" } else { run["scenario"].as_str()? };
+    SCENARIOS.iter().position(|x| *x == s)
 }
 
 /// Runs grouped by (scenario, clients) then by server label.
@@ -132,9 +174,25 @@ type Groups<'a> = BTreeMap<(usize, u64), BTreeMap<String, Vec<&'a Value>>>;
 fn group(runs: &[Value]) -> Groups<'_> {
     let mut g: Groups = BTreeMap::new();
     for r in runs {
-        let Some(si) = SCENARIOS.iter().position(|s| r["scenario"] == *s) else { continue };
+        let Some(si) = scenario_of(r) else { continue };
         let clients = r["clients"].as_u64().unwrap_or(0);
         g.entry((si, clients)).or_default().entry(label(r)).or_default().push(r);
+    }
+    // The Redis table's baseline: our plain fan-out runs of the same size, as `ours ×1`.
+    let (fanout, redis) = (0, SCENARIOS.iter().position(|s| *s == "fanout-redis").unwrap_or(usize::MAX));
+    let sizes: Vec<u64> = g.keys().filter(|k| k.0 == redis).map(|k| k.1).collect();
+    for c in sizes {
+        let plain: Vec<(String, Vec<&Value>)> = g
+            .get(&(fanout, c))
+            .map(|servers| {
+                servers
+                    .iter()
+                    .filter(|(l, _)| l.as_str() == "ours" || l.as_str() == "ours (2 cores)")
+                    .map(|(l, rs)| (l.replacen("ours", "ours ×1", 1), rs.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        g.entry((redis, c)).or_default().extend(plain);
     }
     g
 }
@@ -152,20 +210,21 @@ fn ordered(servers: &BTreeMap<String, Vec<&Value>>) -> Vec<String> {
 
 fn table(md: &mut String, scenario: &str, servers: &BTreeMap<String, Vec<&Value>>) {
     let cols = columns(scenario);
-    let base = servers.get(BASE);
+    let base_head = if scenario == "fanout-redis" { "×1 inst." } else { "×uWS" };
     let mut head = String::from("| server |");
     let mut rule = String::from("| --- |");
     for c in &cols {
         head.push_str(&format!(" {} |", c.head));
         rule.push_str(" ---: |");
         if c.ratio {
-            head.push_str(" ×uWS |");
+            head.push_str(&format!(" {base_head} |"));
             rule.push_str(" ---: |");
         }
     }
     let _ = writeln!(md, "{head} runs |\n{rule} --- |");
     for name in ordered(servers) {
         let runs = &servers[&name];
+        let base = servers.get(&base_of(scenario, &name));
         let mut row = format!("| {name} |");
         for c in &cols {
             let v = med(runs, c.field);
@@ -288,6 +347,9 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
             _ => format!("{c} clients"),
         };
         let _ = writeln!(md, "\n### {s} — {size}\n");
+        if s == "fanout-redis" {
+            let _ = writeln!(md, "{REDIS_NOTE}\n");
+        }
         table(&mut md, s, servers);
     }
     md
@@ -304,6 +366,10 @@ cores 0-1), a fresh process per run, over loopback. Each run prints one JSON lin
   (16 in flight), so each server runs as fast as it absorbs events. Latency is end to end from the
   `_ts` in the document. `authorized`: an `authorize` callback (one call per event with the room's
   users) allows even user ids, half of them. Peers keep the room's members in JS to do so.
+- **fanout-redis**: the same fan-out with the C subscribers split over K instances of our server
+  (separate Node processes) sharing one `redis-server` (no persistence) spawned by the generator;
+  credits are dealt among the instances, so each emits its share of the events and every event
+  reaches the other instance through Redis. `ours ×1` is the plain fanout row (no Redis).
 - **handler**: C clients each send `{type:'echo',id,data}` and wait for `{type:'reply',id,data}`
   from a JS handler. **echo**: raw transport, 16 messages in flight per connection; ours is the
   core's native echo mode, `fws` a bare fastwebsockets echo server (the machine's reference).
@@ -320,6 +386,11 @@ cores 0-1), a fresh process per run, over loopback. Each run prints one JSON lin
 - `lower bound`: the generator used (or waited for) ≥ 90 % of its core during the window, so it,
   not the server, may have set the pace; that server's rates are lower bounds.
 ";
+
+const REDIS_NOTE: &str = "Same total subscribers, split over the instances. CPU µs/delivery sums \
+the instances' Node processes; Redis's own CPU is the next column. `pinned`: every instance and \
+Redis share core 0, so this shows what the backplane costs for the same CPU, not scale-out (that \
+needs a core per instance, which a 2-core machine with the generator on one core cannot give).";
 
 pub fn main(opts: &HashMap<String, String>, files: &[String]) -> Result<()> {
     let meta: Value = match opts.get("meta") {
@@ -364,6 +435,23 @@ mod tests {
         assert_eq!(thousands(-1234567), "-1,234,567");
         assert_eq!(fmt(1500.0, Fmt::Ms), "1.50");
         assert_eq!(fmt(2.5, Fmt::Pct), "+2.5 %");
+    }
+
+    #[test]
+    fn redis_runs_get_their_own_table_against_the_single_instance() {
+        let run = |instances: u64, redis: bool, d: f64| {
+            json!({"scenario": "fanout", "server": "ours", "set": "pinned", "clients": 1000, "rep": 1,
+                   "instances": instances, "redis": redis, "delivery_per_s": d, "redis_cpu_us_per_delivery": 0.25})
+        };
+        let runs = vec![run(1, false, 100.0), run(1, true, 80.0), run(2, true, 60.0)];
+        let md = render(&json!({}), &runs);
+        assert!(md.contains("### fanout-redis — 1000 clients"), "{md}");
+        assert!(md.contains("| ours ×1 | 100 | 1.00× |"), "{md}");
+        assert!(md.contains("| ours ×1 + Redis | 80 | 0.80× |"), "{md}");
+        assert!(md.contains("| ours ×2 + Redis | 60 | 0.60× | – | – | 0.25 |"), "{md}");
+        // The plain fanout table keeps only the plain run.
+        let fanout = md.split("### fanout — 1000 clients").nth(1).unwrap().split("###").next().unwrap();
+        assert!(fanout.contains("| ours | 100 |") && !fanout.contains("Redis"), "{fanout}");
     }
 
     #[test]

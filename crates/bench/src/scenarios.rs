@@ -51,6 +51,7 @@ pub fn now_us() -> u64 {
 /// that was starved did not set the pace by its own cost.
 pub struct Meter {
     t: Instant,
+    pids: Vec<u32>,
     server_cpu: u64,
     gen_cpu: u64,
     server_wait: u64,
@@ -68,23 +69,36 @@ pub struct Window {
 
 impl Meter {
     pub fn start(s: &Server) -> Result<Meter> {
+        Self::of(&[s.pid])
+    }
+    /// A meter over several server processes (instances behind Redis): their CPU is summed.
+    pub fn of(pids: &[u32]) -> Result<Meter> {
         Ok(Meter {
             t: Instant::now(),
-            server_cpu: s.cpu_us()?,
+            pids: pids.to_vec(),
+            server_cpu: cpu_of(pids)?,
             gen_cpu: server::self_cpu_us(),
-            server_wait: server::proc_runq_wait_ns(s.pid),
+            server_wait: wait_of(pids),
             gen_wait: server::proc_runq_wait_ns(std::process::id()),
         })
     }
-    pub fn stop(&self, s: &Server) -> Result<Window> {
+    pub fn stop(&self) -> Result<Window> {
         Ok(Window {
             secs: self.t.elapsed().as_secs_f64(),
-            server_cpu_us: s.cpu_us()?.saturating_sub(self.server_cpu),
+            server_cpu_us: cpu_of(&self.pids)?.saturating_sub(self.server_cpu),
             gen_cpu_us: server::self_cpu_us().saturating_sub(self.gen_cpu),
-            server_wait_us: server::proc_runq_wait_ns(s.pid).saturating_sub(self.server_wait) / 1000,
+            server_wait_us: wait_of(&self.pids).saturating_sub(self.server_wait) / 1000,
             gen_wait_us: server::proc_runq_wait_ns(std::process::id()).saturating_sub(self.gen_wait) / 1000,
         })
     }
+}
+
+fn cpu_of(pids: &[u32]) -> Result<u64> {
+    pids.iter().map(|&p| server::proc_cpu_us(p)).sum()
+}
+
+fn wait_of(pids: &[u32]) -> u64 {
+    pids.iter().map(|&p| server::proc_runq_wait_ns(p)).sum()
 }
 
 impl Window {
@@ -182,39 +196,74 @@ async fn connect_joined(target: &Target, token: &str, sem: &Semaphore) -> Result
     Ok(c)
 }
 
-/// Writes control lines to the server's stdin from one task: commands from a channel, and
-/// credits whenever the fan-out state has completed events to hand back.
+/// What the control writer sends: a command to every server, or credits dealt among them.
+enum Line {
+    All(Value),
+    Credit(u64),
+}
+
+/// Writes control lines to the servers' stdin from one task: commands from a channel, and
+/// credits whenever the fan-out state has completed events to hand back. With several servers
+/// (instances behind Redis) credits are dealt round-robin, so each instance emits its share.
 struct Writer {
-    tx: mpsc::UnboundedSender<Value>,
+    tx: mpsc::UnboundedSender<Line>,
     task: JoinHandle<()>,
 }
 
+/// Splits `n` credits over `k` servers starting at `*next`; returns each server's share.
+fn deal(n: u64, k: usize, next: &mut usize) -> Vec<u64> {
+    let mut share = vec![n / k as u64; k];
+    for _ in 0..n % k as u64 {
+        share[*next] += 1;
+        *next = (*next + 1) % k;
+    }
+    share
+}
+
 impl Writer {
-    fn start(server: &mut Server, fan: Rc<Fan>) -> Result<Writer> {
-        let mut stdin = server.take_stdin().ok_or("server has no control channel")?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    fn start(servers: &mut [Server], fan: Rc<Fan>) -> Result<Writer> {
+        let mut stdins = Vec::with_capacity(servers.len());
+        for s in servers.iter_mut() {
+            stdins.push(s.take_stdin().ok_or("server has no control channel")?);
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
         let task = spawn_local(async move {
+            let k = stdins.len();
+            let mut next = 0usize;
             loop {
                 let line = tokio::select! {
                     biased;
-                    c = rx.recv() => match c { Some(v) => v, None => break },
+                    c = rx.recv() => match c { Some(l) => l, None => break },
                     _ = fan.credit.notified() => {
                         let n = fan.completed.take();
                         if n == 0 || fan.stopped.get() { continue }
-                        json!({"cmd": "credit", "n": n})
+                        Line::Credit(n)
                     }
                 };
-                let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-                bytes.push(b'\n');
-                if stdin.write_all(&bytes).await.is_err() {
-                    break;
+                let lines: Vec<Option<Value>> = match line {
+                    Line::All(v) => vec![Some(v); k],
+                    Line::Credit(n) => deal(n, k, &mut next)
+                        .into_iter()
+                        .map(|n| (n > 0).then(|| json!({"cmd": "credit", "n": n})))
+                        .collect(),
+                };
+                for (stdin, v) in stdins.iter_mut().zip(lines) {
+                    let Some(v) = v else { continue };
+                    let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
+                    bytes.push(b'\n');
+                    if stdin.write_all(&bytes).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
         Ok(Writer { tx, task })
     }
     fn send(&self, v: Value) -> Result<()> {
-        self.tx.send(v).map_err(|_| "control writer ended".into())
+        self.tx.send(Line::All(v)).map_err(|_| "control writer ended".into())
+    }
+    fn credit(&self, n: u64) -> Result<()> {
+        self.tx.send(Line::Credit(n)).map_err(|_| "control writer ended".into())
     }
 }
 
@@ -275,14 +324,19 @@ impl Fan {
 /// `fanout` / `fanout-authorized`: C subscribers of collection:posts, the server's Node process
 /// emits one event per credit; a credit comes back when an event reached every recipient, so at
 /// most `window` events are in flight and the server is never pushed past what it absorbs.
-pub async fn fanout(server: &mut Server, target: &Target, p: &Params) -> Result<Value> {
+///
+/// With several servers (instances sharing a Redis backplane, `redis` its pid) subscriber `u`
+/// connects to instance `u % k` and credits are dealt among the instances, so every event is
+/// emitted on one instance and delivered by all of them.
+pub async fn fanout(servers: &mut [Server], targets: &[Target], p: &Params, redis: Option<u32>) -> Result<Value> {
     let allowed = |user: usize| !p.authorized || user % 2 == 0;
     let expected = (0..p.clients).filter(|&u| allowed(u)).count() as u32;
     let fan = Rc::new(Fan { expected, ..Fan::default() });
     let joined = Rc::new(Joined::default());
     let sem = Rc::new(Semaphore::new(p.concurrency));
     for user in 0..p.clients {
-        let (fan, joined, sem, target) = (fan.clone(), joined.clone(), sem.clone(), target.clone());
+        let target = targets[user % targets.len()].clone();
+        let (fan, joined, sem) = (fan.clone(), joined.clone(), sem.clone());
         let token = token_for(p, user)?;
         let ok = allowed(user);
         spawn_local(async move {
@@ -295,22 +349,30 @@ pub async fn fanout(server: &mut Server, target: &Target, p: &Params) -> Result<
     }
     until("subscribers to join", Duration::from_secs(180), || joined.all(p.clients)).await?;
 
-    let writer = Writer::start(server, fan.clone())?;
-    writer.send(json!({"cmd": "credit", "n": p.window}))?;
+    let writer = Writer::start(servers, fan.clone())?;
+    writer.credit(p.window as u64)?;
     tokio::time::sleep(Duration::from_secs_f64(p.warmup)).await;
     writer.send(json!({"cmd": "start"}))?;
-    server.reply().await?;
+    for s in servers.iter_mut() {
+        s.reply().await?;
+    }
     let d0 = fan.delivered.get();
-    let meter = Meter::start(server)?;
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let meter = Meter::of(&pids)?;
+    let redis_meter = redis.map(|pid| Meter::of(&[pid])).transpose()?;
     fan.measuring.set(true);
     tokio::time::sleep(Duration::from_secs_f64(p.duration)).await;
     fan.measuring.set(false);
-    let w = meter.stop(server)?;
+    let w = meter.stop()?;
+    let rw = redis_meter.map(|m| m.stop()).transpose()?;
     let work = fan.delivered.get() - d0;
     fan.stopped.set(true);
     writer.send(json!({"cmd": "stop"}))?;
-    let stats = server.reply().await?;
-    let emitted = stats.get("emitted").and_then(Value::as_u64).unwrap_or(0);
+    let mut stats = Vec::with_capacity(servers.len());
+    for s in servers.iter_mut() {
+        stats.push(s.reply().await?);
+    }
+    let emitted: u64 = stats.iter().filter_map(|s| s.get("emitted")?.as_u64()).sum();
     let want = emitted * expected as u64;
     // Let what is in flight arrive (bounded), then count what never did.
     let _ = until("in-flight deliveries", Duration::from_secs(3), || Ok(fan.delivered.get() >= want)).await;
@@ -335,19 +397,29 @@ pub async fn fanout(server: &mut Server, target: &Target, p: &Params) -> Result<
             "dropped_connections": fan.dropped.get(),
         }),
     );
-    merge(&mut out, eld(&stats));
+    if let Some(rw) = rw {
+        let per = if work == 0 { Value::Null } else { json!(round2(rw.server_cpu_us as f64 / work as f64)) };
+        merge(&mut out, json!({"redis_cpu_us_per_delivery": per, "redis_cpu_cores": round2(rw.server_cpu_us as f64 / 1e6 / rw.secs)}));
+    }
+    // The worst instance's event loop.
+    merge(&mut out, eld_worst(&stats));
     Ok(out)
+}
+
+/// The largest of each event-loop-delay figure over several `stop` replies.
+fn eld_worst(stats: &[Value]) -> Value {
+    let mut o = json!({});
+    for k in ["eld_p50_us", "eld_p99_us", "eld_max_us"] {
+        if let Some(v) = stats.iter().filter_map(|s| s.get(k)?.as_u64()).max() {
+            o[k] = json!(v);
+        }
+    }
+    o
 }
 
 /// The event-loop-delay figures of a `stop` reply.
 fn eld(stats: &Value) -> Value {
-    let mut o = json!({});
-    for k in ["eld_p50_us", "eld_p99_us", "eld_max_us"] {
-        if let Some(v) = stats.get(k) {
-            o[k] = v.clone();
-        }
-    }
-    o
+    eld_worst(std::slice::from_ref(stats))
 }
 
 /// Resets the event-loop-delay histogram of a Node server (no-op for the others).
@@ -408,7 +480,7 @@ async fn measure_loop(server: &mut Server, state: &Loop, p: &Params) -> Result<(
     state.measuring.set(true);
     tokio::time::sleep(Duration::from_secs_f64(p.duration)).await;
     state.measuring.set(false);
-    let w = meter.stop(server)?;
+    let w = meter.stop()?;
     state.done.set(true);
     let eld = eld_stop(server).await?;
     let rtt = state.rtt.borrow();
@@ -522,7 +594,7 @@ pub async fn idle(server: &mut Server, target: &Target, p: &Params) -> Result<Va
         });
     }
     until("connections", Duration::from_secs(180), || joined.all(p.clients)).await?;
-    let w = meter.stop(server)?;
+    let w = meter.stop()?;
     let eld = eld_stop(server).await?;
     tokio::time::sleep(Duration::from_secs_f64(p.warmup.max(0.5))).await;
     let rss1 = server.rss()?;
@@ -573,7 +645,7 @@ pub async fn churn(server: &mut Server, target: &Target, p: &Params) -> Result<V
         for l in loops {
             let _ = l.await;
         }
-        let w = meter.stop(server)?;
+        let w = meter.stop()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         phases.push((w, finished.get() - before, server.rss()?));
     }
@@ -611,4 +683,28 @@ async fn cycle(target: &Target, token: &str) -> Result<()> {
     c.wait_type(b"left").await?;
     c.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credits_are_dealt_evenly_and_the_remainder_rotates() {
+        let mut next = 0;
+        assert_eq!(deal(16, 1, &mut next), vec![16]);
+        assert_eq!(deal(16, 2, &mut next), vec![8, 8]);
+        assert_eq!(deal(1, 2, &mut next), vec![1, 0]);
+        assert_eq!(deal(1, 2, &mut next), vec![0, 1]);
+        assert_eq!(deal(3, 2, &mut next), vec![2, 1]);
+        assert_eq!(next, 1);
+        assert_eq!(deal(0, 3, &mut next), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn worst_event_loop_figures_of_several_instances() {
+        let v = eld_worst(&[json!({"eld_p99_us": 5, "eld_max_us": 9}), json!({"eld_p99_us": 7, "eld_p50_us": 1})]);
+        assert_eq!(v, json!({"eld_p50_us": 1, "eld_p99_us": 7, "eld_max_us": 9}));
+        assert_eq!(eld(&json!({"emitted": 3})), json!({}));
+    }
 }

@@ -148,10 +148,6 @@ impl Server {
         self.stdin.take()
     }
 
-    pub fn cpu_us(&self) -> Result<u64> {
-        proc_cpu_us(self.pid)
-    }
-
     pub fn rss(&self) -> Result<u64> {
         proc_rss(self.pid)
     }
