@@ -1,6 +1,7 @@
-// Two instances behind a real redis-server: Payload with the plugin in this process, a second
-// realtime server (same secret) in a child process. A write in Payload reaches a client of the
-// other instance; a logout in Payload closes that client's socket there.
+// Two instances behind a real Redis (REDIS_URL, else a redis-server the test spawns): Payload
+// with the plugin in this process, a second realtime server (same secret) in a child process.
+// A write in Payload reaches a client of the other instance; a logout in Payload closes that
+// client's socket there.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { createUser, connect, logout, SECRET, spawnInstance, startPayload, startRedis } from './helpers/payload.mjs'
@@ -12,8 +13,8 @@ let other
 before(async () => {
   redis = await startRedis()
   if (!redis) return
-  app = await startPayload({ realtime: { includeCollections: ['posts'], redis: { url: redis.url } } })
-  other = await spawnInstance({ secret: SECRET, redis: { url: redis.url } })
+  app = await startPayload({ realtime: { includeCollections: ['posts'], redis: redis.options } })
+  other = await spawnInstance({ secret: SECRET, redis: redis.options })
 })
 
 after(async () => {
@@ -23,7 +24,7 @@ after(async () => {
 })
 
 test('an event from Payload reaches a socket on another instance; logout closes it there', async (t) => {
-  if (!redis) return t.skip('redis-server not installed')
+  if (!redis) return t.skip('no Redis: neither REDIS_URL nor redis-server')
   const { user, token } = await createUser(app.payload, 'far@example.com')
   const far = await connect(other.url, { token })
   assert.equal(String(far.welcome.user.id), String(user.id))

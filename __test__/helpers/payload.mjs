@@ -234,12 +234,18 @@ function skipWithout(tool, what, hint) {
 }
 
 /**
- * A `redis-server` on a free loopback port: `{ url, stop }`. Without redis-server on PATH it
- * returns null and says so loudly; in CI (CI=true) that is an error.
+ * The Redis of a multi-instance test: `{ options, stop }`, `options` being the manager's `redis`
+ * option. With REDIS_URL set, that Redis under a prefix of this run's own (it may be shared);
+ * else a `redis-server` on a free loopback port. Without either it returns null and says so
+ * loudly; in CI (CI=true) that is an error.
  */
 export async function startRedis() {
+  if (process.env.REDIS_URL) {
+    const prefix = `prt-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+    return { options: { url: process.env.REDIS_URL, prefix }, stop: async () => {} }
+  }
   if (spawnSync('redis-server', ['--version']).status !== 0) {
-    skipWithout('redis-server on PATH', 'multi-instance plugin test')
+    skipWithout('redis-server on PATH (or REDIS_URL)', 'multi-instance plugin test')
     return null
   }
   const port = await freePort()
@@ -256,7 +262,7 @@ export async function startRedis() {
     await new Promise((r) => setTimeout(r, 50))
   }
   return {
-    url: `redis://127.0.0.1:${port}`,
+    options: { url: `redis://127.0.0.1:${port}` },
     stop: () => (child.kill('SIGTERM'), stopChild(child)),
   }
 }

@@ -200,6 +200,7 @@ impl StatsSnapshot {
         metric("backplane_dropped_total", "counter", "Cross-instance messages lost (Redis down, queue full, lagging receiver).", b.dropped);
         metric("backplane_reconnects_total", "counter", "Reconnections to Redis.", b.reconnects);
         metric("backplane_subscribed_rooms", "gauge", "Room channels this instance subscribes to.", b.subscribed_rooms);
+        metric("backplane_topology_changes_total", "counter", "Redis Cluster topology changes seen (sharded subscriptions re-issued).", b.topology_changes);
         let _ = writeln!(out, "# HELP realtime_upgrade_refusals_total Upgrades refused, by reason.\n# TYPE realtime_upgrade_refusals_total counter");
         let r = &self.refusals;
         for (reason, v) in [

@@ -1,9 +1,11 @@
-//! Several instances (separate processes) behind a real redis-server the test spawns.
+//! Several instances (separate processes) behind a real Redis: REDIS_URL if set (under a prefix
+//! of the test's own), else a redis-server the test spawns; the fault and cluster tests always
+//! spawn their own.
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{redis_available, Cluster, Node, Redis, Resp};
+use common::redis::{Cluster, Node, Redis, Resp};
 use common::*;
 use serde_json::{json, Value};
 
@@ -29,13 +31,10 @@ async fn numsub(redis: &Redis, channel: &str, sharded: bool) -> i64 {
 
 #[tokio::test]
 async fn events_cross_instances_once_and_in_order_with_interest_routing() {
-    if !redis_available() {
-        return;
-    }
-    let redis = Redis::start().await;
-    let a = Node::start(&redis.url(), "a", &[]).await;
-    let b = Node::start(&redis.url(), "b", &[]).await;
-    let c = Node::start(&redis.url(), "c", &[]).await;
+    let Some(redis) = Redis::shared_or_spawned().await else { return };
+    let a = Node::start(&redis.node_args(), "a", &[]).await;
+    let b = Node::start(&redis.node_args(), "b", &[]).await;
+    let c = Node::start(&redis.node_args(), "c", &[]).await;
     let mut control = Client::connect(a.port).await;
     control.welcome().await;
     let mut on_a = subscriber(a.port, "posts").await;
@@ -44,7 +43,7 @@ async fn events_cross_instances_once_and_in_order_with_interest_routing() {
     // on_b is also in the doc room: it must still get each event once.
     on_b.send_json(json!({"type":"join-doc","collection":"posts","id":1})).await;
     on_b.recv_type("joined").await;
-    let channel = "prt:r:collection:posts";
+    let channel = &redis.name("r:collection:posts");
     eventually_async("three instances subscribed", || async { numsub(&redis, channel, false).await == 3 }).await;
 
     for i in 0..100 {
@@ -71,7 +70,7 @@ async fn events_cross_instances_once_and_in_order_with_interest_routing() {
     let after = ctl(&mut c_ctl, "stats", json!({})).await["backplane"].clone();
     assert_eq!(after["received"].as_u64().unwrap(), before, "an instance without members receives nothing");
     // A room nobody serves costs one PUBLISH and no delivery anywhere.
-    assert_eq!(numsub(&redis, "prt:r:collection:nobody", false).await, 0);
+    assert_eq!(numsub(&redis, &redis.name("r:collection:nobody"), false).await, 0);
 }
 
 /// Polls an async condition.
@@ -89,13 +88,10 @@ where
 
 #[tokio::test]
 async fn sends_disconnects_broadcasts_and_presence_across_instances() {
-    if !redis_available() {
-        return;
-    }
-    let redis = Redis::start().await;
+    let Some(redis) = Redis::shared_or_spawned().await else { return };
     let key = std::str::from_utf8(KEY).unwrap();
-    let a = Node::start(&redis.url(), "a", &["--presence-ttl-ms", "1500", "--jwt-key", key]).await;
-    let mut b = Node::start(&redis.url(), "b", &["--presence-ttl-ms", "1500", "--jwt-key", key]).await;
+    let a = Node::start(&redis.node_args(), "a", &["--presence-ttl-ms", "1500", "--jwt-key", key]).await;
+    let mut b = Node::start(&redis.node_args(), "b", &["--presence-ttl-ms", "1500", "--jwt-key", key]).await;
     let mut control = Client::connect(a.port).await;
     control.welcome().await;
     let mut user_b = Client::connect_with(b.port, &format!("/?token={}", token(9, 60)), &[]).await.expect("token accepted");
@@ -109,7 +105,7 @@ async fn sends_disconnects_broadcasts_and_presence_across_instances() {
     local_a.recv_type("joined").await;
 
     // sendToSocket reaches a socket on another instance (once b listens on its channel).
-    eventually_async("b on its instance channel", || async { numsub(&redis, "prt:i:b", false).await == 1 }).await;
+    eventually_async("b on its instance channel", || async { numsub(&redis, &redis.name("i:b"), false).await == 1 }).await;
     assert_eq!(ctl(&mut control, "send", json!({"socketId": id_b, "msg": {"type":"direct"}})).await, true);
     assert_eq!(user_b.recv_type("direct").await["type"], "direct");
     // A broadcast reaches both instances' members once.
@@ -140,17 +136,15 @@ async fn sends_disconnects_broadcasts_and_presence_across_instances() {
 
 #[tokio::test]
 async fn redis_outage_keeps_local_delivery_and_recovers() {
-    if !redis_available() {
-        return;
-    }
-    let mut redis = Redis::start().await;
-    let a = Node::start(&redis.url(), "a", &[]).await;
-    let b = Node::start(&redis.url(), "b", &[]).await;
+    // Killed and restarted below: always a redis-server of the test's own.
+    let Some(mut redis) = Redis::spawned().await else { return };
+    let a = Node::start(&redis.node_args(), "a", &[]).await;
+    let b = Node::start(&redis.node_args(), "b", &[]).await;
     let mut control = Client::connect(a.port).await;
     control.welcome().await;
     let mut on_a = subscriber(a.port, "posts").await;
     let mut on_b = subscriber(b.port, "posts").await;
-    eventually_async("both subscribed", || async { numsub(&redis, "prt:r:collection:posts", false).await == 2 }).await;
+    eventually_async("both subscribed", || async { numsub(&redis, &redis.name("r:collection:posts"), false).await == 2 }).await;
     ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"create","doc":{"n":0}})).await;
     on_a.recv_json().await;
     on_b.recv_json().await;
@@ -207,33 +201,64 @@ async fn redis_outage_keeps_local_delivery_and_recovers() {
     }
 }
 
+/// SHARDNUMSUB of `channel` on each node (only the slot's owner counts its subscribers).
+async fn shard_subscribers(cluster: &Cluster, channel: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for n in &cluster.nodes {
+        out.push(match n.cmd(&["PUBSUB", "SHARDNUMSUB", channel]).await {
+            Resp::Array(v) => v[1].int(),
+            _ => 0,
+        });
+    }
+    out
+}
+
 #[tokio::test]
 async fn sharded_pubsub_on_a_cluster() {
-    if !redis_available() {
-        return;
-    }
-    let cluster = Cluster::start().await;
-    let a = Node::start(&cluster.url(), "a", &[]).await;
-    let b = Node::start(&cluster.url(), "b", &[]).await;
+    let Some(cluster) = Cluster::start().await else { return };
+    let a = Node::start(&cluster.node_args(), "a", &[]).await;
+    let b = Node::start(&cluster.node_args(), "b", &[]).await;
     let mut control = Client::connect(a.port).await;
     control.welcome().await;
-    let mut on_b = subscriber(b.port, "posts").await;
+    let mut on_b = Client::connect(b.port).await;
+    let id_b = on_b.welcome().await["socketId"].as_str().unwrap().to_string();
+    on_b.join_collection("posts").await;
     let channel = "prt:r:collection:posts";
-    // SHARDNUMSUB answers on the node owning the channel's slot; sum over the nodes.
-    eventually_async("b subscribed (sharded)", || async {
-        let mut total = 0;
-        for n in &cluster.nodes {
-            if let Resp::Array(v) = n.cmd(&["PUBSUB", "SHARDNUMSUB", channel]).await {
-                total += v[1].int();
-            }
-        }
-        total == 1
-    })
-    .await;
+    eventually_async("b subscribed (sharded)", || async { shard_subscribers(&cluster, channel).await.iter().sum::<i64>() == 1 }).await;
     for i in 0..20 {
         ctl(&mut control, "emit", json!({"collection":"posts","id":i,"operation":"create","doc":{"i":i}})).await;
     }
     for i in 0..20 {
         assert_eq!(on_b.recv_json().await["doc"]["i"], i);
     }
+    // The per-instance channel is sharded too (subscribed slot by slot): sendToSocket works.
+    eventually_async("b on its instance channel", || async { shard_subscribers(&cluster, "prt:i:b").await.iter().sum::<i64>() == 1 }).await;
+    assert_eq!(ctl(&mut control, "send", json!({"socketId": id_b, "msg": {"type":"direct"}})).await, true);
+    assert_eq!(on_b.recv_type("direct").await["type"], "direct");
+
+    // Topology change: the room channel's slot moves to another node. Redis drops the shard
+    // subscription there; the instances learn of the move and subscribe on the new owner.
+    let counts = shard_subscribers(&cluster, channel).await;
+    let from = counts.iter().position(|&n| n == 1).expect("an owner");
+    let to = (from + 1) % cluster.nodes.len();
+    let slot = cluster.nodes[0].cmd(&["CLUSTER", "KEYSLOT", channel]).await.int().to_string();
+    cluster.move_slot(&slot, from, to).await;
+    let moved = Instant::now();
+    let mut n = 1000;
+    loop {
+        ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"i":n}})).await;
+        if let Ok(Some(f)) = on_b.recv_within(Duration::from_millis(100)).await {
+            if f.opcode == 1 {
+                break;
+            }
+        }
+        assert!(moved.elapsed() < Duration::from_secs(5), "delivery did not resume after the slot moved");
+        n += 1;
+    }
+    eprintln!("sharded delivery resumed {:?} after the slot moved", moved.elapsed());
+    assert_eq!(shard_subscribers(&cluster, channel).await[to], 1, "subscribed on the new owner");
+    let mut b_ctl = Client::connect(b.port).await;
+    b_ctl.welcome().await;
+    let stats = ctl(&mut b_ctl, "stats", json!({})).await["backplane"].clone();
+    assert!(stats["topologyChanges"].as_u64().unwrap() >= 1, "{stats}");
 }

@@ -42,6 +42,8 @@ pub struct BackplaneStats {
     pub dropped: u64,
     pub reconnects: u64,
     pub subscribed_rooms: u64,
+    /// Cluster topology changes seen (each re-issues the sharded subscriptions).
+    pub topology_changes: u64,
 }
 
 /// One way to reach the other instances.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::clients::Pipeline;
+use fred::interfaces::ClusterInterface;
 use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, HashesInterface, KeysInterface, Options, PubsubInterface, ReconnectPolicy};
 use fred::types::Expiration;
 use tokio::sync::{broadcast::error::RecvError, mpsc, Notify};
@@ -29,6 +30,8 @@ use crate::hub::{Command, Hub, Member};
 const RECEIVE_CAPACITY: usize = 65_536;
 /// Most messages sent in one pipeline.
 const BATCH: usize = 512;
+/// How often a cluster's slot map is checked for moves.
+const TOPOLOGY_POLL: Duration = Duration::from_secs(1);
 
 enum Sub {
     Room(String, bool),
@@ -43,6 +46,15 @@ enum Presence {
     Resync,
 }
 
+/// Channels grouped by cluster hash slot, in slot order.
+fn by_slot(channels: Vec<String>) -> Vec<Vec<String>> {
+    let mut groups: std::collections::BTreeMap<u16, Vec<String>> = std::collections::BTreeMap::new();
+    for c in channels {
+        groups.entry(fred::util::redis_keyslot(c.as_bytes())).or_default().push(c);
+    }
+    groups.into_values().collect()
+}
+
 fn presence_value(member: &Member) -> String {
     format!("{}\t{}\t{}", member.instance, member.user_id.as_deref().unwrap_or(""), member.user_collection.as_deref().unwrap_or(""))
 }
@@ -54,6 +66,7 @@ struct Counters {
     dropped: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
+    topology_changes: AtomicU64,
     /// Last time a "Redis unavailable" line was printed (ms since start).
     last_warning: AtomicU64,
 }
@@ -131,6 +144,9 @@ impl RedisBackplane {
         tokio::spawn(bp.clone().subscription_loop(sub_rx));
         tokio::spawn(bp.clone().receive_loop(hub.clone()));
         tokio::spawn(bp.clone().presence_loop(presence_rx, hub, cfg.presence_ttl));
+        if cluster {
+            tokio::spawn(bp.clone().topology_loop());
+        }
         Ok(bp)
     }
 
@@ -253,10 +269,13 @@ impl RedisBackplane {
                     all.push(self.instance_channel(&self.instance));
                     all.push(self.all_channel());
                     if self.cluster {
-                        // Sharded subscriptions go to each channel's shard; keep the per-instance
-                        // and broadcast channels sharded too, so one client serves them all.
-                        for chunk in all.chunks(200) {
-                            synced &= self.subscribe(chunk.to_vec(), true).await;
+                        // One SSUBSCRIBE per hash slot (a command spanning slots is refused with
+                        // CROSSSLOT); the per-instance and broadcast channels are sharded too,
+                        // so one client serves them all.
+                        for group in by_slot(all) {
+                            for chunk in group.chunks(200) {
+                                synced &= self.subscribe(chunk.to_vec(), true).await;
+                            }
                         }
                     } else {
                         for chunk in all.chunks(500) {
@@ -266,6 +285,36 @@ impl RedisBackplane {
                 }
             }
             self.counters.subscribed.store(rooms.len() as u64, Relaxed);
+        }
+    }
+
+    /// On a cluster: when a slot moves, Redis drops the shard subscriptions of that slot on its
+    /// old node and tells no one (fred discards the server's SUNSUBSCRIBE, and only a client
+    /// that meets a MOVED reply learns of the move). So the slot map is read every
+    /// `TOPOLOGY_POLL` and every subscription re-issued when it changed.
+    async fn topology_loop(self: Arc<Self>) {
+        // The slot map the subscriptions were routed with: fred's cache before each refresh.
+        let slot_map = |me: &Self| {
+            me.subscriber.cached_cluster_state().map(|s| s.slots().iter().map(|r| (r.start, r.end, r.id.to_string())).collect::<Vec<_>>())
+        };
+        let mut tick = tokio::time::interval(TOPOLOGY_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.notified() => return,
+            }
+            if self.stopped.load(Relaxed) {
+                return;
+            }
+            let before = slot_map(&self);
+            if before.is_none() || !self.subscriber.is_connected() || self.subscriber.sync_cluster().await.is_err() {
+                continue;
+            }
+            if slot_map(&self) != before {
+                self.counters.topology_changes.fetch_add(1, Relaxed);
+                let _ = self.sub_tx.send(Sub::Resync);
+            }
         }
     }
 
@@ -436,6 +485,7 @@ impl Backplane for RedisBackplane {
             dropped: c.dropped.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
+            topology_changes: c.topology_changes.load(Relaxed),
         }
     }
 

@@ -1,5 +1,5 @@
-//! Real Redis for the multi-instance tests: a `redis-server` spawned on a free port (or a
-//! 3-node cluster), a minimal RESP client for inspection, and server instances as processes.
+//! Real Redis for the multi-instance tests: REDIS_URL, or a `redis-server` spawned on a free
+//! port (always for fault tests), or a 3-node cluster, a minimal RESP client for inspection, and server instances as processes.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,53 +14,93 @@ pub fn free_port() -> u16 {
 }
 
 /// Whether `redis-server` can be spawned; without it the test is skipped loudly (failed in CI).
-pub fn redis_available() -> bool {
+fn redis_server_on_path(what: &str) -> bool {
     let ok = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     if !ok {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "redis-server is required in CI");
-        eprintln!("\n!!! SKIPPED: redis-server not found on PATH; multi-instance tests did not run !!!\n");
+        eprintln!("\n!!! SKIPPED: redis-server not found on PATH; {what} did not run !!!\n");
     }
     ok
 }
 
-/// A `redis-server` child process, killed on drop.
+/// The Redis of a test: one the test spawned (killed on drop), or the shared one of REDIS_URL.
 pub struct Redis {
+    host: String,
     pub port: u16,
+    password: Option<String>,
+    url: String,
+    /// Channel and key prefix the instances are given.
+    pub prefix: String,
     child: Option<Child>,
+    /// Whether the test spawned it (and may kill and restart it).
+    spawned: bool,
     extra: Vec<String>,
 }
 
 impl Redis {
-    pub async fn start() -> Redis {
-        Self::start_on(free_port(), &[]).await
+    /// REDIS_URL under a prefix of this test's own (other users of that Redis are not disturbed),
+    /// else a spawned `redis-server`; None (skipped loudly, failed in CI) without either.
+    pub async fn shared_or_spawned() -> Option<Redis> {
+        match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => {
+                let (host, port, password) = parse_url(&url);
+                let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+                let prefix = format!("prt-test-{}-{n:x}", std::process::id());
+                let r = Redis { host, port, password, url, prefix, child: None, spawned: false, extra: vec![] };
+                r.wait_ready().await;
+                Some(r)
+            }
+            _ => Self::spawned().await,
+        }
     }
 
-    pub async fn start_on(port: u16, extra: &[&str]) -> Redis {
+    /// A `redis-server` of this test's own, on a free port: faults are tested by killing it.
+    pub async fn spawned() -> Option<Redis> {
+        if !redis_server_on_path("this multi-instance test") {
+            return None;
+        }
+        Some(Self::start_on(free_port(), &[]).await)
+    }
+
+    async fn start_on(port: u16, extra: &[&str]) -> Redis {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let child = spawn_redis(port, &extra);
-        let r = Redis { port, child: Some(child), extra };
+        let url = format!("redis://127.0.0.1:{port}");
+        // The default prefix: the spawned server is the test's alone.
+        let (host, prefix) = ("127.0.0.1".to_string(), "prt".to_string());
+        let r = Redis { host, port, password: None, url, prefix, child: Some(child), spawned: true, extra };
         r.wait_ready().await;
         r
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    /// The arguments that point a `Node` at this Redis (`--prefix` only when not the default).
+    pub fn node_args(&self) -> Vec<String> {
+        let mut a = vec!["--redis".to_string(), self.url.clone()];
+        if self.prefix != "prt" {
+            a.extend(["--prefix".to_string(), self.prefix.clone()]);
+        }
+        a
+    }
+
+    /// A channel or key name under this Redis's prefix.
+    pub fn name(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.prefix)
     }
 
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(v) = resp(self.port, &["PING"]).await {
+            if let Ok(v) = self.try_cmd(&["PING"]).await {
                 if v == Resp::Simple("PONG".into()) {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "redis on {} did not start", self.port);
+            assert!(Instant::now() < deadline, "redis at {} did not answer", self.url);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// kill -9.
+    /// kill -9 (only a spawned server).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -70,14 +110,35 @@ impl Redis {
 
     /// Starts again on the same port.
     pub async fn restart(&mut self) {
+        assert!(self.spawned, "only a spawned redis-server restarts");
         self.kill();
         self.child = Some(spawn_redis(self.port, &self.extra));
         self.wait_ready().await;
     }
 
     pub async fn cmd(&self, args: &[&str]) -> Resp {
-        resp(self.port, args).await.expect("redis answers")
+        self.try_cmd(args).await.expect("redis answers")
     }
+
+    async fn try_cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
+        resp(&self.host, self.port, self.password.as_deref(), args).await
+    }
+}
+
+/// host, port and password of `redis://[[user]:password@]host[:port][/db]`.
+fn parse_url(url: &str) -> (String, u16, Option<String>) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    let (auth, hostport) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let password = auth.map(|a| a.rsplit_once(':').map_or(a, |(_, p)| p).to_string()).filter(|p| !p.is_empty());
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().expect("REDIS_URL port")),
+        None => (hostport.to_string(), 6379),
+    };
+    (host, port, password)
 }
 
 impl Drop for Redis {
@@ -108,7 +169,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub async fn start() -> Cluster {
+    /// None (skipped loudly, failed in CI) without redis-server on PATH.
+    pub async fn start() -> Option<Cluster> {
+        if !redis_server_on_path("the Redis Cluster test") {
+            return None;
+        }
         let mut nodes = Vec::new();
         for _ in 0..3 {
             let port = free_port();
@@ -135,11 +200,34 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        Cluster { nodes }
+        Some(Cluster { nodes })
     }
 
-    pub fn url(&self) -> String {
-        format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port)
+    pub fn node_args(&self) -> Vec<String> {
+        vec!["--redis".to_string(), format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port)]
+    }
+}
+
+impl Cluster {
+    /// Moves an empty hash slot from node `from` to node `to` (the documented resharding steps,
+    /// with no keys to migrate).
+    pub async fn move_slot(&self, slot: &str, from: usize, to: usize) {
+        let id = |r: Resp| match r {
+            Resp::Bulk(s) => s,
+            other => panic!("CLUSTER MYID: {other:?}"),
+        };
+        let from_id = id(self.nodes[from].cmd(&["CLUSTER", "MYID"]).await);
+        let to_id = id(self.nodes[to].cmd(&["CLUSTER", "MYID"]).await);
+        let ok = |r: Resp, what: &str| assert_eq!(r, Resp::Simple("OK".into()), "{what}");
+        ok(self.nodes[to].cmd(&["CLUSTER", "SETSLOT", slot, "IMPORTING", &from_id]).await, "importing");
+        ok(self.nodes[from].cmd(&["CLUSTER", "SETSLOT", slot, "MIGRATING", &to_id]).await, "migrating");
+        ok(self.nodes[to].cmd(&["CLUSTER", "SETSLOT", slot, "NODE", &to_id]).await, "node (target)");
+        ok(self.nodes[from].cmd(&["CLUSTER", "SETSLOT", slot, "NODE", &to_id]).await, "node (source)");
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i != from && i != to {
+                ok(n.cmd(&["CLUSTER", "SETSLOT", slot, "NODE", &to_id]).await, "node (others)");
+            }
+        }
     }
 }
 
@@ -163,16 +251,26 @@ impl Resp {
     }
 }
 
-/// Sends one command on a fresh connection and reads the reply.
-pub async fn resp(port: u16, args: &[&str]) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+/// Sends one command on a fresh connection (after AUTH when a password is given) and reads the reply.
+async fn resp(host: &str, port: u16, password: Option<&str>, args: &[&str]) -> std::io::Result<Resp> {
+    let s = TcpStream::connect((host, port)).await?;
+    let mut r = BufReader::new(s);
+    if let Some(p) = password {
+        r.get_mut().write_all(&encode(&["AUTH", p])).await?;
+        if let Resp::Error(e) = read_resp(&mut r).await? {
+            return Err(std::io::Error::other(format!("AUTH: {e}")));
+        }
+    }
+    r.get_mut().write_all(&encode(args)).await?;
+    read_resp(&mut r).await
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
     let mut req = format!("*{}\r\n", args.len());
     for a in args {
         req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
-    s.write_all(req.as_bytes()).await?;
-    let mut r = BufReader::new(s);
-    read_resp(&mut r).await
+    req.into_bytes()
 }
 
 fn read_resp<'a>(r: &'a mut BufReader<TcpStream>) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Resp>> + Send + 'a>> {
@@ -221,10 +319,12 @@ fn node_binary() -> PathBuf {
 }
 
 impl Node {
-    pub async fn start(redis_url: &str, instance: &str, extra: &[&str]) -> Node {
+    /// An instance on `redis` (`Redis::node_args` / `Cluster::node_args`).
+    pub async fn start(redis: &[String], instance: &str, extra: &[&str]) -> Node {
         use std::io::BufRead;
         let mut child = Command::new(node_binary())
-            .args(["--redis", redis_url, "--instance", instance])
+            .args(redis)
+            .args(["--instance", instance])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
