@@ -222,12 +222,19 @@ impl Hub {
     /// Queues a frame to one socket; a socket over its byte bound is closed 1013.
     pub(crate) fn deliver(&self, conn: &Conn, frame: Bytes) -> bool {
         let len = frame.len() as u64;
+        let queued = self.push(conn, frame);
+        if queued {
+            self.stats.messages_out.fetch_add(1, Relaxed);
+            self.stats.bytes_out.fetch_add(len, Relaxed);
+        }
+        queued
+    }
+
+    /// Queues without counting: a fan-out counts its `n` deliveries of one frame once
+    /// (`count_fanout`), not per socket, since every core would contend on those counters.
+    fn push(&self, conn: &Conn, frame: Bytes) -> bool {
         match conn.out.push(frame) {
-            Push::Queued => {
-                self.stats.messages_out.fetch_add(1, Relaxed);
-                self.stats.bytes_out.fetch_add(len, Relaxed);
-                true
-            }
+            Push::Queued => true,
             Push::Overflow => {
                 if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
                     self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
@@ -235,6 +242,14 @@ impl Hub {
                 false
             }
             Push::Closed => false,
+        }
+    }
+
+    fn count_fanout(&self, n: u64, frame_len: usize) {
+        if n > 0 {
+            self.stats.messages_out.fetch_add(n, Relaxed);
+            self.stats.bytes_out.fetch_add(n * frame_len as u64, Relaxed);
+            self.stats.deliveries.fetch_add(n, Relaxed);
         }
     }
 
@@ -276,11 +291,11 @@ impl Hub {
         let Some(r) = self.rooms.get(room) else { return 0 };
         let mut n = 0;
         r.for_each(|c| {
-            if Some(c.key) != except && self.deliver(c, frame.clone()) {
+            if Some(c.key) != except && self.push(c, frame.clone()) {
                 n += 1;
             }
         });
-        self.stats.deliveries.fetch_add(n as u64, Relaxed);
+        self.count_fanout(n as u64, frame.len());
         n
     }
 
@@ -396,8 +411,8 @@ impl Hub {
                 let present: Vec<_> = rooms.iter().filter_map(|r| self.rooms.get(r)).collect();
                 if present.len() == 1 && !authorizes {
                     let mut n = 0u64;
-                    present[0].for_each(|c| n += u64::from(self.deliver(c, frame.clone())));
-                    self.stats.deliveries.fetch_add(n, Relaxed);
+                    present[0].for_each(|c| n += u64::from(self.push(c, frame.clone())));
+                    self.count_fanout(n, frame.len());
                     return;
                 }
                 for r in &present {
@@ -414,9 +429,9 @@ impl Hub {
             if authorizes { self.authorized(info, recipients.into_values().collect()).await } else { recipients.into_values().collect() };
         let mut n = 0u64;
         for c in &allowed {
-            n += u64::from(self.deliver(c, frame.clone()));
+            n += u64::from(self.push(c, frame.clone()));
         }
-        self.stats.deliveries.fetch_add(n, Relaxed);
+        self.count_fanout(n, frame.len());
     }
 
     /// Delivers what another instance published; nothing is published again.
