@@ -60,8 +60,11 @@ export declare class NativeServer {
   setOpenHandler(handler?: ((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined): void
   /** Installs the `join-room` policy callback. */
   setRoomPolicy(handler?: ((userJson: string, room: string) => Promise<boolean>) | null | undefined): void
-  /** Installs the batched authorize hook and the collections that use it. */
-  setAuthorize(collections: Array<string>, handler?: ((collection: string, usersJson: string, eventJson: string) => Promise<boolean[]>) | null | undefined): void
+  /**
+   * Installs the batched authorize hook and the collections that use it. `usersJson` is ""
+   * when the list is the one of the previous call, which had the same `usersId`.
+   */
+  setAuthorize(collections: Array<string>, handler?: ((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<boolean[]>) | null | undefined): void
   /** Installs the socket-closed notification. */
   setCloseHandler(handler?: ((arg: string) => void) | undefined | null): void
   /** Graceful shutdown; resolves when every socket is closed. */

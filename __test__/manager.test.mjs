@@ -146,6 +146,45 @@ test('middleware may annotate or reject; authorize is batched per event', async 
   clients[0].close()
 })
 
+test('authorize gets one frozen user list per audience, reused until a join, leave or close', async () => {
+  const lists = []
+  m.setAuthorize('shared', (users) => {
+    lists.push(users)
+    return users.map((u) => u !== null)
+  })
+  const join = async (id) => {
+    const c = await connect(`?token=${signToken({ id, collection: 'users', email: `${id}@x.io` })}`)
+    await c.joinCollection('shared')
+    return c
+  }
+  const a = await join(11)
+  const b = await join(12)
+  for (const n of [1, 2]) {
+    m.emitEvent({ operation: 'update', collection: 'shared', id: 1, doc: { n } })
+    assert.equal((await a.next()).doc.n, n)
+    assert.equal((await b.next()).doc.n, n)
+  }
+  assert.equal(lists.length, 2)
+  assert.equal(lists[1], lists[0], 'the same array: not sent or parsed again')
+  assert.ok(Object.isFrozen(lists[0]) && Object.isFrozen(lists[0][0]))
+  assert.throws(() => lists[0].push(null))
+
+  const c = await join(13)
+  m.emitEvent({ operation: 'update', collection: 'shared', id: 1, doc: { n: 3 } })
+  for (const x of [a, b, c]) assert.equal((await x.next()).doc.n, 3)
+  assert.deepEqual(lists[2].map((u) => u.id).sort(), [11, 12, 13])
+  // A new registration keeps working with the list the manager holds.
+  m.setAuthorize('shared', (users) => (lists.push(users), users.map(() => true)))
+  b.close()
+  await new Promise((r) => setTimeout(r, 100))
+  m.emitEvent({ operation: 'update', collection: 'shared', id: 1, doc: { n: 4 } })
+  assert.equal((await a.next()).doc.n, 4)
+  assert.deepEqual(lists[3].map((u) => u.id).sort(), [11, 13])
+  m.setAuthorize('shared', null)
+  a.close()
+  c.close()
+})
+
 test('refuses to start inside worker_threads', async () => {
   const w = new Worker(
     `import(${JSON.stringify(pluginEntry)}).then(m => m.initUWebSocket({ port: 0 })).then(() => process.exit(0), e => { require('node:worker_threads').parentPort.postMessage(e.code) })`,

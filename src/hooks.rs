@@ -3,6 +3,7 @@
 //! The JS side (ts/plugin/manager.ts) hands in functions that always return a Promise.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use napi::bindgen_prelude::{Buffer, FnArgs, Promise};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use parking_lot::RwLock;
-use realtime_core::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims};
+use realtime_core::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims, UserList};
 
 /// Calls to one hook that may wait for the JS thread at once; past it a call fails fast.
 pub(crate) const QUEUE: usize = 4096;
@@ -21,9 +22,10 @@ pub(crate) type Tsfn<A, R> = ThreadsafeFunction<A, Promise<R>, A, Status, false,
 pub(crate) type Notify<A> = ThreadsafeFunction<A, (), A, Status, false, true, QUEUE>;
 
 type Slot<T> = RwLock<Option<Arc<T>>>;
-/// Two or three string arguments, spread into the JS call.
+/// Two string arguments, spread into the JS call.
 pub(crate) type Args2 = FnArgs<(String, String)>;
-pub(crate) type Args3 = FnArgs<(String, String, String)>;
+/// (collection, users JSON array or "" for the list of id `usersId`, event JSON, usersId).
+pub(crate) type AuthorizeArgs = FnArgs<(String, String, String, f64)>;
 /// A socket id and the bytes of a binary message.
 pub(crate) type BinaryArgs = FnArgs<(String, Buffer)>;
 
@@ -46,9 +48,11 @@ pub(crate) struct JsHooks {
     pub open: Slot<Tsfn<Args2, bool>>,
     /// (user claims JSON or "null", room) → may join?
     pub can_join: Slot<Tsfn<Args2, bool>>,
-    /// (collection, users JSON array, event JSON) → one verdict per user.
-    pub authorize: Slot<Tsfn<Args3, Vec<bool>>>,
+    /// (collection, users JSON array, event JSON, users id) → one verdict per user.
+    pub authorize: Slot<Tsfn<AuthorizeArgs, Vec<bool>>>,
     pub authorize_collections: RwLock<HashSet<String>>,
+    /// Id of the user list the JS side holds (0: none); reset when a call fails.
+    pub authorize_sent: Arc<AtomicU64>,
     /// (socketId) after a socket closed.
     pub close: Slot<Notify<String>>,
 }
@@ -141,15 +145,28 @@ impl AppHooks for JsHooks {
         self.authorize_collections.read().contains(collection)
     }
 
-    fn authorize(&self, event: &EventInfo, users: Vec<Option<Arc<UserClaims>>>) -> BoxFuture<Vec<bool>> {
+    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
         let Some(tsfn) = get(&self.authorize) else {
             return Box::pin(async { Vec::new() });
         };
-        let list = users.iter().map(|u| u.as_ref().map_or("null", |u| &u.raw)).collect::<Vec<_>>().join(",");
-        let args = (event.collection.to_string(), format!("[{list}]"), String::from_utf8_lossy(&event.json).into_owned());
+        // The manager keeps the last list it parsed: an unchanged list (same id) is not sent again.
+        let sent = self.authorize_sent.clone();
+        let list = if sent.swap(users.id, Relaxed) == users.id {
+            String::new()
+        } else {
+            let list = users.users.iter().map(|u| u.as_ref().map_or("null", |u| &u.raw)).collect::<Vec<_>>().join(",");
+            format!("[{list}]")
+        };
+        let args = (event.collection.to_string(), list, String::from_utf8_lossy(&event.json).into_owned(), users.id as f64);
         let f = call(tsfn, args.into());
-        // A failed or malformed answer denies everyone (the core counts it).
-        Box::pin(async move { f.await.unwrap_or_default() })
+        // A failed or malformed answer denies everyone (the core counts it); after a failure the
+        // JS side may not hold the list, so the next call sends it again.
+        Box::pin(async move {
+            f.await.unwrap_or_else(|_| {
+                sent.store(0, Relaxed);
+                Vec::new()
+            })
+        })
     }
 
     fn on_close(&self, socket_id: &str) {

@@ -9,7 +9,7 @@ use napi_derive::napi;
 use realtime_core::{Event, Message, Operation, Server, ServerConfig, ServerHandle};
 
 use crate::batch::{BatchArgs, BatchReturn};
-use crate::hooks::{Args2, Args3, BinaryArgs, JsHooks, Notify, Tsfn, QUEUE};
+use crate::hooks::{Args2, AuthorizeArgs, BinaryArgs, JsHooks, Notify, Tsfn, QUEUE};
 use crate::{js_error, throw};
 use crate::options::NativeOptions;
 
@@ -254,10 +254,18 @@ impl NativeServer {
         Ok(())
     }
 
-    /// Installs the batched authorize hook and the collections that use it.
+    /// Installs the batched authorize hook and the collections that use it. `usersJson` is ""
+    /// when the list is the one of the previous call, which had the same `usersId`.
     #[napi]
-    pub fn set_authorize(&self, collections: Vec<String>, #[napi(ts_arg_type = "((collection: string, usersJson: string, eventJson: string) => Promise<boolean[]>) | null | undefined")] handler: Option<Function<Args3, Promise<Vec<bool>>>>) -> Result<()> {
+    pub fn set_authorize(
+        &self,
+        collections: Vec<String>,
+        #[napi(ts_arg_type = "((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<boolean[]>) | null | undefined")] handler: Option<
+            Function<AuthorizeArgs, Promise<Vec<bool>>>,
+        >,
+    ) -> Result<()> {
         *self.hooks.authorize.write() = handler.map(tsfn).transpose()?;
+        self.hooks.authorize_sent.store(0, std::sync::atomic::Ordering::Relaxed);
         *self.hooks.authorize_collections.write() = collections.into_iter().collect();
         Ok(())
     }

@@ -93,7 +93,12 @@ export interface UpgradeRequest {
 
 export type CustomHandler = (socket: SocketHandle, data: any, message: any) => unknown | Promise<unknown>
 export type Middleware = (socket: SocketHandle, req: UpgradeRequest) => void | boolean | Promise<void | boolean>
-export type BatchAuthorize = (users: (UserClaims | null)[], event: RealtimeEvent) => boolean[] | Promise<boolean[]>
+/**
+ * One call per event with the distinct users among its recipients; one verdict per user. The
+ * array and the claims are frozen and shared by successive events while the recipients stay
+ * the same: derive and cache per user, do not mutate.
+ */
+export type BatchAuthorize = (users: readonly (UserClaims | null)[], event: RealtimeEvent) => boolean[] | Promise<boolean[]>
 
 /** The event every subscriber receives. */
 export interface RealtimeEvent {
@@ -223,6 +228,8 @@ export class UWebSocketManager {
   private readonly handlers = new Map<string, CustomHandler>()
   private readonly middleware: Middleware[] = []
   private readonly authorizers = new Map<string, BatchAuthorize>()
+  /** The last user list the core sent to authorize, kept across setAuthorize calls. */
+  private authorizeUsers: { id: number; users: readonly (UserClaims | null)[] } | null = null
   private readonly sockets = new Map<string, SocketHandle>()
   private keepAlive: NodeJS.Timeout | null = setInterval(() => {}, 1 << 30)
   private closing: Promise<void> | null = null
@@ -322,8 +329,18 @@ export class UWebSocketManager {
   setAuthorize(collection: string, fn: BatchAuthorize | null): void {
     if (fn) this.authorizers.set(collection, fn)
     else this.authorizers.delete(collection)
-    this.server.setAuthorize([...this.authorizers.keys()], async (slug: string, usersJson: string, eventJson: string) => {
-      const users = JSON.parse(usersJson) as (UserClaims | null)[]
+    this.server.setAuthorize([...this.authorizers.keys()], async (slug: string, usersJson: string, eventJson: string, usersId: number) => {
+      // The core sends a list once and then only its id while the recipients stay the same.
+      let users: readonly (UserClaims | null)[]
+      if (usersJson !== '') {
+        users = Object.freeze((JSON.parse(usersJson) as (UserClaims | null)[]).map((u) => (u ? Object.freeze(u) : u)))
+        this.authorizeUsers = { id: usersId, users }
+      } else if (this.authorizeUsers?.id === usersId) {
+        users = this.authorizeUsers.users
+      } else {
+        // Rejecting makes the core deny this event and send the full list next time.
+        throw new Error(`authorize: user list ${usersId} is not held here`)
+      }
       try {
         const fn = this.authorizers.get(slug)
         const verdicts = fn ? await fn(users, JSON.parse(eventJson)) : []

@@ -509,6 +509,7 @@ fn apply_auth(hub: &Hub, conn: &Arc<Conn>, claims: UserClaims) {
     let summary = claims.summary_json();
     let room = claims.user_room();
     *conn.user.write() = Some(Arc::new(claims));
+    hub.audience.invalidate();
     conn.exp_s.store(exp, Relaxed);
     conn.out.notify.notify_one(); // the writer re-reads the expiry
     if first {

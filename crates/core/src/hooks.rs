@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::audience::UserList;
 use crate::auth::UserClaims;
 use crate::connection::SocketRef;
 
@@ -98,8 +99,9 @@ pub trait AppHooks: Send + Sync + 'static {
     }
 
     /// One call per event with the distinct users among its recipients; returns one verdict per
-    /// user, in order. Anonymous recipients are passed as `None`.
-    fn authorize(&self, _event: &EventInfo, _users: Vec<Option<Arc<UserClaims>>>) -> BoxFuture<Vec<bool>> {
+    /// user, in order. Anonymous recipients are passed as `None`. While membership and claims
+    /// do not change, successive events to the same rooms get the same list (same `id`).
+    fn authorize(&self, _event: &EventInfo, _users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
         Box::pin(async { Vec::new() })
     }
 

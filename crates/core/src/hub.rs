@@ -11,6 +11,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
+use crate::audience::{Audience, AudienceCache};
 use crate::auth::{JwtVerifier, UserClaims};
 use crate::backplane::{Backplane, Local, Remote};
 use crate::config::{OriginRule, ServerConfig};
@@ -89,6 +90,8 @@ pub(crate) struct Hub {
     dispatch: mpsc::UnboundedSender<Command>,
     /// Set once at start when instances share a backplane; `Local` otherwise.
     backplane: OnceLock<Arc<dyn Backplane>>,
+    /// The last authorized event's recipients, kept while membership and claims stand still.
+    pub audience: AudienceCache,
 }
 
 impl Hub {
@@ -110,6 +113,7 @@ impl Hub {
             next_key: AtomicU64::new(1),
             dispatch: tx,
             backplane: OnceLock::new(),
+            audience: AudienceCache::default(),
         });
         (hub, rx)
     }
@@ -140,6 +144,7 @@ impl Hub {
     /// Bookkeeping after a socket entered (`on`) or left a room: presence events, backplane
     /// interest, cluster-wide presence.
     fn room_changed(&self, conn: &Conn, room: &str, on: bool, room_created_or_removed: bool) {
+        self.audience.invalidate();
         if !self.config.presence_events.is_empty() && self.config.presence_events.iter().any(|p| crate::config::glob_match(p, room)) {
             let user = conn.user().map_or_else(|| "null".to_string(), |u| u.id_json.clone());
             let what = if on { "joined" } else { "left" };
@@ -394,11 +399,41 @@ impl Hub {
     /// from another instance, to the members of `rooms[i]` that are in none of `rooms[..i]`
     /// (those get the copy published on that earlier room).
     async fn deliver_event(&self, info: &EventInfo, rooms: &[String], only: Option<usize>, frame: Bytes) {
-        let authorizes = self.hooks.authorizes(&info.collection);
+        if self.hooks.authorizes(&info.collection) {
+            // The cache key: the rooms that have members (each event names its own doc room).
+            let upto = only.map_or(rooms.len(), |i| i + 1);
+            let present: Vec<String> = rooms[..upto].iter().filter(|r| self.rooms.get(r).is_some()).cloned().collect();
+            if present.is_empty() || only.is_some_and(|i| present.last() != Some(&rooms[i])) {
+                return;
+            }
+            let audience = self.audience.get(present, only.is_some(), || self.recipients(rooms, only));
+            if !audience.recipients.is_empty() {
+                self.deliver_authorized(info, &audience, frame).await;
+            }
+            return;
+        }
+        if only.is_none() {
+            let present: Vec<_> = rooms.iter().filter_map(|r| self.rooms.get(r)).collect();
+            if present.len() == 1 {
+                let mut n = 0u64;
+                present[0].for_each(|c| n += u64::from(self.push(c, frame.clone())));
+                self.count_fanout(n, frame.len());
+                return;
+            }
+        }
+        let mut n = 0u64;
+        for c in &self.recipients(rooms, only) {
+            n += u64::from(self.push(c, frame.clone()));
+        }
+        self.count_fanout(n, frame.len());
+    }
+
+    /// Each socket in `rooms` once; with `only`, see `deliver_event`.
+    fn recipients(&self, rooms: &[String], only: Option<usize>) -> Vec<Arc<Conn>> {
         let mut recipients: HashMap<u64, Arc<Conn>> = HashMap::new();
         match only {
             Some(i) => {
-                let Some(r) = self.rooms.get(&rooms[i]) else { return };
+                let Some(r) = self.rooms.get(&rooms[i]) else { return Vec::new() };
                 let earlier = &rooms[..i];
                 r.for_each(|c| {
                     let mine = c.rooms.lock();
@@ -408,30 +443,14 @@ impl Hub {
                 });
             }
             None => {
-                let present: Vec<_> = rooms.iter().filter_map(|r| self.rooms.get(r)).collect();
-                if present.len() == 1 && !authorizes {
-                    let mut n = 0u64;
-                    present[0].for_each(|c| n += u64::from(self.push(c, frame.clone())));
-                    self.count_fanout(n, frame.len());
-                    return;
-                }
-                for r in &present {
+                for r in rooms.iter().filter_map(|r| self.rooms.get(r)) {
                     r.for_each(|c| {
                         recipients.entry(c.key).or_insert_with(|| c.clone());
                     });
                 }
             }
         }
-        if recipients.is_empty() {
-            return;
-        }
-        let allowed: Vec<Arc<Conn>> =
-            if authorizes { self.authorized(info, recipients.into_values().collect()).await } else { recipients.into_values().collect() };
-        let mut n = 0u64;
-        for c in &allowed {
-            n += u64::from(self.push(c, frame.clone()));
-        }
-        self.count_fanout(n, frame.len());
+        recipients.into_values().collect()
     }
 
     /// Delivers what another instance published; nothing is published again.
@@ -462,22 +481,11 @@ impl Hub {
         }
     }
 
-    /// Asks the app once about the distinct users among `recipients`; fails closed.
-    async fn authorized(&self, info: &EventInfo, recipients: Vec<Arc<Conn>>) -> Vec<Arc<Conn>> {
-        let mut index: HashMap<Option<(String, String)>, usize> = HashMap::new();
-        let mut users: Vec<Option<Arc<UserClaims>>> = Vec::new();
-        let mut slot_of = Vec::with_capacity(recipients.len());
-        for c in &recipients {
-            let u = c.user();
-            let k = u.as_ref().map(|u| (u.collection.clone(), u.id.clone()));
-            let i = *index.entry(k).or_insert_with(|| {
-                users.push(u.clone());
-                users.len() - 1
-            });
-            slot_of.push(i);
-        }
-        let n_users = users.len();
-        let verdicts = match tokio::time::timeout(self.config.hook_timeout, self.hooks.authorize(info, users)).await {
+    /// Asks the app once about the distinct users of `audience` and delivers to the sockets of
+    /// the users it allows; fails closed (a wrong-sized, failed or late answer allows no one).
+    async fn deliver_authorized(&self, info: &EventInfo, audience: &Audience, frame: Bytes) {
+        let n_users = audience.users.users.len();
+        let verdicts = match tokio::time::timeout(self.config.hook_timeout, self.hooks.authorize(info, audience.users.clone())).await {
             Ok(v) if v.len() == n_users => v,
             Ok(_) => {
                 self.stats.handler_errors.fetch_add(1, Relaxed);
@@ -488,15 +496,16 @@ impl Hub {
                 vec![false; n_users]
             }
         };
-        let mut allowed = Vec::with_capacity(recipients.len());
-        for (c, i) in recipients.into_iter().zip(slot_of) {
-            if verdicts[i] {
-                allowed.push(c);
+        let (mut n, mut skipped) = (0u64, 0u64);
+        for (c, &u) in audience.recipients.iter().zip(&audience.user_of) {
+            if verdicts[u as usize] {
+                n += u64::from(self.push(c, frame.clone()));
             } else {
-                self.stats.unauthorized_skips.fetch_add(1, Relaxed);
+                skipped += 1;
             }
         }
-        allowed
+        self.count_fanout(n, frame.len());
+        self.stats.unauthorized_skips.fetch_add(skipped, Relaxed);
     }
 
     /// Snapshot of the counters, with room totals.

@@ -3,6 +3,7 @@
 //! Start one with [`Server::start`]; fan out through the returned [`ServerHandle`]; plug app
 //! logic in through [`AppHooks`].
 
+mod audience;
 mod auth;
 mod backplane;
 mod config;
@@ -20,6 +21,7 @@ mod server;
 mod stats;
 mod upgrade;
 
+pub use audience::UserList;
 pub use auth::{AuthError, JwtVerifier, UserClaims};
 pub use backplane::BackplaneStats;
 pub use config::{RateLimit, RedisConfig, ServerConfig};

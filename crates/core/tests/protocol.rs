@@ -135,6 +135,87 @@ async fn authorize_is_one_call_per_event_with_distinct_users() {
 }
 
 #[tokio::test]
+async fn authorize_user_list_is_reused_until_membership_or_claims_change() {
+    let hooks = Arc::new(TestHooks::default());
+    *hooks.authorize.lock() = Some(("posts".into(), Arc::new(|u| u.is_some_and(|u| u.id.parse::<u64>().unwrap() % 2 == 0))));
+    let s = start(config(), hooks.clone());
+    let connect = |id: u64, ttl: i64| {
+        let port = s.port();
+        async move {
+            let mut c = Client::connect_with(port, &format!("/?token={}", token(id, ttl)), &[]).await.unwrap();
+            c.welcome().await;
+            c.join_collection("posts").await;
+            c
+        }
+    };
+    let mut two = connect(2, 60).await;
+    let mut three = connect(3, 60).await;
+    let mut n = 0;
+    // Each event names its own doc room (nobody is in those): the list still holds.
+    let mut emit = || {
+        n += 1;
+        s.emit_event(event(Operation::Update, &n.to_string(), json!({"n": n}))).unwrap();
+        n
+    };
+    let last = |hooks: &TestHooks| hooks.authorize_lists.lock().last().cloned().unwrap();
+    let exp = |c: &str| c.split(' ').nth(1).unwrap().parse::<u64>().unwrap();
+
+    let e1 = emit();
+    assert_eq!(two.recv_json().await["doc"]["n"], e1);
+    let e2 = emit();
+    assert_eq!(two.recv_json().await["doc"]["n"], e2);
+    let calls = hooks.authorize_lists.lock().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0], calls[1], "unchanged room: the same list, same id");
+    assert_eq!(calls[0].1.len(), 2);
+
+    // A join: a new list with the newcomer, who gets the next event.
+    let mut four = connect(4, 60).await;
+    let e3 = emit();
+    assert_eq!(four.recv_json().await["doc"]["n"], e3);
+    assert_eq!(two.recv_json().await["doc"]["n"], e3);
+    let (id3, users3) = last(&hooks);
+    assert!(id3 != calls[1].0 && users3.len() == 3, "{users3:?}");
+
+    // New claims (a refreshed token): a new list carrying them.
+    let old_exp = exp(users3.iter().find(|u| u.starts_with("2 ")).unwrap());
+    two.send_json(json!({"type": "auth", "token": token(2, 3600)})).await;
+    two.recv_type("authenticated").await;
+    let e4 = emit();
+    assert_eq!(two.recv_json().await["doc"]["n"], e4);
+    assert_eq!(four.recv_json().await["doc"]["n"], e4);
+    let (id4, users4) = last(&hooks);
+    assert!(id4 != id3);
+    assert!(exp(users4.iter().find(|u| u.starts_with("2 ")).unwrap()) > old_exp + 1000, "{users4:?}");
+
+    // A member of the next event's doc room only: a new list with it.
+    let mut reader = Client::connect_with(s.port(), &format!("/?token={}", token(6, 60)), &[]).await.unwrap();
+    reader.welcome().await;
+    reader.send_json(json!({"type": "join-doc", "collection": "posts", "id": 5})).await;
+    reader.recv_type("joined").await;
+    let e = emit();
+    assert_eq!(e, 5);
+    assert_eq!(reader.recv_json().await["doc"]["n"], 5);
+    assert_eq!(two.recv_json().await["doc"]["n"], 5);
+    assert_eq!(four.recv_json().await["doc"]["n"], 5);
+    assert_eq!(last(&hooks).1.len(), 4);
+    drop(reader);
+
+    // A leave and a close: lists without them.
+    four.send_json(json!({"type": "leave-collection", "collection": "posts"})).await;
+    four.recv_type("left").await;
+    drop(three);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e5 = emit();
+    assert_eq!(two.recv_json().await["doc"]["n"], e5);
+    let (id5, users5) = last(&hooks);
+    assert!(id5 != id4);
+    assert_eq!(users5.len(), 1, "{users5:?}");
+    four.expect_silence(Duration::from_millis(200)).await;
+    assert_eq!(s.stats().unauthorized_skips, 5, "user 3 was skipped while it was there");
+}
+
+#[tokio::test]
 async fn join_room_policy() {
     let hooks = Arc::new(TestHooks::default());
     let s = start(ServerConfig { room_patterns: vec!["public:*".into()], ..config() }, hooks.clone());

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use realtime_core::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, Server, ServerConfig, ServerHandle, SocketRef, UpgradeInfo, UserClaims};
+use realtime_core::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, Server, ServerConfig, ServerHandle, SocketRef, UpgradeInfo, UserClaims, UserList};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -297,6 +297,8 @@ pub struct TestHooks {
     /// Collections with an authorize hook, and the verdict per user id.
     pub authorize: Mutex<Option<(String, Arc<dyn Fn(Option<&UserClaims>) -> bool + Send + Sync>)>>,
     pub authorize_calls: Mutex<Vec<(String, usize)>>,
+    /// Per authorize call: the list's id and each user as "id exp" ("-" when anonymous).
+    pub authorize_lists: Mutex<Vec<(u64, Vec<String>)>>,
     pub closed: AtomicUsize,
 }
 
@@ -343,10 +345,13 @@ impl AppHooks for TestHooks {
     fn authorizes(&self, collection: &str) -> bool {
         self.authorize.lock().as_ref().is_some_and(|(c, _)| c == collection)
     }
-    fn authorize(&self, event: &EventInfo, users: Vec<Option<Arc<UserClaims>>>) -> BoxFuture<Vec<bool>> {
+    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
         let f = self.authorize.lock().as_ref().map(|(_, f)| f.clone()).unwrap();
-        self.authorize_calls.lock().push((event.collection.to_string(), users.len()));
-        let v = users.iter().map(|u| f(u.as_deref())).collect();
+        self.authorize_calls.lock().push((event.collection.to_string(), users.users.len()));
+        let mut who: Vec<String> = users.users.iter().map(|u| u.as_ref().map_or("-".into(), |u| format!("{} {}", u.id, u.exp.unwrap_or(0)))).collect();
+        who.sort();
+        self.authorize_lists.lock().push((users.id, who));
+        let v = users.users.iter().map(|u| f(u.as_deref())).collect();
         Box::pin(async move { v })
     }
     fn on_close(&self, _socket_id: &str) {
