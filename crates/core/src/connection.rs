@@ -18,7 +18,7 @@ use tokio::time::{sleep_until, timeout};
 
 use crate::auth::UserClaims;
 use crate::frame;
-use crate::hooks::{HandlerOutcome, UpgradeInfo};
+use crate::hooks::{BoxFuture, HandlerOutcome, UpgradeInfo};
 use crate::hub::{Hub, JoinError};
 use crate::outbound::{Batch, Next, Outbound};
 use crate::protocol::{self, close_codes, codes, Envelope, Request};
@@ -205,8 +205,13 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
 
     let mut partial: Option<Partial> = None;
     let mut rate = RateWindow { started: Instant::now(), count: 0, warned: false };
+    let mut wait: Option<BoxFuture<()>> = None;
 
     loop {
+        // An answer that must go out before the next message is handled (ordering).
+        if let Some(w) = wait.take() {
+            w.await;
+        }
         let frame = match reader.next().await {
             Ok(f) => f,
             Err(e) => {
@@ -230,7 +235,7 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                     return;
                 }
                 if frame.fin {
-                    if !on_message(&hub, &conn, frame.opcode, frame.payload, &mut rate) {
+                    if !on_message(&hub, &conn, frame.opcode, frame.payload, &mut rate, &mut wait) {
                         return;
                     }
                 } else {
@@ -262,7 +267,7 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                         invalid_utf8(&hub, &conn);
                         return;
                     }
-                    if !on_message(&hub, &conn, p.opcode, p.buf.freeze(), &mut rate) {
+                    if !on_message(&hub, &conn, p.opcode, p.buf.freeze(), &mut rate, &mut wait) {
                         return;
                     }
                 }
@@ -334,7 +339,8 @@ fn on_close_frame(hub: &Hub, conn: &Conn, payload: &[u8]) {
 }
 
 /// Handles one complete data message; false stops the reader (the socket is being closed).
-fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rate: &mut RateWindow) -> bool {
+/// `wait`: an answer the reader must finish before it reads on (a join behind a backplane).
+fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rate: &mut RateWindow, wait: &mut Option<BoxFuture<()>>) -> bool {
     let cfg = &hub.config;
     hub.stats.messages_in.fetch_add(1, Relaxed);
     hub.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
@@ -396,7 +402,7 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
         }
     };
     match request {
-        Request::Join(room) => join_and_ack(hub, conn, &room),
+        Request::Join(room) => *wait = join_and_ack(hub, conn, &room),
         Request::Leave(room) | Request::LeaveRoom(room) => {
             hub.leave(conn, &room);
             hub.deliver(conn, protocol::room_ack("left", &room));
@@ -404,12 +410,16 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
         Request::JoinRoom(room) => {
             let name = &room["room:".len()..];
             if cfg.room_patterns.iter().any(|p| crate::config::glob_match(p, name)) {
-                join_and_ack(hub, conn, &room);
+                *wait = join_and_ack(hub, conn, &room);
             } else if let Some(fut) = hub.hooks.can_join(conn.user(), name) {
                 let (hub, conn, t) = (hub.clone(), conn.clone(), cfg.hook_timeout);
                 tokio::spawn(async move {
                     match timeout(t, fut).await {
-                        Ok(true) => join_and_ack(&hub, &conn, &room),
+                        Ok(true) => {
+                            if let Some(ack) = join_and_ack(&hub, &conn, &room) {
+                                ack.await;
+                            }
+                        }
                         Ok(false) => refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to join this room", None),
                         Err(_) => {
                             hub.stats.handler_timeouts.fetch_add(1, Relaxed);
@@ -443,13 +453,34 @@ fn refuse(hub: &Hub, conn: &Arc<Conn>, code: &str, message: &str, id: Option<&st
     hub.deliver(conn, protocol::error_frame(code, message, id));
 }
 
-fn join_and_ack(hub: &Hub, conn: &Arc<Conn>, room: &str) {
+/// Longest a `joined` answer waits for this instance's subscription to the room.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// Joins and answers `joined`. Behind a backplane the answer waits (≤ `SUBSCRIBE_WAIT`) until
+/// this instance's subscription to the room is in place, so whatever any instance publishes
+/// after `joined` reaches the socket; that wait is returned for the caller to await.
+fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFuture<()>> {
     match hub.join(conn, room) {
         Ok(_) => {
-            hub.deliver(conn, protocol::room_ack("joined", room));
+            let ack = protocol::room_ack("joined", room);
+            let Some(settled) = hub.backplane_settled() else {
+                hub.deliver(conn, ack);
+                return None;
+            };
+            let (hub, conn) = (hub.clone(), conn.clone());
+            Some(Box::pin(async move {
+                let _ = timeout(SUBSCRIBE_WAIT, settled).await;
+                hub.deliver(&conn, ack);
+            }))
         }
-        Err(JoinError::TooMany) => refuse(hub, conn, codes::TOO_MANY_ROOMS, "maxRoomsPerSocket reached", None),
-        Err(JoinError::Invalid) => refuse(hub, conn, codes::INVALID_ROOM, "invalid room name", None),
+        Err(JoinError::TooMany) => {
+            refuse(hub, conn, codes::TOO_MANY_ROOMS, "maxRoomsPerSocket reached", None);
+            None
+        }
+        Err(JoinError::Invalid) => {
+            refuse(hub, conn, codes::INVALID_ROOM, "invalid room name", None);
+            None
+        }
     }
 }
 

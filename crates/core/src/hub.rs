@@ -126,6 +126,11 @@ impl Hub {
         self.backplane.get().map_or(&Local as &dyn Backplane, |b| b.as_ref())
     }
 
+    /// Resolves once this instance's room subscriptions asked for so far are in place.
+    pub(crate) fn backplane_settled(&self) -> Option<crate::hooks::BoxFuture<()>> {
+        if self.distributed() { self.backplane().settled() } else { None }
+    }
+
     /// Whether other instances may exist (a backplane other than `Local`).
     pub(crate) fn distributed(&self) -> bool {
         self.backplane.get().is_some()

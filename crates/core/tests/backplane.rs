@@ -71,6 +71,40 @@ async fn events_cross_instances_once_and_in_order_with_interest_routing() {
     assert_eq!(after["received"].as_u64().unwrap(), before, "an instance without members receives nothing");
     // A room nobody serves costs one PUBLISH and no delivery anywhere.
     assert_eq!(numsub(&redis, &redis.name("r:collection:nobody"), false).await, 0);
+
+}
+
+/// `joined` comes once the instance's subscription to the room is in place, so an event emitted
+/// on another instance right after it arrives; the client has nothing else to wait for.
+async fn delivered_after_joined(control: &mut Client, port: u16, slug: &str) {
+    let mut late = subscriber(port, slug).await;
+    ctl(control, "emit", json!({"collection": slug, "id": 1, "operation": "create", "doc": {}})).await;
+    let e = late.recv_within(Duration::from_secs(3)).await;
+    assert!(matches!(e, Ok(Some(ref f)) if f.opcode == 1), "{slug}: the event emitted after `joined` was lost");
+}
+
+#[tokio::test]
+async fn joined_means_subscribed_at_startup_and_behind_many_new_rooms() {
+    let Some(redis) = Redis::shared_or_spawned().await else { return };
+    let a = Node::start(&redis.node_args(), "a", &[]).await;
+    let b = Node::start(&redis.node_args(), "b", &[]).await;
+    let mut control = Client::connect(a.port).await;
+    control.welcome().await;
+    // Just started: b may still be connecting to Redis.
+    delivered_after_joined(&mut control, b.port, "boot").await;
+
+    // Hundreds of new rooms on b at once, each a subscription for b to make.
+    let mut busy = Vec::new();
+    for k in 0..8 {
+        let mut c = Client::connect(b.port).await;
+        c.welcome().await;
+        for d in 0..80 {
+            c.send_json(json!({"type": "join-doc", "collection": "posts", "id": k * 1000 + d})).await;
+        }
+        busy.push(c);
+    }
+    delivered_after_joined(&mut control, b.port, "fresh").await;
+    drop(busy);
 }
 
 /// Polls an async condition.

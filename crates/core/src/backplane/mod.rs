@@ -60,6 +60,11 @@ pub(crate) trait Backplane: Send + Sync + 'static {
     fn presence(&self, room: &str, member: &Member, on: bool);
     /// Members of `room` on every instance; `None` when there are no other instances.
     fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>>;
+    /// Resolves once the room subscriptions asked for so far are in place (or failed); `None`:
+    /// nothing to wait for.
+    fn settled(&self) -> Option<BoxFuture<()>> {
+        None
+    }
     fn stats(&self) -> BackplaneStats;
     /// Stops background work (presence heartbeat, subscriptions).
     fn shutdown(&self) -> BoxFuture<()>;

@@ -37,6 +37,8 @@ enum Sub {
     Room(String, bool),
     /// After a reconnect: issue every subscription again.
     Resync,
+    /// Answered once everything queued before it was handled.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 enum Presence {
@@ -84,6 +86,8 @@ pub(crate) struct RedisBackplane {
     stopped: Arc<AtomicBool>,
     stop: Arc<Notify>,
     started: Instant,
+    /// True once the subscriber connected and its first resync was queued.
+    up: tokio::sync::watch::Sender<bool>,
 }
 
 /// Commands that fail at once while the connection is down, and never wait long.
@@ -133,6 +137,7 @@ impl RedisBackplane {
             stopped: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(Notify::new()),
             started: Instant::now(),
+            up: tokio::sync::watch::channel(false).0,
         });
         // Listen for connection events before connecting, so the first one is not missed.
         bp.watch_connection(&bp.publisher.clone(), false);
@@ -166,6 +171,7 @@ impl RedisBackplane {
                         first = false;
                         if subscriber {
                             let _ = me.sub_tx.send(Sub::Resync);
+                            me.up.send_replace(true);
                         } else {
                             let _ = me.presence_tx.try_send(Presence::Resync);
                         }
@@ -259,9 +265,13 @@ impl RedisBackplane {
             match cmd {
                 Sub::Room(room, on) => {
                     let changed = if on { rooms.insert(room.clone()) } else { rooms.remove(&room) };
-                    if changed && !self.subscribe(vec![self.room_channel(&room)], on).await {
+                    // Disconnected: nothing to send now; the resync after reconnecting covers it.
+                    if changed && (!self.subscriber.is_connected() || !self.subscribe(vec![self.room_channel(&room)], on).await) {
                         synced = false;
                     }
+                }
+                Sub::Barrier(done) => {
+                    let _ = done.send(());
                 }
                 Sub::Resync => {
                     synced = true;
@@ -473,6 +483,25 @@ impl Backplane for RedisBackplane {
     fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>> {
         let keys = Keys { prefix: self.prefix.clone(), instance: self.instance.clone() };
         Some(Box::pin(lookup_members(self.publisher.clone(), keys, room.to_string())))
+    }
+
+    fn settled(&self) -> Option<BoxFuture<()>> {
+        // During an outage joins must not wait on Redis: local delivery goes on. At startup
+        // (never connected yet) they wait for the first connection, bounded by the caller.
+        if *self.up.borrow() && !self.subscriber.is_connected() {
+            return None;
+        }
+        let mut up = self.up.subscribe();
+        let sub_tx = self.sub_tx.clone();
+        Some(Box::pin(async move {
+            if up.wait_for(|up| *up).await.is_err() {
+                return;
+            }
+            let (done, settled) = tokio::sync::oneshot::channel();
+            if sub_tx.send(Sub::Barrier(done)).is_ok() {
+                let _ = settled.await;
+            }
+        }))
     }
 
     fn stats(&self) -> BackplaneStats {
