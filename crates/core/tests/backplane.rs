@@ -107,6 +107,25 @@ async fn joined_means_subscribed_at_startup_and_behind_many_new_rooms() {
     drop(busy);
 }
 
+/// Emits events through `control` until one reaches `far` (each given 100 ms), for at most
+/// `limit`; `local`, when given, must get every one. Returns how long that took.
+async fn emit_until_delivered(control: &mut Client, far: &mut Client, mut local: Option<&mut Client>, limit: Duration, what: &str) -> Duration {
+    let t0 = Instant::now();
+    for n in 0u64.. {
+        ctl(control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":n}})).await;
+        if let Some(l) = local.as_deref_mut() {
+            l.recv_json().await;
+        }
+        if let Ok(Some(f)) = far.recv_within(Duration::from_millis(100)).await {
+            if f.opcode == 1 {
+                break;
+            }
+        }
+        assert!(t0.elapsed() < limit, "{what}");
+    }
+    t0.elapsed()
+}
+
 /// Polls an async condition.
 async fn eventually_async<F, Fut>(what: &str, mut f: F)
 where
@@ -202,20 +221,8 @@ async fn redis_outage_keeps_local_delivery_and_recovers() {
     on_b.expect_silence(Duration::from_millis(200)).await;
 
     redis.restart().await;
-    let back = Instant::now();
-    let mut n = 100;
-    loop {
-        ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":n}})).await;
-        on_a.recv_json().await;
-        if let Ok(Some(f)) = on_b.recv_within(Duration::from_millis(100)).await {
-            if f.opcode == 1 {
-                break;
-            }
-        }
-        assert!(back.elapsed() < Duration::from_secs(3), "cross-instance delivery did not resume");
-        n += 1;
-    }
-    eprintln!("cross-instance delivery resumed {:?} after redis came back", back.elapsed());
+    let took = emit_until_delivered(&mut control, &mut on_b, Some(&mut on_a), Duration::from_secs(3), "cross-instance delivery did not resume").await;
+    eprintln!("cross-instance delivery resumed {took:?} after redis came back");
     // It was the live path, not a stale message: the next one arrives too.
     ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":-1}})).await;
     loop {
@@ -277,19 +284,8 @@ async fn sharded_pubsub_on_a_cluster() {
     let to = (from + 1) % cluster.nodes.len();
     let slot = cluster.nodes[0].cmd(&["CLUSTER", "KEYSLOT", channel]).await.int().to_string();
     cluster.move_slot(&slot, from, to).await;
-    let moved = Instant::now();
-    let mut n = 1000;
-    loop {
-        ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"i":n}})).await;
-        if let Ok(Some(f)) = on_b.recv_within(Duration::from_millis(100)).await {
-            if f.opcode == 1 {
-                break;
-            }
-        }
-        assert!(moved.elapsed() < Duration::from_secs(5), "delivery did not resume after the slot moved");
-        n += 1;
-    }
-    eprintln!("sharded delivery resumed {:?} after the slot moved", moved.elapsed());
+    let took = emit_until_delivered(&mut control, &mut on_b, None, Duration::from_secs(5), "delivery did not resume after the slot moved").await;
+    eprintln!("sharded delivery resumed {took:?} after the slot moved");
     assert_eq!(shard_subscribers(&cluster, channel).await[to], 1, "subscribed on the new owner");
     let mut b_ctl = Client::connect(b.port).await;
     b_ctl.welcome().await;

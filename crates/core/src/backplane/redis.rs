@@ -5,7 +5,9 @@
 //!
 //! Faults: nothing waits on Redis. Publishes go through a bounded queue to one task that sends
 //! them pipelined, in order; while Redis is down they are dropped and counted (local delivery
-//! is not affected). Subscriptions are ours to track: after every reconnect all are re-issued.
+//! is not affected). Subscriptions are ours to track: after every reconnect, and on a cluster
+//! after every slot move, all are re-issued; a join waits for its room's subscription through
+//! a barrier in the same queue (`settled`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
