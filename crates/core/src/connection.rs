@@ -596,9 +596,9 @@ impl Timers {
         d
     }
 
-    /// Starts the close timer once the socket is closing (the peer gets `close_timeout` to answer).
-    fn note_closing(&mut self, hub: &Hub, conn: &Conn) {
-        if self.closing_deadline.is_none() && conn.out.is_closed() {
+    /// Starts the close timer once the socket is `closing` (the peer gets `close_timeout` to answer).
+    fn note_closing(&mut self, hub: &Hub, closing: bool) {
+        if closing && self.closing_deadline.is_none() {
             self.closing_deadline = Some(Instant::now() + hub.config.close_timeout);
         }
     }
@@ -606,7 +606,7 @@ impl Timers {
     fn tick(&mut self, hub: &Hub, conn: &Conn) -> Tick {
         let cfg = &hub.config;
         let now = Instant::now();
-        self.note_closing(hub, conn);
+        self.note_closing(hub, conn.out.is_closed());
         if self.closing_deadline.is_some_and(|d| now >= d) {
             return Tick::Kill;
         }
@@ -648,12 +648,14 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     let timer = sleep_until(timers.next_ping.into());
     tokio::pin!(timer);
     loop {
-        timers.note_closing(&hub, &conn);
+        // One look at the queue per wake-up: refill also reports whether the socket is closing.
+        let next = batch.refill(&conn.out);
+        timers.note_closing(&hub, batch.closing);
         let deadline = timers.deadline(&hub, &conn).into();
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        match batch.refill(&conn.out) {
+        match next {
             Next::Done => break,
             Next::Wait => {
                 tokio::select! {

@@ -109,6 +109,8 @@ pub(crate) struct Batch {
     head_written: usize,
     /// The close frame is part of this batch: after it, stop.
     pub(crate) ends: bool,
+    /// The queue was closed at the last refill (the socket is closing).
+    pub(crate) closing: bool,
 }
 
 /// What the writer should do next.
@@ -122,12 +124,13 @@ pub(crate) enum Next {
 
 impl Batch {
     pub(crate) fn new() -> Self {
-        Self { frames: VecDeque::new(), head_written: 0, ends: false }
+        Self { frames: VecDeque::new(), head_written: 0, ends: false, closing: false }
     }
 
     /// Refills from the queue when empty; applies a pending discard.
     pub(crate) fn refill(&mut self, out: &Outbound) -> Next {
         let mut q = out.queue.lock();
+        self.closing = q.closed;
         if q.discard && !self.ends {
             // Keep only the frame already partly on the wire, so the stream stays well-formed.
             let keep = usize::from(self.head_written > 0).min(self.frames.len());
