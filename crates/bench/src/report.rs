@@ -179,7 +179,8 @@ fn group(runs: &[Value]) -> Groups<'_> {
         g.entry((si, clients)).or_default().entry(label(r)).or_default().push(r);
     }
     // The Redis table's baseline: our plain fan-out runs of the same size, as `ours ×1`.
-    let (fanout, redis) = (0, SCENARIOS.iter().position(|s| *s == "fanout-redis").unwrap_or(usize::MAX));
+    let index = |name: &str| SCENARIOS.iter().position(|s| *s == name).unwrap_or(usize::MAX);
+    let (fanout, redis) = (index("fanout"), index("fanout-redis"));
     let sizes: Vec<u64> = g.keys().filter(|k| k.0 == redis).map(|k| k.1).collect();
     for c in sizes {
         let plain: Vec<(String, Vec<&Value>)> = g
