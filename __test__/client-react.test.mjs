@@ -6,7 +6,13 @@ import { Component, createElement as h } from 'react'
 import TestRenderer from 'react-test-renderer'
 import WebSocket from 'ws'
 import { createClient } from '../dist/client/index.js'
-import { RealtimeProvider, useCollection, useDoc, useRealtime, useRealtimeState } from '../dist/react/index.js'
+import {
+  RealtimeProvider,
+  useCollection,
+  useDoc,
+  useRealtime,
+  useRealtimeState,
+} from '../dist/react/index.js'
 import { startServer, waitFor } from './helpers/server.mjs'
 
 const members = (srv, room) => srv.manager.getLocalRoomMembers(room).length
@@ -32,7 +38,9 @@ test('useCollection keeps a live list and useDoc follows one document', async (t
   await waitFor(() => seen.posts, { message: 'first render' })
   assert.deepEqual(ids(seen.posts), ['1', '2'])
   assert.deepEqual(seen.doc, { id: 2, title: 'two' })
-  await waitFor(() => members(srv, 'collection:posts') === 1 && members(srv, 'doc:posts:2') === 1, { message: 'joins' })
+  await waitFor(() => members(srv, 'collection:posts') === 1 && members(srv, 'doc:posts:2') === 1, {
+    message: 'joins',
+  })
   await waitFor(() => seen.state === 'open', { message: 'state open' })
 
   srv.manager.emitEvent({ operation: 'create', collection: 'posts', id: 3, doc: { id: 3, title: 'three' } })
@@ -49,7 +57,9 @@ test('useCollection keeps a live list and useDoc follows one document', async (t
   assert.deepEqual(ids(seen.posts), ['3'])
 
   r.unmount()
-  await waitFor(() => members(srv, 'collection:posts') === 0 && members(srv, 'doc:posts:2') === 0, { message: 'leaves' })
+  await waitFor(() => members(srv, 'collection:posts') === 0 && members(srv, 'doc:posts:2') === 0, {
+    message: 'leaves',
+  })
   assert.equal(client.state, 'open', 'a client passed in is not closed by the provider')
 })
 

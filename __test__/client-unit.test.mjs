@@ -4,13 +4,23 @@ import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { test } from 'node:test'
-import { applyDocEvent, backoffDelay, createClient, DEFAULT_BACKOFF, jwtExpiry, refreshDelay } from '../dist/client/index.js'
+import {
+  applyDocEvent,
+  backoffDelay,
+  createClient,
+  DEFAULT_BACKOFF,
+  jwtExpiry,
+  refreshDelay,
+} from '../dist/client/index.js'
 import { signToken } from './helpers/ws.mjs'
 
 const opts = { initialDelayMs: 100, maxDelayMs: 5000, factor: 2, jitter: 0 }
 
 test('backoff grows by factor from initialDelayMs and is capped at maxDelayMs', () => {
-  assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].map((n) => backoffDelay(n, opts)), [100, 200, 400, 800, 1600, 3200, 5000, 5000])
+  assert.deepEqual(
+    [0, 1, 2, 3, 4, 5, 6, 7].map((n) => backoffDelay(n, opts)),
+    [100, 200, 400, 800, 1600, 3200, 5000, 5000],
+  )
   assert.equal(backoffDelay(10_000, opts), 5000, 'huge attempt numbers stay finite and capped')
   assert.equal(backoffDelay(3, { ...opts, factor: 1 }), 100)
   assert.equal(backoffDelay(0, { ...opts, initialDelayMs: 0 }), 0)
@@ -18,13 +28,23 @@ test('backoff grows by factor from initialDelayMs and is capped at maxDelayMs', 
 
 test('jitter draws from [delay*(1-jitter), delay]', () => {
   const j = { ...opts, jitter: 0.5 }
-  assert.equal(backoffDelay(2, j, () => 0), 400)
-  assert.equal(backoffDelay(2, j, () => 0.999999), 200)
+  assert.equal(
+    backoffDelay(2, j, () => 0),
+    400,
+  )
+  assert.equal(
+    backoffDelay(2, j, () => 0.999999),
+    200,
+  )
   for (let i = 0; i < 200; i++) {
     const d = backoffDelay(3, j)
     assert.ok(d >= 400 && d <= 800, `delay ${d} outside [400, 800]`)
   }
-  assert.equal(backoffDelay(2, { ...opts, jitter: 7 }, () => 0.5), 200, 'jitter is clamped to 1')
+  assert.equal(
+    backoffDelay(2, { ...opts, jitter: 7 }, () => 0.5),
+    200,
+    'jitter is clamped to 1',
+  )
   assert.equal(DEFAULT_BACKOFF.maxRetries, Infinity)
 })
 
@@ -43,18 +63,44 @@ test('refreshDelay: lead time before exp, at most half the remaining life, 0 whe
   assert.equal(refreshDelay(now / 1000 + 3600, now, 60_000), 3_540_000)
   assert.equal(refreshDelay(now / 1000 + 4, now, 60_000), 2000)
   assert.equal(refreshDelay(now / 1000 - 1, now, 60_000), 0)
-  assert.equal(refreshDelay(now / 1000 + 10 ** 9, now, 60_000), 2 ** 31 - 1, 'capped to what setTimeout honours')
+  assert.equal(
+    refreshDelay(now / 1000 + 10 ** 9, now, 60_000),
+    2 ** 31 - 1,
+    'capped to what setTimeout honours',
+  )
 })
 
 test('applyDocEvent creates, updates and deletes by id (string/number agnostic)', () => {
   const a = { id: 1, title: 'a' }
   const b = { id: '2', title: 'b' }
   const list = [a, b]
-  const created = applyDocEvent(list, { type: 'update', operation: 'create', collection: 'p', id: 3, doc: { id: 3, title: 'c' } })
-  assert.deepEqual(created.map((d) => d.id), [1, '2', 3])
-  const first = applyDocEvent(list, { type: 'update', operation: 'create', collection: 'p', id: 3, doc: { id: 3 } }, { insertAt: 'start' })
-  assert.deepEqual(first.map((d) => d.id), [3, 1, '2'])
-  const updated = applyDocEvent(list, { type: 'update', operation: 'update', collection: 'p', id: '1', doc: { id: 1, title: 'A' } })
+  const created = applyDocEvent(list, {
+    type: 'update',
+    operation: 'create',
+    collection: 'p',
+    id: 3,
+    doc: { id: 3, title: 'c' },
+  })
+  assert.deepEqual(
+    created.map((d) => d.id),
+    [1, '2', 3],
+  )
+  const first = applyDocEvent(
+    list,
+    { type: 'update', operation: 'create', collection: 'p', id: 3, doc: { id: 3 } },
+    { insertAt: 'start' },
+  )
+  assert.deepEqual(
+    first.map((d) => d.id),
+    [3, 1, '2'],
+  )
+  const updated = applyDocEvent(list, {
+    type: 'update',
+    operation: 'update',
+    collection: 'p',
+    id: '1',
+    doc: { id: 1, title: 'A' },
+  })
   assert.deepEqual(updated, [{ id: 1, title: 'A' }, b])
   assert.deepEqual(list, [a, b], 'input is not mutated')
   const deleted = applyDocEvent(list, { type: 'delete', operation: 'delete', collection: 'p', id: 2, doc: b })
@@ -72,7 +118,11 @@ test('send without any connection refuses with a RealtimeError', () => {
   const c = createClient({ url: 'ws://127.0.0.1:9/', WebSocket: NeverOpens, autoConnect: false })
   assert.equal(c.state, 'closed')
   assert.throws(() => c.send('x', 1), { name: 'RealtimeError', code: 'closed' })
-  assert.throws(() => createClient({ url: 'ws://127.0.0.1:9/' }), /no global WebSocket/, 'Node 20 has no global WebSocket')
+  assert.throws(
+    () => createClient({ url: 'ws://127.0.0.1:9/' }),
+    /no global WebSocket/,
+    'Node 20 has no global WebSocket',
+  )
 })
 
 test('the URL: relative and http(s) URLs resolve against the page, the token goes in the query', async (t) => {

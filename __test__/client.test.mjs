@@ -49,7 +49,9 @@ test('collection and doc events arrive typed by room; unsubscribing leaves the r
   const doc42 = []
   const offPosts = client.onCollection('posts', (e) => posts.push(e))
   const offDoc = client.onDoc('posts', 42, (e) => doc42.push(e))
-  await waitFor(() => members(srv, 'collection:posts') === 1 && members(srv, 'doc:posts:42') === 1, { message: 'joins' })
+  await waitFor(() => members(srv, 'collection:posts') === 1 && members(srv, 'doc:posts:42') === 1, {
+    message: 'joins',
+  })
 
   srv.manager.emitEvent({ operation: 'create', collection: 'posts', id: 41, doc: { id: 41, title: 'a' } })
   srv.manager.emitEvent({ operation: 'update', collection: 'posts', id: 42, doc: { id: 42, title: 'b' } })
@@ -64,12 +66,17 @@ test('collection and doc events arrive typed by room; unsubscribing leaves the r
       ['delete', 'delete', 'posts', '42', 'b'],
     ],
   )
-  assert.deepEqual(doc42.map((e) => e.operation), ['update', 'delete'])
+  assert.deepEqual(
+    doc42.map((e) => e.operation),
+    ['update', 'delete'],
+  )
 
   offPosts()
   offPosts() // idempotent
   offDoc()
-  await waitFor(() => members(srv, 'collection:posts') === 0 && members(srv, 'doc:posts:42') === 0, { message: 'leaves' })
+  await waitFor(() => members(srv, 'collection:posts') === 0 && members(srv, 'doc:posts:42') === 0, {
+    message: 'leaves',
+  })
   srv.manager.emitEvent({ operation: 'update', collection: 'posts', id: 42, doc: { id: 42 } })
   await sleep(100)
   assert.equal(posts.length, 3, 'no events after unsubscribe')
@@ -171,7 +178,10 @@ test('sends while disconnected are queued up to maxQueue, refused beyond, and de
   client.send('note', 1)
   client.send('note', 2)
   const reply = client.request('echo', 3) // third slot
-  assert.throws(() => client.send('note', 4), (e) => e instanceof RealtimeError && e.code === 'queue_full')
+  assert.throws(
+    () => client.send('note', 4),
+    (e) => e instanceof RealtimeError && e.code === 'queue_full',
+  )
   await assert.rejects(client.request('echo', 5), { code: 'queue_full' })
 
   const notes = []
@@ -243,16 +253,27 @@ test('reconnects after the server restarts on the same port and re-joins every r
   srv2.manager.setRoomPolicy({ canJoin: () => true })
   await untilState(client, 'open')
   await waitFor(
-    () => members(srv2, 'collection:posts') === 1 && members(srv2, 'doc:posts:7') === 1 && members(srv2, 'room:lobby') === 1,
+    () =>
+      members(srv2, 'collection:posts') === 1 &&
+      members(srv2, 'doc:posts:7') === 1 &&
+      members(srv2, 'room:lobby') === 1,
     { message: 're-joined rooms' },
   )
   await waitFor(() => joined.length === 6, { message: 'second joins' })
-  assert.deepEqual(joined.slice(3).map((f) => f.room).sort(), ['collection:posts', 'doc:posts:7', 'room:lobby'])
+  assert.deepEqual(
+    joined
+      .slice(3)
+      .map((f) => f.room)
+      .sort(),
+    ['collection:posts', 'doc:posts:7', 'room:lobby'],
+  )
   assert.notEqual(client.socketId, firstSocket)
 
   srv2.manager.emitEvent({ operation: 'update', collection: 'posts', id: 7, doc: { id: 7, title: 'x' } })
   srv2.manager.broadcastToRoom('room:lobby', { type: 'lobby-msg', n: 1 })
-  await waitFor(() => posts.length === 1 && doc.length === 1 && lobby.length === 1, { message: 'events after reconnect' })
+  await waitFor(() => posts.length === 1 && doc.length === 1 && lobby.length === 1, {
+    message: 'events after reconnect',
+  })
   await sleep(100)
   assert.equal(joined.length, 6, 'each room joined exactly once per connection')
   const i = states.indexOf('reconnecting')
@@ -271,7 +292,9 @@ test('pacing keeps bursts under the server rate limit, also when a reconnect re-
   const joined = frames(client, 'joined')
   for (let id = 1; id <= 25; id++) client.onDoc('posts', id, () => {})
   for (let n = 1; n <= 5; n++) client.send('note', n)
-  await waitFor(() => joined.length === 25 && notes.length === 5, { message: `joins (${joined.length}) and notes (${notes.length})` })
+  await waitFor(() => joined.length === 25 && notes.length === 5, {
+    message: `joins (${joined.length}) and notes (${notes.length})`,
+  })
   // Sorted: the server may run one socket's handlers out of order.
   assert.deepEqual([...notes].sort(), [1, 2, 3, 4, 5])
 
@@ -329,7 +352,10 @@ test('maxRetries bounds reconnection, then state failed with max_retries', async
   const port = await freePort()
   const { client, errors } = connect(t, `ws://127.0.0.1:${port}/`, { reconnect: { ...FAST, maxRetries: 2 } })
   await untilState(client, 'failed')
-  assert.deepEqual(errors.map((e) => e.code), ['max_retries'])
+  assert.deepEqual(
+    errors.map((e) => e.code),
+    ['max_retries'],
+  )
 })
 
 // ------------------------------------------------------------------ credentials
@@ -353,7 +379,10 @@ test('the token goes in the query; without getToken a refusal (401) fails the cl
 
   const bad = connect(t, srv.url(), { token: userToken('7', { key: 'wrong-key' }) })
   await untilState(bad.client, 'failed')
-  assert.deepEqual(bad.errors.map((e) => e.code), ['unauthorized'])
+  assert.deepEqual(
+    bad.errors.map((e) => e.code),
+    ['unauthorized'],
+  )
 })
 
 test('a refused token makes the client ask getToken() again', async (t) => {
@@ -408,7 +437,9 @@ test('close 4001 (credentials revoked) → getToken() → reconnect', async (t) 
   const first = await waitFor(() => client.socketId, { message: 'welcome' })
   assert.equal(calls, 1)
   assert.equal(srv.manager.disconnectUser('10'), 1)
-  await waitFor(() => client.state === 'open' && client.socketId && client.socketId !== first, { message: 'new socket' })
+  await waitFor(() => client.state === 'open' && client.socketId && client.socketId !== first, {
+    message: 'new socket',
+  })
   assert.equal(calls, 2)
   assert.equal((await client.request('whoami')).n, 2, 'reconnected with the new token')
   assert.ok(states.includes('reconnecting'))
@@ -434,11 +465,14 @@ test('without getToken an expiring token ends in close 4001 and state failed (un
   const { client, errors, states } = connect(t, srv.url(), { token: userToken('11', { ttlSeconds: 2 }) })
   await untilState(client, 'open')
   await untilState(client, 'failed', 5000)
-  assert.deepEqual(errors.map((e) => [e.code, e.closeCode]), [['unauthorized', 4001]])
+  assert.deepEqual(
+    errors.map((e) => [e.code, e.closeCode]),
+    [['unauthorized', 4001]],
+  )
   assert.deepEqual(states, ['connecting', 'open', 'failed'])
 })
 
-test('a refresh with another user\'s token is refused (auth_failed) and the socket keeps its user', async (t) => {
+test("a refresh with another user's token is refused (auth_failed) and the socket keeps its user", async (t) => {
   const srv = await authServer(t)
   const { client, errors } = connect(t, srv.url(), {
     token: userToken('12'),

@@ -48,7 +48,8 @@ before(
 )
 
 after(async () => {
-  if (page && !fs.existsSync(SCREENSHOT)) await page.screenshot({ path: FAILURE_SHOT, fullPage: true }).catch(() => {})
+  if (page && !fs.existsSync(SCREENSHOT))
+    await page.screenshot({ path: FAILURE_SHOT, fullPage: true }).catch(() => {})
   await browser?.stop()
   await demo?.stop()
 })
@@ -62,7 +63,10 @@ const needsBrowser = (t) => {
 const rest = (method, route, body, token) =>
   fetch(`${api}${route}`, {
     method,
-    headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `JWT ${token}` } : {}) },
+    headers: {
+      ...(body ? { 'content-type': 'application/json' } : {}),
+      ...(token ? { authorization: `JWT ${token}` } : {}),
+    },
     body: body ? JSON.stringify(body) : undefined,
   })
 
@@ -75,21 +79,28 @@ const postItem = (id) => page.locator(`#posts > li[data-id="${id}"]`)
  * Date.now() at that moment.
  */
 async function watchPosts(spec) {
-  const already = await page.evaluate(({ spec, limitMs }) => {
-    const holds = () => {
-      const items = [...document.querySelectorAll('#posts > li')]
-      if (spec.gone) return !items.some((li) => li.dataset.id === spec.id)
-      return items.some((li) => (spec.id === undefined || li.dataset.id === spec.id) && li.querySelector('.title')?.textContent === spec.title)
-    }
-    const list = document.getElementById('posts')
-    window.__seen = new Promise((resolve) => {
-      const done = (value) => (observer.disconnect(), clearTimeout(timer), resolve(value))
-      const observer = new MutationObserver(() => holds() && done({ at: Date.now() }))
-      observer.observe(list, { childList: true, subtree: true, characterData: true })
-      const timer = setTimeout(() => done({ at: null }), limitMs)
-    })
-    return holds()
-  }, { spec, limitMs: SLOW_MS })
+  const already = await page.evaluate(
+    ({ spec, limitMs }) => {
+      const holds = () => {
+        const items = [...document.querySelectorAll('#posts > li')]
+        if (spec.gone) return !items.some((li) => li.dataset.id === spec.id)
+        return items.some(
+          (li) =>
+            (spec.id === undefined || li.dataset.id === spec.id) &&
+            li.querySelector('.title')?.textContent === spec.title,
+        )
+      }
+      const list = document.getElementById('posts')
+      window.__seen = new Promise((resolve) => {
+        const done = (value) => (observer.disconnect(), clearTimeout(timer), resolve(value))
+        const observer = new MutationObserver(() => holds() && done({ at: Date.now() }))
+        observer.observe(list, { childList: true, subtree: true, characterData: true })
+        const timer = setTimeout(() => done({ at: null }), limitMs)
+      })
+      return holds()
+    },
+    { spec, limitMs: SLOW_MS },
+  )
   assert.equal(already, false, `the page shows ${JSON.stringify(spec)} before the write`)
   return { seen: () => page.evaluate(() => window.__seen) }
 }
@@ -99,7 +110,10 @@ async function assertSeenInTime(watcher, respondedAt, what) {
   const { at } = await watcher.seen()
   assert.ok(at !== null, `${what}: the page never showed it (waited ${SLOW_MS} ms)`)
   const lag = at - respondedAt
-  assert.ok(lag <= EVENT_BOUND_MS, `${what}: the page showed it ${lag} ms after the REST response (bound ${EVENT_BOUND_MS} ms)`)
+  assert.ok(
+    lag <= EVENT_BOUND_MS,
+    `${what}: the page showed it ${lag} ms after the REST response (bound ${EVENT_BOUND_MS} ms)`,
+  )
   return lag
 }
 
@@ -154,7 +168,11 @@ test('live demo: posts created, edited and deleted through REST show in the page
   lags.delete = await assertSeenInTime(watcher, respondedAt, 'delete')
 
   // The activity feed lists what the socket delivered.
-  const ops = await page.$$eval(`#activity > li[data-id="${id}"]`, (lis, title) => lis.filter((li) => li.textContent.includes(title)).map((li) => li.dataset.op), title)
+  const ops = await page.$$eval(
+    `#activity > li[data-id="${id}"]`,
+    (lis, title) => lis.filter((li) => li.textContent.includes(title)).map((li) => li.dataset.op),
+    title,
+  )
   assert.deepEqual(ops, ['delete', 'update', 'create'])
   assert.equal(await page.getAttribute('#state', 'data-state'), 'open')
   t.diagnostic(`REST response → shown in the page: ${JSON.stringify(lags)} ms`)
@@ -164,7 +182,12 @@ test("live demo: the page's own forms create, edit and delete (REST), and it sta
   if (!needsBrowser(t)) return
   const res = await rest('POST', '/users/login', login)
   const { token } = await res.json()
-  const lookup = async (title) => (await (await rest('GET', `/posts?where[title][equals]=${encodeURIComponent(title)}`, undefined, token)).json()).docs
+  const lookup = async (title) =>
+    (
+      await (
+        await rest('GET', `/posts?where[title][equals]=${encodeURIComponent(title)}`, undefined, token)
+      ).json()
+    ).docs
 
   const title = `Typed in the page ${Date.now()}`
   await page.fill('#create-form input[name="title"]', title)
@@ -181,7 +204,9 @@ test("live demo: the page's own forms create, edit and delete (REST), and it sta
   await item.locator('[data-action="edit"]').click()
   await item.locator('form.edit input[name="title"]').fill(`${title} (edited)`)
   await item.locator('form.edit button[type="submit"]').click()
-  await postItem(doc.id).locator('.title', { hasText: `${title} (edited)` }).waitFor()
+  await postItem(doc.id)
+    .locator('.title', { hasText: `${title} (edited)` })
+    .waitFor()
   assert.equal((await lookup(`${title} (edited)`)).length, 1)
 
   await postItem(doc.id).locator('[data-action="delete"]').click()
@@ -190,7 +215,12 @@ test("live demo: the page's own forms create, edit and delete (REST), and it sta
 
   // One more post through REST, so the screenshot shows a live change and a full activity feed.
   const watcher = await watchPosts({ title: 'Hello from curl' })
-  const created = await rest('POST', '/posts', { title: 'Hello from curl', body: 'This one came over REST while the page was open.' }, token)
+  const created = await rest(
+    'POST',
+    '/posts',
+    { title: 'Hello from curl', body: 'This one came over REST while the page was open.' },
+    token,
+  )
   const respondedAt = Date.now()
   assert.equal(created.status, 201)
   await assertSeenInTime(watcher, respondedAt, 'create')

@@ -43,12 +43,24 @@ test('emitEvent reaches collection, doc and extra rooms with the documented shap
   const none = await connect()
   await none.joinCollection('pages')
   m.emitEvent({ operation: 'create', collection: 'posts', id: 5, doc: { id: 5, title: 'Hi' } })
-  const expected = { type: 'update', operation: 'create', collection: 'posts', id: 5, doc: { id: 5, title: 'Hi' } }
+  const expected = {
+    type: 'update',
+    operation: 'create',
+    collection: 'posts',
+    id: 5,
+    doc: { id: 5, title: 'Hi' },
+  }
   assert.deepEqual(await coll.next(), expected)
   assert.deepEqual(await doc.next(), expected)
   await none.expectNothing(150)
   m.emitEvent({ operation: 'delete', collection: 'posts', id: 'abc', doc: null, rooms: ['collection:pages'] })
-  assert.deepEqual(await none.next(), { type: 'delete', operation: 'delete', collection: 'posts', id: 'abc', doc: null })
+  assert.deepEqual(await none.next(), {
+    type: 'delete',
+    operation: 'delete',
+    collection: 'posts',
+    id: 'abc',
+    doc: null,
+  })
   for (const c of [coll, doc, none]) c.close()
 })
 
@@ -71,7 +83,10 @@ test('broadcastToRoom and sendToSocket take objects, strings and buffers', async
 
 test('custom handlers: sync, async, throwing, slow; socket handles keep data', async () => {
   m.registerCustomHandler('echo', (_socket, data) => data)
-  m.registerCustomHandler('later', async (_s, data) => new Promise((r) => setTimeout(() => r({ later: data }), 20)))
+  m.registerCustomHandler(
+    'later',
+    async (_s, data) => new Promise((r) => setTimeout(() => r({ later: data }), 20)),
+  )
   m.registerCustomHandler('boom', () => {
     throw new Error('kaboom')
   })
@@ -93,7 +108,12 @@ test('custom handlers: sync, async, throwing, slow; socket handles keep data', a
   c.send({ type: 'later', id: 2, data: 'x' })
   assert.deepEqual(await c.next('reply'), { type: 'reply', id: 2, data: { later: 'x' } })
   c.send({ type: 'boom', id: 'b' })
-  assert.deepEqual(await c.next('error'), { type: 'error', id: 'b', code: 'handler_failed', message: 'kaboom' })
+  assert.deepEqual(await c.next('error'), {
+    type: 'error',
+    id: 'b',
+    code: 'handler_failed',
+    message: 'kaboom',
+  })
   c.send({ type: 'reject', id: 'r' })
   assert.equal((await c.next('error')).code, 'handler_failed')
   c.send({ type: 'slow', id: 's' })
@@ -199,7 +219,10 @@ test('a running server keeps Node alive; after close() it exits on its own', asy
   const script = (closeIt) =>
     `import(${JSON.stringify(pluginEntry)}).then(async (m) => { const s = await m.initUWebSocket({ port: 0, host: '127.0.0.1' }); s.registerCustomHandler('x', () => 1); console.log('up'); ${closeIt ? 'await s.close(); console.log("closed")' : ''} })`
   const closing = spawn(process.execPath, ['-e', script(true)], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const [exitCode] = await Promise.race([once(closing, 'exit'), new Promise((_, rej) => setTimeout(() => rej(new Error('did not exit after close()')), 8000))])
+  const [exitCode] = await Promise.race([
+    once(closing, 'exit'),
+    new Promise((_, rej) => setTimeout(() => rej(new Error('did not exit after close()')), 8000)),
+  ])
   assert.equal(exitCode, 0)
   const running = spawn(process.execPath, ['-e', script(false)], { stdio: ['ignore', 'pipe', 'inherit'] })
   await once(running.stdout, 'data')

@@ -47,11 +47,17 @@ await manager.close()
 await payload.destroy()
 `
 
-test('npm pack → install into a fresh Payload app → plugin works from the tarball', { timeout: 120_000 }, () => {
+test('npm pack → install into a fresh Payload app → plugin works from the tarball', {
+  timeout: 120_000,
+}, () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-pack-'))
   try {
-    const npm = (args, cwd) => execFileSync('npm', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-    const rootTgz = path.join(work, npm(['pack', '--silent', '--pack-destination', work], root).trim().split('\n').pop())
+    const npm = (args, cwd) =>
+      execFileSync('npm', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    const rootTgz = path.join(
+      work,
+      npm(['pack', '--silent', '--pack-destination', work], root).trim().split('\n').pop(),
+    )
     const files = execFileSync('tar', ['-tzf', rootTgz], { encoding: 'utf8' })
     for (const f of ['package/index.js', 'package/dist/plugin/index.js', 'package/dist/package.json']) {
       assert.ok(files.includes(f), `${f} is packed`)
@@ -64,7 +70,10 @@ test('npm pack → install into a fresh Payload app → plugin works from the ta
     const platDir = path.join(work, 'platform')
     fs.cpSync(path.join(root, 'npm', triple), platDir, { recursive: true })
     fs.copyFileSync(path.join(root, addon), path.join(platDir, addon))
-    const platTgz = path.join(work, npm(['pack', '--silent', '--pack-destination', work], platDir).trim().split('\n').pop())
+    const platTgz = path.join(
+      work,
+      npm(['pack', '--silent', '--pack-destination', work], platDir).trim().split('\n').pop(),
+    )
 
     const app = path.join(work, 'app')
     fs.mkdirSync(app)

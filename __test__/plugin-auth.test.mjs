@@ -23,11 +23,15 @@ describe('requireAuth with Payload credentials', () => {
         requireAuth: true,
         includeCollections: ['posts'],
         authorize: {
-          posts: async (user, event) => event.doc.title !== 'editors only' || user.email?.startsWith('editor'),
+          posts: async (user, event) =>
+            event.doc.title !== 'editors only' || user.email?.startsWith('editor'),
         },
       },
     })
-    alice = await createUser(app.payload, 'alice@example.com', { enableAPIKey: true, apiKey: 'alice-api-key-1' })
+    alice = await createUser(app.payload, 'alice@example.com', {
+      enableAPIKey: true,
+      apiKey: 'alice-api-key-1',
+    })
   })
   after(async () => app?.stop())
 
@@ -43,7 +47,11 @@ describe('requireAuth with Payload credentials', () => {
     // key = first 32 hex chars of sha256(secret), used as UTF-8 bytes
     assert.equal(app.payload.secret, createHash('sha256').update(SECRET).digest('hex').slice(0, 32))
     const [h, c, sig] = alice.token.split('.')
-    assert.equal(createHmac('sha256', payloadJwtKey(SECRET)).update(`${h}.${c}`).digest('base64url'), sig, 'that key verifies Payload tokens')
+    assert.equal(
+      createHmac('sha256', payloadJwtKey(SECRET)).update(`${h}.${c}`).digest('base64url'),
+      sig,
+      'that key verifies Payload tokens',
+    )
   })
 
   test('no credentials: 401', async () => {
@@ -92,7 +100,10 @@ describe('requireAuth with Payload credentials', () => {
 
   test('logout closes that session’s sockets with 4001, not other sessions; its token is then refused', async () => {
     const bob = await createUser(app.payload, 'bob@example.com')
-    const { token: bob2 } = await app.payload.login({ collection: 'users', data: { email: 'bob@example.com', password: 'correct horse battery' } })
+    const { token: bob2 } = await app.payload.login({
+      collection: 'users',
+      data: { email: 'bob@example.com', password: 'correct horse battery' },
+    })
     const s1 = await app.client({ token: bob.token })
     const s2 = await app.client({ token: bob2 })
     await logout(app.payload, bob.token)
@@ -106,7 +117,10 @@ describe('requireAuth with Payload credentials', () => {
 
   test('logout with allSessions closes every socket of the user', async () => {
     const carl = await createUser(app.payload, 'carl@example.com')
-    const { token: carl2 } = await app.payload.login({ collection: 'users', data: { email: 'carl@example.com', password: 'correct horse battery' } })
+    const { token: carl2 } = await app.payload.login({
+      collection: 'users',
+      data: { email: 'carl@example.com', password: 'correct horse battery' },
+    })
     const s1 = await app.client({ token: carl.token })
     const s2 = await app.client({ token: carl2 })
     await logout(app.payload, carl.token, { allSessions: true })

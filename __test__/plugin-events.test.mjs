@@ -5,8 +5,21 @@ import { after, before, describe, test } from 'node:test'
 import { assertNoKeys, createUser, startPayload } from './helpers/payload.mjs'
 
 const SECRET_KEYS = [
-  'hash', 'salt', 'sessions', 'apiKey', 'apiKeyIndex', 'resetPasswordToken', 'resetPasswordExpiration',
-  '_verificationToken', 'lockUntil', 'loginAttempts', 'secretNote', 'internal', 'reviewToken', 'rowHidden', 'blockSecret',
+  'hash',
+  'salt',
+  'sessions',
+  'apiKey',
+  'apiKeyIndex',
+  'resetPasswordToken',
+  'resetPasswordExpiration',
+  '_verificationToken',
+  'lockUntil',
+  'loginAttempts',
+  'secretNote',
+  'internal',
+  'reviewToken',
+  'rowHidden',
+  'blockSecret',
 ]
 
 describe('events from a Payload with the plugin (port option, transactions on)', () => {
@@ -114,7 +127,10 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   test('a throwing room() neither fails the write nor drops the event', async () => {
     const c = await app.client()
     await c.joinCollection('posts')
-    const post = await app.payload.create({ collection: 'posts', data: { title: 'room throws', team: 'throw' } })
+    const post = await app.payload.create({
+      collection: 'posts',
+      data: { title: 'room throws', team: 'throw' },
+    })
     assert.equal(String((await c.next('update')).id), String(post.id))
   })
 
@@ -140,8 +156,14 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   test('a write rolled back by a later hook emits nothing; the next commit does', async () => {
     const c = await app.client()
     await c.joinCollection('posts')
-    await assert.rejects(app.payload.create({ collection: 'posts', data: { title: 'explode-late' } }), /late hook failure/)
-    const found = await app.payload.find({ collection: 'posts', where: { title: { equals: 'explode-late' } } })
+    await assert.rejects(
+      app.payload.create({ collection: 'posts', data: { title: 'explode-late' } }),
+      /late hook failure/,
+    )
+    const found = await app.payload.find({
+      collection: 'posts',
+      where: { title: { equals: 'explode-late' } },
+    })
     assert.equal(found.totalDocs, 0, 'the write was rolled back')
     await c.expectNothing(300, 'update')
     await app.payload.create({ collection: 'posts', data: { title: 'after rollback' } })
@@ -154,13 +176,25 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     const db = app.payload.db
 
     const rolledBack = await db.beginTransaction()
-    await app.payload.create({ collection: 'posts', data: { title: 'tx-rollback' }, req: { transactionID: rolledBack } })
+    await app.payload.create({
+      collection: 'posts',
+      data: { title: 'tx-rollback' },
+      req: { transactionID: rolledBack },
+    })
     await db.rollbackTransaction(rolledBack)
     await c.expectNothing(300, 'update')
 
     const committed = await db.beginTransaction()
-    await app.payload.create({ collection: 'posts', data: { title: 'tx-1' }, req: { transactionID: committed } })
-    await app.payload.create({ collection: 'posts', data: { title: 'tx-2' }, req: { transactionID: committed } })
+    await app.payload.create({
+      collection: 'posts',
+      data: { title: 'tx-1' },
+      req: { transactionID: committed },
+    })
+    await app.payload.create({
+      collection: 'posts',
+      data: { title: 'tx-2' },
+      req: { transactionID: committed },
+    })
     await c.expectNothing(200, 'update')
     await db.commitTransaction(committed)
     assert.equal((await c.next('update')).doc.title, 'tx-1')
@@ -170,15 +204,37 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   test('drafts stay on the server until published; context.realtime === false skips a write', async () => {
     const c = await app.client()
     await c.joinCollection('articles')
-    const draft = await app.payload.create({ collection: 'articles', data: { title: 'secret draft' }, draft: true })
-    await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'still draft' }, draft: true })
+    const draft = await app.payload.create({
+      collection: 'articles',
+      data: { title: 'secret draft' },
+      draft: true,
+    })
+    await app.payload.update({
+      collection: 'articles',
+      id: draft.id,
+      data: { title: 'still draft' },
+      draft: true,
+    })
     await c.expectNothing(300, 'update')
-    await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'published', _status: 'published' } })
+    await app.payload.update({
+      collection: 'articles',
+      id: draft.id,
+      data: { title: 'published', _status: 'published' },
+    })
     const pub = await c.next('update')
     assert.equal(pub.doc.title, 'published')
-    await app.payload.update({ collection: 'articles', id: draft.id, data: { title: 'quiet' }, context: { realtime: false } })
+    await app.payload.update({
+      collection: 'articles',
+      id: draft.id,
+      data: { title: 'quiet' },
+      context: { realtime: false },
+    })
     await c.expectNothing(300, 'update')
-    const d2 = await app.payload.create({ collection: 'articles', data: { title: 'draft to delete' }, draft: true })
+    const d2 = await app.payload.create({
+      collection: 'articles',
+      data: { title: 'draft to delete' },
+      draft: true,
+    })
     await app.payload.delete({ collection: 'articles', id: d2.id })
     const del = await c.next('delete')
     assert.deepEqual(del.doc, { id: d2.id }, 'a deleted draft is announced by id only')
@@ -187,7 +243,12 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   test('hidden and auth fields never leave the server, also in a populated related user', async () => {
     const c = await app.client()
     await c.joinCollection('posts')
-    const { user } = await createUser(app.payload, 'author@example.com', { name: 'Ann', secretNote: 'psst', enableAPIKey: true, apiKey: 'ann-key-123' })
+    const { user } = await createUser(app.payload, 'author@example.com', {
+      name: 'Ann',
+      secretNote: 'psst',
+      enableAPIKey: true,
+      apiKey: 'ann-key-123',
+    })
     // The author has a live session, so the populated user in hook docs carries `sessions`.
     const post = await app.payload.create({
       collection: 'posts',
@@ -201,7 +262,12 @@ describe('events from a Payload with the plugin (port option, transactions on)',
         content: [{ blockType: 'quote', text: 'q', by: user.id, blockSecret: 'bs' }],
       },
     })
-    const hookDoc = await app.payload.findByID({ collection: 'posts', id: post.id, depth: 2, showHiddenFields: true })
+    const hookDoc = await app.payload.findByID({
+      collection: 'posts',
+      id: post.id,
+      depth: 2,
+      showHiddenFields: true,
+    })
     assert.ok(hookDoc.author.sessions?.length, 'precondition: populated user carries sessions')
 
     const got = await c.next('update')
@@ -218,7 +284,11 @@ describe('events from a Payload with the plugin (port option, transactions on)',
 describe('server started by the app (server.ts style), transactions off', () => {
   let app
   before(async () => {
-    app = await startPayload({ realtime: { includeCollections: ['posts'] }, transactions: false, startServer: 'manual' })
+    app = await startPayload({
+      realtime: { includeCollections: ['posts'] },
+      transactions: false,
+      startServer: 'manual',
+    })
   })
   after(async () => app?.stop())
 
@@ -235,7 +305,10 @@ describe('server started by the app (server.ts style), transactions off', () => 
 describe('disabled plugin', () => {
   let app
   before(async () => {
-    app = await startPayload({ realtime: { disabled: true, includeCollections: ['posts'] }, startServer: 'manual' })
+    app = await startPayload({
+      realtime: { disabled: true, includeCollections: ['posts'] },
+      startServer: 'manual',
+    })
   })
   after(async () => app?.stop())
 

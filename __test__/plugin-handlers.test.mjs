@@ -13,7 +13,8 @@ describe('handlers, middleware, verifyClient, room policy', () => {
         handlerTimeoutMs: 300,
         handlers: {
           echo: (socket, data) => ({ echoed: data, socketId: socket.id, user: socket.user?.email ?? null }),
-          'count-posts': async (_socket, _data) => (await app.payload.count({ collection: 'posts' })).totalDocs,
+          'count-posts': async (_socket, _data) =>
+            (await app.payload.count({ collection: 'posts' })).totalDocs,
           explode: () => {
             throw new Error('handler blew up')
           },

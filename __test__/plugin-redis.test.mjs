@@ -4,7 +4,15 @@
 // client's socket there.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
-import { createUser, connect, logout, SECRET, spawnInstance, startPayload, startRedis } from './helpers/payload.mjs'
+import {
+  createUser,
+  connect,
+  logout,
+  SECRET,
+  spawnInstance,
+  startPayload,
+  startRedis,
+} from './helpers/payload.mjs'
 
 let redis
 let app

@@ -41,14 +41,21 @@ pub(crate) type BatchTsfn = ThreadsafeFunction<Taken, BatchReturn, BatchArgs, St
 
 /// The JS handler function as a batching ThreadsafeFunction over `queue`.
 pub(crate) fn build(f: Function<BatchArgs, BatchReturn>, queue: Arc<Queue>) -> napi::Result<BatchTsfn> {
-    f.build_threadsafe_function::<Taken>().weak::<true>().callee_handled::<false>().max_queue_size::<QUEUE>().build_callback(
-        move |ctx: ThreadsafeCallContext<Taken>| {
+    f.build_threadsafe_function::<Taken>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .max_queue_size::<QUEUE>()
+        .build_callback(move |ctx: ThreadsafeCallContext<Taken>| {
             let items = {
                 let mut p = queue.pending.lock();
                 p.scheduled = false;
                 std::mem::take(&mut p.items)
             };
-            let (mut ids, mut kinds, mut texts) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
+            let (mut ids, mut kinds, mut texts) = (
+                Vec::with_capacity(items.len()),
+                Vec::with_capacity(items.len()),
+                Vec::with_capacity(items.len()),
+            );
             let mut replies = ctx.value.lock();
             for (id, kind, text, reply) in items {
                 ids.push(id);
@@ -57,12 +64,17 @@ pub(crate) fn build(f: Function<BatchArgs, BatchReturn>, queue: Arc<Queue>) -> n
                 replies.push(reply);
             }
             Ok((ids, kinds, texts).into())
-        },
-    )
+        })
 }
 
 /// Queues one message; resolves with its outcome string, or an error text.
-pub(crate) async fn call(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>, socket_id: String, kind: String, text: String) -> Result<String, String> {
+pub(crate) async fn call(
+    tsfn: Arc<BatchTsfn>,
+    queue: Arc<Queue>,
+    socket_id: String,
+    kind: String,
+    text: String,
+) -> Result<String, String> {
     let (tx, rx) = oneshot::channel();
     let first = {
         let mut p = queue.pending.lock();

@@ -11,7 +11,9 @@ use napi::bindgen_prelude::{Buffer, FnArgs, Promise};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use parking_lot::RwLock;
-use realtime_core::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims, UserList};
+use realtime_core::{
+    AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims, UserList,
+};
 
 /// Calls to one hook that may wait for the JS thread at once; past it a call fails fast.
 pub(crate) const QUEUE: usize = 4096;
@@ -57,7 +59,10 @@ pub(crate) struct JsHooks {
     pub close: Slot<Notify<String>>,
 }
 
-fn call<A: 'static + Send + napi::bindgen_prelude::JsValuesTupleIntoVec, R: 'static + Send + napi::bindgen_prelude::FromNapiValue>(
+fn call<
+    A: 'static + Send + napi::bindgen_prelude::JsValuesTupleIntoVec,
+    R: 'static + Send + napi::bindgen_prelude::FromNapiValue,
+>(
     tsfn: Arc<Tsfn<A, R>>,
     args: A,
 ) -> BoxFuture<Result<R, String>> {
@@ -69,12 +74,17 @@ fn call<A: 'static + Send + napi::bindgen_prelude::JsValuesTupleIntoVec, R: 'sta
 
 fn outcome(r: Result<String, String>) -> HandlerOutcome {
     match r {
-        Ok(s) if s.starts_with('R') => HandlerOutcome::Reply((s.len() > 1).then(|| Bytes::from(s).slice(1..))),
+        Ok(s) if s.starts_with('R') => {
+            HandlerOutcome::Reply((s.len() > 1).then(|| Bytes::from(s).slice(1..)))
+        }
         Ok(s) if s.starts_with('E') => {
             let (code, message) = s[1..].split_once('\n').unwrap_or((&s[1..], ""));
             HandlerOutcome::Error { code: code.to_string(), message: message.to_string() }
         }
-        Ok(_) => HandlerOutcome::Error { code: "handler_failed".into(), message: "handler returned an unexpected value".into() },
+        Ok(_) => HandlerOutcome::Error {
+            code: "handler_failed".into(),
+            message: "handler returned an unexpected value".into(),
+        },
         Err(reason) => HandlerOutcome::Error { code: "handler_failed".into(), message: reason },
     }
 }
@@ -154,10 +164,20 @@ impl AppHooks for JsHooks {
         let list = if sent.swap(users.id, Relaxed) == users.id {
             String::new()
         } else {
-            let list = users.users.iter().map(|u| u.as_ref().map_or("null", |u| &u.raw)).collect::<Vec<_>>().join(",");
+            let list = users
+                .users
+                .iter()
+                .map(|u| u.as_ref().map_or("null", |u| &u.raw))
+                .collect::<Vec<_>>()
+                .join(",");
             format!("[{list}]")
         };
-        let args = (event.collection.to_string(), list, String::from_utf8_lossy(&event.json).into_owned(), users.id as f64);
+        let args = (
+            event.collection.to_string(),
+            list,
+            String::from_utf8_lossy(&event.json).into_owned(),
+            users.id as f64,
+        );
         let f = call(tsfn, args.into());
         // A failed or malformed answer denies everyone (the core counts it); after a failure the
         // JS side may not hold the list, so the next call sends it again.

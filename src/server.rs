@@ -10,8 +10,8 @@ use realtime_core::{Event, Message, Operation, Server, ServerConfig, ServerHandl
 
 use crate::batch::{BatchArgs, BatchReturn};
 use crate::hooks::{Args2, AuthorizeArgs, BinaryArgs, JsHooks, Notify, Tsfn, QUEUE};
-use crate::{js_error, throw};
 use crate::options::NativeOptions;
+use crate::{js_error, throw};
 
 use napi::Result;
 
@@ -45,7 +45,12 @@ pub struct MemberInfo {
 }
 
 fn member_info(m: realtime_core::Member) -> MemberInfo {
-    MemberInfo { socket_id: m.socket_id, user_id: m.user_id, user_collection: m.user_collection, instance: m.instance }
+    MemberInfo {
+        socket_id: m.socket_id,
+        user_id: m.user_id,
+        user_collection: m.user_collection,
+        instance: m.instance,
+    }
 }
 
 /// A running realtime server (Rust core on its own tokio runtime).
@@ -66,8 +71,7 @@ where
         .weak::<true>()
         .callee_handled::<false>()
         .max_queue_size::<QUEUE>()
-        .build()
-        ?;
+        .build()?;
     Ok(Arc::new(t))
 }
 
@@ -97,19 +101,35 @@ impl NativeServer {
     /// Sends `{type, operation, collection, id, doc}` to `collection:<slug>`, `doc:<slug>:<id>`
     /// and `extraRooms`; `idJson` and `docJson` are JSON text.
     #[napi]
-    pub fn emit_event(&self, env: &Env, collection: String, id_json: String, operation: String, doc_json: Either<String, Buffer>, extra_rooms: Option<Vec<String>>) -> Result<()> {
-        let operation = Operation::parse(&operation).ok_or_else(|| throw(env, "EINVAL", "operation must be create, update or delete"))?;
+    pub fn emit_event(
+        &self,
+        env: &Env,
+        collection: String,
+        id_json: String,
+        operation: String,
+        doc_json: Either<String, Buffer>,
+        extra_rooms: Option<Vec<String>>,
+    ) -> Result<()> {
+        let operation = Operation::parse(&operation)
+            .ok_or_else(|| throw(env, "EINVAL", "operation must be create, update or delete"))?;
         let doc_json = match doc_json {
             Either::A(s) => Bytes::from(s),
             Either::B(b) => Bytes::copy_from_slice(&b),
         };
-        let event = Event { collection, id_json, operation, doc_json, extra_rooms: extra_rooms.unwrap_or_default() };
+        let event =
+            Event { collection, id_json, operation, doc_json, extra_rooms: extra_rooms.unwrap_or_default() };
         self.handle.emit_event(event).map_err(|e| js_error(env, e))
     }
 
     /// Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary.
     #[napi]
-    pub fn broadcast(&self, env: &Env, room: String, payload: Either<String, Buffer>, except: Option<String>) -> Result<()> {
+    pub fn broadcast(
+        &self,
+        env: &Env,
+        room: String,
+        payload: Either<String, Buffer>,
+        except: Option<String>,
+    ) -> Result<()> {
         self.handle.broadcast(&room, &message(&payload), except.as_deref()).map_err(|e| js_error(env, e))
     }
 
@@ -122,7 +142,10 @@ impl NativeServer {
     /// Puts a socket in a room (full name); false if it was already in it.
     #[napi]
     pub fn join(&self, env: &Env, socket_id: String, room: String) -> Result<bool> {
-        let s = self.handle.socket(&socket_id).ok_or_else(|| js_error(env, realtime_core::CoreError::NoSuchSocket(socket_id)))?;
+        let s = self
+            .handle
+            .socket(&socket_id)
+            .ok_or_else(|| js_error(env, realtime_core::CoreError::NoSuchSocket(socket_id)))?;
         s.join(&room).map_err(|e| js_error(env, e))
     }
 
@@ -134,7 +157,13 @@ impl NativeServer {
 
     /// Sends to everyone in `room` but the socket `socketId`.
     #[napi]
-    pub fn socket_broadcast(&self, env: &Env, socket_id: String, room: String, payload: Either<String, Buffer>) -> Result<()> {
+    pub fn socket_broadcast(
+        &self,
+        env: &Env,
+        socket_id: String,
+        room: String,
+        payload: Either<String, Buffer>,
+    ) -> Result<()> {
         self.handle.broadcast(&room, &message(&payload), Some(&socket_id)).map_err(|e| js_error(env, e))
     }
 
@@ -154,7 +183,8 @@ impl NativeServer {
     #[napi]
     pub fn socket_info(&self, socket_id: String) -> Option<SocketInfo> {
         let s = self.handle.socket(&socket_id)?;
-        let connected_at = s.connected_at().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64);
+        let connected_at =
+            s.connected_at().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64);
         Some(SocketInfo {
             id: s.id().to_string(),
             user: s.user().map(|u| u.raw.to_string()),
@@ -181,7 +211,9 @@ impl NativeServer {
     #[napi(ts_return_type = "Promise<MemberInfo[]>")]
     pub fn room_members_everywhere<'env>(&self, env: &'env Env, room: String) -> Result<Object<'env>> {
         let (deferred, promise) = env.create_deferred::<Vec<MemberInfo>, _>()?;
-        self.handle.room_members_with(&room, move |members| deferred.resolve(move |_| Ok(members.into_iter().map(member_info).collect())));
+        self.handle.room_members_with(&room, move |members| {
+            deferred.resolve(move |_| Ok(members.into_iter().map(member_info).collect()))
+        });
         Ok(promise)
     }
 
@@ -202,19 +234,25 @@ impl NativeServer {
     pub fn set_message_handler(
         &self,
         types: Vec<String>,
-        #[napi(ts_arg_type = "((socketIds: string[], types: string[], messages: string[]) => Array<string | Promise<string>>) | null | undefined")] handler: Option<
-            Function<BatchArgs, BatchReturn>,
-        >,
+        #[napi(
+            ts_arg_type = "((socketIds: string[], types: string[], messages: string[]) => Array<string | Promise<string>>) | null | undefined"
+        )]
+        handler: Option<Function<BatchArgs, BatchReturn>>,
     ) -> Result<()> {
         let queue = self.hooks.batch.clone();
-        *self.hooks.message.write() = handler.map(|f| crate::batch::build(f, queue)).transpose()?.map(Arc::new);
+        *self.hooks.message.write() =
+            handler.map(|f| crate::batch::build(f, queue)).transpose()?.map(Arc::new);
         *self.hooks.handler_types.write() = types.into_iter().collect();
         Ok(())
     }
 
     /// Installs the binary-message hook.
     #[napi]
-    pub fn set_binary_handler(&self, #[napi(ts_arg_type = "((socketId: string, data: Buffer) => Promise<string>) | null | undefined")] handler: Option<Function<BinaryArgs, Promise<String>>>) -> Result<()> {
+    pub fn set_binary_handler(
+        &self,
+        #[napi(ts_arg_type = "((socketId: string, data: Buffer) => Promise<string>) | null | undefined")]
+        handler: Option<Function<BinaryArgs, Promise<String>>>,
+    ) -> Result<()> {
         *self.hooks.binary.write() = handler.map(tsfn).transpose()?;
         Ok(())
     }
@@ -235,21 +273,35 @@ impl NativeServer {
 
     /// Installs the session check asked after a JWT verifies (upgrade and `auth` messages).
     #[napi]
-    pub fn set_session_validator(&self, #[napi(ts_arg_type = "((claimsJson: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<String, Promise<bool>>>) -> Result<()> {
+    pub fn set_session_validator(
+        &self,
+        #[napi(ts_arg_type = "((claimsJson: string) => Promise<boolean>) | null | undefined")]
+        handler: Option<Function<String, Promise<bool>>>,
+    ) -> Result<()> {
         *self.hooks.session.write() = handler.map(tsfn).transpose()?;
         Ok(())
     }
 
     /// Installs the per-connection hook (middleware).
     #[napi]
-    pub fn set_open_handler(&self, #[napi(ts_arg_type = "((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<Args2, Promise<bool>>>) -> Result<()> {
+    pub fn set_open_handler(
+        &self,
+        #[napi(
+            ts_arg_type = "((socketId: string, upgradeJson: string) => Promise<boolean>) | null | undefined"
+        )]
+        handler: Option<Function<Args2, Promise<bool>>>,
+    ) -> Result<()> {
         *self.hooks.open.write() = handler.map(tsfn).transpose()?;
         Ok(())
     }
 
     /// Installs the `join-room` policy callback.
     #[napi]
-    pub fn set_room_policy(&self, #[napi(ts_arg_type = "((userJson: string, room: string) => Promise<boolean>) | null | undefined")] handler: Option<Function<Args2, Promise<bool>>>) -> Result<()> {
+    pub fn set_room_policy(
+        &self,
+        #[napi(ts_arg_type = "((userJson: string, room: string) => Promise<boolean>) | null | undefined")]
+        handler: Option<Function<Args2, Promise<bool>>>,
+    ) -> Result<()> {
         *self.hooks.can_join.write() = handler.map(tsfn).transpose()?;
         Ok(())
     }
@@ -260,9 +312,10 @@ impl NativeServer {
     pub fn set_authorize(
         &self,
         collections: Vec<String>,
-        #[napi(ts_arg_type = "((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<boolean[]>) | null | undefined")] handler: Option<
-            Function<AuthorizeArgs, Promise<Vec<bool>>>,
-        >,
+        #[napi(
+            ts_arg_type = "((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<boolean[]>) | null | undefined"
+        )]
+        handler: Option<Function<AuthorizeArgs, Promise<Vec<bool>>>>,
     ) -> Result<()> {
         *self.hooks.authorize.write() = handler.map(tsfn).transpose()?;
         self.hooks.authorize_sent.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -280,7 +333,6 @@ impl NativeServer {
                     .callee_handled::<false>()
                     .max_queue_size::<QUEUE>()
                     .build()
-                    
             })
             .transpose()?;
         *self.hooks.close.write() = t.map(Arc::new);

@@ -53,7 +53,10 @@ export function testCollections() {
         },
         {
           type: 'row',
-          fields: [{ name: 'rowHidden', type: 'text', hidden: true }, { name: 'rowShown', type: 'text' }],
+          fields: [
+            { name: 'rowHidden', type: 'text', hidden: true },
+            { name: 'rowShown', type: 'text' },
+          ],
         },
         {
           name: 'content',
@@ -82,7 +85,14 @@ export function testCollections() {
  * plugins placed after ours. `hooks`: `{ [slug]: hooks }` merged into the test collections.
  * Returns `{ payload, manager, url, client, stop }`; `stop()` closes clients, the manager and Payload.
  */
-export async function startPayload({ realtime = {}, transactions = true, plugins = [], hooks = {}, onInit, startServer = 'port' } = {}) {
+export async function startPayload({
+  realtime = {},
+  transactions = true,
+  plugins = [],
+  hooks = {},
+  onInit,
+  startServer = 'port',
+} = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-payload-'))
   const collections = testCollections().map((c) => ({ ...c, hooks: { ...c.hooks, ...hooks[c.slug] } }))
   const pluginOptions = startServer === 'port' ? { port: 0, host: '127.0.0.1', ...realtime } : realtime
@@ -100,7 +110,9 @@ export async function startPayload({ realtime = {}, transactions = true, plugins
     onInit,
     plugins: [uWebSocketPlugin(pluginOptions), ...plugins],
   })
-  const payload = await withoutSchemaSpinner(() => getPayload({ config, key: `test-${process.pid}-${++seq}` }))
+  const payload = await withoutSchemaSpinner(() =>
+    getPayload({ config, key: `test-${process.pid}-${++seq}` }),
+  )
   let manager = getUWebSocketManager()
   if (startServer === 'manual') manager = await initUWebSocket({ port: 0, host: '127.0.0.1' })
   const url = manager ? `ws://127.0.0.1:${manager.port}/` : null
@@ -154,7 +166,11 @@ export async function logout(payload, token, { allSessions = false } = {}) {
   const { user } = await payload.auth({ headers: new Headers({ authorization: `JWT ${token}` }) })
   assert.ok(user, 'token authenticates before logout')
   const searchParams = new URLSearchParams(allSessions ? { allSessions: 'true' } : {})
-  await logoutOperation({ allSessions, collection: payload.collections.users, req: { payload, user, searchParams } })
+  await logoutOperation({
+    allSessions,
+    collection: payload.collections.users,
+    req: { payload, user, searchParams },
+  })
 }
 
 /** Decodes a JWT without verifying: `{ header, claims }`. */
@@ -165,7 +181,10 @@ export function decodeJwt(token) {
 
 /** Signs a JWT exactly as Payload does (its header key order), with the key derived from `secret`. */
 export function signJwt(claims, secret = SECRET) {
-  return signToken(claims, { key: payloadJwtKey(secret), header: { alg: 'HS256', authVersion: 1, typ: 'JWT' } })
+  return signToken(claims, {
+    key: payloadJwtKey(secret),
+    header: { alg: 'HS256', authVersion: 1, typ: 'JWT' },
+  })
 }
 
 /**
@@ -249,7 +268,11 @@ export async function startRedis() {
     return null
   }
   const port = await freePort()
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  )
   const deadline = Date.now() + 10_000
   for (;;) {
     const pong = await new Promise((resolve) => {
@@ -281,7 +304,9 @@ export async function spawnInstance({ secret, redis }) {
     process.stdin.on('end', async () => { await m.close(); process.exit(0) })
     process.stdin.resume()
   `
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
   let out = ''
   const port = await new Promise((resolve, reject) => {
     child.stdout.on('data', (d) => {
@@ -312,7 +337,16 @@ export async function launchChromium(what) {
   }
   const { chromium } = await import('playwright-core')
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-chromium-'))
-  const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+  const args = [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ]
   let context
   try {
     context = await chromium.launchPersistentContext(profile, {
@@ -346,7 +380,14 @@ export async function startExample(dir, { env = {}, ready = /WebSocket\s+ws:/, t
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-example-'))
   const child = spawn(process.execPath, ['server.mjs'], {
     cwd: dir,
-    env: { ...process.env, HOST: '127.0.0.1', HTTP_PORT: '0', WS_PORT: '0', DATABASE_URL: `file:${path.join(tmp, 'demo.db')}`, ...env },
+    env: {
+      ...process.env,
+      HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      WS_PORT: '0',
+      DATABASE_URL: `file:${path.join(tmp, 'demo.db')}`,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
@@ -359,7 +400,12 @@ export async function startExample(dir, { env = {}, ready = /WebSocket\s+ws:/, t
   }
   const deadline = Date.now() + timeoutMs
   while (!ready.test(out)) {
-    const failure = child.exitCode !== null ? `exited ${child.exitCode}` : Date.now() > deadline ? `did not start within ${timeoutMs} ms` : null
+    const failure =
+      child.exitCode !== null
+        ? `exited ${child.exitCode}`
+        : Date.now() > deadline
+          ? `did not start within ${timeoutMs} ms`
+          : null
     if (failure) {
       await stop()
       throw new Error(`${path.basename(dir)} ${failure}:\n${out}`)

@@ -12,7 +12,10 @@ const matches = (type, msg) => !type || (typeof type === 'function' ? type(msg) 
 const b64 = (x) => Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url')
 
 /** HS256 token like Payload's: header {alg, typ, authVersion: 1}, claims with exp in seconds. */
-export function signToken(claims, { key = JWT_KEY, ttlSeconds = 60, header = { alg: 'HS256', typ: 'JWT', authVersion: 1 } } = {}) {
+export function signToken(
+  claims,
+  { key = JWT_KEY, ttlSeconds = 60, header = { alg: 'HS256', typ: 'JWT', authVersion: 1 } } = {},
+) {
   const body = { exp: Math.floor(Date.now() / 1000) + ttlSeconds, ...claims }
   const input = `${b64(header)}.${b64(body)}`
   return `${input}.${createHmac('sha256', key).update(input).digest('base64url')}`
@@ -42,7 +45,9 @@ export class TestClient {
       const ws = new WebSocket(url, opts.protocols, { headers: opts.headers, origin: opts.origin })
       const client = new TestClient(ws)
       ws.once('open', () => resolve(client))
-      ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode })))
+      ws.once('unexpected-response', (_req, res) =>
+        reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode })),
+      )
       ws.once('error', reject)
     })
   }
@@ -62,13 +67,17 @@ export class TestClient {
 
   #one(ms) {
     if (this.queue.length) return Promise.resolve(this.queue.shift())
-    if (this.closed) return Promise.reject(Object.assign(new Error(`closed ${this.closed.code}`), this.closed))
+    if (this.closed)
+      return Promise.reject(Object.assign(new Error(`closed ${this.closed.code}`), this.closed))
     return new Promise((resolve, reject) => {
       const w = { resolve, reject }
-      const t = setTimeout(() => {
-        this.waiters.splice(this.waiters.indexOf(w), 1)
-        reject(new Error(`no message within ${ms} ms`))
-      }, Math.max(ms, 0))
+      const t = setTimeout(
+        () => {
+          this.waiters.splice(this.waiters.indexOf(w), 1)
+          reject(new Error(`no message within ${ms} ms`))
+        },
+        Math.max(ms, 0),
+      )
       w.resolve = (m) => (clearTimeout(t), resolve(m))
       w.reject = (e) => (clearTimeout(t), reject(e))
       this.waiters.push(w)

@@ -54,7 +54,10 @@ const reply: Promise<{ ok: boolean }> = client.request<{ ok: boolean }>('x', { a
 void reply
 
 // The class form works too.
-const typed: RealtimeClient<{ collections: { posts: Post } }> = new RealtimeClient({ url: 'ws://x/', autoConnect: false })
+const typed: RealtimeClient<{ collections: { posts: Post } }> = new RealtimeClient({
+  url: 'ws://x/',
+  autoConnect: false,
+})
 typed.onCollection('posts', (e) => void e.doc.id.toFixed())
 
 // Untyped clients accept any slug.

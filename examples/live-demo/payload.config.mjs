@@ -48,7 +48,8 @@ export function demoConfig({ host, wsPort, isPageOrigin }) {
         access: { read: loggedIn, create: loggedIn, update: loggedIn, delete: loggedIn },
         hooks: {
           beforeChange: [
-            ({ data, operation, req }) => (operation === 'create' && req.user && !data.author ? { ...data, author: req.user.id } : data),
+            ({ data, operation, req }) =>
+              operation === 'create' && req.user && !data.author ? { ...data, author: req.user.id } : data,
           ],
         },
         fields: [

@@ -60,7 +60,8 @@ async function route(req, res) {
   if (!ready) return send(res, 503, 'text/plain', 'starting, try again in a moment')
   if (pathname.startsWith('/api/') || pathname === '/api') return rest(req, res)
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed')
-  if (pathname === '/config.json') return send(res, 200, 'application/json', JSON.stringify({ wsPort: ready.wsPort, wsPath: '/' }))
+  if (pathname === '/config.json')
+    return send(res, 200, 'application/json', JSON.stringify({ wsPort: ready.wsPort, wsPath: '/' }))
   if (pathname === '/' || pathname === '/index.html') return file(res, publicDir, 'index.html')
   if (/^\/(app\.js|style\.css)$/.test(pathname)) return file(res, publicDir, pathname.slice(1))
   // The SDK's compiled modules import each other relatively ('./client.js'): serve the folder.
@@ -89,7 +90,11 @@ async function file(res, dir, name) {
 }
 
 function send(res, status, type, body) {
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
+  res.writeHead(status, {
+    'content-type': type,
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+  })
   res.end(body)
 }
 
@@ -98,11 +103,17 @@ async function rest(req, res) {
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
   const request = new Request(`http://${req.headers.host}${req.url}`, {
     method: req.method,
-    headers: Object.entries(req.headers).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => [k, x]) : [[k, v]])),
+    headers: Object.entries(req.headers).flatMap(([k, v]) =>
+      Array.isArray(v) ? v.map((x) => [k, x]) : [[k, v]],
+    ),
     body: hasBody ? Readable.toWeb(req) : undefined,
     duplex: 'half',
   })
-  const response = await handleEndpoints({ config: ready.config, request, payloadInstanceCacheKey: CACHE_KEY })
+  const response = await handleEndpoints({
+    config: ready.config,
+    request,
+    payloadInstanceCacheKey: CACHE_KEY,
+  })
   const headers = Object.fromEntries([...response.headers].filter(([k]) => k !== 'set-cookie'))
   const cookies = response.headers.getSetCookie()
   if (cookies.length) headers['set-cookie'] = cookies
@@ -116,11 +127,18 @@ async function seed() {
   if (found.docs.length) return
   const user = await payload.create({ collection: 'users', data: { email, password, name: 'Demo' } })
   const posts = [
-    ['Welcome to the live demo', 'Open this page in a second window: whatever you create, edit or delete here shows up there at once.'],
-    ['How it works', 'Payload saves the post; the plugin hands the event to the Rust WebSocket server, which sends it to every open page.'],
+    [
+      'Welcome to the live demo',
+      'Open this page in a second window: whatever you create, edit or delete here shows up there at once.',
+    ],
+    [
+      'How it works',
+      'Payload saves the post; the plugin hands the event to the Rust WebSocket server, which sends it to every open page.',
+    ],
     ['Try the REST API', 'A post created with curl appears here too — the page does not poll.'],
   ]
-  for (const [title, body] of posts) await payload.create({ collection: 'posts', data: { title, body, author: user.id } })
+  for (const [title, body] of posts)
+    await payload.create({ collection: 'posts', data: { title, body, author: user.id } })
 }
 
 const shown = HOST === '0.0.0.0' || HOST === '::' ? '127.0.0.1' : HOST.includes(':') ? `[${HOST}]` : HOST

@@ -20,7 +20,12 @@ export default buildConfig({
     { slug: 'users', auth: true, fields: [{ name: 'name', type: 'text' }] },
     {
       slug: 'posts',
-      access: { read: () => true, create: ({ req }) => Boolean(req.user), update: ({ req }) => Boolean(req.user), delete: ({ req }) => Boolean(req.user) },
+      access: {
+        read: () => true,
+        create: ({ req }) => Boolean(req.user),
+        update: ({ req }) => Boolean(req.user),
+        delete: ({ req }) => Boolean(req.user),
+      },
       fields: [
         { name: 'title', type: 'text', required: true },
         { name: 'team', type: 'text' },

@@ -14,7 +14,8 @@ const password = process.env.DEMO_PASSWORD || 'demo-password'
 const payload = await getPayload({ config, key: 'payload-basic' })
 
 const existing = await payload.find({ collection: 'users', where: { email: { equals: email } }, limit: 1 })
-if (!existing.docs.length) await payload.create({ collection: 'users', data: { email, password, name: 'Demo' } })
+if (!existing.docs.length)
+  await payload.create({ collection: 'users', data: { email, password, name: 'Demo' } })
 
 // Payload's REST API on plain node:http.
 const server = http.createServer(async (req, res) => {

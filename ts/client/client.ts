@@ -123,14 +123,16 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   user: SocketUser | null = null
 
   constructor(options: RealtimeClientOptions) {
-    if (!options || typeof options.url !== 'string') throw new TypeError('RealtimeClient: options.url is required')
+    if (!options || typeof options.url !== 'string')
+      throw new TypeError('RealtimeClient: options.url is required')
     this.opts = options
     // Resolved here but required only by connect(), so a client can be built where no WebSocket
     // exists (server-side rendering) as long as it is connected elsewhere.
     this.WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? null
     this.backoff = options.reconnect === false ? null : { ...DEFAULT_BACKOFF, ...options.reconnect }
     const rate = options.rateLimit === false ? null : (options.rateLimit ?? DEFAULT_RATE_LIMIT)
-    if (rate && !(rate.messages >= 1 && rate.windowMs > 0)) throw new TypeError('RealtimeClient: rateLimit needs messages >= 1 and windowMs > 0')
+    if (rate && !(rate.messages >= 1 && rate.windowMs > 0))
+      throw new TypeError('RealtimeClient: rateLimit needs messages >= 1 and windowMs > 0')
     this.outbox = new Outbox(options.maxQueue ?? 100, rate)
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
     this.refreshLeadMs = options.refreshBeforeExpMs ?? 60_000
@@ -162,7 +164,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   connect(): void {
     if (this._state !== 'closed' && this._state !== 'failed') return
     if (!this.WS) {
-      throw new TypeError('RealtimeClient: no global WebSocket; pass options.WebSocket (e.g. the `ws` package)')
+      throw new TypeError(
+        'RealtimeClient: no global WebSocket; pass options.WebSocket (e.g. the `ws` package)',
+      )
     }
     this.attempt = 0
     this.setState('connecting')
@@ -206,7 +210,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     if (gen !== this.generation) return
     const exp = jwtExpiry(token)
     if (!this.opts.getToken && exp !== null && exp * 1000 <= Date.now()) {
-      this.fail(new RealtimeError('unauthorized', 'the token has expired and there is no getToken to renew it'))
+      this.fail(
+        new RealtimeError('unauthorized', 'the token has expired and there is no getToken to renew it'),
+      )
       return
     }
     let ws: WebSocketLike
@@ -214,7 +220,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
       ws = new this.WS!(this.urlWithToken(token), this.opts.protocols)
     } catch (err) {
       // A malformed URL will not get better by retrying.
-      this.fail(new RealtimeError('connection_lost', `cannot open WebSocket: ${describe(err)}`, { cause: err }))
+      this.fail(
+        new RealtimeError('connection_lost', `cannot open WebSocket: ${describe(err)}`, { cause: err }),
+      )
       return
     }
     this.ws = ws
@@ -228,7 +236,10 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
       if (ws !== this.ws) return
       this.openedAt = Date.now()
       this.setState('open')
-      this.outbox.attach(ws, [...this.rooms.values()].map((room) => ({ frame: JSON.stringify(room.join), user: false })))
+      this.outbox.attach(
+        ws,
+        [...this.rooms.values()].map((room) => ({ frame: JSON.stringify(room.join), user: false })),
+      )
       this.scheduleRefresh(null)
     }
     ws.onmessage = (ev: { data: unknown }) => {
@@ -285,7 +296,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     if (wasOpen && this.backoff && Date.now() - this.openedAt >= this.backoff.resetAfterMs) this.attempt = 0
     this.openedAt = 0
     // What was on the wire is lost with the socket: never re-sent, so fail it now.
-    const lost = new RealtimeError('disconnected', `connection closed (${code}) before the answer came`, { closeCode: code })
+    const lost = new RealtimeError('disconnected', `connection closed (${code}) before the answer came`, {
+      closeCode: code,
+    })
     for (const [id, p] of this.pending) {
       if (!p.sent) continue
       clearTimeout(p.timer)
@@ -297,12 +310,22 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     const status = this.httpStatus
     const why = reason ? `: ${reason}` : ''
     if (FAIL_CODES.has(code) || status === 403) {
-      this.fail(new RealtimeError('forbidden', `server refused the connection (${status ?? code})${why}`, { closeCode: code }))
+      this.fail(
+        new RealtimeError('forbidden', `server refused the connection (${status ?? code})${why}`, {
+          closeCode: code,
+        }),
+      )
       return
     }
     if (code === UNAUTHORIZED_CODE || status === 401) {
       if (!this.opts.getToken) {
-        this.fail(new RealtimeError('unauthorized', `credentials rejected (${status ?? code})${why}; no getToken to renew them`, { closeCode: code }))
+        this.fail(
+          new RealtimeError(
+            'unauthorized',
+            `credentials rejected (${status ?? code})${why}; no getToken to renew them`,
+            { closeCode: code },
+          ),
+        )
         return
       }
       this.needFreshToken = true
@@ -313,11 +336,19 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   private scheduleReconnect(closeCode?: number): void {
     const b = this.backoff
     if (!b) {
-      this.fail(new RealtimeError('connection_lost', `connection closed (${closeCode ?? 'no socket'})`, { closeCode }))
+      this.fail(
+        new RealtimeError('connection_lost', `connection closed (${closeCode ?? 'no socket'})`, {
+          closeCode,
+        }),
+      )
       return
     }
     if (this.attempt >= b.maxRetries) {
-      this.fail(new RealtimeError('max_retries', `gave up after ${this.attempt} reconnection attempts`, { closeCode }))
+      this.fail(
+        new RealtimeError('max_retries', `gave up after ${this.attempt} reconnection attempts`, {
+          closeCode,
+        }),
+      )
       return
     }
     const delay = backoffDelay(this.attempt++, b)
@@ -455,7 +486,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   /** Measures a round trip with `{"type":"ping"}` → `{"type":"pong"}` (from its write); resolves in ms. */
   ping(options: RequestOptions = {}): Promise<number> {
     if (!this.live()) {
-      return Promise.reject(new RealtimeError('not_open', `ping() needs an open connection (state '${this._state}')`))
+      return Promise.reject(
+        new RealtimeError('not_open', `ping() needs an open connection (state '${this._state}')`),
+      )
     }
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
     return new Promise<number>((resolve, reject) => {
@@ -470,7 +503,11 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
           reject(new RealtimeError('timeout', `ping timed out after ${timeoutMs} ms`))
         }, timeoutMs),
       }
-      const entry: OutFrame = { frame: '{"type":"ping"}', user: false, onWrite: () => void (ping.started = now()) }
+      const entry: OutFrame = {
+        frame: '{"type":"ping"}',
+        user: false,
+        onWrite: () => void (ping.started = now()),
+      }
       this.pings.push(ping)
       this.outbox.push(entry, this._state)
     })
@@ -541,10 +578,17 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   // ---------------------------------------------------------------- subscriptions
 
   /** Every create/update/delete of a collection (joins `collection:<slug>` while subscribed). */
-  onCollection<C extends CollectionSlug<S>>(slug: C, cb: (event: DocEvent<C, DocOf<S, C>>) => void): Unsubscribe {
+  onCollection<C extends CollectionSlug<S>>(
+    slug: C,
+    cb: (event: DocEvent<C, DocOf<S, C>>) => void,
+  ): Unsubscribe {
     const key = `collection:${slug}`
     const off = this.listen(key, cb)
-    const release = this.hold(key, { type: 'join-collection', collection: slug }, { type: 'leave-collection', collection: slug })
+    const release = this.hold(
+      key,
+      { type: 'join-collection', collection: slug },
+      { type: 'leave-collection', collection: slug },
+    )
     return once(() => {
       off()
       release()
@@ -552,10 +596,18 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   }
 
   /** Changes to one document (joins `doc:<collection>:<id>` while subscribed). */
-  onDoc<C extends CollectionSlug<S>>(collection: C, id: DocId, cb: (event: DocEvent<C, DocOf<S, C>>) => void): Unsubscribe {
+  onDoc<C extends CollectionSlug<S>>(
+    collection: C,
+    id: DocId,
+    cb: (event: DocEvent<C, DocOf<S, C>>) => void,
+  ): Unsubscribe {
     const key = `doc:${collection}:${id}`
     const off = this.listen(key, cb)
-    const release = this.hold(key, { type: 'join-doc', collection, id: String(id) }, { type: 'leave-doc', collection, id: String(id) })
+    const release = this.hold(
+      key,
+      { type: 'join-doc', collection, id: String(id) },
+      { type: 'leave-doc', collection, id: String(id) },
+    )
     return once(() => {
       off()
       release()
@@ -604,7 +656,8 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   // ---------------------------------------------------------------- incoming
 
   private handleFrame(raw: unknown): void {
-    const text = typeof raw === 'string' ? raw : raw instanceof ArrayBuffer ? new TextDecoder().decode(raw) : String(raw)
+    const text =
+      typeof raw === 'string' ? raw : raw instanceof ArrayBuffer ? new TextDecoder().decode(raw) : String(raw)
     let msg: any
     try {
       msg = JSON.parse(text)
@@ -638,13 +691,22 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
           this.pending.delete(msg.id)
           clearTimeout(p.timer)
           if (msg.type === 'reply') p.resolve(msg.data)
-          else p.reject(new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'request failed'), { frame: msg }))
+          else
+            p.reject(
+              new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'request failed'), {
+                frame: msg,
+              }),
+            )
           return
         }
         // An answer to a request that timed out is dropped; any other error is the connection's
         // (the server echoes a join-doc's doc `id` in its refusals, so an id alone proves nothing).
         if (msg.type === 'error' && !this.timedOut.delete(msg.id)) {
-          this.emitError(new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'server error'), { frame: msg }))
+          this.emitError(
+            new RealtimeError(String(msg.code ?? 'error'), String(msg.message ?? 'server error'), {
+              frame: msg,
+            }),
+          )
         }
         break
       }
@@ -666,7 +728,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
     try {
       fn(...args)
     } catch (err) {
-      this.emitError(new RealtimeError('listener_failed', `a listener threw: ${describe(err)}`, { cause: err }))
+      this.emitError(
+        new RealtimeError('listener_failed', `a listener threw: ${describe(err)}`, { cause: err }),
+      )
     }
   }
 
@@ -686,7 +750,9 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
 }
 
 /** Creates a {@link RealtimeClient}; `S` types the collections (`createClient<Config>(…)`). */
-export function createClient<S extends RealtimeSchema = UntypedSchema>(options: RealtimeClientOptions): RealtimeClient<S> {
+export function createClient<S extends RealtimeSchema = UntypedSchema>(
+  options: RealtimeClientOptions,
+): RealtimeClient<S> {
   return new RealtimeClient<S>(options)
 }
 

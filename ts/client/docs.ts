@@ -12,7 +12,11 @@ const sameId = (a: unknown, b: DocId): boolean => a !== undefined && a !== null 
  * strings, so 42 and "42" match). Create and update replace the document with that id or add it;
  * delete removes it. Returns the same array when nothing changed, a new one otherwise.
  */
-export function applyDocEvent<D>(list: readonly D[], event: DocEvent<string, D>, options: ApplyOptions = {}): D[] {
+export function applyDocEvent<D>(
+  list: readonly D[],
+  event: DocEvent<string, D>,
+  options: ApplyOptions = {},
+): D[] {
   const index = list.findIndex((d) => sameId((d as { id?: unknown } | null)?.id, event.id))
   if (event.type === 'delete') {
     return index < 0 ? (list as D[]) : list.filter((_, i) => i !== index)

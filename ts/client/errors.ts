@@ -24,7 +24,11 @@ export class RealtimeError extends Error {
   /** The server frame, when the error comes from an `error` frame. */
   declare readonly frame?: unknown
 
-  constructor(code: string, message: string, extra: { closeCode?: number; frame?: unknown; cause?: unknown } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    extra: { closeCode?: number; frame?: unknown; cause?: unknown } = {},
+  ) {
     super(message, extra.cause === undefined ? undefined : { cause: extra.cause })
     this.code = code
     if (extra.closeCode !== undefined) this.closeCode = extra.closeCode

@@ -92,13 +92,19 @@ export interface UpgradeRequest {
 }
 
 export type CustomHandler = (socket: SocketHandle, data: any, message: any) => unknown | Promise<unknown>
-export type Middleware = (socket: SocketHandle, req: UpgradeRequest) => void | boolean | Promise<void | boolean>
+export type Middleware = (
+  socket: SocketHandle,
+  req: UpgradeRequest,
+) => void | boolean | Promise<void | boolean>
 /**
  * One call per event with the distinct users among its recipients; one verdict per user. The
  * array and the claims are frozen and shared by successive events while the recipients stay
  * the same: derive and cache per user, do not mutate.
  */
-export type BatchAuthorize = (users: readonly (UserClaims | null)[], event: RealtimeEvent) => boolean[] | Promise<boolean[]>
+export type BatchAuthorize = (
+  users: readonly (UserClaims | null)[],
+  event: RealtimeEvent,
+) => boolean[] | Promise<boolean[]>
 
 /** The event every subscriber receives. */
 export interface RealtimeEvent {
@@ -149,8 +155,18 @@ function jsonPredicate<T>(fn: (value: T) => boolean | Promise<boolean>): (json: 
   }
 }
 
-function roomMember(m: { socketId: string; userId?: string | null; userCollection?: string | null; instance: string }): RoomMember {
-  return { socketId: m.socketId, userId: m.userId ?? null, collection: m.userCollection ?? null, instance: m.instance }
+function roomMember(m: {
+  socketId: string
+  userId?: string | null
+  userCollection?: string | null
+  instance: string
+}): RoomMember {
+  return {
+    socketId: m.socketId,
+    userId: m.userId ?? null,
+    collection: m.userCollection ?? null,
+    instance: m.instance,
+  }
 }
 
 /** A handler's answer for the native side: `R` + reply JSON (none = null). */
@@ -169,7 +185,14 @@ function failure(e: unknown): string {
 }
 
 function globMatch(pattern: string, text: string): boolean {
-  const re = new RegExp('^' + pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$')
+  const re = new RegExp(
+    '^' +
+      pattern
+        .split('*')
+        .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*') +
+      '$',
+  )
   return re.test(text)
 }
 
@@ -258,7 +281,8 @@ export class UWebSocketManager {
   socket(id: string): SocketHandle {
     let s = this.sockets.get(id)
     if (!s) {
-      if (this.sockets.size === 0) this.server.setCloseHandler((closed: string) => void this.sockets.delete(closed))
+      if (this.sockets.size === 0)
+        this.server.setCloseHandler((closed: string) => void this.sockets.delete(closed))
       s = new SocketHandle(this.server, id)
       this.sockets.set(id, s)
     }
@@ -267,7 +291,13 @@ export class UWebSocketManager {
 
   /** Sends a collection event to `collection:<slug>`, `doc:<slug>:<id>` and `rooms`. */
   emitEvent(event: EmitEvent): void {
-    this.server.emitEvent(event.collection, JSON.stringify(event.id), event.operation, JSON.stringify(event.doc ?? null), event.rooms)
+    this.server.emitEvent(
+      event.collection,
+      JSON.stringify(event.id),
+      event.operation,
+      JSON.stringify(event.doc ?? null),
+      event.rooms,
+    )
   }
 
   broadcastToRoom(room: string, msg: Message, opts?: { except?: string | SocketHandle }): void {
@@ -288,8 +318,10 @@ export class UWebSocketManager {
     this.handlers.set(type, handler)
     // One call per batch of messages (those that arrived while JS was busy); one answer each,
     // a string at once for synchronous handlers, a promise for asynchronous ones.
-    this.server.setMessageHandler([...this.handlers.keys()], (ids: string[], kinds: string[], texts: string[]) =>
-      ids.map((id, i) => this.dispatch(id, kinds[i], texts[i])),
+    this.server.setMessageHandler(
+      [...this.handlers.keys()],
+      (ids: string[], kinds: string[], texts: string[]) =>
+        ids.map((id, i) => this.dispatch(id, kinds[i], texts[i])),
     )
   }
 
@@ -299,7 +331,11 @@ export class UWebSocketManager {
       if (!handler) return `Eunknown_type\nno handler for ${kind}`
       const message = JSON.parse(text)
       const result = handler(this.socket(socketId), message?.data, message)
-      if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+      if (
+        result !== null &&
+        typeof result === 'object' &&
+        typeof (result as PromiseLike<unknown>).then === 'function'
+      ) {
         return Promise.resolve(result).then(encodeReply, failure)
       }
       return encodeReply(result)
@@ -329,30 +365,38 @@ export class UWebSocketManager {
   setAuthorize(collection: string, fn: BatchAuthorize | null): void {
     if (fn) this.authorizers.set(collection, fn)
     else this.authorizers.delete(collection)
-    this.server.setAuthorize([...this.authorizers.keys()], async (slug: string, usersJson: string, eventJson: string, usersId: number) => {
-      // The core sends a list once and then only its id while the recipients stay the same.
-      let users: readonly (UserClaims | null)[]
-      if (usersJson !== '') {
-        users = Object.freeze((JSON.parse(usersJson) as (UserClaims | null)[]).map((u) => (u ? Object.freeze(u) : u)))
-        this.authorizeUsers = { id: usersId, users }
-      } else if (this.authorizeUsers?.id === usersId) {
-        users = this.authorizeUsers.users
-      } else {
-        // Rejecting makes the core deny this event and send the full list next time.
-        throw new Error(`authorize: user list ${usersId} is not held here`)
-      }
-      try {
-        const fn = this.authorizers.get(slug)
-        const verdicts = fn ? await fn(users, JSON.parse(eventJson)) : []
-        return users.map((_, i) => verdicts[i] === true)
-      } catch {
-        return users.map(() => false)
-      }
-    })
+    this.server.setAuthorize(
+      [...this.authorizers.keys()],
+      async (slug: string, usersJson: string, eventJson: string, usersId: number) => {
+        // The core sends a list once and then only its id while the recipients stay the same.
+        let users: readonly (UserClaims | null)[]
+        if (usersJson !== '') {
+          users = Object.freeze(
+            (JSON.parse(usersJson) as (UserClaims | null)[]).map((u) => (u ? Object.freeze(u) : u)),
+          )
+          this.authorizeUsers = { id: usersId, users }
+        } else if (this.authorizeUsers?.id === usersId) {
+          users = this.authorizeUsers.users
+        } else {
+          // Rejecting makes the core deny this event and send the full list next time.
+          throw new Error(`authorize: user list ${usersId} is not held here`)
+        }
+        try {
+          const fn = this.authorizers.get(slug)
+          const verdicts = fn ? await fn(users, JSON.parse(eventJson)) : []
+          return users.map((_, i) => verdicts[i] === true)
+        } catch {
+          return users.map(() => false)
+        }
+      },
+    )
   }
 
   /** Policy for `join-room`: names matching `patterns`, or those `canJoin` allows. Default: refuse. */
-  setRoomPolicy(policy: { patterns?: string[]; canJoin?: (user: UserClaims | null, room: string) => boolean | Promise<boolean> }): void {
+  setRoomPolicy(policy: {
+    patterns?: string[]
+    canJoin?: (user: UserClaims | null, room: string) => boolean | Promise<boolean>
+  }): void {
     const patterns = policy.patterns ?? []
     this.server.setRoomPolicy(async (userJson: string, room: string) => {
       if (patterns.some((p) => globMatch(p, room))) return true
@@ -379,7 +423,12 @@ export class UWebSocketManager {
   }
 
   /** Resolves credentials that are not JWTs (API keys) to a user, or null to refuse (401). */
-  setCredentialResolver(fn: (req: { headers: Record<string, string>; token?: string }) => UserClaims | null | Promise<UserClaims | null>): void {
+  setCredentialResolver(
+    fn: (req: {
+      headers: Record<string, string>
+      token?: string
+    }) => UserClaims | null | Promise<UserClaims | null>,
+  ): void {
     this.server.setCredentialResolver(async (infoJson: string) => {
       try {
         const info = JSON.parse(infoJson)
@@ -442,13 +491,19 @@ function nativeOptions(o: ServerOptions, port: number) {
  */
 export async function initUWebSocket(portOrOptions: number | ServerOptions = {}): Promise<UWebSocketManager> {
   if (!isMainThread) {
-    throw Object.assign(new Error('payload-realtime-rs runs on the main thread only, not in worker_threads'), { code: 'EWORKER' })
+    throw Object.assign(
+      new Error('payload-realtime-rs runs on the main thread only, not in worker_threads'),
+      { code: 'EWORKER' },
+    )
   }
-  const options: ServerOptions = typeof portOrOptions === 'number' ? { port: portOrOptions } : { ...portOrOptions }
+  const options: ServerOptions =
+    typeof portOrOptions === 'number' ? { port: portOrOptions } : { ...portOrOptions }
   const port = options.port ?? 3002
   if (current && !current.closed) {
     if (port === current.requestedPort || port === current.port) return current
-    throw Object.assign(new Error(`the realtime server already runs on port ${current.port}`), { code: 'EALREADY' })
+    throw Object.assign(new Error(`the realtime server already runs on port ${current.port}`), {
+      code: 'EALREADY',
+    })
   }
   const server = native.NativeServer.start(nativeOptions(options, port))
   current = new UWebSocketManager(server, port)

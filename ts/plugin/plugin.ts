@@ -3,10 +3,22 @@
 import type { CollectionConfig, Config, Payload, PayloadRequest } from 'payload'
 import { payloadAuthCookie, payloadJwtKey } from './auth.js'
 import { getUWebSocketManager, type EmitEvent, type ServerOptions } from './manager.js'
-import { configureManager, disconnectDeletedUser, disconnectLogout, initUWebSocket, setRuntime, type Runtime } from './runtime.js'
+import {
+  configureManager,
+  disconnectDeletedUser,
+  disconnectLogout,
+  initUWebSocket,
+  setRuntime,
+  type Runtime,
+} from './runtime.js'
 import { stripHiddenFields } from './sanitize.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'
-import type { CollectionRealtimeOptions, EventOperation, ServerLimits, UWebSocketPluginOptions } from './types.js'
+import type {
+  CollectionRealtimeOptions,
+  EventOperation,
+  ServerLimits,
+  UWebSocketPluginOptions,
+} from './types.js'
 
 const ALL_EVENTS: EventOperation[] = ['create', 'update', 'delete']
 const ROOM_PREFIXES = ['room:', 'user:', 'collection:', 'doc:']
@@ -43,17 +55,26 @@ export const uWebSocketPlugin =
 
     const emit = (event: EmitEvent) => {
       let e: EmitEvent | undefined = event
-      if (options.shouldEmit && !options.shouldEmit(e)) return log(`dropped by shouldEmit: ${e.collection}:${e.id}`)
+      if (options.shouldEmit && !options.shouldEmit(e))
+        return log(`dropped by shouldEmit: ${e.collection}:${e.id}`)
       if (options.transformEvent) e = options.transformEvent(e)
       if (!e) return
       const manager = getUWebSocketManager()
       if (!manager) return log(`no WebSocket server running; dropped ${e.operation} ${e.collection}:${e.id}`)
       manager.emitEvent(e)
-      log(`emitted ${e.operation} ${e.collection}:${e.id}${e.rooms?.length ? ` +rooms ${e.rooms.join(',')}` : ''}`)
+      log(
+        `emitted ${e.operation} ${e.collection}:${e.id}${e.rooms?.length ? ` +rooms ${e.rooms.join(',')}` : ''}`,
+      )
     }
 
     // Never lets a realtime failure (a throwing `room()`, say) fail the write itself.
-    const queue = async (req: PayloadRequest, slug: string, operation: EventOperation, doc: any, previousDoc: any) => {
+    const queue = async (
+      req: PayloadRequest,
+      slug: string,
+      operation: EventOperation,
+      doc: any,
+      previousDoc: any,
+    ) => {
       try {
         await buildAndQueue(req, slug, operation, doc, previousDoc)
       } catch (err) {
@@ -61,9 +82,16 @@ export const uWebSocketPlugin =
       }
     }
 
-    const buildAndQueue = (req: PayloadRequest, slug: string, operation: EventOperation, doc: any, previousDoc: any) => {
+    const buildAndQueue = (
+      req: PayloadRequest,
+      slug: string,
+      operation: EventOperation,
+      doc: any,
+      previousDoc: any,
+    ) => {
       const settings = enabled.get(slug)!
-      if (req.context?.realtime === false) return log(`skipped ${operation} ${slug}:${doc?.id}: context.realtime === false`)
+      if (req.context?.realtime === false)
+        return log(`skipped ${operation} ${slug}:${doc?.id}: context.realtime === false`)
       // Unpublished content stays on the server; a deleted draft is announced by id only.
       const hideDraft = doc?._status === 'draft' && !settings.drafts
       if (hideDraft && operation !== 'delete') return log(`skipped draft ${slug}:${doc.id}`)
@@ -71,7 +99,8 @@ export const uWebSocketPlugin =
       if (settings.room) {
         try {
           const r = settings.room(doc, { operation, previousDoc, user: req.user, req })
-          for (const name of Array.isArray(r) ? r : r ? [r] : []) if (name) rooms.add(qualifyRoom(String(name)))
+          for (const name of Array.isArray(r) ? r : r ? [r] : [])
+            if (name) rooms.add(qualifyRoom(String(name)))
         } catch (err) {
           onError(err, `room() of ${slug}:${doc?.id}`) // the event still reaches collection and doc rooms
         }
@@ -83,7 +112,11 @@ export const uWebSocketPlugin =
         doc: hideDraft ? { id: doc.id } : stripHiddenFields(req.payload, slug, doc),
       }
       if (rooms.size) event.rooms = [...rooms]
-      return afterCommit(req, () => emit(event), (err) => onError(err, `emit ${operation} ${slug}`))
+      return afterCommit(
+        req,
+        () => emit(event),
+        (err) => onError(err, `emit ${operation} ${slug}`),
+      )
     }
 
     const collections = (incomingConfig.collections ?? []).map((collection): CollectionConfig => {
@@ -95,7 +128,8 @@ export const uWebSocketPlugin =
         hooks.afterChange = [
           ...(hooks.afterChange ?? []),
           async ({ doc, previousDoc, operation, req }) => {
-            if (events.has(operation)) await queue(req, slug, operation, doc, operation === 'update' ? previousDoc : undefined)
+            if (events.has(operation))
+              await queue(req, slug, operation, doc, operation === 'update' ? previousDoc : undefined)
           },
         ]
       }
@@ -105,7 +139,8 @@ export const uWebSocketPlugin =
           ...(hooks.afterDelete ?? []),
           async ({ doc, id, req }) => {
             if (isAuth) disconnectDeletedUser(slug, id ?? doc?.id, log)
-            if (settings && events.has('delete')) await queue(req, slug, 'delete', { ...doc, id: doc?.id ?? id }, undefined)
+            if (settings && events.has('delete'))
+              await queue(req, slug, 'delete', { ...doc, id: doc?.id ?? id }, undefined)
           },
         ]
       }
@@ -143,7 +178,9 @@ export const uWebSocketPlugin =
           const running = getUWebSocketManager()
           if (running) {
             // Started before Payload: its JWT key, cookie name and requireAuth were not ours.
-            payload.logger.warn('[realtime] the WebSocket server was started before Payload; call initUWebSocket() after getPayload() so it verifies Payload tokens')
+            payload.logger.warn(
+              '[realtime] the WebSocket server was started before Payload; call initUWebSocket() after getPayload() so it verifies Payload tokens',
+            )
             configureManager(running, state)
           }
         }
@@ -180,13 +217,26 @@ function redisOptions(r: UWebSocketPluginOptions['redis'], payload: Payload): Se
   if (!r) return undefined
   const url = r.url ?? process.env.REDIS_URL
   if (!url) {
-    payload.logger.warn('[realtime] `redis` has no url and REDIS_URL is not set: running as a single instance')
+    payload.logger.warn(
+      '[realtime] `redis` has no url and REDIS_URL is not set: running as a single instance',
+    )
     return undefined
   }
   return { ...r, url }
 }
 
 const SERVER_LIMIT_KEYS = [
-  'host', 'path', 'allowOrigins', 'maxConnections', 'maxMessageSize', 'heartbeatMs', 'pongTimeoutMs',
-  'idleTimeoutMs', 'maxBackpressure', 'maxRoomsPerSocket', 'rateLimit', 'handlerTimeoutMs', 'reusePort',
+  'host',
+  'path',
+  'allowOrigins',
+  'maxConnections',
+  'maxMessageSize',
+  'heartbeatMs',
+  'pongTimeoutMs',
+  'idleTimeoutMs',
+  'maxBackpressure',
+  'maxRoomsPerSocket',
+  'rateLimit',
+  'handlerTimeoutMs',
+  'reusePort',
 ] as const satisfies readonly (keyof ServerLimits)[]

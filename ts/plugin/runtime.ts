@@ -44,7 +44,8 @@ export function setRuntime(r: Runtime): void {
  * a port (or with its port) returns it; another port throws `EALREADY`.
  */
 export async function initUWebSocket(portOrOptions?: number | ServerOptions): Promise<UWebSocketManager> {
-  const given: ServerOptions = typeof portOrOptions === 'number' ? { port: portOrOptions } : (portOrOptions ?? {})
+  const given: ServerOptions =
+    typeof portOrOptions === 'number' ? { port: portOrOptions } : (portOrOptions ?? {})
   const running = getUWebSocketManager()
   let manager: UWebSocketManager
   if (running && given.port === undefined) {
@@ -82,7 +83,8 @@ export function configureManager(manager: UWebSocketManager, r: Runtime): void {
     )
   }
 
-  if (options.rooms) manager.setRoomPolicy({ patterns: options.rooms.patterns, canJoin: options.rooms.canJoin })
+  if (options.rooms)
+    manager.setRoomPolicy({ patterns: options.rooms.patterns, canJoin: options.rooms.canJoin })
   if (options.verifyClient) manager.setVerifyClient(options.verifyClient)
   manager.setCredentialResolver(credentialResolver(payload))
 
@@ -100,11 +102,16 @@ export function configureManager(manager: UWebSocketManager, r: Runtime): void {
       }
     })
   }
-  for (const [type, handler] of Object.entries(options.handlers ?? {})) manager.registerCustomHandler(type, handler)
+  for (const [type, handler] of Object.entries(options.handlers ?? {}))
+    manager.registerCustomHandler(type, handler)
 }
 
 /** Closes the sockets of a logged-out session (or of every session of the user). */
-export function disconnectLogout(user: Record<string, any> | null | undefined, allSessions: boolean, log: (m: string) => void): void {
+export function disconnectLogout(
+  user: Record<string, any> | null | undefined,
+  allSessions: boolean,
+  log: (m: string) => void,
+): void {
   const manager = getUWebSocketManager()
   if (!manager || !user) return
   const claims = claimsOf(user)
@@ -116,7 +123,11 @@ export function disconnectLogout(user: Record<string, any> | null | undefined, a
 }
 
 /** Closes every socket of a deleted user. */
-export function disconnectDeletedUser(collection: string, id: string | number, log: (m: string) => void): void {
+export function disconnectDeletedUser(
+  collection: string,
+  id: string | number,
+  log: (m: string) => void,
+): void {
   const manager = getUWebSocketManager()
   if (!manager) return
   const n = manager.disconnectUser(String(id), 4001, collection)

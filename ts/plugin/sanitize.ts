@@ -88,7 +88,9 @@ class Stripper {
         return isObj(value) ? this.fields(value, field.fields ?? field.flattenedFields ?? [], seen) : value
       case 'array':
         return Array.isArray(value)
-          ? value.map((row) => (isObj(row) ? this.fields(row, field.fields ?? field.flattenedFields ?? [], seen) : row))
+          ? value.map((row) =>
+              isObj(row) ? this.fields(row, field.fields ?? field.flattenedFields ?? [], seen) : row,
+            )
           : value
       case 'blocks':
         return Array.isArray(value) ? value.map((row) => this.block(field, row, seen)) : value
@@ -146,7 +148,9 @@ class Stripper {
     const docs = value.docs.map((d) => {
       if (!isObj(d)) return d
       if (Array.isArray(target)) {
-        return typeof d.relationTo === 'string' && isObj(d.value) ? { ...d, value: this.doc(d.relationTo, d.value, seen) } : d
+        return typeof d.relationTo === 'string' && isObj(d.value)
+          ? { ...d, value: this.doc(d.relationTo, d.value, seen) }
+          : d
       }
       return this.doc(target, d, seen)
     })
@@ -166,7 +170,11 @@ class Stripper {
     seen.add(value)
     let out: Obj = {}
     for (const [k, v] of Object.entries(value)) out[k] = this.scrubUnknown(v, seen)
-    if (typeof out.relationTo === 'string' && isObj(value.value) && this.payload.collections?.[out.relationTo]) {
+    if (
+      typeof out.relationTo === 'string' &&
+      isObj(value.value) &&
+      this.payload.collections?.[out.relationTo]
+    ) {
       out = { ...out, value: this.doc(out.relationTo, value.value as Obj, seen) }
     }
     if (('email' in out || 'username' in out) && ('hash' in out || 'salt' in out || 'sessions' in out)) {

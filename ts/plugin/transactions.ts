@@ -49,7 +49,11 @@ export function installTransactionHooks(payload: Payload, onError: (err: unknown
  * Runs `task` after `req`'s transaction commits, or now when the request has no transaction
  * (adapters or calls without transactions write immediately).
  */
-export async function afterCommit(req: PayloadRequest, task: Task, onError: (err: unknown) => void): Promise<void> {
+export async function afterCommit(
+  req: PayloadRequest,
+  task: Task,
+  onError: (err: unknown) => void,
+): Promise<void> {
   let id: unknown = req.transactionID
   if (id instanceof Promise) id = await id
   const queues = installed.get(req.payload?.db as object)

@@ -70,8 +70,19 @@ export interface RoomPolicy {
 /** Listener settings and limits of the server that the plugin passes through (documented in `ServerOptions`). */
 export type ServerLimits = Pick<
   ServerOptions,
-  | 'host' | 'path' | 'allowOrigins' | 'maxConnections' | 'maxMessageSize' | 'heartbeatMs' | 'pongTimeoutMs'
-  | 'idleTimeoutMs' | 'maxBackpressure' | 'maxRoomsPerSocket' | 'rateLimit' | 'handlerTimeoutMs' | 'reusePort'
+  | 'host'
+  | 'path'
+  | 'allowOrigins'
+  | 'maxConnections'
+  | 'maxMessageSize'
+  | 'heartbeatMs'
+  | 'pongTimeoutMs'
+  | 'idleTimeoutMs'
+  | 'maxBackpressure'
+  | 'maxRoomsPerSocket'
+  | 'rateLimit'
+  | 'handlerTimeoutMs'
+  | 'reusePort'
 >
 
 /** Options of `uWebSocketPlugin(options)`. Every option is optional. */
@@ -118,7 +129,11 @@ export interface UWebSocketPluginOptions extends ServerLimits {
    * Called for each new socket with the manager and Payload (runs as middleware that never
    * rejects). Default: none.
    */
-  onSocketConnection?: (socket: SocketHandle, manager: UWebSocketManager, payload: Payload) => void | Promise<void>
+  onSocketConnection?: (
+    socket: SocketHandle,
+    manager: UWebSocketManager,
+    payload: Payload,
+  ) => void | Promise<void>
   /** Drop events for which this returns `false`. Default: emit all. */
   shouldEmit?: (event: EmitEvent) => boolean
   /** Rewrite an event before it is sent (after hidden fields are removed). Default: none. */
@@ -129,7 +144,11 @@ export interface UWebSocketPluginOptions extends ServerLimits {
    */
   checkSessions?: boolean
   /** Compatibility with the uWebSockets.js plugin: `cors.origin` (string or array) and `path`. */
-  uWebSocket?: { cors?: { origin?: string | string[] | unknown; credentials?: boolean }; path?: string; [key: string]: unknown }
+  uWebSocket?: {
+    cors?: { origin?: string | string[] | unknown; credentials?: boolean }
+    path?: string
+    [key: string]: unknown
+  }
   /** Log plugin activity (events, server start, disconnects) through `payload.logger.info`. Default `false`. */
   debug?: boolean
 }

@@ -26,7 +26,9 @@ export interface RealtimeProviderProps {
 export function RealtimeProvider({ client, options, children }: RealtimeProviderProps) {
   // Built during render but connected only in an effect: safe for SSR and StrictMode (the
   // effect's close() is undone by its re-run's connect()).
-  const [owned] = useState(() => (client ? null : createClient({ ...requireOptions(options), autoConnect: false })))
+  const [owned] = useState(() =>
+    client ? null : createClient({ ...requireOptions(options), autoConnect: false }),
+  )
   useEffect(() => {
     if (!owned) return
     owned.connect()
@@ -93,9 +95,16 @@ export function useCollection<D = any>(slug: string, options: UseCollectionOptio
  * One live document: joins `doc:<collection>:<id>` while mounted. `undefined` until known (or
  * `initial`), then the latest `doc` from an update, `null` after a delete.
  */
-export function useDoc<D = any>(collection: string, id: DocId | null | undefined, options: { initial?: D } = {}): D | null | undefined {
+export function useDoc<D = any>(
+  collection: string,
+  id: DocId | null | undefined,
+  options: { initial?: D } = {},
+): D | null | undefined {
   const client = useRealtime()
-  const [state, setState] = useState<{ key: string; doc: D | null | undefined }>(() => ({ key: docKey(collection, id), doc: options.initial }))
+  const [state, setState] = useState<{ key: string; doc: D | null | undefined }>(() => ({
+    key: docKey(collection, id),
+    doc: options.initial,
+  }))
   const key = docKey(collection, id)
   let current = state
   if (state.key !== key) {
@@ -120,8 +129,10 @@ export function createRealtimeHooks<S extends RealtimeSchema>() {
   return {
     useRealtime: useRealtime<S>,
     useRealtimeState,
-    useCollection: <C extends CollectionSlug<S>>(slug: C, options?: UseCollectionOptions<DocOf<S, C>>): DocOf<S, C>[] =>
-      useCollection<DocOf<S, C>>(slug, options),
+    useCollection: <C extends CollectionSlug<S>>(
+      slug: C,
+      options?: UseCollectionOptions<DocOf<S, C>>,
+    ): DocOf<S, C>[] => useCollection<DocOf<S, C>>(slug, options),
     useDoc: <C extends CollectionSlug<S>>(
       collection: C,
       id: DocId | null | undefined,

@@ -77,7 +77,13 @@ function makeEvent(seq) {
 }
 
 /** The wire message every peer sends for an event (our server builds the same natively). */
-const eventMessage = (e) => ({ type: 'update', operation: e.operation, collection: e.collection, id: e.id, doc: e.doc })
+const eventMessage = (e) => ({
+  type: 'update',
+  operation: e.operation,
+  collection: e.collection,
+  id: e.id,
+  doc: e.doc,
+})
 
 /** The benchmark's authorize callback: one call per event, users with an even id may see it. */
 const authorizeHalf = (users) => users.map((u) => Number(u && u.id) % 2 === 0)
@@ -115,7 +121,8 @@ const handlers = { echo: (_socket, data) => data }
  * { send(obj), join(room), leave(room) }.
  */
 function dispatch(s, msg) {
-  if (!msg || typeof msg.type !== 'string') return s.send({ type: 'error', code: 'bad_json', message: 'bad message' })
+  if (!msg || typeof msg.type !== 'string')
+    return s.send({ type: 'error', code: 'bad_json', message: 'bad message' })
   switch (msg.type) {
     case 'join-collection': {
       const room = 'collection:' + msg.collection

@@ -4,7 +4,16 @@
 // App messages travel as the 'message' event: 42["message",{…}].
 const http = require('node:http')
 const { Server } = require('socket.io')
-const { PORT, MODE, AUTHORIZE, verifyJwt, eventMessage, authorizeHalf, dispatch, control } = require('./common')
+const {
+  PORT,
+  MODE,
+  AUTHORIZE,
+  verifyJwt,
+  eventMessage,
+  authorizeHalf,
+  dispatch,
+  control,
+} = require('./common')
 
 const httpServer = http.createServer()
 const io = new Server(httpServer, {

@@ -41,7 +41,11 @@ pub struct Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.pos < self.pre.len() {
             let n = buf.remaining().min(self.pre.len() - self.pos);
             buf.put_slice(&self.pre[self.pos..self.pos + n]);

@@ -32,11 +32,20 @@ mod tests {
     #[test]
     fn round_trip() {
         let t = mint("k", 7).unwrap();
-        let v = decode::<serde_json::Value>(&t, &DecodingKey::from_secret(b"k"), &Validation::new(Algorithm::HS256))
-            .unwrap();
+        let v = decode::<serde_json::Value>(
+            &t,
+            &DecodingKey::from_secret(b"k"),
+            &Validation::new(Algorithm::HS256),
+        )
+        .unwrap();
         assert_eq!(v.claims["id"], "7");
         assert_eq!(v.claims["collection"], "users");
         assert_eq!(v.claims["email"], "u7@bench.local");
-        assert!(decode::<serde_json::Value>(&t, &DecodingKey::from_secret(b"x"), &Validation::new(Algorithm::HS256)).is_err());
+        assert!(decode::<serde_json::Value>(
+            &t,
+            &DecodingKey::from_secret(b"x"),
+            &Validation::new(Algorithm::HS256)
+        )
+        .is_err());
     }
 }

@@ -234,15 +234,31 @@ fn run(args: &Args) -> Result<()> {
     // Tasks still parked on sockets are dropped with the runtime; exit without waiting on them.
     drop(local);
     drop(rt);
-    if ok { Ok(()) } else { Err("run failed (see the error field)".into()) }
+    if ok {
+        Ok(())
+    } else {
+        Err("run failed (see the error field)".into())
+    }
 }
 
 /// A throwaway `redis-server` on a free loopback port: no persistence, pinned like the servers.
 async fn spawn_redis(bin: &str, cpus: &[usize]) -> Result<Server> {
-    let cmd: Vec<String> = [bin, "--port", "{port}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", "/dev/null"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let cmd: Vec<String> = [
+        bin,
+        "--port",
+        "{port}",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--logfile",
+        "/dev/null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     Server::spawn(Spawn { cmd: &cmd, cpus, env: vec![], control: false })
         .await
         .map_err(|e| format!("redis-server ({bin}): {e}").into())

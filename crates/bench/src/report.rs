@@ -25,7 +25,8 @@ const SERVERS: &[&str] = &[
     "fws",
 ];
 const BASE: &str = "uws";
-const SCENARIOS: &[&str] = &["fanout", "fanout-authorized", "fanout-redis", "handler", "echo", "idle", "churn"];
+const SCENARIOS: &[&str] =
+    &["fanout", "fanout-authorized", "fanout-redis", "handler", "echo", "idle", "churn"];
 
 /// The row a table's ratios are taken against: uWS, or in `fanout-redis` our single instance
 /// without Redis on the same cores.
@@ -65,7 +66,10 @@ const fn col(head: &'static str, field: &'static str, fmt: Fmt, ratio: bool) -> 
 
 fn columns(scenario: &str) -> Vec<Col> {
     use Fmt::*;
-    let common = [col("server cores", "server_cpu_cores", F2, false), col("srv wait", "server_runq_wait_frac", F2, false)];
+    let common = [
+        col("server cores", "server_cpu_cores", F2, false),
+        col("srv wait", "server_runq_wait_frac", F2, false),
+    ];
     let mut cols = match scenario {
         "fanout" | "fanout-authorized" => vec![
             col("deliveries/s", "delivery_per_s", Int, true),
@@ -151,7 +155,11 @@ pub fn thousands(n: i64) -> String {
         }
         out.push(c);
     }
-    if n < 0 { format!("-{out}") } else { out }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
 }
 
 fn label(run: &Value) -> String {
@@ -159,12 +167,20 @@ fn label(run: &Value) -> String {
     if run["redis"] == true {
         server = format!("{server} ×{} + Redis", run["instances"].as_u64().unwrap_or(1));
     }
-    if run["set"] == "both" { format!("{server} (2 cores)") } else { server }
+    if run["set"] == "both" {
+        format!("{server} (2 cores)")
+    } else {
+        server
+    }
 }
 
 /// The table a run belongs to: fan-out through Redis has its own.
 fn scenario_of(run: &Value) -> Option<usize> {
-    let s = if run["redis"] == true && run["scenario"] == "fanout" { "fanout-redis" } else { run["scenario"].as_str()? };
+    let s = if run["redis"] == true && run["scenario"] == "fanout" {
+        "fanout-redis"
+    } else {
+        run["scenario"].as_str()?
+    };
     SCENARIOS.iter().position(|x| *x == s)
 }
 
@@ -251,7 +267,9 @@ fn table(md: &mut String, scenario: &str, servers: &BTreeMap<String, Vec<&Value>
     }
     let errors: Vec<String> = servers
         .iter()
-        .flat_map(|(n, rs)| rs.iter().filter_map(move |r| Some(format!("{n}: {}", r.get("error")?.as_str()?))))
+        .flat_map(|(n, rs)| {
+            rs.iter().filter_map(move |r| Some(format!("{n}: {}", r.get("error")?.as_str()?)))
+        })
         .collect();
     for e in errors.iter().take(5) {
         let _ = writeln!(md, "\n> failed run — {e}");
@@ -280,17 +298,54 @@ fn targets(g: &Groups<'_>, who: &str) -> Vec<Target> {
         let s = SCENARIOS[si];
         match s {
             "fanout" | "fanout-authorized" => {
-                push(format!("{s} {c}: server CPU per delivery, ours / uWS"), ratio(si, c, who, BASE, "server_cpu_us_per_delivery"), 0.8, true);
-                push(format!("{s} {c}: Node event-loop delay p99, ours / uWS"), ratio(si, c, who, BASE, "eld_p99_us"), 0.1, true);
-                push(format!("{s} {c}: deliveries/s, ours / ws"), ratio(si, c, who, "ws", "delivery_per_s"), 3.0, false);
-                push(format!("{s} {c}: deliveries/s, ours / Socket.IO"), ratio(si, c, who, "socketio", "delivery_per_s"), 10.0, false);
+                push(
+                    format!("{s} {c}: server CPU per delivery, ours / uWS"),
+                    ratio(si, c, who, BASE, "server_cpu_us_per_delivery"),
+                    0.8,
+                    true,
+                );
+                push(
+                    format!("{s} {c}: Node event-loop delay p99, ours / uWS"),
+                    ratio(si, c, who, BASE, "eld_p99_us"),
+                    0.1,
+                    true,
+                );
+                push(
+                    format!("{s} {c}: deliveries/s, ours / ws"),
+                    ratio(si, c, who, "ws", "delivery_per_s"),
+                    3.0,
+                    false,
+                );
+                push(
+                    format!("{s} {c}: deliveries/s, ours / Socket.IO"),
+                    ratio(si, c, who, "socketio", "delivery_per_s"),
+                    10.0,
+                    false,
+                );
             }
-            "handler" => push(format!("handler {c}: msgs/s, ours / uWS"), ratio(si, c, who, BASE, "message_per_s"), 1.0, false),
+            "handler" => push(
+                format!("handler {c}: msgs/s, ours / uWS"),
+                ratio(si, c, who, BASE, "message_per_s"),
+                1.0,
+                false,
+            ),
             "idle" => {
-                push(format!("idle {c}: bytes per connection, ours / uWS"), ratio(si, c, who, BASE, "bytes_per_conn"), 1.0, true);
-                push(format!("idle {c}: connects/s, ours / uWS"), ratio(si, c, who, BASE, "connect_per_s"), 1.1, false);
+                push(
+                    format!("idle {c}: bytes per connection, ours / uWS"),
+                    ratio(si, c, who, BASE, "bytes_per_conn"),
+                    1.0,
+                    true,
+                );
+                push(
+                    format!("idle {c}: connects/s, ours / uWS"),
+                    ratio(si, c, who, BASE, "connect_per_s"),
+                    1.1,
+                    false,
+                );
             }
-            "churn" => push("churn: RSS drift of ours, %".to_string(), m(si, c, who, "rss_drift_pct"), 5.0, true),
+            "churn" => {
+                push("churn: RSS drift of ours, %".to_string(), m(si, c, who, "rss_drift_pct"), 5.0, true)
+            }
             _ => {}
         }
     }
@@ -302,9 +357,20 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
     let mut md = String::new();
     let s = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
     let _ = writeln!(md, "# Benchmarks\n");
-    let _ = writeln!(md, "_Generated by `{}` ({} mode, {} repetition(s)); do not edit by hand._\n", s("command"), s("mode"), meta["reps"]);
+    let _ = writeln!(
+        md,
+        "_Generated by `{}` ({} mode, {} repetition(s)); do not edit by hand._\n",
+        s("command"),
+        s("mode"),
+        meta["reps"]
+    );
     let _ = writeln!(md, "- date: {}", s("date"));
-    let _ = writeln!(md, "- machine: {}; 1-min load average at start: {}", s("machine"), meta["loadavg_at_start"]);
+    let _ = writeln!(
+        md,
+        "- machine: {}; 1-min load average at start: {}",
+        s("machine"),
+        meta["loadavg_at_start"]
+    );
     if let Some(v) = meta.get("versions").and_then(Value::as_object) {
         let list: Vec<String> = v.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?"))).collect();
         let _ = writeln!(md, "- versions: {}", list.join(", "));
@@ -321,12 +387,18 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
              the machine is shared, so rates carry noise; see `srv wait` and `lower bound`"
         );
     }
-    let _ = writeln!(md, "- raw runs: `bench-results/{}.jsonl` (one JSON line per run, not committed)\n", s("stamp"));
+    let _ = writeln!(
+        md,
+        "- raw runs: `bench-results/{}.jsonl` (one JSON line per run, not committed)\n",
+        s("stamp")
+    );
     md.push_str(METHOD);
 
     md.push_str("\n## Targets\n\n`ours`: our Node server (addon + manager) on one core like every peer; ");
     md.push_str("`2 cores`: the same on both cores (the generator shares core 1).\n\n");
-    md.push_str("| target | bound | ours | met | 2 cores | met |\n| --- | ---: | ---: | --- | ---: | --- |\n");
+    md.push_str(
+        "| target | bound | ours | met | 2 cores | met |\n| --- | ---: | ---: | --- | ---: | --- |\n",
+    );
     for (t, t2) in targets(&g, "ours").into_iter().zip(targets(&g, "ours (2 cores)")) {
         let cell = |t: &Target| match t.value {
             Some(v) => {
@@ -343,7 +415,10 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
     for ((si, c), servers) in &g {
         let s = SCENARIOS[*si];
         let size = match s {
-            "echo" => format!("{c} connections × depth {}", servers.values().flatten().find_map(|r| r["depth"].as_u64()).unwrap_or(0)),
+            "echo" => format!(
+                "{c} connections × depth {}",
+                servers.values().flatten().find_map(|r| r["depth"].as_u64()).unwrap_or(0)
+            ),
             "churn" => format!("{c} parallel loops"),
             _ => format!("{c} clients"),
         };
@@ -477,9 +552,20 @@ mod tests {
         assert!(md.contains("0 (1 failed)"));
         assert!(md.contains("> failed run — ws: boom"));
         let na = "– | not measured";
-        assert!(md.contains(&format!("| fanout 1000: server CPU per delivery, ours / uWS | ≤ 0.8 | 0.50 | yes | {na} |")), "{md}");
-        assert!(md.contains(&format!("| fanout 1000: deliveries/s, ours / ws | ≥ 3 | {na} | {na} |")), "{md}");
+        assert!(
+            md.contains(&format!(
+                "| fanout 1000: server CPU per delivery, ours / uWS | ≤ 0.8 | 0.50 | yes | {na} |"
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("| fanout 1000: deliveries/s, ours / ws | ≥ 3 | {na} | {na} |")),
+            "{md}"
+        );
         // ELD p99 equal: ratio 1 > 0.1
-        assert!(md.contains("| fanout 1000: Node event-loop delay p99, ours / uWS | ≤ 0.1 | 1.00 | **no** |"), "{md}");
+        assert!(
+            md.contains("| fanout 1000: Node event-loop delay p99, ours / uWS | ≤ 0.1 | 1.00 | **no** |"),
+            "{md}"
+        );
     }
 }

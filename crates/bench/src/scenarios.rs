@@ -328,7 +328,12 @@ impl Fan {
 /// With several servers (instances sharing a Redis backplane, `redis` its pid) subscriber `u`
 /// connects to instance `u % k` and credits are dealt among the instances, so every event is
 /// emitted on one instance and delivered by all of them.
-pub async fn fanout(servers: &mut [Server], targets: &[Target], p: &Params, redis: Option<u32>) -> Result<Value> {
+pub async fn fanout(
+    servers: &mut [Server],
+    targets: &[Target],
+    p: &Params,
+    redis: Option<u32>,
+) -> Result<Value> {
     let allowed = |user: usize| !p.authorized || user % 2 == 0;
     let expected = (0..p.clients).filter(|&u| allowed(u)).count() as u32;
     let fan = Rc::new(Fan { expected, ..Fan::default() });
@@ -399,7 +404,10 @@ pub async fn fanout(servers: &mut [Server], targets: &[Target], p: &Params, redi
     );
     if let Some(rw) = rw {
         let per = if work == 0 { Value::Null } else { json!(round2(rw.server_cpu_us as f64 / work as f64)) };
-        merge(&mut out, json!({"redis_cpu_us_per_delivery": per, "redis_cpu_cores": round2(rw.server_cpu_us as f64 / 1e6 / rw.secs)}));
+        merge(
+            &mut out,
+            json!({"redis_cpu_us_per_delivery": per, "redis_cpu_cores": round2(rw.server_cpu_us as f64 / 1e6 / rw.secs)}),
+        );
     }
     // The worst instance's event loop.
     merge(&mut out, eld_worst(&stats));
@@ -485,7 +493,10 @@ async fn measure_loop(server: &mut Server, state: &Loop, p: &Params) -> Result<(
     let eld = eld_stop(server).await?;
     let rtt = state.rtt.borrow();
     let mut out = w.report(state.count.get(), "message");
-    merge(&mut out, json!({"rtt_p50_us": rtt.quantile(0.5), "rtt_p99_us": rtt.quantile(0.99), "errors": state.errors.get()}));
+    merge(
+        &mut out,
+        json!({"rtt_p50_us": rtt.quantile(0.5), "rtt_p99_us": rtt.quantile(0.99), "errors": state.errors.get()}),
+    );
     merge(&mut out, eld);
     Ok((w, out))
 }
@@ -499,7 +510,9 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
         let (state, joined, sem, target) = (state.clone(), joined.clone(), sem.clone(), target.clone());
         let token = token_for(p, client)?;
         spawn_local(async move {
-            let Some(mut conn) = joined.track(connect_limited(&target, Some(&token), &sem)).await else { return };
+            let Some(mut conn) = joined.track(connect_limited(&target, Some(&token), &sem)).await else {
+                return;
+            };
             state.ready().await;
             let mut n = 0u64;
             while !state.done.get() {
@@ -543,7 +556,8 @@ pub async fn echo(server: &mut Server, target: &Target, p: &Params) -> Result<Va
     let sem = Rc::new(Semaphore::new(p.concurrency));
     let payload = br#""0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd""#;
     for _ in 0..p.clients {
-        let (state, joined, sem, target, depth) = (state.clone(), joined.clone(), sem.clone(), target.clone(), p.depth);
+        let (state, joined, sem, target, depth) =
+            (state.clone(), joined.clone(), sem.clone(), target.clone(), p.depth);
         spawn_local(async move {
             let Some(mut conn) = joined.track(connect_limited(&target, None, &sem)).await else { return };
             state.ready().await;
@@ -620,7 +634,8 @@ pub async fn churn(server: &mut Server, target: &Target, p: &Params) -> Result<V
     let started = Rc::new(Cell::new(0usize));
     let finished = Rc::new(Cell::new(0usize));
     let failed = Rc::new(Joined::default());
-    let tokens: Rc<Vec<String>> = Rc::new((0..p.concurrency).map(|u| token_for(p, u)).collect::<Result<_>>()?);
+    let tokens: Rc<Vec<String>> =
+        Rc::new((0..p.concurrency).map(|u| token_for(p, u)).collect::<Result<_>>()?);
     let rss0 = server.rss()?;
     let overflows = server::listen_overflows();
     let mut phases = Vec::new();
@@ -703,7 +718,10 @@ mod tests {
 
     #[test]
     fn worst_event_loop_figures_of_several_instances() {
-        let v = eld_worst(&[json!({"eld_p99_us": 5, "eld_max_us": 9}), json!({"eld_p99_us": 7, "eld_p50_us": 1})]);
+        let v = eld_worst(&[
+            json!({"eld_p99_us": 5, "eld_max_us": 9}),
+            json!({"eld_p99_us": 7, "eld_p50_us": 1}),
+        ]);
         assert_eq!(v, json!({"eld_p50_us": 1, "eld_p99_us": 7, "eld_max_us": 9}));
         assert_eq!(eld(&json!({"emitted": 3})), json!({}));
     }

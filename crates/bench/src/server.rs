@@ -162,7 +162,11 @@ impl Server {
 fn clk_tck() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
 }
 
 /// utime + stime of all threads of `pid` (/proc/<pid>/stat fields 14 and 15), in µs.
@@ -203,7 +207,10 @@ pub fn proc_runq_wait_ns(pid: u32) -> u64 {
 /// `TcpExt: ListenOverflows` of /proc/net/netstat: SYNs dropped because an accept queue was full
 /// (the listen backlog is too small for the connect rate). System-wide; this machine's loopback.
 pub fn listen_overflows() -> u64 {
-    std::fs::read_to_string("/proc/net/netstat").ok().and_then(|s| netstat_field(&s, "TcpExt", "ListenOverflows")).unwrap_or(0)
+    std::fs::read_to_string("/proc/net/netstat")
+        .ok()
+        .and_then(|s| netstat_field(&s, "TcpExt", "ListenOverflows"))
+        .unwrap_or(0)
 }
 
 /// A counter of /proc/net/netstat: a header line `Group: names…` followed by `Group: values…`.

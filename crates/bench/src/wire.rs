@@ -50,10 +50,8 @@ pub fn response_head(buf: &[u8]) -> Result<Head, String> {
     if !version.starts_with("HTTP/1.") {
         return Err(format!("bad status line {line:?}"));
     }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let status =
+        parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line {line:?}"))?;
     Ok(Head::Done { status, len: end + 4 })
 }
 

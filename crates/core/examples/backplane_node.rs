@@ -10,7 +10,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use realtime_core::{AppHooks, BoxFuture, Event, HandlerOutcome, Message, Operation, RateLimit, RedisConfig, Server, ServerConfig, ServerHandle, SocketRef};
+use realtime_core::{
+    AppHooks, BoxFuture, Event, HandlerOutcome, Message, Operation, RateLimit, RedisConfig, Server,
+    ServerConfig, ServerHandle, SocketRef,
+};
 use serde_json::Value;
 
 struct Control(OnceLock<ServerHandle>);
@@ -36,14 +39,21 @@ impl AppHooks for Control {
                     let ev = Event {
                         collection: s(&d["collection"]),
                         id_json: d["id"].to_string(),
-                        operation: Operation::parse(d["operation"].as_str().unwrap_or("update")).unwrap_or(Operation::Update),
+                        operation: Operation::parse(d["operation"].as_str().unwrap_or("update"))
+                            .unwrap_or(Operation::Update),
                         doc_json: Bytes::from(d["doc"].to_string()),
                         extra_rooms: vec![],
                     };
                     reply(Value::Bool(h.emit_event(ev).is_ok()))
                 }
-                "broadcast" => reply(Value::Bool(h.broadcast(&s(&d["room"]), &Message::text(d["msg"].to_string().as_bytes()), None).is_ok())),
-                "send" => reply(Value::Bool(h.send(&s(&d["socketId"]), &Message::text(d["msg"].to_string().as_bytes())).unwrap_or(false))),
+                "broadcast" => reply(Value::Bool(
+                    h.broadcast(&s(&d["room"]), &Message::text(d["msg"].to_string().as_bytes()), None)
+                        .is_ok(),
+                )),
+                "send" => reply(Value::Bool(
+                    h.send(&s(&d["socketId"]), &Message::text(d["msg"].to_string().as_bytes()))
+                        .unwrap_or(false),
+                )),
                 "members" => {
                     let members = h.room_members_everywhere(&s(&d["room"])).await;
                     let list: Vec<Value> = members

@@ -51,7 +51,12 @@ impl AudienceCache {
 
     /// The audience of an event to the members of `rooms` (the rooms that have members;
     /// `only_last`: see `Hub::deliver_event`), from the cache or built from `gather`'s recipients.
-    pub(crate) fn get(&self, rooms: Vec<String>, only_last: bool, gather: impl FnOnce() -> Vec<Arc<Conn>>) -> Arc<Audience> {
+    pub(crate) fn get(
+        &self,
+        rooms: Vec<String>,
+        only_last: bool,
+        gather: impl FnOnce() -> Vec<Arc<Conn>>,
+    ) -> Arc<Audience> {
         let epoch = self.epoch.load(Ordering::Acquire);
         if let Some(a) = self.last.lock().as_ref() {
             if a.epoch == epoch && a.only_last == only_last && a.rooms == rooms {
@@ -72,7 +77,14 @@ impl AudienceCache {
             user_of.push(i);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let a = Arc::new(Audience { epoch, rooms, only_last, recipients, user_of, users: Arc::new(UserList { id, users }) });
+        let a = Arc::new(Audience {
+            epoch,
+            rooms,
+            only_last,
+            recipients,
+            user_of,
+            users: Arc::new(UserList { id, users }),
+        });
         *self.last.lock() = Some(a.clone());
         a
     }

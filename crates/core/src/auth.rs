@@ -68,7 +68,11 @@ impl UserClaims {
         }
         let f: Fields = serde_json::from_str(json).ok()?;
         let id_json = f.id.get().to_string();
-        let id = if id_json.starts_with('"') { serde_json::from_str::<String>(&id_json).ok()? } else { id_json.clone() };
+        let id = if id_json.starts_with('"') {
+            serde_json::from_str::<String>(&id_json).ok()?
+        } else {
+            id_json.clone()
+        };
         if id.is_empty() || f.collection.is_empty() {
             return None;
         }
@@ -174,18 +178,35 @@ impl JwtVerifier {
 /// auth cookie, the `token` query parameter. At most one of each kind.
 pub fn find_credentials(headers: &HeaderMap, query: Option<&str>, cookie_name: &str) -> Vec<Credential> {
     let mut found = Vec::with_capacity(3);
-    let auth: Vec<&str> = headers.get_all(AUTHORIZATION).iter().filter_map(|v| v.to_str().ok()).map(str::trim).collect();
+    let auth: Vec<&str> =
+        headers.get_all(AUTHORIZATION).iter().filter_map(|v| v.to_str().ok()).map(str::trim).collect();
     let from_header = [("JWT", TokenSource::AuthorizationJwt), ("Bearer", TokenSource::AuthorizationBearer)]
         .into_iter()
-        .find_map(|(scheme, source)| auth.iter().find_map(|v| strip_scheme(v, scheme)).map(|t| Credential { token: t.to_string(), source }))
-        .or_else(|| auth.iter().find(|v| !v.is_empty()).map(|v| Credential { token: v.to_string(), source: TokenSource::AuthorizationOther }));
+        .find_map(|(scheme, source)| {
+            auth.iter()
+                .find_map(|v| strip_scheme(v, scheme))
+                .map(|t| Credential { token: t.to_string(), source })
+        })
+        .or_else(|| {
+            auth.iter()
+                .find(|v| !v.is_empty())
+                .map(|v| Credential { token: v.to_string(), source: TokenSource::AuthorizationOther })
+        });
     found.extend(from_header);
-    let cookie = headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (k, val) = pair.trim().split_once('=')?;
-        (k == cookie_name && !val.is_empty()).then(|| Credential { token: val.to_string(), source: TokenSource::Cookie })
-    });
+    let cookie =
+        headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+            |pair| {
+                let (k, val) = pair.trim().split_once('=')?;
+                (k == cookie_name && !val.is_empty())
+                    .then(|| Credential { token: val.to_string(), source: TokenSource::Cookie })
+            },
+        );
     found.extend(cookie);
-    found.extend(query.and_then(|q| query_param(q, "token")).map(|token| Credential { token, source: TokenSource::Query }));
+    found.extend(
+        query
+            .and_then(|q| query_param(q, "token"))
+            .map(|token| Credential { token, source: TokenSource::Query }),
+    );
     found
 }
 
@@ -243,14 +264,20 @@ mod tests {
     fn credential_order() {
         let mut h = HeaderMap::new();
         h.insert(COOKIE, HeaderValue::from_static("a=b; payload-token=cookie.tok.en"));
-        assert_eq!(find_credential(&h, Some("token=q.u.ery"), "payload-token").unwrap().source, TokenSource::Cookie);
+        assert_eq!(
+            find_credential(&h, Some("token=q.u.ery"), "payload-token").unwrap().source,
+            TokenSource::Cookie
+        );
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer b.e.arer"));
         let c = find_credential(&h, None, "payload-token").unwrap();
         assert_eq!((c.token.as_str(), c.source), ("b.e.arer", TokenSource::AuthorizationBearer));
         h.append(AUTHORIZATION, HeaderValue::from_static("JWT j.w.t"));
         assert_eq!(find_credential(&h, None, "payload-token").unwrap().token, "j.w.t");
         let empty = HeaderMap::new();
-        assert_eq!(find_credential(&empty, Some("x=1&token=a%2Eb.c"), "payload-token").unwrap().token, "a.b.c");
+        assert_eq!(
+            find_credential(&empty, Some("x=1&token=a%2Eb.c"), "payload-token").unwrap().token,
+            "a.b.c"
+        );
         let mut api = HeaderMap::new();
         api.insert(AUTHORIZATION, HeaderValue::from_static("users API-Key abc"));
         let c = find_credential(&api, None, "payload-token").unwrap();

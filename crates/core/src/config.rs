@@ -33,7 +33,12 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Defaults for `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), prefix: "prt".into(), presence_ttl: Duration::from_secs(15), publish_queue: 65_536 }
+        Self {
+            url: url.into(),
+            prefix: "prt".into(),
+            presence_ttl: Duration::from_secs(15),
+            publish_queue: 65_536,
+        }
     }
 }
 
@@ -142,7 +147,10 @@ impl Default for ServerConfig {
 pub(crate) enum OriginRule {
     Exact(String),
     /// `scheme://*.domain[:port]`: any subdomain of `domain` (not `domain` itself).
-    Wildcard { scheme: String, suffix: String },
+    Wildcard {
+        scheme: String,
+        suffix: String,
+    },
     Pattern(Regex),
 }
 
@@ -168,7 +176,9 @@ impl OriginRule {
             OriginRule::Wildcard { scheme, suffix } => {
                 let origin = origin.to_ascii_lowercase();
                 match origin.split_once("://") {
-                    Some((s, host)) => s == scheme && host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+                    Some((s, host)) => {
+                        s == scheme && host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                    }
                     None => false,
                 }
             }

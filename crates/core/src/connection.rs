@@ -45,7 +45,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(key: u64, id: Arc<str>, info: &UpgradeInfo, user: Option<UserClaims>, max_backpressure: usize, now_ms: u64) -> Self {
+    pub(crate) fn new(
+        key: u64,
+        id: Arc<str>,
+        info: &UpgradeInfo,
+        user: Option<UserClaims>,
+        max_backpressure: usize,
+        now_ms: u64,
+    ) -> Self {
         let exp = user.as_ref().and_then(|u| u.exp).unwrap_or(0);
         Self {
             key,
@@ -196,7 +203,11 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
     if !conn.out.is_closed() && !cfg.echo {
         let user = conn.user();
         let user_json = user.as_ref().map_or_else(|| "null".to_string(), |u| u.summary_json());
-        let welcome = format!("{{\"type\":\"welcome\",\"socketId\":{},\"user\":{}}}", protocol::json_str(&conn.id), user_json);
+        let welcome = format!(
+            "{{\"type\":\"welcome\",\"socketId\":{},\"user\":{}}}",
+            protocol::json_str(&conn.id),
+            user_json
+        );
         hub.deliver(&conn, frame::text(welcome.as_bytes()));
         if let Some(u) = user {
             let _ = hub.join(&conn, &u.user_room());
@@ -239,7 +250,11 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                         return;
                     }
                 } else {
-                    let mut p = Partial { opcode: frame.opcode, buf: BytesMut::from(&frame.payload[..]), utf8_checked: 0 };
+                    let mut p = Partial {
+                        opcode: frame.opcode,
+                        buf: BytesMut::from(&frame.payload[..]),
+                        utf8_checked: 0,
+                    };
                     if p.opcode == OpCode::Text && !check_utf8(&mut p) {
                         invalid_utf8(&hub, &conn);
                         return;
@@ -340,7 +355,14 @@ fn on_close_frame(hub: &Hub, conn: &Conn, payload: &[u8]) {
 
 /// Handles one complete data message; false stops the reader (the socket is being closed).
 /// `wait`: an answer the reader must finish before it reads on (a join behind a backplane).
-fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rate: &mut RateWindow, wait: &mut Option<BoxFuture<()>>) -> bool {
+fn on_message(
+    hub: &Arc<Hub>,
+    conn: &Arc<Conn>,
+    opcode: OpCode,
+    data: Bytes,
+    rate: &mut RateWindow,
+    wait: &mut Option<BoxFuture<()>>,
+) -> bool {
     let cfg = &hub.config;
     hub.stats.messages_in.fetch_add(1, Relaxed);
     hub.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
@@ -371,7 +393,10 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
             hub.stats.rate_limited.fetch_add(1, Relaxed);
             if !rate.warned {
                 rate.warned = true;
-                hub.deliver(conn, protocol::error_frame(codes::RATE_LIMITED, "too many messages; slow down", None));
+                hub.deliver(
+                    conn,
+                    protocol::error_frame(codes::RATE_LIMITED, "too many messages; slow down", None),
+                );
             }
             return true;
         }
@@ -420,7 +445,9 @@ fn on_message(hub: &Arc<Hub>, conn: &Arc<Conn>, opcode: OpCode, data: Bytes, rat
                                 ack.await;
                             }
                         }
-                        Ok(false) => refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to join this room", None),
+                        Ok(false) => {
+                            refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to join this room", None)
+                        }
                         Err(_) => {
                             hub.stats.handler_timeouts.fetch_add(1, Relaxed);
                             refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "room policy timed out", None)
@@ -485,7 +512,12 @@ fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFutur
 }
 
 /// Runs an app handler off the reader, answering with its reply or error within the timeout.
-fn spawn_outcome(hub: &Arc<Hub>, conn: &Arc<Conn>, id: Option<String>, fut: crate::hooks::BoxFuture<HandlerOutcome>) {
+fn spawn_outcome(
+    hub: &Arc<Hub>,
+    conn: &Arc<Conn>,
+    id: Option<String>,
+    fut: crate::hooks::BoxFuture<HandlerOutcome>,
+) {
     let (hub, conn) = (hub.clone(), conn.clone());
     tokio::spawn(async move {
         let t = hub.config.hook_timeout;
@@ -625,12 +657,17 @@ impl Timers {
             }
         }
         if let Some(idle) = cfg.idle_timeout {
-            if hub.now_ms().saturating_sub(conn.last_app_ms.load(Relaxed)) >= idle.as_millis() as u64 && conn.close(close_codes::NORMAL, "idle timeout", false) {
+            if hub.now_ms().saturating_sub(conn.last_app_ms.load(Relaxed)) >= idle.as_millis() as u64
+                && conn.close(close_codes::NORMAL, "idle timeout", false)
+            {
                 hub.stats.idle_closes.fetch_add(1, Relaxed);
             }
         }
         let exp = conn.exp_s.load(Relaxed);
-        if exp != 0 && unix_now_s() >= exp && conn.close(close_codes::AUTH_EXPIRED, "credentials expired", false) {
+        if exp != 0
+            && unix_now_s() >= exp
+            && conn.close(close_codes::AUTH_EXPIRED, "credentials expired", false)
+        {
             hub.stats.auth_expired_closes.fetch_add(1, Relaxed);
         }
         Tick::Continue
@@ -642,7 +679,8 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     let cfg = &hub.config;
     let mut batch = Batch::new();
     let now = Instant::now();
-    let mut timers = Timers { next_ping: now + cfg.heartbeat, pong: None, closing_deadline: None, expiry: (0, now) };
+    let mut timers =
+        Timers { next_ping: now + cfg.heartbeat, pong: None, closing_deadline: None, expiry: (0, now) };
     // One timer for the task's life, moved only when the deadline changes: a fresh `sleep_until`
     // per wake-up would register and cancel a timer-wheel entry for every delivery.
     let timer = sleep_until(timers.next_ping.into());
@@ -687,4 +725,3 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     let _ = timeout(cfg.close_timeout, conn.reader_done.notified()).await;
     conn.kill();
 }
-

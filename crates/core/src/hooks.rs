@@ -79,7 +79,9 @@ pub trait AppHooks: Send + Sync + 'static {
 
     /// Handles a custom message (`text` is the whole message JSON).
     fn on_message(&self, _socket: SocketRef, _kind: &str, _text: Bytes) -> BoxFuture<HandlerOutcome> {
-        Box::pin(async { HandlerOutcome::Error { code: "unknown_type".into(), message: "no handler".into() } })
+        Box::pin(async {
+            HandlerOutcome::Error { code: "unknown_type".into(), message: "no handler".into() }
+        })
     }
 
     /// Handles a binary message; `None` means binary frames are not accepted.

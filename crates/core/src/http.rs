@@ -32,7 +32,11 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
 }
 
 /// Serves one HTTP request.
-pub(crate) async fn handle(hub: Arc<Hub>, remote: SocketAddr, mut req: Request<Incoming>) -> Result<Resp, Infallible> {
+pub(crate) async fn handle(
+    hub: Arc<Hub>,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
     if is_upgrade_request(&req) {
         return Ok(match admit(&hub, &req, remote).await {
             Err(r) => {
@@ -69,9 +73,15 @@ pub(crate) async fn handle(hub: Arc<Hub>, remote: SocketAddr, mut req: Request<I
             );
             respond(StatusCode::OK, "application/json", body)
         }
-        (&Method::GET, "/metrics") => respond(StatusCode::OK, "text/plain; version=0.0.4", hub.snapshot().to_prometheus()),
+        (&Method::GET, "/metrics") => {
+            respond(StatusCode::OK, "text/plain; version=0.0.4", hub.snapshot().to_prometheus())
+        }
         _ if path_served(&hub, path) => {
-            let mut r = respond(StatusCode::UPGRADE_REQUIRED, "text/plain; charset=utf-8", "this endpoint speaks WebSocket only");
+            let mut r = respond(
+                StatusCode::UPGRADE_REQUIRED,
+                "text/plain; charset=utf-8",
+                "this endpoint speaks WebSocket only",
+            );
             r.headers_mut().insert(UPGRADE, hyper::header::HeaderValue::from_static("websocket"));
             r
         }
@@ -87,7 +97,14 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     };
     let (r, w) = stream.into_split();
     let key = hub.next_key();
-    let conn = Arc::new(Conn::new(key, hub.socket_id(key), &admitted.info, admitted.user, hub.config.max_backpressure, hub.now_ms()));
+    let conn = Arc::new(Conn::new(
+        key,
+        hub.socket_id(key),
+        &admitted.info,
+        admitted.user,
+        hub.config.max_backpressure,
+        hub.now_ms(),
+    ));
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
     let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size);

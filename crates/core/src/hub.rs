@@ -64,8 +64,15 @@ pub struct Member {
 }
 
 pub(crate) enum Command {
-    Broadcast { room: String, frame: Bytes, except: Option<String> },
-    Send { socket_id: String, frame: Bytes },
+    Broadcast {
+        room: String,
+        frame: Bytes,
+        except: Option<String>,
+    },
+    Send {
+        socket_id: String,
+        frame: Bytes,
+    },
     Emit(Event),
     /// Answers once every command queued before it has run.
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -95,7 +102,12 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    pub(crate) fn new(config: ServerConfig, hooks: Arc<dyn AppHooks>, instance: String, origins: Vec<OriginRule>) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
+    pub(crate) fn new(
+        config: ServerConfig,
+        hooks: Arc<dyn AppHooks>,
+        instance: String,
+        origins: Vec<OriginRule>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let verifier = JwtVerifier::new(config.jwt_key.as_deref(), config.auth_version);
         let hub = Arc::new(Self {
@@ -128,7 +140,11 @@ impl Hub {
 
     /// Resolves once this instance's room subscriptions asked for so far are in place.
     pub(crate) fn backplane_settled(&self) -> Option<crate::hooks::BoxFuture<()>> {
-        if self.distributed() { self.backplane().settled() } else { None }
+        if self.distributed() {
+            self.backplane().settled()
+        } else {
+            None
+        }
     }
 
     /// Whether other instances may exist (a backplane other than `Local`).
@@ -150,7 +166,9 @@ impl Hub {
     /// interest, cluster-wide presence.
     fn room_changed(&self, conn: &Conn, room: &str, on: bool, room_created_or_removed: bool) {
         self.audience.invalidate();
-        if !self.config.presence_events.is_empty() && self.config.presence_events.iter().any(|p| crate::config::glob_match(p, room)) {
+        if !self.config.presence_events.is_empty()
+            && self.config.presence_events.iter().any(|p| crate::config::glob_match(p, room))
+        {
             let user = conn.user().map_or_else(|| "null".to_string(), |u| u.id_json.clone());
             let what = if on { "joined" } else { "left" };
             let json = format!(
@@ -313,7 +331,11 @@ impl Hub {
     pub(crate) fn broadcast_everywhere(&self, room: &str, frame: Bytes, except: Option<&str>) {
         let except_key = except.and_then(|id| self.key_of(id));
         if self.distributed() {
-            let msg = Remote::Room { room: room.to_string(), except: except.map(str::to_string), frame: frame.clone() };
+            let msg = Remote::Room {
+                room: room.to_string(),
+                except: except.map(str::to_string),
+                frame: frame.clone(),
+            };
             self.backplane().publish_room(room, &self.instance, &msg);
         }
         self.broadcast(room, frame, except_key);
@@ -343,10 +365,12 @@ impl Hub {
 
     fn disconnect_local(&self, msg: &Remote) -> usize {
         match msg {
-            Remote::DisconnectUser { id, collection, code } => {
-                self.close_where(*code, "disconnected", |u| &u.id == id && collection.as_deref().is_none_or(|c| c == u.collection))
+            Remote::DisconnectUser { id, collection, code } => self.close_where(*code, "disconnected", |u| {
+                &u.id == id && collection.as_deref().is_none_or(|c| c == u.collection)
+            }),
+            Remote::DisconnectSession { sid, code } => {
+                self.close_where(*code, "session ended", |u| u.sid.as_deref() == Some(sid.as_str()))
             }
-            Remote::DisconnectSession { sid, code } => self.close_where(*code, "session ended", |u| u.sid.as_deref() == Some(sid.as_str())),
             _ => 0,
         }
     }
@@ -407,7 +431,8 @@ impl Hub {
         if self.hooks.authorizes(&info.collection) {
             // The cache key: the rooms that have members (each event names its own doc room).
             let upto = only.map_or(rooms.len(), |i| i + 1);
-            let present: Vec<String> = rooms[..upto].iter().filter(|r| self.rooms.get(r).is_some()).cloned().collect();
+            let present: Vec<String> =
+                rooms[..upto].iter().filter(|r| self.rooms.get(r).is_some()).cloned().collect();
             if present.is_empty() || only.is_some_and(|i| present.last() != Some(&rooms[i])) {
                 return;
             }
@@ -490,7 +515,12 @@ impl Hub {
     /// the users it allows; fails closed (a wrong-sized, failed or late answer allows no one).
     async fn deliver_authorized(&self, info: &EventInfo, audience: &Audience, frame: Bytes) {
         let n_users = audience.users.users.len();
-        let verdicts = match tokio::time::timeout(self.config.hook_timeout, self.hooks.authorize(info, audience.users.clone())).await {
+        let verdicts = match tokio::time::timeout(
+            self.config.hook_timeout,
+            self.hooks.authorize(info, audience.users.clone()),
+        )
+        .await
+        {
             Ok(v) if v.len() == n_users => v,
             Ok(_) => {
                 self.stats.handler_errors.fetch_add(1, Relaxed);

@@ -160,7 +160,10 @@ impl Batch {
     /// Writes as much as one vectored write takes; returns bytes written (0 = peer gone).
     /// The iovec array lives only inside one poll, not in the socket's future, so an idle
     /// socket does not carry it.
-    pub(crate) async fn write_some<W: tokio::io::AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
+    pub(crate) async fn write_some<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<usize> {
         std::future::poll_fn(|cx| {
             let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;

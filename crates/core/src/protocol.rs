@@ -126,10 +126,9 @@ impl<'a> Envelope<'a> {
         };
         let doc_room = || -> Result<String, Refused> {
             let c = collection()?;
-            let id = self
-                .id
-                .and_then(id_text)
-                .ok_or_else(|| refused(codes::BAD_MESSAGE, format!("{} needs \"id\" (string or integer)", self.kind)))?;
+            let id = self.id.and_then(id_text).ok_or_else(|| {
+                refused(codes::BAD_MESSAGE, format!("{} needs \"id\" (string or integer)", self.kind))
+            })?;
             room_or_refuse(format!("doc:{c}:{id}"))
         };
         let app_room = || -> Result<String, Refused> {
@@ -167,7 +166,15 @@ pub(crate) fn error_frame(code: &str, message: &str, id: Option<&str>) -> Bytes 
     match id {
         Some(id) => frame::encode_parts(
             frame::OP_TEXT,
-            &[b"{\"type\":\"error\",\"id\":", id.as_bytes(), b",\"code\":\"", code.as_bytes(), b"\",\"message\":", msg.as_bytes(), b"}"],
+            &[
+                b"{\"type\":\"error\",\"id\":",
+                id.as_bytes(),
+                b",\"code\":\"",
+                code.as_bytes(),
+                b"\",\"message\":",
+                msg.as_bytes(),
+                b"}",
+            ],
         ),
         None => frame::encode_parts(
             frame::OP_TEXT,
@@ -178,7 +185,10 @@ pub(crate) fn error_frame(code: &str, message: &str, id: Option<&str>) -> Bytes 
 
 /// `{"type":"joined"|"left","room":…}` as a frame.
 pub(crate) fn room_ack(kind: &str, room: &str) -> Bytes {
-    frame::encode_parts(frame::OP_TEXT, &[b"{\"type\":\"", kind.as_bytes(), b"\",\"room\":", json_str(room).as_bytes(), b"}"])
+    frame::encode_parts(
+        frame::OP_TEXT,
+        &[b"{\"type\":\"", kind.as_bytes(), b"\",\"room\":", json_str(room).as_bytes(), b"}"],
+    )
 }
 
 /// `{"type":"reply","id":…,"data":…}` as a frame; `data` is JSON text (`null` when absent).
@@ -258,9 +268,15 @@ mod tests {
 
     #[test]
     fn parses_requests() {
-        assert_eq!(req(r#"{"type":"join-collection","collection":"posts"}"#).unwrap(), "join collection:posts");
+        assert_eq!(
+            req(r#"{"type":"join-collection","collection":"posts"}"#).unwrap(),
+            "join collection:posts"
+        );
         assert_eq!(req(r#"{"type":"join-doc","collection":"posts","id":42}"#).unwrap(), "join doc:posts:42");
-        assert_eq!(req(r#"{"type":"leave-doc","collection":"posts","id":"a\u0062"}"#).unwrap(), "leave doc:posts:ab");
+        assert_eq!(
+            req(r#"{"type":"leave-doc","collection":"posts","id":"a\u0062"}"#).unwrap(),
+            "leave doc:posts:ab"
+        );
         assert_eq!(req(r#"{"type":"join-room","room":"chat:1"}"#).unwrap(), "join-room room:chat:1");
         assert_eq!(req(r#"{"type":"ping"}"#).unwrap(), "ping");
         assert_eq!(req(r#"{"type":"auth","token":"x.y.z"}"#).unwrap(), "auth x.y.z");
@@ -273,7 +289,10 @@ mod tests {
         assert_eq!(req("[1,2]").unwrap_err(), codes::BAD_MESSAGE);
         assert_eq!(req(r#"{"type":5}"#).unwrap_err(), codes::BAD_MESSAGE);
         assert_eq!(req(r#"{"type":"join-collection"}"#).unwrap_err(), codes::BAD_MESSAGE);
-        assert_eq!(req(r#"{"type":"join-doc","collection":"p","id":{"x":1}}"#).unwrap_err(), codes::BAD_MESSAGE);
+        assert_eq!(
+            req(r#"{"type":"join-doc","collection":"p","id":{"x":1}}"#).unwrap_err(),
+            codes::BAD_MESSAGE
+        );
         assert_eq!(req(r#"{"type":"join-collection","collection":"a b"}"#).unwrap_err(), codes::INVALID_ROOM);
         let long = format!(r#"{{"type":"join-room","room":"{}"}}"#, "x".repeat(300));
         assert_eq!(req(&long).unwrap_err(), codes::INVALID_ROOM);

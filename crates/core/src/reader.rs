@@ -178,7 +178,12 @@ mod tests {
             buf.extend_from_slice(chunk);
         }
         let f = parse(&mut buf, 1000).unwrap().unwrap();
-        assert!(f.fin && f.opcode == OpCode::Text && f.payload.len() == 300 && f.payload.iter().all(|b| *b == b'x'));
+        assert!(
+            f.fin
+                && f.opcode == OpCode::Text
+                && f.payload.len() == 300
+                && f.payload.iter().all(|b| *b == b'x')
+        );
         assert!(buf.is_empty());
     }
 
@@ -189,7 +194,10 @@ mod tests {
         assert!(matches!(parse(&mut masked(0xC1, b"a"), 10), Err(ReadError::Protocol(_))), "rsv1");
         assert!(matches!(parse(&mut masked(0x83, b"a"), 10), Err(ReadError::Protocol(_))), "opcode 3");
         assert!(matches!(parse(&mut masked(0x09, b""), 10), Err(ReadError::Protocol(_))), "fragmented ping");
-        assert!(matches!(parse(&mut masked(0x88, &[0; 126]), 1000), Err(ReadError::Protocol(_))), "long close");
+        assert!(
+            matches!(parse(&mut masked(0x88, &[0; 126]), 1000), Err(ReadError::Protocol(_))),
+            "long close"
+        );
         assert_eq!(parse(&mut masked(0x82, &[0; 11]), 10).err(), Some(ReadError::TooBig));
         assert!(parse(&mut masked(0x82, &[0; 10]), 10).unwrap().is_some());
         let mut huge = BytesMut::from(&[0x82u8, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0][..]);

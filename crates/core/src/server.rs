@@ -55,10 +55,15 @@ impl Server {
     /// Binds, starts the runtime and the accept loop; returns once the port is bound.
     pub fn start(config: ServerConfig, hooks: Arc<dyn AppHooks>) -> Result<ServerHandle> {
         config.validate()?;
-        let origins = config.allow_origins.iter().map(|o| OriginRule::parse(o)).collect::<Result<Vec<_>>>()?;
+        let origins =
+            config.allow_origins.iter().map(|o| OriginRule::parse(o)).collect::<Result<Vec<_>>>()?;
         let addr = format!("{}:{}", config.host, config.port);
         let bind_err = |source| CoreError::Bind { addr: addr.clone(), source };
-        let sock_addr = addr.to_socket_addrs().map_err(bind_err)?.next().ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
+        let sock_addr = addr
+            .to_socket_addrs()
+            .map_err(bind_err)?
+            .next()
+            .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
 
         let mut rt = tokio::runtime::Builder::new_multi_thread();
         rt.thread_name("realtime-worker").enable_all();
@@ -96,7 +101,13 @@ impl Server {
             }
         });
         Ok(ServerHandle {
-            inner: Arc::new(Inner { hub, local, stop, accept: Mutex::new(Some(accept)), runtime: Mutex::new(Some(runtime)) }),
+            inner: Arc::new(Inner {
+                hub,
+                local,
+                stop,
+                accept: Mutex::new(Some(accept)),
+                runtime: Mutex::new(Some(runtime)),
+            }),
         })
     }
 }
@@ -116,7 +127,9 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
 fn random_instance_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     format!("{:08x}", h.finish() as u32)
 }
@@ -189,7 +202,11 @@ impl ServerHandle {
 
     /// Sends `msg` to every socket in `room` except the socket with id `except`.
     pub fn broadcast(&self, room: &str, msg: &Message, except: Option<&str>) -> Result<()> {
-        self.command(Command::Broadcast { room: room.to_string(), frame: msg.0.clone(), except: except.map(str::to_string) })
+        self.command(Command::Broadcast {
+            room: room.to_string(),
+            frame: msg.0.clone(),
+            except: except.map(str::to_string),
+        })
     }
 
     /// Sends `msg` to one socket. False if it is not open here and cannot be on another
@@ -266,7 +283,11 @@ impl ServerHandle {
     /// Default code 4001.
     pub fn disconnect_user(&self, id: &str, collection: Option<&str>, code: Option<u16>) -> usize {
         let code = code.unwrap_or(close_codes::AUTH_EXPIRED);
-        self.inner.hub.disconnect_everywhere(Remote::DisconnectUser { id: id.to_string(), collection: collection.map(str::to_string), code })
+        self.inner.hub.disconnect_everywhere(Remote::DisconnectUser {
+            id: id.to_string(),
+            collection: collection.map(str::to_string),
+            code,
+        })
     }
 
     /// Closes every socket authenticated with session `sid`; returns how many. Default code 4001.
@@ -319,7 +340,9 @@ impl ServerHandle {
             for c in hub.all_conns() {
                 c.kill();
             }
-            while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline + Duration::from_secs(1) {
+            while hub.stats.connections.load(Relaxed) > 0
+                && Instant::now() < deadline + Duration::from_secs(1)
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             hub.backplane().shutdown().await;

@@ -166,7 +166,10 @@ impl StatsSnapshot {
     pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP realtime_{name} {help}\n# TYPE realtime_{name} {kind}\nrealtime_{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP realtime_{name} {help}\n# TYPE realtime_{name} {kind}\nrealtime_{name} {value}"
+            );
         };
         metric("connections", "gauge", "Open WebSocket connections.", self.connections);
         metric("rooms", "gauge", "Rooms with at least one member.", self.rooms);
@@ -178,29 +181,99 @@ impl StatsSnapshot {
         metric("messages_out_total", "counter", "Frames queued to sockets.", self.messages_out);
         metric("bytes_in_total", "counter", "Payload bytes received.", self.bytes_in);
         metric("bytes_out_total", "counter", "Bytes queued to sockets.", self.bytes_out);
-        metric("slow_consumer_closes_total", "counter", "Sockets closed 1013 for exceeding maxBackpressure.", self.slow_consumer_closes);
+        metric(
+            "slow_consumer_closes_total",
+            "counter",
+            "Sockets closed 1013 for exceeding maxBackpressure.",
+            self.slow_consumer_closes,
+        );
         metric("rate_limited_total", "counter", "Messages dropped by the rate limit.", self.rate_limited);
-        metric("rate_limit_closes_total", "counter", "Sockets closed 4008 by the rate limit.", self.rate_limit_closes);
-        metric("protocol_errors_total", "counter", "Sockets closed for WebSocket protocol violations.", self.protocol_errors);
-        metric("oversized_messages_total", "counter", "Sockets closed 1009 for exceeding maxMessageSize.", self.oversized_messages);
-        metric("bad_messages_total", "counter", "Messages answered with an error frame (bad JSON, unknown type, ...).", self.bad_messages);
-        metric("handler_errors_total", "counter", "App handlers that threw or rejected.", self.handler_errors);
-        metric("handler_timeouts_total", "counter", "App handlers slower than the hook timeout.", self.handler_timeouts);
-        metric("auth_expired_closes_total", "counter", "Sockets closed 4001 for expired or revoked credentials.", self.auth_expired_closes);
-        metric("pong_timeouts_total", "counter", "Silent peers dropped after the pong timeout.", self.pong_timeouts);
+        metric(
+            "rate_limit_closes_total",
+            "counter",
+            "Sockets closed 4008 by the rate limit.",
+            self.rate_limit_closes,
+        );
+        metric(
+            "protocol_errors_total",
+            "counter",
+            "Sockets closed for WebSocket protocol violations.",
+            self.protocol_errors,
+        );
+        metric(
+            "oversized_messages_total",
+            "counter",
+            "Sockets closed 1009 for exceeding maxMessageSize.",
+            self.oversized_messages,
+        );
+        metric(
+            "bad_messages_total",
+            "counter",
+            "Messages answered with an error frame (bad JSON, unknown type, ...).",
+            self.bad_messages,
+        );
+        metric(
+            "handler_errors_total",
+            "counter",
+            "App handlers that threw or rejected.",
+            self.handler_errors,
+        );
+        metric(
+            "handler_timeouts_total",
+            "counter",
+            "App handlers slower than the hook timeout.",
+            self.handler_timeouts,
+        );
+        metric(
+            "auth_expired_closes_total",
+            "counter",
+            "Sockets closed 4001 for expired or revoked credentials.",
+            self.auth_expired_closes,
+        );
+        metric(
+            "pong_timeouts_total",
+            "counter",
+            "Silent peers dropped after the pong timeout.",
+            self.pong_timeouts,
+        );
         metric("idle_closes_total", "counter", "Sockets closed by the idle timeout.", self.idle_closes);
         metric("events_emitted_total", "counter", "Collection events emitted.", self.events_emitted);
         metric("deliveries_total", "counter", "Event and broadcast deliveries to sockets.", self.deliveries);
-        metric("unauthorized_skips_total", "counter", "Event deliveries withheld by authorize.", self.unauthorized_skips);
+        metric(
+            "unauthorized_skips_total",
+            "counter",
+            "Event deliveries withheld by authorize.",
+            self.unauthorized_skips,
+        );
         metric("uptime_seconds", "gauge", "Seconds since the server started.", self.uptime_ms / 1000);
         let b = &self.backplane;
-        metric("backplane_connected", "gauge", "1 when the backplane (Redis) is reachable.", u64::from(b.connected));
+        metric(
+            "backplane_connected",
+            "gauge",
+            "1 when the backplane (Redis) is reachable.",
+            u64::from(b.connected),
+        );
         metric("backplane_published_total", "counter", "Messages published to other instances.", b.published);
         metric("backplane_received_total", "counter", "Messages received from other instances.", b.received);
-        metric("backplane_dropped_total", "counter", "Cross-instance messages lost (Redis down, queue full, lagging receiver).", b.dropped);
+        metric(
+            "backplane_dropped_total",
+            "counter",
+            "Cross-instance messages lost (Redis down, queue full, lagging receiver).",
+            b.dropped,
+        );
         metric("backplane_reconnects_total", "counter", "Reconnections to Redis.", b.reconnects);
-        metric("backplane_subscribed_rooms", "gauge", "Room channels this instance subscribes to.", b.subscribed_rooms);
-        metric("backplane_topology_changes_total", "counter", "Redis Cluster topology changes seen (sharded subscriptions re-issued).", b.topology_changes);
+        metric(
+            "backplane_subscribed_rooms",
+            "gauge",
+            "Room channels this instance subscribes to.",
+            b.subscribed_rooms,
+        );
+        metric(
+            "backplane_topology_changes_total",
+            "counter",
+            "Redis Cluster topology changes seen (sharded subscriptions re-issued).",
+            b.topology_changes,
+        );
         let _ = writeln!(out, "# HELP realtime_upgrade_refusals_total Upgrades refused, by reason.\n# TYPE realtime_upgrade_refusals_total counter");
         let r = &self.refusals;
         for (reason, v) in [

@@ -63,14 +63,26 @@ fn choose_protocol<B>(hub: &Hub, req: &Request<B>) -> Option<HeaderValue> {
     let offered = req.headers().get_all(SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
     let mut candidates = offered.flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty());
     let accepted = &hub.config.protocols;
-    let pick = if accepted.is_empty() { candidates.next() } else { candidates.find(|p| accepted.iter().any(|a| a == p)) };
+    let pick = if accepted.is_empty() {
+        candidates.next()
+    } else {
+        candidates.find(|p| accepted.iter().any(|a| a == p))
+    };
     pick.and_then(|p| HeaderValue::from_str(p).ok())
 }
 
 /// Runs every admission check. On success one connection slot is held for the caller.
-pub(crate) async fn admit<B>(hub: &Arc<Hub>, req: &Request<B>, remote: SocketAddr) -> Result<Admitted, Refused> {
+pub(crate) async fn admit<B>(
+    hub: &Arc<Hub>,
+    req: &Request<B>,
+    remote: SocketAddr,
+) -> Result<Admitted, Refused> {
     if req.method() != Method::GET {
-        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, Refusal::Method, "WebSocket upgrades must use GET"));
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::Method,
+            "WebSocket upgrades must use GET",
+        ));
     }
     if !path_served(hub, req.uri().path()) {
         return Err(refuse(StatusCode::NOT_FOUND, Refusal::Path, "no WebSocket endpoint at this path"));
@@ -94,7 +106,8 @@ pub(crate) async fn admit<B>(hub: &Arc<Hub>, req: &Request<B>, remote: SocketAdd
         r
     };
 
-    let url = req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string());
+    let url =
+        req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string());
     let mut info = UpgradeInfo { url, origin, remote, headers: header_list(req), credential: None };
     let cfg = &hub.config;
     let unauthorized = || refuse(StatusCode::UNAUTHORIZED, Refusal::Auth, "missing or invalid credentials");

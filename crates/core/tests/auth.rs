@@ -17,8 +17,14 @@ async fn token_sources_in_order() {
     let s = start(required(), Arc::new(NoHooks));
     let t = token(7, 60);
     let mut open = Vec::new();
-    for (k, v) in [("Authorization", format!("JWT {t}")), ("Authorization", format!("Bearer {t}")), ("Cookie", format!("a=1; payload-token={t}"))] {
-        let mut c = Client::connect_with(s.port(), "/", &[(k, &v)]).await.unwrap_or_else(|st| panic!("{k} refused {st}"));
+    for (k, v) in [
+        ("Authorization", format!("JWT {t}")),
+        ("Authorization", format!("Bearer {t}")),
+        ("Cookie", format!("a=1; payload-token={t}")),
+    ] {
+        let mut c = Client::connect_with(s.port(), "/", &[(k, &v)])
+            .await
+            .unwrap_or_else(|st| panic!("{k} refused {st}"));
         assert_eq!(c.welcome().await["user"], json!({"id": 7, "collection": "users"}));
         open.push(c);
     }
@@ -29,7 +35,13 @@ async fn token_sources_in_order() {
     eventually("user room", || s.room_members("user:users:7").len() == 4).await;
     // Authorization wins over a bad cookie.
     let bad = token(8, -10);
-    assert!(Client::connect_with(s.port(), "/", &[("Authorization", &format!("JWT {t}")), ("Cookie", &format!("payload-token={bad}"))]).await.is_ok());
+    assert!(Client::connect_with(
+        s.port(),
+        "/",
+        &[("Authorization", &format!("JWT {t}")), ("Cookie", &format!("payload-token={bad}"))]
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test]
@@ -40,7 +52,11 @@ async fn bad_tokens_get_401() {
     let tampered = {
         let t = token(1, 60);
         let mut parts: Vec<String> = t.split('.').map(String::from).collect();
-        parts[1] = sign_with(good_header, &json!({"id": 2, "collection": "users", "exp": now_s() + 60}), KEY).split('.').nth(1).unwrap().to_string();
+        parts[1] = sign_with(good_header, &json!({"id": 2, "collection": "users", "exp": now_s() + 60}), KEY)
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string();
         parts.join(".")
     };
     let none_alg = {
@@ -74,10 +90,17 @@ async fn stale_cookie_is_anonymous_unless_auth_is_required() {
     let mut c = Client::connect_with(s.port(), "/", &[("Cookie", &stale)]).await.unwrap();
     assert_eq!(c.welcome().await["user"], serde_json::Value::Null);
     // A stale cookie does not hide a fresh query token.
-    let mut c = Client::connect_with(s.port(), &format!("/?token={}", token(4, 60)), &[("Cookie", &stale)]).await.unwrap();
+    let mut c = Client::connect_with(s.port(), &format!("/?token={}", token(4, 60)), &[("Cookie", &stale)])
+        .await
+        .unwrap();
     assert_eq!(c.welcome().await["user"]["id"], 4);
     // An explicit bad token is refused even without requireAuth.
-    assert_eq!(Client::connect_with(s.port(), "/", &[("Authorization", &format!("Bearer {}", token(3, -5)))]).await.err(), Some(401));
+    assert_eq!(
+        Client::connect_with(s.port(), "/", &[("Authorization", &format!("Bearer {}", token(3, -5)))])
+            .await
+            .err(),
+        Some(401)
+    );
 }
 
 #[tokio::test]
@@ -85,7 +108,8 @@ async fn expiry_closes_4001_unless_refreshed() {
     let s = start(config(), Arc::new(NoHooks));
     let mut short = Client::connect_with(s.port(), &format!("/?token={}", token(1, 2)), &[]).await.unwrap();
     short.welcome().await;
-    let mut refreshed = Client::connect_with(s.port(), &format!("/?token={}", token(2, 2)), &[]).await.unwrap();
+    let mut refreshed =
+        Client::connect_with(s.port(), &format!("/?token={}", token(2, 2)), &[]).await.unwrap();
     refreshed.welcome().await;
     refreshed.send_json(json!({"type":"auth","token": token(2, 60)})).await;
     let ok = refreshed.recv_type("authenticated").await;
@@ -102,12 +126,17 @@ async fn expiry_closes_4001_unless_refreshed() {
 async fn api_keys_go_to_the_resolver() {
     let hooks = Arc::new(TestHooks::default());
     *hooks.resolve.lock() = Some(Arc::new(|cred| {
-        (cred == "users API-Key secret-key").then(|| UserClaims::from_json(r#"{"id":"k1","collection":"users"}"#).unwrap())
+        (cred == "users API-Key secret-key")
+            .then(|| UserClaims::from_json(r#"{"id":"k1","collection":"users"}"#).unwrap())
     }));
     let s = start(required(), hooks);
-    let mut c = Client::connect_with(s.port(), "/", &[("Authorization", "users API-Key secret-key")]).await.unwrap();
+    let mut c =
+        Client::connect_with(s.port(), "/", &[("Authorization", "users API-Key secret-key")]).await.unwrap();
     assert_eq!(c.welcome().await["user"]["id"], "k1");
-    assert_eq!(Client::connect_with(s.port(), "/", &[("Authorization", "users API-Key wrong")]).await.err(), Some(401));
+    assert_eq!(
+        Client::connect_with(s.port(), "/", &[("Authorization", "users API-Key wrong")]).await.err(),
+        Some(401)
+    );
 }
 
 #[tokio::test]
@@ -116,7 +145,10 @@ async fn revoked_sessions_are_refused_and_cannot_refresh() {
     // Sessions of user 6 are revoked (the token's sid is "s6").
     *hooks.session.lock() = Some(Arc::new(|u: &UserClaims| u.sid.as_deref() != Some("s6")));
     let s = start(config(), hooks.clone());
-    assert_eq!(Client::connect_with(s.port(), &format!("/?token={}", token(6, 60)), &[]).await.err(), Some(401));
+    assert_eq!(
+        Client::connect_with(s.port(), &format!("/?token={}", token(6, 60)), &[]).await.err(),
+        Some(401)
+    );
     let mut ok = Client::connect_with(s.port(), &format!("/?token={}", token(5, 60)), &[]).await.unwrap();
     ok.welcome().await;
     // The session ends while the socket is open: a refresh with a token of it closes 4001.

@@ -44,15 +44,21 @@ async fn events_cross_instances_once_and_in_order_with_interest_routing() {
     on_b.send_json(json!({"type":"join-doc","collection":"posts","id":1})).await;
     on_b.recv_type("joined").await;
     let channel = &redis.name("r:collection:posts");
-    eventually_async("three instances subscribed", || async { numsub(&redis, channel, false).await == 3 }).await;
+    eventually_async("three instances subscribed", || async { numsub(&redis, channel, false).await == 3 })
+        .await;
 
     for i in 0..100 {
-        ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"i":i}})).await;
+        ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"i":i}}))
+            .await;
     }
     for client in [&mut on_a, &mut on_b, &mut on_c] {
         for i in 0..100 {
             let e = client.recv_json().await;
-            assert_eq!((e["type"].as_str(), e["doc"]["i"].as_i64()), (Some("update"), Some(i)), "in order, once");
+            assert_eq!(
+                (e["type"].as_str(), e["doc"]["i"].as_i64()),
+                (Some("update"), Some(i)),
+                "in order, once"
+            );
         }
         client.expect_silence(Duration::from_millis(300)).await;
     }
@@ -71,7 +77,6 @@ async fn events_cross_instances_once_and_in_order_with_interest_routing() {
     assert_eq!(after["received"].as_u64().unwrap(), before, "an instance without members receives nothing");
     // A room nobody serves costs one PUBLISH and no delivery anywhere.
     assert_eq!(numsub(&redis, &redis.name("r:collection:nobody"), false).await, 0);
-
 }
 
 /// `joined` comes once the instance's subscription to the room is in place, so an event emitted
@@ -80,7 +85,10 @@ async fn delivered_after_joined(control: &mut Client, port: u16, slug: &str) {
     let mut late = subscriber(port, slug).await;
     ctl(control, "emit", json!({"collection": slug, "id": 1, "operation": "create", "doc": {}})).await;
     let e = late.recv_within(Duration::from_secs(3)).await;
-    assert!(matches!(e, Ok(Some(ref f)) if f.opcode == 1), "{slug}: the event emitted after `joined` was lost");
+    assert!(
+        matches!(e, Ok(Some(ref f)) if f.opcode == 1),
+        "{slug}: the event emitted after `joined` was lost"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +117,13 @@ async fn joined_means_subscribed_at_startup_and_behind_many_new_rooms() {
 
 /// Emits events through `control` until one reaches `far` (each given 100 ms), for at most
 /// `limit`; `local`, when given, must get every one. Returns how long that took.
-async fn emit_until_delivered(control: &mut Client, far: &mut Client, mut local: Option<&mut Client>, limit: Duration, what: &str) -> Duration {
+async fn emit_until_delivered(
+    control: &mut Client,
+    far: &mut Client,
+    mut local: Option<&mut Client>,
+    limit: Duration,
+    what: &str,
+) -> Duration {
     let t0 = Instant::now();
     for n in 0u64.. {
         ctl(control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":n}})).await;
@@ -147,7 +161,9 @@ async fn sends_disconnects_broadcasts_and_presence_across_instances() {
     let mut b = Node::start(&redis.node_args(), "b", &["--presence-ttl-ms", "1500", "--jwt-key", key]).await;
     let mut control = Client::connect(a.port).await;
     control.welcome().await;
-    let mut user_b = Client::connect_with(b.port, &format!("/?token={}", token(9, 60)), &[]).await.expect("token accepted");
+    let mut user_b = Client::connect_with(b.port, &format!("/?token={}", token(9, 60)), &[])
+        .await
+        .expect("token accepted");
     let id_b = user_b.welcome().await["socketId"].as_str().unwrap().to_string();
     assert!(id_b.starts_with("b-"));
     user_b.send_json(json!({"type":"join-room","room":"lobby"})).await;
@@ -158,7 +174,10 @@ async fn sends_disconnects_broadcasts_and_presence_across_instances() {
     local_a.recv_type("joined").await;
 
     // sendToSocket reaches a socket on another instance (once b listens on its channel).
-    eventually_async("b on its instance channel", || async { numsub(&redis, &redis.name("i:b"), false).await == 1 }).await;
+    eventually_async("b on its instance channel", || async {
+        numsub(&redis, &redis.name("i:b"), false).await == 1
+    })
+    .await;
     assert_eq!(ctl(&mut control, "send", json!({"socketId": id_b, "msg": {"type":"direct"}})).await, true);
     assert_eq!(user_b.recv_type("direct").await["type"], "direct");
     // A broadcast reaches both instances' members once.
@@ -169,7 +188,8 @@ async fn sends_disconnects_broadcasts_and_presence_across_instances() {
 
     // Presence spans instances.
     let members = ctl(&mut control, "members", json!({"room":"room:lobby"})).await;
-    let mut instances: Vec<&str> = members.as_array().unwrap().iter().map(|m| m["instance"].as_str().unwrap()).collect();
+    let mut instances: Vec<&str> =
+        members.as_array().unwrap().iter().map(|m| m["instance"].as_str().unwrap()).collect();
     instances.sort();
     assert_eq!(instances, ["a", "b"]);
 
@@ -197,14 +217,25 @@ async fn redis_outage_keeps_local_delivery_and_recovers() {
     control.welcome().await;
     let mut on_a = subscriber(a.port, "posts").await;
     let mut on_b = subscriber(b.port, "posts").await;
-    eventually_async("both subscribed", || async { numsub(&redis, &redis.name("r:collection:posts"), false).await == 2 }).await;
+    eventually_async("both subscribed", || async {
+        numsub(&redis, &redis.name("r:collection:posts"), false).await == 2
+    })
+    .await;
     ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"create","doc":{"n":0}})).await;
     on_a.recv_json().await;
     on_b.recv_json().await;
 
     redis.kill();
     for n in 1..=20 {
-        assert_eq!(ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":n}})).await, true);
+        assert_eq!(
+            ctl(
+                &mut control,
+                "emit",
+                json!({"collection":"posts","id":1,"operation":"update","doc":{"n":n}})
+            )
+            .await,
+            true
+        );
         assert_eq!(on_a.recv_json().await["doc"]["n"], n, "local delivery goes on");
     }
     // Publishes fail fast (at once, or within the 1 s command timeout while the client has
@@ -221,7 +252,14 @@ async fn redis_outage_keeps_local_delivery_and_recovers() {
     on_b.expect_silence(Duration::from_millis(200)).await;
 
     redis.restart().await;
-    let took = emit_until_delivered(&mut control, &mut on_b, Some(&mut on_a), Duration::from_secs(3), "cross-instance delivery did not resume").await;
+    let took = emit_until_delivered(
+        &mut control,
+        &mut on_b,
+        Some(&mut on_a),
+        Duration::from_secs(3),
+        "cross-instance delivery did not resume",
+    )
+    .await;
     eprintln!("cross-instance delivery resumed {took:?} after redis came back");
     // It was the live path, not a stale message: the next one arrives too.
     ctl(&mut control, "emit", json!({"collection":"posts","id":1,"operation":"update","doc":{"n":-1}})).await;
@@ -265,15 +303,22 @@ async fn sharded_pubsub_on_a_cluster() {
     let id_b = on_b.welcome().await["socketId"].as_str().unwrap().to_string();
     on_b.join_collection("posts").await;
     let channel = "prt:r:collection:posts";
-    eventually_async("b subscribed (sharded)", || async { shard_subscribers(&cluster, channel).await.iter().sum::<i64>() == 1 }).await;
+    eventually_async("b subscribed (sharded)", || async {
+        shard_subscribers(&cluster, channel).await.iter().sum::<i64>() == 1
+    })
+    .await;
     for i in 0..20 {
-        ctl(&mut control, "emit", json!({"collection":"posts","id":i,"operation":"create","doc":{"i":i}})).await;
+        ctl(&mut control, "emit", json!({"collection":"posts","id":i,"operation":"create","doc":{"i":i}}))
+            .await;
     }
     for i in 0..20 {
         assert_eq!(on_b.recv_json().await["doc"]["i"], i);
     }
     // The per-instance channel is sharded too (subscribed slot by slot): sendToSocket works.
-    eventually_async("b on its instance channel", || async { shard_subscribers(&cluster, "prt:i:b").await.iter().sum::<i64>() == 1 }).await;
+    eventually_async("b on its instance channel", || async {
+        shard_subscribers(&cluster, "prt:i:b").await.iter().sum::<i64>() == 1
+    })
+    .await;
     assert_eq!(ctl(&mut control, "send", json!({"socketId": id_b, "msg": {"type":"direct"}})).await, true);
     assert_eq!(on_b.recv_type("direct").await["type"], "direct");
 
@@ -284,7 +329,14 @@ async fn sharded_pubsub_on_a_cluster() {
     let to = (from + 1) % cluster.nodes.len();
     let slot = cluster.nodes[0].cmd(&["CLUSTER", "KEYSLOT", channel]).await.int().to_string();
     cluster.move_slot(&slot, from, to).await;
-    let took = emit_until_delivered(&mut control, &mut on_b, None, Duration::from_secs(5), "delivery did not resume after the slot moved").await;
+    let took = emit_until_delivered(
+        &mut control,
+        &mut on_b,
+        None,
+        Duration::from_secs(5),
+        "delivery did not resume after the slot moved",
+    )
+    .await;
     eprintln!("sharded delivery resumed {took:?} after the slot moved");
     assert_eq!(shard_subscribers(&cluster, channel).await[to], 1, "subscribed on the new owner");
     let mut b_ctl = Client::connect(b.port).await;

@@ -45,7 +45,11 @@ async fn path_method_and_handshake_are_checked() {
 #[tokio::test]
 async fn origin_allow_list() {
     let cfg = ServerConfig {
-        allow_origins: vec!["https://app.example.com".into(), "https://*.example.org".into(), r"/^http:\/\/localhost:\d+$/".into()],
+        allow_origins: vec![
+            "https://app.example.com".into(),
+            "https://*.example.org".into(),
+            r"/^http:\/\/localhost:\d+$/".into(),
+        ],
         ..config()
     };
     let s = start(cfg, Arc::new(NoHooks));
@@ -53,7 +57,11 @@ async fn origin_allow_list() {
         assert!(Client::connect_with(s.port(), "/", &[("Origin", ok)]).await.is_ok(), "{ok} allowed");
     }
     for bad in ["https://evil.com", "https://example.org", "http://localhost.evil.com:80"] {
-        assert_eq!(Client::connect_with(s.port(), "/", &[("Origin", bad)]).await.err(), Some(403), "{bad} refused");
+        assert_eq!(
+            Client::connect_with(s.port(), "/", &[("Origin", bad)]).await.err(),
+            Some(403),
+            "{bad} refused"
+        );
     }
     // No Origin header at all is refused when a list is configured.
     assert_eq!(Client::connect_with(s.port(), "/", &[]).await.err(), Some(403));
@@ -78,7 +86,10 @@ async fn echoes_one_subprotocol_and_never_advertises_deflate() {
     let c = Client::connect_with(
         s.port(),
         "/",
-        &[("Sec-WebSocket-Protocol", "v1.realtime, json"), ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")],
+        &[
+            ("Sec-WebSocket-Protocol", "v1.realtime, json"),
+            ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+        ],
     )
     .await
     .unwrap();
@@ -94,7 +105,8 @@ async fn echoes_one_subprotocol_and_never_advertises_deflate() {
 #[tokio::test]
 async fn verify_hook_may_refuse() {
     let hooks = Arc::new(TestHooks::default());
-    *hooks.verify.lock() = Some(Arc::new(|info| info.headers.iter().any(|(k, v)| k == "x-app" && v == "yes")));
+    *hooks.verify.lock() =
+        Some(Arc::new(|info| info.headers.iter().any(|(k, v)| k == "x-app" && v == "yes")));
     let s = start(config(), hooks);
     assert!(Client::connect_with(s.port(), "/", &[("X-App", "yes")]).await.is_ok());
     assert_eq!(Client::connect_with(s.port(), "/", &[("X-App", "no")]).await.err(), Some(403));
@@ -116,7 +128,13 @@ async fn middleware_refusal_closes_4003_after_open() {
 async fn reuse_port_lets_two_servers_share_a_port() {
     let first = start(ServerConfig { reuse_port: true, ..config() }, Arc::new(NoHooks));
     let second = realtime_core::Server::start(
-        ServerConfig { host: "127.0.0.1".into(), port: first.port(), reuse_port: true, worker_threads: Some(1), ..config() },
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: first.port(),
+            reuse_port: true,
+            worker_threads: Some(1),
+            ..config()
+        },
         Arc::new(NoHooks),
     )
     .expect("second server binds the same port");
@@ -124,6 +142,11 @@ async fn reuse_port_lets_two_servers_share_a_port() {
     let mut c = Client::connect(first.port()).await;
     c.welcome().await;
     // Without reusePort the port is taken.
-    let err = realtime_core::Server::start(ServerConfig { host: "127.0.0.1".into(), port: first.port(), ..config() }, Arc::new(NoHooks)).err().unwrap();
+    let err = realtime_core::Server::start(
+        ServerConfig { host: "127.0.0.1".into(), port: first.port(), ..config() },
+        Arc::new(NoHooks),
+    )
+    .err()
+    .unwrap();
     assert_eq!(err.code(), "EADDR");
 }

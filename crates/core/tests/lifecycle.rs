@@ -39,8 +39,8 @@ async fn close_does_not_wait_forever_for_a_peer_that_never_replies() {
     cfg.close_timeout = Duration::from_millis(200);
     let s = start(cfg, Arc::new(NoHooks));
     let _mute = Client::connect(s.port()).await; // never reads, never replies
-    // Deadlines: 0.5 s to flush, then the mute socket is dropped; generous bounds for a loaded
-    // machine, but far below "forever".
+                                                 // Deadlines: 0.5 s to flush, then the mute socket is dropped; generous bounds for a loaded
+                                                 // machine, but far below "forever".
     let t0 = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(10), s.close()).await.expect("close resolves");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());

@@ -72,7 +72,13 @@ async fn protocol_violations_close_with_the_right_code() {
 
 #[tokio::test]
 async fn rate_limit_errors_then_closes_4008() {
-    let s = start(ServerConfig { rate_limit: Some(RateLimit { messages: 5, window: Duration::from_secs(10) }), ..config() }, Arc::new(NoHooks));
+    let s = start(
+        ServerConfig {
+            rate_limit: Some(RateLimit { messages: 5, window: Duration::from_secs(10) }),
+            ..config()
+        },
+        Arc::new(NoHooks),
+    );
     let mut c = Client::connect(s.port()).await;
     c.welcome().await;
     for _ in 0..5 {
@@ -104,7 +110,11 @@ async fn max_rooms_per_socket() {
 
 #[tokio::test]
 async fn silent_peer_is_dropped_after_pong_timeout_while_a_live_one_stays() {
-    let cfg = ServerConfig { heartbeat: Duration::from_millis(200), pong_timeout: Duration::from_millis(300), ..config() };
+    let cfg = ServerConfig {
+        heartbeat: Duration::from_millis(200),
+        pong_timeout: Duration::from_millis(300),
+        ..config()
+    };
     let s = start(cfg, Arc::new(NoHooks));
     let mut silent = Client::connect(s.port()).await;
     let mut live = Client::connect(s.port()).await;
@@ -137,7 +147,8 @@ async fn silent_peer_is_dropped_after_pong_timeout_while_a_live_one_stays() {
 
 #[tokio::test]
 async fn idle_sockets_are_closed() {
-    let s = start(ServerConfig { idle_timeout: Some(Duration::from_millis(300)), ..config() }, Arc::new(NoHooks));
+    let s =
+        start(ServerConfig { idle_timeout: Some(Duration::from_millis(300)), ..config() }, Arc::new(NoHooks));
     let mut c = Client::connect(s.port()).await;
     c.welcome().await;
     assert_eq!(c.expect_close().await, Some(1000));
@@ -166,7 +177,8 @@ async fn never_reading_client_is_closed_1013_and_its_room_keeps_flowing() {
     // Bursts well under the bound, paced by the healthy reader: only the stuck one falls behind.
     for burst in 0..total / 20 {
         for i in burst * 20..(burst + 1) * 20 {
-            s.broadcast("collection:posts", &Message::text(format!("{payload}{i}}}").as_bytes()), None).unwrap();
+            s.broadcast("collection:posts", &Message::text(format!("{payload}{i}}}").as_bytes()), None)
+                .unwrap();
         }
         let want = (burst + 1) * 20;
         eventually("healthy client keeps up", || got.load(std::sync::atomic::Ordering::SeqCst) >= want).await;

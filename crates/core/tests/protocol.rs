@@ -11,7 +11,13 @@ use realtime_core::{Event, HandlerOutcome, Message, NoHooks, Operation, ServerCo
 use serde_json::json;
 
 fn event(op: Operation, id: &str, doc: serde_json::Value) -> Event {
-    Event { collection: "posts".into(), id_json: id.into(), operation: op, doc_json: Bytes::from(doc.to_string()), extra_rooms: vec![] }
+    Event {
+        collection: "posts".into(),
+        id_json: id.into(),
+        operation: op,
+        doc_json: Bytes::from(doc.to_string()),
+        extra_rooms: vec![],
+    }
 }
 
 #[tokio::test]
@@ -44,7 +50,10 @@ async fn events_reach_collection_and_doc_rooms_once() {
     s.emit_event(event(Operation::Create, "42", json!({"title": "hello", "n": 1}))).unwrap();
     for c in [&mut coll, &mut doc, &mut both] {
         let e = c.recv_json().await;
-        assert_eq!(e, json!({"type":"update","operation":"create","collection":"posts","id":42,"doc":{"title":"hello","n":1}}));
+        assert_eq!(
+            e,
+            json!({"type":"update","operation":"create","collection":"posts","id":42,"doc":{"title":"hello","n":1}})
+        );
     }
     s.emit_event(event(Operation::Update, "7", json!({"title": "other doc"}))).unwrap();
     assert_eq!(coll.recv_json().await["id"], 7);
@@ -95,7 +104,12 @@ async fn broadcast_except_and_send() {
     assert!(!s.send("nope-1", &Message::text(b"{}")).unwrap());
     // Order from one caller is kept.
     for i in 0..200 {
-        s.broadcast("collection:posts", &Message::text(format!(r#"{{"type":"seq","i":{i}}}"#).as_bytes()), None).unwrap();
+        s.broadcast(
+            "collection:posts",
+            &Message::text(format!(r#"{{"type":"seq","i":{i}}}"#).as_bytes()),
+            None,
+        )
+        .unwrap();
     }
     for i in 0..200 {
         assert_eq!(b.recv_json().await["i"], i);
@@ -110,7 +124,8 @@ async fn broadcast_except_and_send() {
 #[tokio::test]
 async fn authorize_is_one_call_per_event_with_distinct_users() {
     let hooks = Arc::new(TestHooks::default());
-    *hooks.authorize.lock() = Some(("posts".into(), Arc::new(|u| u.is_some_and(|u| u.id.parse::<u64>().unwrap() % 2 == 0))));
+    *hooks.authorize.lock() =
+        Some(("posts".into(), Arc::new(|u| u.is_some_and(|u| u.id.parse::<u64>().unwrap() % 2 == 0))));
     let s = start(config(), hooks.clone());
     let mut clients = Vec::new();
     for id in [1u64, 2, 2, 3, 4] {
@@ -137,12 +152,14 @@ async fn authorize_is_one_call_per_event_with_distinct_users() {
 #[tokio::test]
 async fn authorize_user_list_is_reused_until_membership_or_claims_change() {
     let hooks = Arc::new(TestHooks::default());
-    *hooks.authorize.lock() = Some(("posts".into(), Arc::new(|u| u.is_some_and(|u| u.id.parse::<u64>().unwrap() % 2 == 0))));
+    *hooks.authorize.lock() =
+        Some(("posts".into(), Arc::new(|u| u.is_some_and(|u| u.id.parse::<u64>().unwrap() % 2 == 0))));
     let s = start(config(), hooks.clone());
     let connect = |id: u64, ttl: i64| {
         let port = s.port();
         async move {
-            let mut c = Client::connect_with(port, &format!("/?token={}", token(id, ttl)), &[]).await.unwrap();
+            let mut c =
+                Client::connect_with(port, &format!("/?token={}", token(id, ttl)), &[]).await.unwrap();
             c.welcome().await;
             c.join_collection("posts").await;
             c
@@ -241,7 +258,11 @@ async fn custom_handlers_reply_fail_and_time_out() {
         let data = Bytes::from(v["data"].to_string());
         Box::pin(async move { HandlerOutcome::Reply(Some(data)) })
     });
-    hooks.handler("boom", |_, _| Box::pin(async { HandlerOutcome::Error { code: "handler_failed".into(), message: "it threw".into() } }));
+    hooks.handler("boom", |_, _| {
+        Box::pin(async {
+            HandlerOutcome::Error { code: "handler_failed".into(), message: "it threw".into() }
+        })
+    });
     hooks.handler("slow", |_, _| {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -257,7 +278,10 @@ async fn custom_handlers_reply_fail_and_time_out() {
     c.send_json(json!({"type":"echo","id":"r1","data":{"a":[1,2]}})).await;
     assert_eq!(c.recv_type("reply").await, json!({"type":"reply","id":"r1","data":{"a":[1,2]}}));
     c.send_json(json!({"type":"boom","id":2})).await;
-    assert_eq!(c.recv_type("error").await, json!({"type":"error","id":2,"code":"handler_failed","message":"it threw"}));
+    assert_eq!(
+        c.recv_type("error").await,
+        json!({"type":"error","id":2,"code":"handler_failed","message":"it threw"})
+    );
     c.send_json(json!({"type":"slow","id":"s"})).await;
     let e = c.recv_type("error").await;
     assert_eq!((e["code"].as_str(), e["id"].as_str()), (Some("handler_timeout"), Some("s")));
@@ -319,7 +343,11 @@ async fn disconnect_user_and_session() {
 
 #[tokio::test]
 async fn presence_events_in_enabled_rooms() {
-    let cfg = ServerConfig { presence_events: vec!["room:chat:*".into()], room_patterns: vec!["*".into()], ..config() };
+    let cfg = ServerConfig {
+        presence_events: vec!["room:chat:*".into()],
+        room_patterns: vec!["*".into()],
+        ..config()
+    };
     let s = start(cfg, Arc::new(NoHooks));
     let mut a = Client::connect(s.port()).await;
     a.welcome().await;

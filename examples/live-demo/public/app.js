@@ -7,7 +7,13 @@ const $ = (id) => document.getElementById(id)
 const TOKEN_KEY = 'live-demo-token'
 const PING_EVERY_MS = 2000
 const MAX_ACTIVITY = 50
-const STATE_LABELS = { connecting: 'connecting…', open: 'live', reconnecting: 'reconnecting…', closed: 'offline', failed: 'offline' }
+const STATE_LABELS = {
+  connecting: 'connecting…',
+  open: 'live',
+  reconnecting: 'reconnecting…',
+  closed: 'offline',
+  failed: 'offline',
+}
 const OPERATION_LABELS = { create: 'created', update: 'edited', delete: 'deleted' }
 
 const { wsPort, wsPath } = await (await fetch('/config.json')).json()
@@ -37,7 +43,12 @@ async function api(path, { method = 'GET', body } = {}) {
   const headers = {}
   if (token) headers.authorization = `JWT ${token}`
   if (body !== undefined) headers['content-type'] = 'application/json'
-  const res = await fetch(`/api${path}`, { method, headers, credentials: 'omit', body: body === undefined ? undefined : JSON.stringify(body) })
+  const res = await fetch(`/api${path}`, {
+    method,
+    headers,
+    credentials: 'omit',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
   const data = await res.json().catch(() => null)
   if (!res.ok) {
     const message = data?.errors?.[0]?.message ?? `${res.status} ${res.statusText}`
@@ -91,7 +102,13 @@ async function start() {
   $('app-view').hidden = false
   $('status').hidden = false
 
-  client = createClient({ url: wsUrl, token, getToken: refreshToken, autoConnect: false, reconnect: { maxDelayMs: 5000 } })
+  client = createClient({
+    url: wsUrl,
+    token,
+    getToken: refreshToken,
+    autoConnect: false,
+    reconnect: { maxDelayMs: 5000 },
+  })
   client.onStateChange(showState)
   client.onError((err) => {
     if (err.code === 'unauthorized') signOut('Your session ended. Log in again.')
@@ -132,7 +149,10 @@ $('login-form').addEventListener('submit', async (ev) => {
   $('login-error').textContent = ''
   try {
     setToken(null)
-    const { token: jwt } = await api('/users/login', { method: 'POST', body: { email: form.email.value, password: form.password.value } })
+    const { token: jwt } = await api('/users/login', {
+      method: 'POST',
+      body: { email: form.email.value, password: form.password.value },
+    })
     setToken(jwt)
     form.password.value = ''
     await start()
@@ -147,7 +167,11 @@ $('logout').addEventListener('click', () => {
   const jwt = token
   signOut()
   // Ends the session in Payload; the plugin would close its sockets (4001) if any were left.
-  fetch('/api/users/logout', { method: 'POST', credentials: 'omit', headers: { authorization: `JWT ${jwt}` } }).catch(() => {})
+  fetch('/api/users/logout', {
+    method: 'POST',
+    credentials: 'omit',
+    headers: { authorization: `JWT ${jwt}` },
+  }).catch(() => {})
 })
 
 // ------------------------------------------------------------------ live state
@@ -282,11 +306,16 @@ function newItem(id) {
   li.querySelector('[data-action="cancel"]').addEventListener('click', () => editing(false))
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault()
-    const res = await write(() => api(`/posts/${id}`, { method: 'PATCH', body: { title: form.title.value, body: form.body.value } }), errorEl)
+    const res = await write(
+      () =>
+        api(`/posts/${id}`, { method: 'PATCH', body: { title: form.title.value, body: form.body.value } }),
+      errorEl,
+    )
     if (!res) return
     editing(false)
     // The socket brings the same change; applying the answer too keeps the page right without it.
-    if (apply({ type: 'update', operation: 'update', collection: 'posts', id: res.doc.id, doc: res.doc })) render(id)
+    if (apply({ type: 'update', operation: 'update', collection: 'posts', id: res.doc.id, doc: res.doc }))
+      render(id)
   })
   li.querySelector('[data-action="delete"]').addEventListener('click', async (ev) => {
     const button = ev.currentTarget
@@ -303,11 +332,14 @@ $('create-form').addEventListener('submit', async (ev) => {
   const form = ev.currentTarget
   const button = form.querySelector('button')
   button.disabled = true
-  const res = await write(() => api('/posts', { method: 'POST', body: { title: form.title.value, body: form.body.value } }))
+  const res = await write(() =>
+    api('/posts', { method: 'POST', body: { title: form.title.value, body: form.body.value } }),
+  )
   button.disabled = false
   if (!res) return
   form.reset()
-  if (apply({ type: 'update', operation: 'create', collection: 'posts', id: res.doc.id, doc: res.doc })) render(String(res.doc.id))
+  if (apply({ type: 'update', operation: 'create', collection: 'posts', id: res.doc.id, doc: res.doc }))
+    render(String(res.doc.id))
 })
 
 // ------------------------------------------------------------------ activity feed

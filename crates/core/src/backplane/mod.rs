@@ -19,14 +19,35 @@ use crate::protocol::Operation;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Remote {
     /// A broadcast to a room.
-    Room { room: String, except: Option<String>, frame: Bytes },
+    Room {
+        room: String,
+        except: Option<String>,
+        frame: Bytes,
+    },
     /// A collection event, published on each of its rooms' channels; `index` says which.
     /// Receivers skip sockets in `rooms[..index]`: those get the copy of an earlier room.
-    Event { operation: Operation, collection: String, id_json: String, rooms: Vec<String>, index: u8, frame: Bytes },
+    Event {
+        operation: Operation,
+        collection: String,
+        id_json: String,
+        rooms: Vec<String>,
+        index: u8,
+        frame: Bytes,
+    },
     /// A message for one socket (on the instance that holds it).
-    Socket { socket_id: String, frame: Bytes },
-    DisconnectUser { id: String, collection: Option<String>, code: u16 },
-    DisconnectSession { sid: String, code: u16 },
+    Socket {
+        socket_id: String,
+        frame: Bytes,
+    },
+    DisconnectUser {
+        id: String,
+        collection: Option<String>,
+        code: u16,
+    },
+    DisconnectSession {
+        sid: String,
+        code: u16,
+    },
 }
 
 /// Backplane counters.
@@ -186,7 +207,9 @@ impl Remote {
 
     fn frame_len(&self) -> usize {
         match self {
-            Remote::Room { frame, .. } | Remote::Event { frame, .. } | Remote::Socket { frame, .. } => frame.len(),
+            Remote::Room { frame, .. } | Remote::Event { frame, .. } | Remote::Socket { frame, .. } => {
+                frame.len()
+            }
             _ => 0,
         }
     }
@@ -237,7 +260,11 @@ impl Remote {
                 if b.remaining() < 2 {
                     return None;
                 }
-                Remote::DisconnectUser { id, collection: (!collection.is_empty()).then_some(collection), code: b.get_u16() }
+                Remote::DisconnectUser {
+                    id,
+                    collection: (!collection.is_empty()).then_some(collection),
+                    code: b.get_u16(),
+                }
             }
             5 => {
                 let sid = get_str16(&mut b)?;
@@ -259,7 +286,11 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let msgs = [
-            Remote::Room { room: "collection:posts".into(), except: Some("a-1".into()), frame: Bytes::from_static(b"\x81\x02{}") },
+            Remote::Room {
+                room: "collection:posts".into(),
+                except: Some("a-1".into()),
+                frame: Bytes::from_static(b"\x81\x02{}"),
+            },
             Remote::Room { room: "r".into(), except: None, frame: Bytes::new() },
             Remote::Event {
                 operation: Operation::Delete,
@@ -286,7 +317,14 @@ mod tests {
         for bad in [&b""[..], b"\x02\x01", b"\x01\x09\x00", b"\x01\x02\x01a\x07", b"\x01\x01\xffab"] {
             assert!(Remote::decode(Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
         }
-        let e = Remote::Event { operation: Operation::Create, collection: "c".into(), id_json: "1".into(), rooms: vec!["a".into()], index: 0, frame: Bytes::new() };
+        let e = Remote::Event {
+            operation: Operation::Create,
+            collection: "c".into(),
+            id_json: "1".into(),
+            rooms: vec!["a".into()],
+            index: 0,
+            frame: Bytes::new(),
+        };
         let mut raw = e.encode("o").to_vec();
         // From the end: room "a" (3 bytes), the room count (1), then the index.
         let at = raw.len() - 5;

@@ -15,10 +15,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fred::clients::SubscriberClient;
 use fred::clients::Pipeline;
+use fred::clients::SubscriberClient;
 use fred::interfaces::ClusterInterface;
-use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, HashesInterface, KeysInterface, Options, PubsubInterface, ReconnectPolicy};
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, EventInterface, HashesInterface, KeysInterface, Options,
+    PubsubInterface, ReconnectPolicy,
+};
 use fred::types::Expiration;
 use tokio::sync::{broadcast::error::RecvError, mpsc, Notify};
 
@@ -44,8 +47,15 @@ enum Sub {
 }
 
 enum Presence {
-    Set { room: String, socket_id: String, value: String },
-    Del { room: String, socket_id: String },
+    Set {
+        room: String,
+        socket_id: String,
+        value: String,
+    },
+    Del {
+        room: String,
+        socket_id: String,
+    },
     /// After a (re)connect: write every local membership again (Redis may have restarted empty).
     Resync,
 }
@@ -60,7 +70,12 @@ fn by_slot(channels: Vec<String>) -> Vec<Vec<String>> {
 }
 
 fn presence_value(member: &Member) -> String {
-    format!("{}\t{}\t{}", member.instance, member.user_id.as_deref().unwrap_or(""), member.user_collection.as_deref().unwrap_or(""))
+    format!(
+        "{}\t{}\t{}",
+        member.instance,
+        member.user_id.as_deref().unwrap_or(""),
+        member.user_collection.as_deref().unwrap_or("")
+    )
 }
 
 #[derive(Default)]
@@ -94,7 +109,12 @@ pub(crate) struct RedisBackplane {
 
 /// Commands that fail at once while the connection is down, and never wait long.
 fn fail_fast() -> Options {
-    Options { fail_fast: true, max_attempts: Some(1), timeout: Some(Duration::from_millis(1000)), ..Default::default() }
+    Options {
+        fail_fast: true,
+        max_attempts: Some(1),
+        timeout: Some(Duration::from_millis(1000)),
+        ..Default::default()
+    }
 }
 
 fn redis_err(e: fred::error::Error) -> CoreError {
@@ -205,8 +225,13 @@ impl RedisBackplane {
     fn warn(&self, what: &str) {
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.counters.last_warning.load(Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= 10_000) && self.counters.last_warning.compare_exchange(last, now.max(1), Relaxed, Relaxed).is_ok() {
-            eprintln!("payload-realtime-rs: redis backplane: {what} (dropped so far: {})", self.counters.dropped.load(Relaxed));
+        if (last == 0 || now.saturating_sub(last) >= 10_000)
+            && self.counters.last_warning.compare_exchange(last, now.max(1), Relaxed, Relaxed).is_ok()
+        {
+            eprintln!(
+                "payload-realtime-rs: redis backplane: {what} (dropped so far: {})",
+                self.counters.dropped.load(Relaxed)
+            );
         }
     }
 
@@ -225,7 +250,11 @@ impl RedisBackplane {
             // timeout if the connection has not noticed yet); nothing is kept for later.
             let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
             for (channel, payload) in batch.drain(..) {
-                let queued = if self.cluster { pipe.spublish::<(), _, _>(channel, payload).await } else { pipe.publish::<(), _, _>(channel, payload).await };
+                let queued = if self.cluster {
+                    pipe.spublish::<(), _, _>(channel, payload).await
+                } else {
+                    pipe.publish::<(), _, _>(channel, payload).await
+                };
                 let _ = queued;
             }
             let results = pipe.try_all::<i64>().await;
@@ -268,7 +297,10 @@ impl RedisBackplane {
                 Sub::Room(room, on) => {
                     let changed = if on { rooms.insert(room.clone()) } else { rooms.remove(&room) };
                     // Disconnected: nothing to send now; the resync after reconnecting covers it.
-                    if changed && (!self.subscriber.is_connected() || !self.subscribe(vec![self.room_channel(&room)], on).await) {
+                    if changed
+                        && (!self.subscriber.is_connected()
+                            || !self.subscribe(vec![self.room_channel(&room)], on).await)
+                    {
                         synced = false;
                     }
                 }
@@ -307,7 +339,9 @@ impl RedisBackplane {
     async fn topology_loop(self: Arc<Self>) {
         // The slot map the subscriptions were routed with: fred's cache before each refresh.
         let slot_map = |me: &Self| {
-            me.subscriber.cached_cluster_state().map(|s| s.slots().iter().map(|r| (r.start, r.end, r.id.to_string())).collect::<Vec<_>>())
+            me.subscriber
+                .cached_cluster_state()
+                .map(|s| s.slots().iter().map(|r| (r.start, r.end, r.id.to_string())).collect::<Vec<_>>())
         };
         let mut tick = tokio::time::interval(TOPOLOGY_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -320,7 +354,10 @@ impl RedisBackplane {
                 return;
             }
             let before = slot_map(&self);
-            if before.is_none() || !self.subscriber.is_connected() || self.subscriber.sync_cluster().await.is_err() {
+            if before.is_none()
+                || !self.subscriber.is_connected()
+                || self.subscriber.sync_cluster().await.is_err()
+            {
                 continue;
             }
             if slot_map(&self) != before {
@@ -411,7 +448,6 @@ impl RedisBackplane {
             }
         }
     }
-
 }
 
 /// Names of this instance's keys (what `members` needs without the whole backplane).
@@ -473,7 +509,11 @@ impl Backplane for RedisBackplane {
 
     fn presence(&self, room: &str, member: &Member, on: bool) {
         let p = if on {
-            Presence::Set { room: room.to_string(), socket_id: member.socket_id.clone(), value: presence_value(member) }
+            Presence::Set {
+                room: room.to_string(),
+                socket_id: member.socket_id.clone(),
+                value: presence_value(member),
+            }
         } else {
             Presence::Del { room: room.to_string(), socket_id: member.socket_id.clone() }
         };

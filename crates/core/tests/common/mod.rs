@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use realtime_core::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, Server, ServerConfig, ServerHandle, SocketRef, UpgradeInfo, UserClaims, UserList};
+use realtime_core::{
+    AppHooks, BoxFuture, EventInfo, HandlerOutcome, Server, ServerConfig, ServerHandle, SocketRef,
+    UpgradeInfo, UserClaims, UserList,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,7 +49,8 @@ fn b64(data: &[u8]) -> String {
 pub fn sign_with(header: &str, claims: &Value, key: &[u8]) -> String {
     use jsonwebtoken::{crypto, Algorithm, EncodingKey};
     let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
-    let sig = crypto::sign(signing_input.as_bytes(), &EncodingKey::from_secret(key), Algorithm::HS256).unwrap();
+    let sig =
+        crypto::sign(signing_input.as_bytes(), &EncodingKey::from_secret(key), Algorithm::HS256).unwrap();
     format!("{signing_input}.{sig}")
 }
 
@@ -74,7 +78,8 @@ impl Frame {
         serde_json::from_slice(&self.payload).expect("text frame is JSON")
     }
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == 8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
@@ -93,7 +98,9 @@ pub struct Client {
 
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = Vec::new();
     timeout(WAIT, s.read_to_end(&mut out)).await.expect("http reply in time").unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
@@ -113,7 +120,12 @@ impl Client {
         Self::request(port, "GET", path, headers).await
     }
 
-    pub async fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<Client, u16> {
+    pub async fn request(
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, u16> {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -303,7 +315,11 @@ pub struct TestHooks {
 }
 
 impl TestHooks {
-    pub fn handler(&self, kind: &str, f: impl Fn(SocketRef, Value) -> BoxFuture<HandlerOutcome> + Send + Sync + 'static) {
+    pub fn handler(
+        &self,
+        kind: &str,
+        f: impl Fn(SocketRef, Value) -> BoxFuture<HandlerOutcome> + Send + Sync + 'static,
+    ) {
         self.handlers.lock().insert(kind.to_string(), Arc::new(f));
     }
 }
@@ -348,7 +364,11 @@ impl AppHooks for TestHooks {
     fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
         let f = self.authorize.lock().as_ref().map(|(_, f)| f.clone()).unwrap();
         self.authorize_calls.lock().push((event.collection.to_string(), users.users.len()));
-        let mut who: Vec<String> = users.users.iter().map(|u| u.as_ref().map_or("-".into(), |u| format!("{} {}", u.id, u.exp.unwrap_or(0)))).collect();
+        let mut who: Vec<String> = users
+            .users
+            .iter()
+            .map(|u| u.as_ref().map_or("-".into(), |u| format!("{} {}", u.id, u.exp.unwrap_or(0))))
+            .collect();
         who.sort();
         self.authorize_lists.lock().push((users.id, who));
         let v = users.users.iter().map(|u| f(u.as_deref())).collect();

@@ -15,7 +15,11 @@ pub fn free_port() -> u16 {
 
 /// Whether `redis-server` can be spawned; without it the test is skipped loudly (failed in CI).
 fn redis_server_on_path(what: &str) -> bool {
-    let ok = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !ok {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "redis-server is required in CI");
         eprintln!("\n!!! SKIPPED: redis-server not found on PATH; {what} did not run !!!\n");
@@ -44,9 +48,13 @@ impl Redis {
         match std::env::var("REDIS_URL") {
             Ok(url) if !url.is_empty() => {
                 let (host, port, password) = parse_url(&url);
-                let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+                let n = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos();
                 let prefix = format!("prt-test-{}-{n:x}", std::process::id());
-                let r = Redis { host, port, password, url, prefix, child: None, spawned: false, extra: vec![] };
+                let r =
+                    Redis { host, port, password, url, prefix, child: None, spawned: false, extra: vec![] };
                 r.wait_ready().await;
                 Some(r)
             }
@@ -133,7 +141,8 @@ fn parse_url(url: &str) -> (String, u16, Option<String>) {
         Some((a, h)) => (Some(a), h),
         None => (None, rest),
     };
-    let password = auth.map(|a| a.rsplit_once(':').map_or(a, |(_, p)| p).to_string()).filter(|p| !p.is_empty());
+    let password =
+        auth.map(|a| a.rsplit_once(':').map_or(a, |(_, p)| p).to_string()).filter(|p| !p.is_empty());
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) => (h.to_string(), p.parse().expect("REDIS_URL port")),
         None => (hostport.to_string(), 6379),
@@ -178,7 +187,9 @@ impl Cluster {
         for _ in 0..3 {
             let port = free_port();
             let conf = format!("nodes-{port}.conf");
-            nodes.push(Redis::start_on(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf]).await);
+            nodes.push(
+                Redis::start_on(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf]).await,
+            );
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
@@ -273,7 +284,9 @@ fn encode(args: &[&str]) -> Vec<u8> {
     req.into_bytes()
 }
 
-fn read_resp<'a>(r: &'a mut BufReader<TcpStream>) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Resp>> + Send + 'a>> {
+fn read_resp<'a>(
+    r: &'a mut BufReader<TcpStream>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Resp>> + Send + 'a>> {
     Box::pin(async move {
         let mut line = String::new();
         r.read_line(&mut line).await?;
