@@ -21,7 +21,7 @@ before(async () => {
 after(() => m.close())
 
 const connect = async (query = '') => {
-  const c = await TestClient.connect(url + '/' + query)
+  const c = await TestClient.connect(`${url}/${query}`)
   c.welcome = await c.next('welcome')
   return c
 }
@@ -140,7 +140,7 @@ test('middleware may annotate or reject; authorize is batched per event', async 
     if (req.url.includes('reject')) return false
     socket.data.tag = 'seen'
   })
-  const rejected = await TestClient.connect(url + '/?reject=1')
+  const rejected = await TestClient.connect(`${url}/?reject=1`)
   assert.equal(await rejected.expectClose(), 4003)
   const calls = []
   m.setAuthorize('secret', (users, event) => {

@@ -24,7 +24,7 @@ describe('handlers, middleware, verifyClient, room policy', () => {
             return socket.data
           },
         },
-        middleware: [(socket, req) => !req.url.includes('blocked=1')],
+        middleware: [(_socket, req) => !req.url.includes('blocked=1')],
         onSocketConnection: (socket) => {
           seen.connections.push(socket.id)
         },

@@ -38,3 +38,14 @@ prepare_build() {
   build_addon
   build_ts
 }
+
+# Every strict TypeScript project the gates type-check: the package sources, the typing test, and
+# each example that has a tsconfig.json of its own.
+typescript_projects() {
+  echo tsconfig.json
+  echo __test__/types/tsconfig.json
+  local f
+  for f in examples/*/tsconfig.json; do
+    [ -f "$f" ] && echo "$f"
+  done
+}

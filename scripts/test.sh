@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+ensure_node_modules
+bash scripts/gates.sh
+
 prepare_build
 ensure_node_modules examples/payload-basic   # the example app, run by __test__/example.test.mjs
 

@@ -216,8 +216,9 @@ export async function refusedStatus(url, opts) {
 export function assertNoKeys(value, keys) {
   const found = []
   const walk = (v, at) => {
-    if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${at}[${i}]`))
-    else if (v && typeof v === 'object') {
+    if (Array.isArray(v)) {
+      for (const [i, x] of v.entries()) walk(x, `${at}[${i}]`)
+    } else if (v && typeof v === 'object') {
       for (const [k, x] of Object.entries(v)) {
         if (keys.includes(k)) found.push(`${at}.${k}`)
         walk(x, `${at}.${k}`)

@@ -21,12 +21,12 @@ interface Config {
 const client = createClient<Config>({ url: 'ws://127.0.0.1:1/', autoConnect: false })
 client.onCollection('posts', (e) => {
   const title: string = e.doc.title
-  const slug: 'posts' = e.collection
+  const _slug: 'posts' = e.collection
   if (e.type === 'delete') {
     const op: 'delete' = e.operation
     void op
   }
-  void title, slug
+  void title, _slug
 })
 client.onDoc('users', 1, (e) => {
   const email: string = e.doc.email

@@ -106,7 +106,7 @@ export class Outbox {
   }
 
   private write(entry: OutFrame): void {
-    this.ws!.send(entry.frame)
+    this.ws?.send(entry.frame)
     if (this.rate) this.sentAt.push(Date.now())
     entry.onWrite?.()
   }

@@ -95,6 +95,7 @@ export type CustomHandler = (socket: SocketHandle, data: any, message: any) => u
 export type Middleware = (
   socket: SocketHandle,
   req: UpgradeRequest,
+  // biome-ignore lint/suspicious/noConfusingVoidType: a middleware may return nothing, sync or async
 ) => void | boolean | Promise<void | boolean>
 /**
  * One call per event with the distinct users among its recipients; one verdict per user. The
@@ -173,7 +174,7 @@ function roomMember(m: {
 function encodeReply(result: unknown): string {
   try {
     const json = result === undefined ? undefined : JSON.stringify(result)
-    return json === undefined ? 'R' : 'R' + json
+    return json === undefined ? 'R' : `R${json}`
   } catch (e) {
     return failure(e)
   }
@@ -181,7 +182,7 @@ function encodeReply(result: unknown): string {
 
 /** A handler's failure for the native side: `E` + code + newline + message. */
 function failure(e: unknown): string {
-  return 'Ehandler_failed\n' + errorMessage(e)
+  return `Ehandler_failed\n${errorMessage(e)}`
 }
 
 function globMatch(pattern: string, text: string): boolean {

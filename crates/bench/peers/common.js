@@ -1,4 +1,3 @@
-'use strict'
 // What every Node server of the benchmark shares: configuration from the generator, JWT
 // verification, the event document, the authorize policy, the app protocol's dispatch and the
 // control channel (stdin commands, `@bench {json}` lines on stdout). See crates/bench/src/server.rs.
@@ -63,8 +62,8 @@ function makeEvent(seq) {
     id: String(seq),
     doc: {
       id: String(seq),
-      title: 'Benchmark post ' + seq,
-      slug: 'benchmark-post-' + seq,
+      title: `Benchmark post ${seq}`,
+      slug: `benchmark-post-${seq}`,
       status: 'published',
       author: { id: '7', name: 'Bench Author' },
       excerpt: EXCERPT,
@@ -86,7 +85,7 @@ const eventMessage = (e) => ({
 })
 
 /** The benchmark's authorize callback: one call per event, users with an even id may see it. */
-const authorizeHalf = (users) => users.map((u) => Number(u && u.id) % 2 === 0)
+const authorizeHalf = (users) => users.map((u) => Number(u?.id) % 2 === 0)
 
 // --- rooms kept in JS (ws; uWS when authorizing: its topics cannot be filtered per socket) ----
 class Rooms {
@@ -100,7 +99,7 @@ class Rooms {
   }
   leave(room, socket) {
     const m = this.rooms.get(room)
-    if (m && m.delete(socket) && m.size === 0) this.rooms.delete(room)
+    if (m?.delete(socket) && m.size === 0) this.rooms.delete(room)
   }
   /** The sockets of `room` that may see `event`: one authorize call per event when enabled. */
   recipients(room, event) {
@@ -125,12 +124,12 @@ function dispatch(s, msg) {
     return s.send({ type: 'error', code: 'bad_json', message: 'bad message' })
   switch (msg.type) {
     case 'join-collection': {
-      const room = 'collection:' + msg.collection
+      const room = `collection:${msg.collection}`
       s.join(room)
       return s.send({ type: 'joined', room })
     }
     case 'leave-collection': {
-      const room = 'collection:' + msg.collection
+      const room = `collection:${msg.collection}`
       s.leave(room)
       return s.send({ type: 'left', room })
     }
@@ -165,7 +164,7 @@ function dispatchText(s, data) {
 
 // --- control channel -------------------------------------------------------------------------
 const ELD_RESOLUTION_MS = 1
-const out = (obj) => process.stdout.write('@bench ' + JSON.stringify(obj) + '\n')
+const out = (obj) => process.stdout.write(`@bench ${JSON.stringify(obj)}\n`)
 
 /**
  * Reports ready and serves the generator's commands. `emit(event)` publishes one event to

@@ -1,4 +1,3 @@
-'use strict'
 // Our server: the manager (dist/plugin, over the addon built by `npx napi build --platform
 // --release`) doing the same product-level work as the peers: JWT verified natively at upgrade,
 // rooms and fan-out in the Rust core, one emitEvent call per event, the `echo` handler and the

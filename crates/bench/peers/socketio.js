@@ -1,4 +1,3 @@
-'use strict'
 // Socket.IO peer (websocket transport only): rooms are Socket.IO rooms, events go out with
 // io.to(room).emit (encoded once per broadcast); JWT checked at upgrade (allowRequest).
 // App messages travel as the 'message' event: 42["message",{…}].
@@ -42,7 +41,7 @@ io.on('connection', (socket) => {
 })
 
 function emit(event) {
-  const room = 'collection:' + event.collection
+  const room = `collection:${event.collection}`
   const msg = eventMessage(event)
   if (!AUTHORIZE) return void io.to(room).emit('message', msg)
   const ids = [...(io.sockets.adapter.rooms.get(room) || [])]

@@ -1,4 +1,3 @@
-'use strict'
 // uWebSockets.js peer: rooms are uWS topics (subscribe/publish, fan-out in C++ on the JS thread);
 // JWT checked in JS at upgrade. With BENCH_AUTHORIZE=half the topic cannot be filtered per
 // socket, so members are kept in JS and each allowed socket is sent to individually.
@@ -52,7 +51,7 @@ const app = uWS.App().ws('/*', {
 
 function emit(event) {
   const payload = JSON.stringify(eventMessage(event))
-  const room = 'collection:' + event.collection
+  const room = `collection:${event.collection}`
   if (!AUTHORIZE) return void app.publish(room, payload, false)
   for (const ws of rooms.recipients(room, event)) ws.send(payload, false)
 }

@@ -1,4 +1,3 @@
-'use strict'
 // ws + bufferutil peer: rooms are Sets kept in JS; the event is serialized once and the same
 // Buffer is sent to every member; JWT checked at upgrade.
 const http = require('node:http')
@@ -24,13 +23,15 @@ server.on('upgrade', (req, socket, head) => {
       leave: (room) => (joined.delete(room), rooms.leave(room, ws)),
     }
     ws.on('message', (data) => dispatchText(adapter, data))
-    ws.on('close', () => joined.forEach((room) => rooms.leave(room, ws)))
+    ws.on('close', () => {
+      for (const room of joined) rooms.leave(room, ws)
+    })
   })
 })
 
 function emit(event) {
   const payload = Buffer.from(JSON.stringify(eventMessage(event)))
-  for (const ws of rooms.recipients('collection:' + event.collection, event)) {
+  for (const ws of rooms.recipients(`collection:${event.collection}`, event)) {
     ws.send(payload, { binary: false })
   }
 }

@@ -150,7 +150,7 @@ pub fn thousands(n: i64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -289,7 +289,7 @@ fn targets(g: &Groups<'_>, who: &str) -> Vec<Target> {
     let m = |si: usize, c: u64, server: &str, f: &str| g.get(&(si, c))?.get(server).and_then(|r| med(r, f));
     let ratio = |si: usize, c: u64, a: &str, b: &str, f: &str| match (m(si, c, a, f), m(si, c, b, f)) {
         (Some(x), Some(y)) if y > 0.0 => Some(x / y),
-        (Some(x), Some(_)) if x == 0.0 => Some(0.0),
+        (Some(0.0), Some(_)) => Some(0.0),
         _ => None,
     };
     let mut t = Vec::new();

@@ -334,7 +334,7 @@ pub async fn fanout(
     p: &Params,
     redis: Option<u32>,
 ) -> Result<Value> {
-    let allowed = |user: usize| !p.authorized || user % 2 == 0;
+    let allowed = |user: usize| !p.authorized || user.is_multiple_of(2);
     let expected = (0..p.clients).filter(|&u| allowed(u)).count() as u32;
     let fan = Rc::new(Fan { expected, ..Fan::default() });
     let joined = Rc::new(Joined::default());

@@ -166,7 +166,7 @@ async fn authorize_user_list_is_reused_until_membership_or_claims_change() {
         }
     };
     let mut two = connect(2, 60).await;
-    let mut three = connect(3, 60).await;
+    let three = connect(3, 60).await;
     let mut n = 0;
     // Each event names its own doc room (nobody is in those): the list still holds.
     let mut emit = || {
