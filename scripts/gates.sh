@@ -18,4 +18,4 @@ for project in $(typescript_projects); do
 done
 
 step "gate: biome ci (lint + format of JS/TS/JSON)"
-npx biome ci .
+npx biome ci --error-on-warnings .
