@@ -22,7 +22,10 @@ export declare class NativeServer {
    * and `extraRooms`; `idJson` and `docJson` are JSON text.
    */
   emitEvent(collection: string, idJson: string, operation: string, docJson: string | Buffer, extraRooms?: Array<string> | undefined | null): void
-  /** Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary. */
+  /**
+   * Sends to every socket in `room` but `except` (`"*"`: every socket on every instance); a
+   * string goes as text, a Buffer as binary.
+   */
   broadcast(room: string, payload: string | Buffer, except?: string | undefined | null): void
   /** Sends to one socket; false if it is not open here. */
   send(socketId: string, payload: string | Buffer): boolean
@@ -38,6 +41,8 @@ export declare class NativeServer {
   socketInfo(socketId: string): SocketInfo | null
   /** Every counter (see README "Stats"). */
   stats(): Record<string, any>
+  /** Ids of every socket open on this instance. */
+  socketIds(): Array<string>
   /** Members of `room` on this instance. */
   roomMembers(room: string): Array<MemberInfo>
   /** Members of `room` on every instance (through Redis when configured). */
@@ -65,8 +70,8 @@ export declare class NativeServer {
    * when the list is the one of the previous call, which had the same `usersId`.
    */
   setAuthorize(collections: Array<string>, handler?: ((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<boolean[]>) | null | undefined): void
-  /** Installs the socket-closed notification. */
-  setCloseHandler(handler?: ((arg: string) => void) | undefined | null): void
+  /** Installs the socket-closed notification (socket id, close code, reason). */
+  setCloseHandler(handler?: ((socketId: string, code: number, reason: string) => void) | null | undefined): void
   /** Graceful shutdown; resolves when every socket is closed. */
   close(): Promise<void>
 }
@@ -112,6 +117,15 @@ export interface NativeOptions {
   redis?: RedisOptions
   reusePort?: boolean
   presenceEvents?: Array<string>
+  /** More WebSocket paths besides `path`. */
+  extraPaths?: Array<string>
+  /** Socket.IO endpoint path, or `false` to turn Socket.IO off. */
+  socketIoPath?: string | boolean
+  /** `native` | `payload-real-time`. */
+  socketIoEvents?: string
+  /** `native` | `uwebsocket-plugin`. */
+  eventFormat?: string
+  actionRouting?: boolean
 }
 
 /** Rate limit per socket. */

@@ -28,6 +28,8 @@ type Slot<T> = RwLock<Option<Arc<T>>>;
 pub(crate) type Args2 = FnArgs<(String, String)>;
 /// (collection, users JSON array or "" for the list of id `usersId`, event JSON, usersId).
 pub(crate) type AuthorizeArgs = FnArgs<(String, String, String, f64)>;
+/// A closed socket's id, close code and reason.
+pub(crate) type CloseArgs = FnArgs<(String, u32, String)>;
 /// A socket id and the bytes of a binary message.
 pub(crate) type BinaryArgs = FnArgs<(String, Buffer)>;
 
@@ -55,8 +57,8 @@ pub(crate) struct JsHooks {
     pub authorize_collections: RwLock<HashSet<String>>,
     /// Id of the user list the JS side holds (0: none); reset when a call fails.
     pub authorize_sent: Arc<AtomicU64>,
-    /// (socketId) after a socket closed.
-    pub close: Slot<Notify<String>>,
+    /// (socketId, close code, reason) after a socket closed.
+    pub close: Slot<Notify<CloseArgs>>,
 }
 
 fn call<
@@ -189,9 +191,12 @@ impl AppHooks for JsHooks {
         })
     }
 
-    fn on_close(&self, socket_id: &str) {
+    fn on_close(&self, socket_id: &str, code: u16, reason: &str) {
         if let Some(t) = get(&self.close) {
-            t.call(socket_id.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
+            t.call(
+                (socket_id.to_string(), u32::from(code), reason.to_string()).into(),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
         }
     }
 }

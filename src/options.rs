@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use napi_derive::napi;
-use realtime_core::{RateLimit, RedisConfig, ServerConfig};
+use realtime_core::{EventFormat, RateLimit, RedisConfig, ServerConfig, SocketIoEvents};
 
 /// Rate limit per socket.
 #[napi(object)]
@@ -54,6 +54,15 @@ pub struct NativeOptions {
     pub redis: Option<RedisOptions>,
     pub reuse_port: Option<bool>,
     pub presence_events: Option<Vec<String>>,
+    /// More WebSocket paths besides `path`.
+    pub extra_paths: Option<Vec<String>>,
+    /// Socket.IO endpoint path, or `false` to turn Socket.IO off.
+    pub socket_io_path: Option<napi::Either<String, bool>>,
+    /// `native` | `payload-real-time`.
+    pub socket_io_events: Option<String>,
+    /// `native` | `uwebsocket-plugin`.
+    pub event_format: Option<String>,
+    pub action_routing: Option<bool>,
 }
 
 fn ms(v: u32) -> Duration {
@@ -107,6 +116,21 @@ impl From<NativeOptions> for ServerConfig {
             }),
             reuse_port: o.reuse_port.unwrap_or(d.reuse_port),
             presence_events: o.presence_events.unwrap_or(d.presence_events),
+            extra_paths: o.extra_paths.unwrap_or(d.extra_paths),
+            socketio_path: match o.socket_io_path {
+                Some(napi::Either::A(p)) => Some(p),
+                Some(napi::Either::B(false)) => None,
+                _ => d.socketio_path,
+            },
+            socketio_events: match o.socket_io_events.as_deref() {
+                Some("payload-real-time") => SocketIoEvents::PayloadRealTime,
+                _ => d.socketio_events,
+            },
+            event_format: match o.event_format.as_deref() {
+                Some("uwebsocket-plugin") => EventFormat::UwebsocketPlugin,
+                _ => d.event_format,
+            },
+            action_routing: o.action_routing.unwrap_or(d.action_routing),
         }
     }
 }

@@ -9,7 +9,7 @@ use napi_derive::napi;
 use realtime_core::{Event, Message, Operation, Server, ServerConfig, ServerHandle};
 
 use crate::batch::{BatchArgs, BatchReturn};
-use crate::hooks::{Args2, AuthorizeArgs, BinaryArgs, JsHooks, Notify, Tsfn, QUEUE};
+use crate::hooks::{Args2, AuthorizeArgs, BinaryArgs, CloseArgs, JsHooks, Notify, Tsfn, QUEUE};
 use crate::options::NativeOptions;
 use crate::{js_error, throw};
 
@@ -121,7 +121,8 @@ impl NativeServer {
         self.handle.emit_event(event).map_err(|e| js_error(env, e))
     }
 
-    /// Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary.
+    /// Sends to every socket in `room` but `except` (`"*"`: every socket on every instance); a
+    /// string goes as text, a Buffer as binary.
     #[napi]
     pub fn broadcast(
         &self,
@@ -199,6 +200,12 @@ impl NativeServer {
     #[napi(ts_return_type = "Record<string, any>")]
     pub fn stats(&self) -> Result<serde_json::Value> {
         serde_json::to_value(self.handle.stats()).map_err(|e| napi::Error::from_reason(e.to_string()))
+    }
+
+    /// Ids of every socket open on this instance.
+    #[napi]
+    pub fn socket_ids(&self) -> Vec<String> {
+        self.handle.socket_ids()
     }
 
     /// Members of `room` on this instance.
@@ -323,12 +330,18 @@ impl NativeServer {
         Ok(())
     }
 
-    /// Installs the socket-closed notification.
+    /// Installs the socket-closed notification (socket id, close code, reason).
     #[napi]
-    pub fn set_close_handler(&self, handler: Option<Function<String, ()>>) -> Result<()> {
-        let t: Option<Notify<String>> = handler
+    pub fn set_close_handler(
+        &self,
+        #[napi(
+            ts_arg_type = "((socketId: string, code: number, reason: string) => void) | null | undefined"
+        )]
+        handler: Option<Function<CloseArgs, ()>>,
+    ) -> Result<()> {
+        let t: Option<Notify<CloseArgs>> = handler
             .map(|f| {
-                f.build_threadsafe_function::<String>()
+                f.build_threadsafe_function::<CloseArgs>()
                     .weak::<true>()
                     .callee_handled::<false>()
                     .max_queue_size::<QUEUE>()

@@ -1,6 +1,8 @@
 // payload-realtime-rs: the Payload plugin and the process-wide WebSocket manager.
 export { native } from './native.js'
 export * from './manager.js'
+// Other servers' method names on the manager (side effect: installs them).
+import './compat/aliases.js'
 // The plugin-aware start (uses the Payload config's JWT key, cookie and limits); shadows the
 // manager's own `initUWebSocket` re-exported above.
 export { initUWebSocket } from './runtime.js'

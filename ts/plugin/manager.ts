@@ -3,6 +3,7 @@
 // plugin only calls the manager.
 import { isMainThread } from 'node:worker_threads'
 
+import { normalizeServerOptions } from './compat/options.js'
 import { native } from './native.js'
 
 type NativeServer = InstanceType<typeof native.NativeServer>
@@ -26,15 +27,15 @@ export interface ServerOptions {
   port?: number
   /** Address to bind. ['0.0.0.0'] */
   host?: string
-  /** WebSocket path, exact or with a trailing `*`. [any path] */
-  path?: string
-  /** Allowed Origins: exact, `https://*.example.com`, or `/regex/`. [all — unsafe with cookie auth] */
-  allowOrigins?: string[]
-  /** Open sockets at once; more get HTTP 503. [100000] */
+  /** WebSocket path, exact or with a trailing `*`; an array serves each. [any path] */
+  path?: string | string[]
+  /** Allowed Origins: exact, `https://*.example.com`, `/regex/` or a RegExp. [all — unsafe with cookie auth] */
+  allowOrigins?: string | RegExp | (string | RegExp)[]
+  /** Open sockets at once; more get HTTP 503; `Infinity` = no limit. [100000] */
   maxConnections?: number
   /** Largest message in bytes (all fragments); larger closes 1009. [1048576] */
   maxMessageSize?: number
-  /** Server ping interval. [30000] */
+  /** Server ping interval; 0 = no pings. [30000] */
   heartbeatMs?: number
   /** A peer silent this long after a ping is dropped. [10000] */
   pongTimeoutMs?: number
@@ -81,6 +82,16 @@ export interface ServerOptions {
   reusePort?: boolean
   /** Rooms (`*` globs, full names like `room:chat:*`) whose members get `presence` joined/left events. [none] */
   presenceEvents?: string[]
+  /** More WebSocket paths besides `path` (exact, or a prefix ending in `*`). [none] */
+  extraPaths?: string[]
+  /** Socket.IO (v3/v4 clients, WebSocket transport) on this path; false = off. ['/socket.io/'] */
+  socketIoPath?: string | false
+  /** Socket.IO event names: ours (`update`, `delete`, …) or payload-real-time's `realtime:<slug>`. ['native'] */
+  socketIoEvents?: 'native' | 'payload-real-time'
+  /** Collection events as ours or as the uWebSockets.js plugin's `payload:event`. ['native'] */
+  eventFormat?: 'native' | 'uwebsocket-plugin'
+  /** Route `{type, action}` to the handler `type:action` when one is registered (PXL style). [false] */
+  actionRouting?: boolean
 }
 
 /** Upgrade request as seen by `verifyClient` and middleware. */
@@ -92,6 +103,10 @@ export interface UpgradeRequest {
 }
 
 export type CustomHandler = (socket: SocketHandle, data: any, message: any) => unknown | Promise<unknown>
+/** A socket closed: its handle (with `data`), the close code (1006: dropped) and reason. */
+export type DisconnectHandler = (socket: SocketHandle, code: number, reason: string) => void
+/** A binary message; the return value (awaited) is sent back as the reply. */
+export type BinaryHandler = (socket: SocketHandle, data: Buffer) => unknown | Promise<unknown>
 export type Middleware = (
   socket: SocketHandle,
   req: UpgradeRequest,
@@ -255,6 +270,8 @@ export class UWebSocketManager {
   /** The last user list the core sent to authorize, kept across setAuthorize calls. */
   private authorizeUsers: { id: number; users: readonly (UserClaims | null)[] } | null = null
   private readonly sockets = new Map<string, SocketHandle>()
+  private readonly disconnectHandlers: DisconnectHandler[] = []
+  private closeHandlerSet = false
   private keepAlive: NodeJS.Timeout | null = setInterval(() => {}, 1 << 30)
   private closing: Promise<void> | null = null
 
@@ -282,12 +299,75 @@ export class UWebSocketManager {
   socket(id: string): SocketHandle {
     let s = this.sockets.get(id)
     if (!s) {
-      if (this.sockets.size === 0)
-        this.server.setCloseHandler((closed: string) => void this.sockets.delete(closed))
+      this.watchCloses()
       s = new SocketHandle(this.server, id)
       this.sockets.set(id, s)
     }
     return s
+  }
+
+  /** Installed once, when handles or disconnect handlers first exist (no JS per close before). */
+  private watchCloses(): void {
+    if (this.closeHandlerSet) return
+    this.closeHandlerSet = true
+    this.server.setCloseHandler((closed: string, code: number, reason: string) => {
+      const handle = this.sockets.get(closed)
+      this.sockets.delete(closed)
+      if (this.disconnectHandlers.length === 0) return
+      const socket = handle ?? new SocketHandle(this.server, closed)
+      for (const h of this.disconnectHandlers) {
+        try {
+          h(socket, code, reason)
+        } catch (e) {
+          console.error('[realtime] disconnect handler threw', e)
+        }
+      }
+    })
+  }
+
+  /** Called after each socket closes with its handle, close code (1006: dropped) and reason. */
+  onDisconnect(handler: DisconnectHandler): void {
+    this.disconnectHandlers.push(handler)
+    this.watchCloses()
+  }
+
+  /** Sends to every socket on every instance (but `except`). */
+  broadcast(msg: Message, opts?: { except?: string | SocketHandle }): void {
+    this.broadcastToRoom('*', msg, opts)
+  }
+
+  /**
+   * Handles binary messages: the return value (awaited) is sent back (JSON text; a Buffer as
+   * bytes; undefined: nothing); a throw answers `handler_failed`. Null removes it (then binary
+   * messages answer `binary_unsupported`).
+   */
+  onBinary(handler: BinaryHandler | null): void {
+    if (!handler) {
+      this.server.setBinaryHandler(null)
+      return
+    }
+    this.server.setBinaryHandler(async (socketId: string, data: Buffer) => {
+      try {
+        const result = await handler(this.socket(socketId), data)
+        if (Buffer.isBuffer(result) || result instanceof Uint8Array) {
+          this.sendToSocket(socketId, result)
+          return 'R'
+        }
+        return encodeReply(result)
+      } catch (e) {
+        return failure(e)
+      }
+    })
+  }
+
+  /** Ids of every socket open on this instance. */
+  socketIds(): string[] {
+    return this.server.socketIds()
+  }
+
+  /** @internal The native server, for the compatibility layer (ts/plugin/compat). */
+  get native(): NativeServer {
+    return this.server
   }
 
   /** Sends a collection event to `collection:<slug>`, `doc:<slug>:<id>` and `rooms`. */
@@ -301,14 +381,34 @@ export class UWebSocketManager {
     )
   }
 
-  broadcastToRoom(room: string, msg: Message, opts?: { except?: string | SocketHandle }): void {
-    const except = typeof opts?.except === 'string' ? opts.except : opts?.except?.id
-    this.server.broadcast(room, payload(msg), except)
+  /**
+   * Sends to every socket in `room` (full name; `'*'`: every socket). The uWebSockets.js
+   * plugin's form `broadcastToRoom(room, data, event, exceptId?)` sends `{type: event, data}`.
+   */
+  broadcastToRoom(room: string, msg: Message, opts?: { except?: string | SocketHandle }): void
+  broadcastToRoom(room: string, data: unknown, event: string, except?: string | SocketHandle): void
+  broadcastToRoom(
+    room: string,
+    msg: unknown,
+    optsOrEvent?: { except?: string | SocketHandle } | string,
+    exceptArg?: string | SocketHandle,
+  ): void {
+    const wrapped = typeof optsOrEvent === 'string'
+    const ex = wrapped ? exceptArg : optsOrEvent?.except
+    const except = typeof ex === 'string' ? ex : ex?.id
+    const body = wrapped ? { type: optsOrEvent, data: msg } : (msg as Message)
+    this.server.broadcast(room, payload(body), except)
   }
 
-  /** Sends to one socket; false if it is not open on this instance. */
-  sendToSocket(socketOrId: string | SocketHandle, msg: Message): boolean {
-    return this.server.send(typeof socketOrId === 'string' ? socketOrId : socketOrId.id, payload(msg))
+  /**
+   * Sends to one socket; false if it is not open on this instance. The uWebSockets.js plugin's
+   * form `sendToSocket(socket, event, data)` sends `{type: event, data}`.
+   */
+  sendToSocket(socketOrId: string | SocketHandle, msg: Message): boolean
+  sendToSocket(socketOrId: string | SocketHandle, event: string, data: unknown): boolean
+  sendToSocket(socketOrId: string | SocketHandle, msg: Message, ...rest: unknown[]): boolean {
+    const body = rest.length > 0 && typeof msg === 'string' ? { type: msg, data: rest[0] } : msg
+    return this.server.send(typeof socketOrId === 'string' ? socketOrId : socketOrId.id, payload(body))
   }
 
   /**
@@ -384,7 +484,7 @@ export class UWebSocketManager {
         }
         try {
           const fn = this.authorizers.get(slug)
-          const verdicts = fn ? await fn(users, JSON.parse(eventJson)) : []
+          const verdicts = fn ? await fn(users, nativeEvent(JSON.parse(eventJson))) : []
           return users.map((_, i) => verdicts[i] === true)
         } catch {
           return users.map(() => false)
@@ -482,8 +582,16 @@ export class UWebSocketManager {
 let current: UWebSocketManager | null = null
 
 function nativeOptions(o: ServerOptions, port: number) {
-  const { rateLimit, ...rest } = o
-  return { ...rest, port, rateLimit: rateLimit === false ? false : rateLimit }
+  return { ...normalizeServerOptions(o), port } as NonNullable<
+    Parameters<typeof native.NativeServer.start>[0]
+  >
+}
+
+/** An event as `authorize` sees it, whatever `eventFormat` the sockets get. */
+function nativeEvent(e: any): RealtimeEvent {
+  if (e?.type !== 'payload:event') return e
+  const d = e.data ?? {}
+  return { type: d.operation === 'delete' ? 'delete' : 'update', ...d }
 }
 
 /**

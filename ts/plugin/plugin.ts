@@ -11,6 +11,7 @@ import {
   setRuntime,
   type Runtime,
 } from './runtime.js'
+import { expandUserRoom } from './compat/rooms.js'
 import { stripHiddenFields } from './sanitize.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'
 import type {
@@ -100,7 +101,7 @@ export const uWebSocketPlugin =
         try {
           const r = settings.room(doc, { operation, previousDoc, user: req.user, req })
           for (const name of Array.isArray(r) ? r : r ? [r] : [])
-            if (name) rooms.add(qualifyRoom(String(name)))
+            if (name) for (const room of expandUserRoom(String(name), authSlugs)) rooms.add(qualifyRoom(room))
         } catch (err) {
           onError(err, `room() of ${slug}:${doc?.id}`) // the event still reaches collection and doc rooms
         }
@@ -156,6 +157,7 @@ export const uWebSocketPlugin =
       return { ...collection, hooks }
     })
 
+    const authSlugs = collections.filter((c) => Boolean(c.auth)).map((c) => c.slug)
     const unknown = [...enabled.keys()].filter((slug) => !collections.some((c) => c.slug === slug))
     if (unknown.length) console.warn(`[realtime] no such collection(s): ${unknown.join(', ')}`)
 
@@ -239,4 +241,14 @@ const SERVER_LIMIT_KEYS = [
   'rateLimit',
   'handlerTimeoutMs',
   'reusePort',
+  'presenceEvents',
+  'protocols',
+  'shutdownTimeoutMs',
+  'workerThreads',
+  'instanceId',
+  'extraPaths',
+  'socketIoPath',
+  'socketIoEvents',
+  'eventFormat',
+  'actionRouting',
 ] as const satisfies readonly (keyof ServerLimits)[]

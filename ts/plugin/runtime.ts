@@ -104,6 +104,10 @@ export function configureManager(manager: UWebSocketManager, r: Runtime): void {
   }
   for (const [type, handler] of Object.entries(options.handlers ?? {}))
     manager.registerCustomHandler(type, handler)
+  const { onDisconnect, onBinary } = options
+  if (onDisconnect)
+    manager.onDisconnect((socket, code, reason) => onDisconnect(socket, code, reason, manager))
+  if (onBinary) manager.onBinary(onBinary)
 }
 
 /** Closes the sockets of a logged-out session (or of every session of the user). */

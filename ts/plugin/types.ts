@@ -2,6 +2,7 @@
 // UserClaims, ServerOptions, RealtimeEvent, EmitEvent, …) live in manager.ts.
 import type { Payload, PayloadRequest } from 'payload'
 import type {
+  BinaryHandler,
   CustomHandler,
   EmitEvent,
   Middleware,
@@ -83,6 +84,16 @@ export type ServerLimits = Pick<
   | 'rateLimit'
   | 'handlerTimeoutMs'
   | 'reusePort'
+  | 'presenceEvents'
+  | 'protocols'
+  | 'shutdownTimeoutMs'
+  | 'workerThreads'
+  | 'instanceId'
+  | 'extraPaths'
+  | 'socketIoPath'
+  | 'socketIoEvents'
+  | 'eventFormat'
+  | 'actionRouting'
 >
 
 /** Options of `uWebSocketPlugin(options)`. Every option is optional. */
@@ -134,6 +145,10 @@ export interface UWebSocketPluginOptions extends ServerLimits {
     manager: UWebSocketManager,
     payload: Payload,
   ) => void | Promise<void>
+  /** Called after each socket closes: its handle, the close code (1006: dropped) and reason. Default: none. */
+  onDisconnect?: (socket: SocketHandle, code: number, reason: string, manager: UWebSocketManager) => void
+  /** Binary messages: the return value is sent back (`manager.onBinary`). Default: none (`binary_unsupported`). */
+  onBinary?: BinaryHandler
   /** Drop events for which this returns `false`. Default: emit all. */
   shouldEmit?: (event: EmitEvent) => boolean
   /** Rewrite an event before it is sent (after hidden fields are removed). Default: none. */

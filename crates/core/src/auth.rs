@@ -58,16 +58,24 @@ impl UserClaims {
     pub fn from_json(json: &str) -> Option<Self> {
         #[derive(Deserialize)]
         struct Fields<'a> {
-            #[serde(borrow)]
-            id: &'a RawValue,
+            #[serde(borrow, default)]
+            id: Option<&'a RawValue>,
+            /// The standard subject claim: the user id of tokens without `id` (PXL and others).
+            #[serde(borrow, default)]
+            sub: Option<&'a RawValue>,
+            /// Tokens without it (not Payload's) belong to the `users` collection.
+            #[serde(default = "default_collection")]
             collection: String,
             #[serde(default)]
             sid: Option<String>,
             #[serde(default)]
             exp: Option<f64>,
         }
+        fn default_collection() -> String {
+            "users".into()
+        }
         let f: Fields = serde_json::from_str(json).ok()?;
-        let id_json = f.id.get().to_string();
+        let id_json = f.id.or(f.sub)?.get().to_string();
         let id = if id_json.starts_with('"') {
             serde_json::from_str::<String>(&id_json).ok()?
         } else {
@@ -294,8 +302,14 @@ mod tests {
     }
 
     #[test]
-    fn claims_need_id_and_collection() {
-        assert!(UserClaims::from_json(r#"{"id":1}"#).is_none());
+    fn claims_need_an_id() {
+        assert!(UserClaims::from_json(r#"{"collection":"users"}"#).is_none());
+        assert!(UserClaims::from_json(r#"{"id":"","collection":"users"}"#).is_none());
+        // `sub` stands in for a missing `id`; a missing collection is `users` (non-Payload tokens).
+        let c = UserClaims::from_json(r#"{"sub":"u-9"}"#).unwrap();
+        assert_eq!((c.id.as_str(), c.collection.as_str()), ("u-9", "users"));
+        let c = UserClaims::from_json(r#"{"id":1,"sub":"x","collection":"admins"}"#).unwrap();
+        assert_eq!((c.id.as_str(), c.collection.as_str()), ("1", "admins"));
         let c = UserClaims::from_json(r#"{"id":7,"collection":"users","sid":"s1","exp":99}"#).unwrap();
         assert_eq!((c.id.as_str(), c.id_json.as_str(), c.exp), ("7", "7", Some(99)));
         let c = UserClaims::from_json(r#"{"id":"abc","collection":"users"}"#).unwrap();

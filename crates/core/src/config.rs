@@ -106,6 +106,41 @@ pub struct ServerConfig {
     /// Rooms (globs, `*` wildcard) whose members are told of joins and leaves with
     /// `{"type":"presence","room":…,"joined"|"left":{"socketId","userId"}}`. Default: none.
     pub presence_events: Vec<String>,
+    /// More WebSocket paths served besides `path` (each exact or a prefix ending in `*`).
+    /// Default: none.
+    pub extra_paths: Vec<String>,
+    /// Socket.IO (Engine.IO v4 / Socket.IO v5, WebSocket transport only) on this path prefix.
+    /// Default: `/socket.io/`; `None` turns it off.
+    pub socketio_path: Option<String>,
+    /// Event names and shapes Socket.IO clients receive. Default: `Native`.
+    pub socketio_events: SocketIoEvents,
+    /// Shape of collection events on the native protocol. Default: `Native`.
+    pub event_format: EventFormat,
+    /// Route `{"type":t,"action":a}` to the handler `t:a` when one is registered (PXL style).
+    /// Default: false.
+    pub action_routing: bool,
+}
+
+/// How collection events and app messages are named for Socket.IO clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketIoEvents {
+    /// Every frame `{"type":t,…}` becomes the event `t` with the whole object as its argument.
+    #[default]
+    Native,
+    /// As `Native`, except collection events become `realtime:<slug>` with the doc also under
+    /// `data` (what `payload-real-time` clients listen to).
+    PayloadRealTime,
+}
+
+/// How collection events are shaped on the native protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventFormat {
+    /// `{"type":"update"|"delete","operation","collection","id","doc"}`.
+    #[default]
+    Native,
+    /// `{"type":"payload:event","data":{"operation","collection","id","doc","timestamp"}}`, as the
+    /// uWebSockets.js Payload plugin sent them.
+    UwebsocketPlugin,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +173,11 @@ impl Default for ServerConfig {
             redis: None,
             reuse_port: false,
             presence_events: Vec::new(),
+            extra_paths: Vec::new(),
+            socketio_path: Some("/socket.io/".into()),
+            socketio_events: SocketIoEvents::Native,
+            event_format: EventFormat::Native,
+            action_routing: false,
         }
     }
 }
@@ -231,7 +271,7 @@ impl ServerConfig {
                 return bad("redis.prefix must be non-empty and presenceTtl at least 1 s");
             }
         }
-        if let Some(path) = &self.path {
+        for path in self.path.iter().chain(&self.extra_paths).chain(&self.socketio_path) {
             if !path.starts_with('/') {
                 return bad("path must start with '/'");
             }

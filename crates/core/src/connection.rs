@@ -42,6 +42,10 @@ pub struct Conn {
     pub(crate) out: Outbound,
     reader: OnceLock<AbortHandle>,
     reader_done: Notify,
+    /// The first close code and reason (ours or the peer's), for the app's disconnect hook.
+    close_status: Mutex<Option<(u16, Box<str>)>>,
+    /// Set once, before the socket is registered, when it speaks Socket.IO.
+    pub(crate) socketio: OnceLock<crate::socketio::Session>,
 }
 
 impl Conn {
@@ -68,6 +72,8 @@ impl Conn {
             out: Outbound::new(max_backpressure),
             reader: OnceLock::new(),
             reader_done: Notify::new(),
+            close_status: Mutex::new(None),
+            socketio: OnceLock::new(),
         }
     }
 
@@ -90,7 +96,21 @@ impl Conn {
 
     /// Starts the closing handshake with `code`; false if already closing.
     pub(crate) fn close(&self, code: u16, reason: &str, discard: bool) -> bool {
+        self.note_close(code, reason);
         self.out.close(Some(frame::close(code, reason)), discard)
+    }
+
+    /// Remembers the first close code and reason seen.
+    fn note_close(&self, code: u16, reason: &str) {
+        let mut s = self.close_status.lock();
+        if s.is_none() {
+            *s = Some((code, reason.into()));
+        }
+    }
+
+    /// The close code and reason (1006 and "" when the connection dropped without a close).
+    pub(crate) fn close_status(&self) -> (u16, Box<str>) {
+        self.close_status.lock().clone().unwrap_or((1006, "".into()))
     }
 
     pub(crate) fn reader_finished(&self) {
@@ -200,7 +220,11 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
             conn.close(close_codes::FORBIDDEN, "forbidden", false);
         }
     }
-    if !conn.out.is_closed() && !cfg.echo {
+    if conn.socketio.get().is_some() {
+        if !conn.out.is_closed() {
+            crate::socketio::start(&hub, &conn);
+        }
+    } else if !conn.out.is_closed() && !cfg.echo {
         let user = conn.user();
         let user_json = user.as_ref().map_or_else(|| "null".to_string(), |u| u.summary_json());
         let welcome = format!(
@@ -332,7 +356,10 @@ fn fail(hub: &Hub, conn: &Conn, e: ReadError) {
 /// Answers the peer's close frame (same code, no reason) unless we started the close.
 fn on_close_frame(hub: &Hub, conn: &Conn, payload: &[u8]) {
     let reply = match payload.len() {
-        0 => Bytes::from_static(&[0x88, 0]),
+        0 => {
+            conn.note_close(1005, "");
+            Bytes::from_static(&[0x88, 0])
+        }
         1 => {
             hub.stats.protocol_errors.fetch_add(1, Relaxed);
             frame::close(close_codes::PROTOCOL_ERROR, "bad close frame")
@@ -346,6 +373,8 @@ fn on_close_frame(hub: &Hub, conn: &Conn, payload: &[u8]) {
                 hub.stats.protocol_errors.fetch_add(1, Relaxed);
                 frame::close(close_codes::INVALID_PAYLOAD, "invalid UTF-8")
             } else {
+                let reason = std::str::from_utf8(&payload[2..]).unwrap_or("");
+                conn.note_close(code, reason);
                 frame::close(code, "")
             }
         }
@@ -378,6 +407,14 @@ fn on_message(
         hub.deliver(conn, f);
         return true;
     }
+    let data = match conn.socketio.get() {
+        None => data,
+        Some(_) => match crate::socketio::inbound(hub, conn, opcode == OpCode::Binary, &data) {
+            Some(ours) => ours,
+            None => return true,
+        },
+    };
+    let opcode = if conn.socketio.get().is_some() { OpCode::Text } else { opcode };
     conn.last_app_ms.store(hub.now_ms(), Relaxed);
     if let Some(limit) = cfg.rate_limit {
         if rate.started.elapsed() >= limit.window {
@@ -428,6 +465,22 @@ fn on_message(
     };
     match request {
         Request::Join(room) => *wait = join_and_ack(hub, conn, &room),
+        Request::JoinMany(rooms) => {
+            let waits: Vec<_> = rooms.iter().filter_map(|r| join_and_ack(hub, conn, r)).collect();
+            if !waits.is_empty() {
+                *wait = Some(Box::pin(async move {
+                    for w in waits {
+                        w.await;
+                    }
+                }));
+            }
+        }
+        Request::LeaveMany(rooms) => {
+            for room in rooms {
+                hub.leave(conn, &room);
+                hub.deliver(conn, protocol::room_ack("left", &room));
+            }
+        }
         Request::Leave(room) | Request::LeaveRoom(room) => {
             hub.leave(conn, &room);
             hub.deliver(conn, protocol::room_ack("left", &room));
@@ -463,6 +516,11 @@ fn on_message(
         }
         Request::Auth(token) => refresh_auth(hub, conn, &token),
         Request::Custom(kind) => {
+            // PXL-style routing: `{"type":t,"action":a}` goes to the handler `t:a` when there is one.
+            let kind = match env.action.as_deref().filter(|_| cfg.action_routing) {
+                Some(a) if hub.hooks.has_handler(&format!("{kind}:{a}")) => format!("{kind}:{a}").into(),
+                _ => kind,
+            };
             if hub.hooks.has_handler(&kind) {
                 let socket = SocketRef { conn: conn.clone(), hub: hub.clone() };
                 let fut = hub.hooks.on_message(socket, &kind, data.clone());
@@ -571,15 +629,21 @@ fn apply_auth(hub: &Hub, conn: &Arc<Conn>, claims: UserClaims) {
     let exp = claims.exp.unwrap_or(0);
     let summary = claims.summary_json();
     let room = claims.user_room();
-    *conn.user.write() = Some(Arc::new(claims));
-    hub.audience.invalidate();
-    conn.exp_s.store(exp, Relaxed);
-    conn.out.notify.notify_one(); // the writer re-reads the expiry
+    adopt_user(hub, conn, claims);
     if first {
         let _ = hub.join(conn, &room);
     }
     let msg = format!("{{\"type\":\"authenticated\",\"user\":{summary},\"exp\":{exp}}}");
     hub.deliver(conn, frame::text(msg.as_bytes()));
+}
+
+/// Makes `claims` the socket's user (verified by the caller) and moves its expiry.
+pub(crate) fn adopt_user(hub: &Hub, conn: &Conn, claims: UserClaims) {
+    let exp = claims.exp.unwrap_or(0);
+    *conn.user.write() = Some(Arc::new(claims));
+    hub.audience.invalidate();
+    conn.exp_s.store(exp, Relaxed);
+    conn.out.notify.notify_one(); // the writer re-reads the expiry
 }
 
 /// Timers the writer keeps.

@@ -107,8 +107,9 @@ pub trait AppHooks: Send + Sync + 'static {
         Box::pin(async { Vec::new() })
     }
 
-    /// A socket closed (after it left every room).
-    fn on_close(&self, _socket_id: &str) {}
+    /// A socket closed (after it left every room), with the close code and reason: the peer's,
+    /// or the server's when it closed first; 1006 and "" when the connection just dropped.
+    fn on_close(&self, _socket_id: &str, _code: u16, _reason: &str) {}
 }
 
 /// Hooks that do nothing: a plain WebSocket server with the built-in protocol only.

@@ -76,6 +76,14 @@ pub(crate) async fn handle(
         (&Method::GET, "/metrics") => {
             respond(StatusCode::OK, "text/plain; version=0.0.4", hub.snapshot().to_prometheus())
         }
+        _ if crate::socketio::serves(&hub.config, path) => respond(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            format!(
+                "{{\"code\":3,\"message\":{}}}",
+                crate::protocol::json_str(crate::socketio::LONG_POLLING_REFUSED)
+            ),
+        ),
         _ if path_served(&hub, path) => {
             let mut r = respond(
                 StatusCode::UPGRADE_REQUIRED,
@@ -105,6 +113,9 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
         hub.config.max_backpressure,
         hub.now_ms(),
     ));
+    if admitted.socketio {
+        let _ = conn.socketio.set(crate::socketio::Session::default());
+    }
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
     let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size);

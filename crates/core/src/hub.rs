@@ -22,6 +22,10 @@ use crate::protocol::{self, close_codes, Operation};
 use crate::rooms::RoomRegistry;
 use crate::stats::{Stats, StatsSnapshot};
 
+/// The pseudo-room naming every socket on every instance (`broadcast`); no socket can join it
+/// (`*` is not a room-name character).
+pub const ALL_SOCKETS: &str = "*";
+
 /// Why a join failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JoinError {
@@ -234,7 +238,8 @@ impl Hub {
             self.stats.connections.fetch_sub(1, Relaxed);
             self.stats.disconnects.fetch_add(1, Relaxed);
             self.slots.fetch_sub(1, Relaxed);
-            self.hooks.on_close(&conn.id);
+            let (code, reason) = conn.close_status();
+            self.hooks.on_close(&conn.id, code, &reason);
         }
     }
 
@@ -261,6 +266,14 @@ impl Hub {
     /// Queues without counting: a fan-out counts its `n` deliveries of one frame once
     /// (`count_fanout`), not per socket, since every core would contend on those counters.
     fn push(&self, conn: &Conn, frame: Bytes) -> bool {
+        // Socket.IO sockets get the frame in their framing (built once per fan-out and thread).
+        let frame = match conn.socketio.get() {
+            None => frame,
+            Some(_) => match crate::socketio::outbound(&self.config, frame) {
+                Some(f) => f,
+                None => return true, // nothing for Socket.IO clients (e.g. `welcome`)
+            },
+        };
         match conn.out.push(frame) {
             Push::Queued => true,
             Push::Overflow => {
@@ -316,6 +329,9 @@ impl Hub {
 
     /// Delivers `frame` to every member of `room` but `except`; returns how many got it.
     pub(crate) fn broadcast(&self, room: &str, frame: Bytes, except: Option<u64>) -> usize {
+        if room == ALL_SOCKETS {
+            return self.broadcast_all(frame, except);
+        }
         let Some(r) = self.rooms.get(room) else { return 0 };
         let mut n = 0;
         r.for_each(|c| {
@@ -323,6 +339,18 @@ impl Hub {
                 n += 1;
             }
         });
+        self.count_fanout(n as u64, frame.len());
+        n
+    }
+
+    /// Every open socket of this instance but `except`.
+    fn broadcast_all(&self, frame: Bytes, except: Option<u64>) -> usize {
+        let mut n = 0;
+        for c in self.all_conns() {
+            if Some(c.key) != except && self.push(&c, frame.clone()) {
+                n += 1;
+            }
+        }
         self.count_fanout(n as u64, frame.len());
         n
     }
@@ -336,7 +364,11 @@ impl Hub {
                 except: except.map(str::to_string),
                 frame: frame.clone(),
             };
-            self.backplane().publish_room(room, &self.instance, &msg);
+            if room == ALL_SOCKETS {
+                self.backplane().publish_all(&self.instance, &msg);
+            } else {
+                self.backplane().publish_room(room, &self.instance, &msg);
+            }
         }
         self.broadcast(room, frame, except_key);
     }
@@ -397,7 +429,17 @@ impl Hub {
     async fn emit(self: &Arc<Self>, ev: Event) {
         self.stats.events_emitted.fetch_add(1, Relaxed);
         let id = ev.id_text();
-        let frame = protocol::event_frame(ev.operation, &ev.collection, &ev.id_json, &ev.doc_json);
+        let frame = match self.config.event_format {
+            crate::config::EventFormat::Native => {
+                protocol::event_frame(ev.operation, &ev.collection, &ev.id_json, &ev.doc_json)
+            }
+            crate::config::EventFormat::UwebsocketPlugin => {
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                protocol::uws_plugin_event_frame(ev.operation, &ev.collection, &ev.id_json, &ev.doc_json, ts)
+            }
+        };
         let mut names = Vec::with_capacity(2 + ev.extra_rooms.len());
         names.push(format!("collection:{}", ev.collection));
         names.push(format!("doc:{}:{id}", ev.collection));

@@ -53,12 +53,21 @@ pub(crate) struct Envelope<'a> {
     pub room: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub token: Option<Cow<'a, str>>,
+    /// Read only by other clients' join shapes (`crate::join_shapes`).
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
+    /// PXL-style sub-type (`ServerConfig::action_routing`).
+    #[serde(borrow, default)]
+    pub action: Option<Cow<'a, str>>,
 }
 
 /// What a client asked for.
 pub(crate) enum Request<'a> {
     Join(String),
     Leave(String),
+    /// One or more `collection:` rooms (other clients' join shapes may name several).
+    JoinMany(Vec<String>),
+    LeaveMany(Vec<String>),
     /// `join-room` / `leave-room`: the app's room policy decides joins.
     JoinRoom(String),
     LeaveRoom(String),
@@ -138,9 +147,15 @@ impl<'a> Envelope<'a> {
                 .ok_or_else(|| refused(codes::BAD_MESSAGE, format!("{} needs \"room\"", self.kind)))?;
             room_or_refuse(format!("room:{r}"))
         };
-        Ok(match self.kind.as_ref() {
-            "join-collection" => Request::Join(room_or_refuse(format!("collection:{}", collection()?))?),
-            "leave-collection" => Request::Leave(room_or_refuse(format!("collection:{}", collection()?))?),
+        let collection_rooms = || -> Result<Vec<String>, Refused> {
+            crate::join_shapes::collection_slugs(&self.kind, self.collection.as_deref(), self.data)?
+                .into_iter()
+                .map(|c| room_or_refuse(format!("collection:{c}")))
+                .collect()
+        };
+        Ok(match crate::join_shapes::canonical_type(&self.kind) {
+            "join-collection" => Request::JoinMany(collection_rooms()?),
+            "leave-collection" => Request::LeaveMany(collection_rooms()?),
             "join-doc" => Request::Join(doc_room()?),
             "leave-doc" => Request::Leave(doc_room()?),
             "join-room" => Request::JoinRoom(app_room()?),
@@ -220,6 +235,34 @@ pub fn event_frame(operation: Operation, collection: &str, id_json: &str, doc_js
     )
 }
 
+/// The event frame in the uWebSockets.js Payload plugin's shape:
+/// `{"type":"payload:event","data":{"operation","collection","id","doc","timestamp"}}`.
+pub fn uws_plugin_event_frame(
+    operation: Operation,
+    collection: &str,
+    id_json: &str,
+    doc_json: &[u8],
+    timestamp_ms: u64,
+) -> Bytes {
+    let ts = timestamp_ms.to_string();
+    frame::encode_parts(
+        frame::OP_TEXT,
+        &[
+            b"{\"type\":\"payload:event\",\"data\":{\"operation\":\"",
+            operation.as_str().as_bytes(),
+            b"\",\"collection\":",
+            json_str(collection).as_bytes(),
+            b",\"id\":",
+            id_json.as_bytes(),
+            b",\"doc\":",
+            doc_json,
+            b",\"timestamp\":",
+            ts.as_bytes(),
+            b"}}",
+        ],
+    )
+}
+
 /// A write a Payload collection saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -258,6 +301,8 @@ mod tests {
         Ok(match env.request().map_err(|r| r.code)? {
             Request::Join(r) => format!("join {r}"),
             Request::Leave(r) => format!("leave {r}"),
+            Request::JoinMany(r) => format!("join {}", r.join(" ")),
+            Request::LeaveMany(r) => format!("leave {}", r.join(" ")),
             Request::JoinRoom(r) => format!("join-room {r}"),
             Request::LeaveRoom(r) => format!("leave-room {r}"),
             Request::Ping => "ping".into(),
@@ -273,6 +318,12 @@ mod tests {
             "join collection:posts"
         );
         assert_eq!(req(r#"{"type":"join-doc","collection":"posts","id":42}"#).unwrap(), "join doc:posts:42");
+        assert_eq!(
+            req(r#"{"type":"join-collection","data":["posts","users"]}"#).unwrap(),
+            "join collection:posts collection:users"
+        );
+        assert_eq!(req(r#"{"type":"subscribe","data":"posts"}"#).unwrap(), "join collection:posts");
+        assert_eq!(req(r#"{"type":"unsubscribe","collection":"posts"}"#).unwrap(), "leave collection:posts");
         assert_eq!(
             req(r#"{"type":"leave-doc","collection":"posts","id":"a\u0062"}"#).unwrap(),
             "leave doc:posts:ab"

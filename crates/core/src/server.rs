@@ -249,6 +249,11 @@ impl ServerHandle {
         self.inner.hub.rooms.sizes()
     }
 
+    /// Ids of every socket open on this instance.
+    pub fn socket_ids(&self) -> Vec<String> {
+        self.inner.hub.all_conns().iter().map(|c| c.id.to_string()).collect()
+    }
+
     /// Members of `room` on this instance.
     pub fn room_members(&self, room: &str) -> Vec<Member> {
         self.inner.hub.members(room)

@@ -19,6 +19,8 @@ pub(crate) struct Admitted {
     pub user: Option<UserClaims>,
     pub protocol: Option<HeaderValue>,
     pub info: UpgradeInfo,
+    /// The client speaks Socket.IO (`crate::socketio`).
+    pub socketio: bool,
 }
 
 /// An upgrade refused with an HTTP status.
@@ -34,12 +36,13 @@ fn refuse(status: StatusCode, why: Refusal, message: &'static str) -> Refused {
 
 /// Whether `path` is served as a WebSocket endpoint.
 pub(crate) fn path_served(hub: &Hub, path: &str) -> bool {
+    let matches = |p: &str| match p.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == p,
+    };
     match hub.config.path.as_deref() {
         None => true,
-        Some(p) => match p.strip_suffix('*') {
-            Some(prefix) => path.starts_with(prefix),
-            None => path == p,
-        },
+        Some(p) => matches(p) || hub.config.extra_paths.iter().any(|p| matches(p)),
     }
 }
 
@@ -84,7 +87,12 @@ pub(crate) async fn admit<B>(
             "WebSocket upgrades must use GET",
         ));
     }
-    if !path_served(hub, req.uri().path()) {
+    let socketio = crate::socketio::serves(&hub.config, req.uri().path());
+    if socketio {
+        if let Some(why) = crate::socketio::refuse_query(req.uri().query()) {
+            return Err(refuse(StatusCode::BAD_REQUEST, Refusal::Path, why));
+        }
+    } else if !path_served(hub, req.uri().path()) {
         return Err(refuse(StatusCode::NOT_FOUND, Refusal::Path, "no WebSocket endpoint at this path"));
     }
     let origin = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
@@ -144,7 +152,8 @@ pub(crate) async fn admit<B>(
         }
         break;
     }
-    if cfg.require_auth && user.is_none() {
+    // Socket.IO clients may send their token in CONNECT (`auth`), checked there.
+    if cfg.require_auth && user.is_none() && !socketio {
         return Err(release(unauthorized()));
     }
     if let Some(fut) = hub.hooks.verify_client(&info) {
@@ -152,5 +161,5 @@ pub(crate) async fn admit<B>(
             return Err(release(refuse(StatusCode::FORBIDDEN, Refusal::Verify, "refused by verifyClient")));
         }
     }
-    Ok(Admitted { user, protocol: choose_protocol(hub, req), info })
+    Ok(Admitted { user, protocol: choose_protocol(hub, req), info, socketio })
 }

@@ -374,7 +374,7 @@ impl AppHooks for TestHooks {
         let v = users.users.iter().map(|u| f(u.as_deref())).collect();
         Box::pin(async move { v })
     }
-    fn on_close(&self, _socket_id: &str) {
+    fn on_close(&self, _socket_id: &str, _code: u16, _reason: &str) {
         self.closed.fetch_add(1, Ordering::SeqCst);
     }
 }

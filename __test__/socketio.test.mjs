@@ -1,0 +1,146 @@
+// The core's Socket.IO endpoint with the real socket.io-client (WebSocket transport): open,
+// namespace connect, auth (token in `auth` or query), rooms, events, acks, errors, ping/pong,
+// long-polling refused, binary attachments refused, delivery to native and Socket.IO sockets alike.
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import { io } from 'socket.io-client'
+
+import { startServer } from './helpers/server.mjs'
+import { connectSocketIo, nextEvent } from './helpers/socketio.mjs'
+import { JWT_KEY, signToken, TestClient } from './helpers/ws.mjs'
+
+let srv
+before(async () => {
+  // heartbeatMs short so the Engine.IO ping/pong is exercised within the test.
+  srv = await startServer({ jwtKey: JWT_KEY, handlerTimeoutMs: 1000, heartbeatMs: 300, pongTimeoutMs: 1000 })
+  srv.manager.registerCustomHandler('echo', (_socket, data) => ({ echoed: data }))
+  srv.manager.registerCustomHandler('boom', () => {
+    throw new Error('nope')
+  })
+  srv.manager.registerCustomHandler('whoami', (socket) => socket.user)
+})
+after(() => srv.close())
+
+test('connects, joins a collection and receives events as Socket.IO events', async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    assert.ok(s.id, 'CONNECT answered with a sid')
+    s.emit('join-collection', 'posts')
+    assert.deepEqual(await nextEvent(s, 'joined'), { type: 'joined', room: 'collection:posts' })
+    srv.manager.emitEvent({ operation: 'create', collection: 'posts', id: 1, doc: { id: 1, title: 'A' } })
+    assert.deepEqual(await nextEvent(s, 'update'), {
+      type: 'update',
+      operation: 'create',
+      collection: 'posts',
+      id: 1,
+      doc: { id: 1, title: 'A' },
+    })
+  } finally {
+    s.close()
+  }
+})
+
+test('acks carry handler replies and errors', async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    assert.deepEqual(await s.timeout(2000).emitWithAck('echo', { a: 1 }), { echoed: { a: 1 } })
+    const failed = await s.timeout(2000).emitWithAck('boom', 1)
+    assert.equal(failed.error.code, 'handler_failed')
+    const unknown = await s.timeout(2000).emitWithAck('nosuch', 1)
+    assert.equal(unknown.error.code, 'unknown_type')
+  } finally {
+    s.close()
+  }
+})
+
+test('auth.token authenticates at CONNECT; a bad one is a connect_error', async () => {
+  const token = signToken({ id: 7, collection: 'users' })
+  const s = await connectSocketIo(srv.port, { auth: { token } })
+  try {
+    const me = await s.timeout(2000).emitWithAck('whoami', null)
+    assert.equal(me.id, 7)
+  } finally {
+    s.close()
+  }
+  await assert.rejects(connectSocketIo(srv.port, { auth: { token: 'a.b.c' } }), /invalid token/)
+  const q = await connectSocketIo(srv.port, { query: { token } })
+  try {
+    assert.equal((await q.timeout(2000).emitWithAck('whoami', null)).id, 7)
+  } finally {
+    q.close()
+  }
+})
+
+test('a native client and a Socket.IO client in one room get the same broadcast', async () => {
+  const s = await connectSocketIo(srv.port)
+  const n = await TestClient.connect(srv.url('/'))
+  try {
+    await n.next('welcome')
+    for (const id of srv.manager.socketIds()) srv.manager.native.join(id, 'room:x')
+    srv.manager.broadcastToRoom('room:x', { type: 'chat', text: 'hi' })
+    assert.deepEqual(await nextEvent(s, 'chat'), { type: 'chat', text: 'hi' })
+    assert.deepEqual(await n.next('chat'), { type: 'chat', text: 'hi' })
+    srv.manager.broadcast({ type: 'all', n: 1 })
+    assert.deepEqual(await nextEvent(s, 'all'), { type: 'all', n: 1 })
+    assert.deepEqual(await n.next('all'), { type: 'all', n: 1 })
+    // Text that is not one of our messages arrives as the event `message`.
+    // The Socket.IO sid is the server's socket id.
+    assert.ok(srv.manager.sendToSocket(s.id, 'plain text'))
+    assert.equal(await nextEvent(s, 'message'), 'plain text')
+    assert.ok(srv.manager.sendToSocket(s.id, Buffer.from([9, 8])))
+    assert.deepEqual([...new Uint8Array(await nextEvent(s, 'message'))], [9, 8])
+  } finally {
+    s.close()
+    n.close()
+  }
+})
+
+test('Engine.IO heartbeats keep the socket open past several intervals', async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    let pings = 0
+    s.io.engine.on('ping', () => pings++)
+    // 4 heartbeat intervals (heartbeatMs 300): the client must have answered pings and stayed.
+    await new Promise((r) => setTimeout(r, 1200))
+    assert.ok(pings >= 2, `pings seen: ${pings}`)
+    assert.ok(s.connected)
+  } finally {
+    s.close()
+  }
+})
+
+test('long-polling is refused with a clear error', async () => {
+  const res = await fetch(`http://127.0.0.1:${srv.port}/socket.io/?EIO=4&transport=polling`)
+  assert.equal(res.status, 400)
+  assert.match((await res.json()).message, /transports: \['websocket'\]/)
+  const s = io(`http://127.0.0.1:${srv.port}`, { transports: ['polling'], reconnection: false })
+  try {
+    const err = await nextEvent(s, 'connect_error')
+    assert.ok(err instanceof Error)
+  } finally {
+    s.close()
+  }
+})
+
+test('binary attachments are refused with an error event', async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    s.emit('upload', Buffer.from([1, 2, 3]))
+    const e = await nextEvent(s, 'error')
+    assert.equal(e.code, 'binary_unsupported')
+    // The socket stays usable.
+    assert.deepEqual(await s.timeout(2000).emitWithAck('echo', 2), { echoed: 2 })
+  } finally {
+    s.close()
+  }
+})
+
+test('another namespace is refused', async () => {
+  const s = io(`http://127.0.0.1:${srv.port}/admin`, { transports: ['websocket'], reconnection: false })
+  try {
+    const err = await nextEvent(s, 'connect_error')
+    assert.match(err.message, /Invalid namespace/)
+  } finally {
+    s.close()
+  }
+})

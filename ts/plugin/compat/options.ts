@@ -1,0 +1,44 @@
+// Option forms other servers accepted (NextRush's among them), turned into the native server's:
+// `Infinity` for "no limit", 0 for "off", a path array, RegExp origins. Each form is documented
+// in docs/migrating/nextrush.md; everything else passes through unchanged.
+import type { ServerOptions } from '../manager.js'
+
+/** The largest value a native u32 option takes: "no limit" in practice. */
+const U32_MAX = 0xffff_ffff
+
+/** A limit given as `Infinity` (or above the native range) becomes the largest native value. */
+function limit(v: number | undefined): number | undefined {
+  if (v === undefined) return undefined
+  if (v === Number.POSITIVE_INFINITY || v > U32_MAX) return U32_MAX
+  return v
+}
+
+/** A RegExp origin rule becomes the native `/source/` form (case-insensitive flag kept). */
+function originRule(o: string | RegExp): string {
+  if (typeof o === 'string') return o
+  return `/${o.flags.includes('i') ? '(?i)' : ''}${o.source}/`
+}
+
+/** Native options from the accepted forms. */
+export function normalizeServerOptions(o: ServerOptions): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...o }
+  if (Array.isArray(o.path)) {
+    const [first, ...more] = o.path
+    out.path = first
+    out.extraPaths = [...more, ...(o.extraPaths ?? [])]
+  }
+  if (o.allowOrigins !== undefined) {
+    const list = Array.isArray(o.allowOrigins) ? o.allowOrigins : [o.allowOrigins]
+    // NextRush and others read `'*'` as "any origin": that is our default (no list).
+    out.allowOrigins = list.includes('*') ? undefined : list.map(originRule)
+  }
+  out.maxConnections = limit(o.maxConnections)
+  out.maxMessageSize = limit(o.maxMessageSize)
+  out.maxBackpressure = limit(o.maxBackpressure)
+  out.maxRoomsPerSocket = limit(o.maxRoomsPerSocket)
+  // 0 = off: a ping every ~49 days is none in practice (the core needs an interval).
+  if (o.heartbeatMs === 0 || o.heartbeatMs === Number.POSITIVE_INFINITY) out.heartbeatMs = U32_MAX
+  if (o.idleTimeoutMs === Number.POSITIVE_INFINITY) out.idleTimeoutMs = 0
+  for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k]
+  return out
+}
