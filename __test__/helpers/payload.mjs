@@ -83,6 +83,8 @@ export function testCollections() {
  * Boots Payload with the plugin. `realtime`: plugin options (default `{ port: 0 }` semantics are
  * the caller's). `transactions`: SQLite transactions on (default true). `plugins`: extra Payload
  * plugins placed after ours. `hooks`: `{ [slug]: hooks }` merged into the test collections.
+ * `realtimePlugin`: a ready plugin used instead of `uWebSocketPlugin(realtime)` (compat tests).
+ * `custom`: `{ [slug]: custom }` set as the test collections' `custom`.
  * Returns `{ payload, manager, url, client, stop }`; `stop()` closes clients, the manager and Payload.
  */
 export async function startPayload({
@@ -92,9 +94,15 @@ export async function startPayload({
   hooks = {},
   onInit,
   startServer = 'port',
+  realtimePlugin,
+  custom = {},
 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-payload-'))
-  const collections = testCollections().map((c) => ({ ...c, hooks: { ...c.hooks, ...hooks[c.slug] } }))
+  const collections = testCollections().map((c) => ({
+    ...c,
+    hooks: { ...c.hooks, ...hooks[c.slug] },
+    ...(custom[c.slug] ? { custom: custom[c.slug] } : {}),
+  }))
   const pluginOptions = startServer === 'port' ? { port: 0, host: '127.0.0.1', ...realtime } : realtime
   const config = buildConfig({
     secret: SECRET,
@@ -108,7 +116,7 @@ export async function startPayload({
     }),
     collections,
     onInit,
-    plugins: [uWebSocketPlugin(pluginOptions), ...plugins],
+    plugins: [realtimePlugin ?? uWebSocketPlugin(pluginOptions), ...plugins],
   })
   const payload = await withoutSchemaSpinner(() =>
     getPayload({ config, key: `test-${process.pid}-${++seq}` }),

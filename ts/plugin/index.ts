@@ -7,6 +7,12 @@ import './compat/aliases.js'
 // manager's own `initUWebSocket` re-exported above.
 export { initUWebSocket } from './runtime.js'
 export { uWebSocketPlugin, qualifyRoom } from './plugin.js'
+export { payloadRealTime } from './compat/payload-real-time.js'
+export type {
+  PayloadRealTimeOptions,
+  PayloadRealTimeCollection,
+  PayloadIoShim,
+} from './compat/payload-real-time.js'
 export { stripHiddenFields, AUTH_SECRET_KEYS } from './sanitize.js'
 export { payloadJwtKey, payloadAuthCookie } from './auth.js'
 export type * from './types.js'

@@ -156,6 +156,12 @@ function payload(msg: Message): string | Buffer {
   return JSON.stringify(msg)
 }
 
+/** Claims as the core took them: a token with only `sub` is user `sub` of `users`. */
+function userClaims(raw: Record<string, unknown>): UserClaims {
+  if (raw.id !== undefined || raw.sub === undefined) return raw as UserClaims
+  return { ...raw, id: raw.sub as string | number, collection: (raw.collection as string) ?? 'users' }
+}
+
 function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }
@@ -231,7 +237,7 @@ export class SocketHandle {
   /** The user now (a `{"type":"auth"}` refresh may have renewed the claims); null if anonymous. */
   get user(): UserClaims | null {
     const json = this.server.socketInfo(this.id)?.user
-    return json ? (JSON.parse(json) as UserClaims) : null
+    return json ? userClaims(JSON.parse(json)) : null
   }
 
   /** Rooms the socket is in now. */
@@ -473,7 +479,9 @@ export class UWebSocketManager {
         let users: readonly (UserClaims | null)[]
         if (usersJson !== '') {
           users = Object.freeze(
-            (JSON.parse(usersJson) as (UserClaims | null)[]).map((u) => (u ? Object.freeze(u) : u)),
+            (JSON.parse(usersJson) as (Record<string, unknown> | null)[]).map((u) =>
+              u ? Object.freeze(userClaims(u)) : u,
+            ),
           )
           this.authorizeUsers = { id: usersId, users }
         } else if (this.authorizeUsers?.id === usersId) {
@@ -502,7 +510,10 @@ export class UWebSocketManager {
     this.server.setRoomPolicy(async (userJson: string, room: string) => {
       if (patterns.some((p) => globMatch(p, room))) return true
       try {
-        return policy.canJoin ? (await policy.canJoin(JSON.parse(userJson), room)) === true : false
+        return policy.canJoin
+          ? (await policy.canJoin(userJson === 'null' ? null : userClaims(JSON.parse(userJson)), room)) ===
+              true
+          : false
       } catch {
         return false
       }

@@ -12,6 +12,7 @@ import {
   type Runtime,
 } from './runtime.js'
 import { expandUserRoom } from './compat/rooms.js'
+import { withSocketAccess } from './compat/socket-access.js'
 import { stripHiddenFields } from './sanitize.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'
 import type {
@@ -154,7 +155,7 @@ export const uWebSocketPlugin =
           },
         ]
       }
-      return { ...collection, hooks }
+      return withSocketAccess({ ...collection, hooks }, onError)
     })
 
     const authSlugs = collections.filter((c) => Boolean(c.auth)).map((c) => c.slug)

@@ -54,7 +54,7 @@ pub struct UserClaims {
 }
 
 impl UserClaims {
-    /// Builds claims from a JSON object with at least `id` and `collection`.
+    /// Builds claims from a JSON object with `id` and `collection`, or with `sub` (collection `users` unless given).
     pub fn from_json(json: &str) -> Option<Self> {
         #[derive(Deserialize)]
         struct Fields<'a> {
@@ -63,31 +63,32 @@ impl UserClaims {
             /// The standard subject claim: the user id of tokens without `id` (PXL and others).
             #[serde(borrow, default)]
             sub: Option<&'a RawValue>,
-            /// Tokens without it (not Payload's) belong to the `users` collection.
-            #[serde(default = "default_collection")]
-            collection: String,
+            /// Required with `id` (Payload's shape); a `sub`-only token without it is a `users` one.
+            #[serde(default)]
+            collection: Option<String>,
             #[serde(default)]
             sid: Option<String>,
             #[serde(default)]
             exp: Option<f64>,
         }
-        fn default_collection() -> String {
-            "users".into()
-        }
         let f: Fields = serde_json::from_str(json).ok()?;
-        let id_json = f.id.or(f.sub)?.get().to_string();
+        let (id_json, collection) = match (f.id, f.sub) {
+            (Some(id), _) => (id.get().to_string(), f.collection?),
+            (None, Some(sub)) => (sub.get().to_string(), f.collection.unwrap_or_else(|| "users".into())),
+            (None, None) => return None,
+        };
         let id = if id_json.starts_with('"') {
             serde_json::from_str::<String>(&id_json).ok()?
         } else {
             id_json.clone()
         };
-        if id.is_empty() || f.collection.is_empty() {
+        if id.is_empty() || collection.is_empty() {
             return None;
         }
         Some(Self {
             id,
             id_json,
-            collection: f.collection,
+            collection,
             sid: f.sid,
             exp: f.exp.map(|e| e.max(0.0) as u64),
             raw: Arc::from(json),
@@ -304,8 +305,9 @@ mod tests {
     #[test]
     fn claims_need_an_id() {
         assert!(UserClaims::from_json(r#"{"collection":"users"}"#).is_none());
+        assert!(UserClaims::from_json(r#"{"id":1}"#).is_none(), "Payload's shape needs its collection");
         assert!(UserClaims::from_json(r#"{"id":"","collection":"users"}"#).is_none());
-        // `sub` stands in for a missing `id`; a missing collection is `users` (non-Payload tokens).
+        // `sub` stands in for a missing `id`; such a token without a collection is a `users` one.
         let c = UserClaims::from_json(r#"{"sub":"u-9"}"#).unwrap();
         assert_eq!((c.id.as_str(), c.collection.as_str()), ("u-9", "users"));
         let c = UserClaims::from_json(r#"{"id":1,"sub":"x","collection":"admins"}"#).unwrap();

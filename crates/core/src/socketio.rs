@@ -402,6 +402,18 @@ struct Head<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// An app message that is exactly `{"type":t,"data":d}` (`sendToSocket(ws, event, data)`,
+/// `broadcastToRoom(room, data, event)`): Socket.IO clients get `d` as the event's argument, as
+/// `io.to(room).emit(t, d)` would have sent it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wrapped<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
 fn translate(cfg: &ServerConfig, f: &Bytes) -> Option<Bytes> {
     let payload = frame::payload_of(f);
     if f[0] & 0x0f == frame::OP_BINARY {
@@ -409,6 +421,9 @@ fn translate(cfg: &ServerConfig, f: &Bytes) -> Option<Bytes> {
         out.extend_from_slice(&packet(&[b"451-[\"message\",{\"_placeholder\":true,\"num\":0}]"]));
         out.extend_from_slice(&frame::binary(&payload));
         return Some(out.freeze());
+    }
+    if let Ok(w) = serde_json::from_slice::<Wrapped>(&payload) {
+        return Some(event(&w.kind, w.data.get().as_bytes()));
     }
     let Ok(head) = serde_json::from_slice::<Head>(&payload) else {
         // Not one of our messages: valid JSON goes as it is, other text as a string.
@@ -475,6 +490,11 @@ mod tests {
             r#"433[{"error":{"type":"error","id":3,"code":"x","message":"m"}}]"#
         );
         assert_eq!(t("hello").unwrap(), r#"42["message","hello"]"#);
+        assert_eq!(t(r#"{"type":"chat","data":{"a":1}}"#).unwrap(), r#"42["chat",{"a":1}]"#);
+        assert_eq!(
+            t(r#"{"type":"chat","data":1,"x":2}"#).unwrap(),
+            r#"42["chat",{"type":"chat","data":1,"x":2}]"#
+        );
         assert_eq!(t("[1,2]").unwrap(), r#"42["message",[1,2]]"#);
         let ping = outbound(&cfg, frame::ping()).unwrap();
         assert_eq!(&ping[..], PING);

@@ -1,0 +1,113 @@
+// Users of payload-real-time (Socket.IO), taken literally from its README and client: the
+// plugin's options (collections with room/events, serverOptions.port, requireAuth), its client
+// calls over the real socket.io-client (auth.token, identify, join('user:<id>'), onCollection =
+// on('realtime:<slug>') reading `data`), and the server's `payload.io.to(room).emit(...)`.
+// The one change its clients need: `transports: ['websocket']` (docs/migrating/payload-real-time.md).
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import { io } from 'socket.io-client'
+
+import { payloadRealTime } from '../dist/plugin/index.js'
+import { createUser, startPayload } from './helpers/payload.mjs'
+import { connectSocketIo, expectNoEvent, nextEvent } from './helpers/socketio.mjs'
+
+let app
+let alice
+let bob
+before(async () => {
+  app = await startPayload({
+    realtimePlugin: payloadRealTime(
+      {
+        collections: {
+          // Scoped to the author's room, as its README scopes notifications to `user:<id>`.
+          posts: {
+            room: (doc) => {
+              const author = typeof doc.author === 'object' ? doc.author?.id : doc.author
+              return author ? `user:${author}` : undefined
+            },
+            events: ['create', 'update'],
+          },
+          // No room: everyone gets these.
+          notes: {},
+        },
+        serverOptions: { port: 0 },
+        requireAuth: true,
+      },
+      { host: '127.0.0.1' },
+    ),
+  })
+  alice = await createUser(app.payload, 'alice@example.com')
+  bob = await createUser(app.payload, 'bob@example.com')
+})
+after(() => app?.stop())
+
+// What `new PayloadRealtimeClient({ url, token })` does, plus the one documented change.
+const client = (token) => connectSocketIo(app.manager.port, { auth: { token } })
+
+test('requireAuth: no token is a connect_error; a Payload token in auth.token connects', async () => {
+  await assert.rejects(connectSocketIo(app.manager.port), /unauthorized/)
+  const s = await client(alice.token)
+  s.close()
+})
+
+test('room-scoped events reach the user room only, as realtime:<slug> with `data`', async () => {
+  const a = await client(alice.token)
+  const b = await client(bob.token)
+  try {
+    a.emit('identify', String(alice.user.id)) // accepted and ignored: identity is the token's
+    a.emit('join', `user:${alice.user.id}`)
+    assert.deepEqual(await nextEvent(a, 'joined'), { type: 'joined', room: `user:users:${alice.user.id}` })
+    const got = nextEvent(a, 'realtime:posts')
+    await app.payload.create({ collection: 'posts', data: { title: 'for alice', author: alice.user.id } })
+    const e = await got
+    assert.equal(e.operation, 'create')
+    assert.equal(e.collection, 'posts')
+    assert.equal(e.data.title, 'for alice')
+    await expectNoEvent(b, 'realtime:posts', 200)
+  } finally {
+    a.close()
+    b.close()
+  }
+})
+
+test('events of a collection without room reach every socket', async () => {
+  const a = await client(alice.token)
+  const b = await client(bob.token)
+  try {
+    const ga = nextEvent(a, 'realtime:notes')
+    const gb = nextEvent(b, 'realtime:notes')
+    await app.payload.create({ collection: 'notes', data: { text: 'all' } })
+    assert.equal((await ga).data.text, 'all')
+    assert.equal((await gb).data.text, 'all')
+  } finally {
+    a.close()
+    b.close()
+  }
+})
+
+test('payload.io.to(room).emit(event, data) and payload.io.emit(event, data) from server code', async () => {
+  const a = await client(alice.token)
+  const b = await client(bob.token)
+  try {
+    const got = nextEvent(a, 'custom-event')
+    app.payload.io.to(`user:${alice.user.id}`).emit('custom-event', { message: 'Hello!' })
+    assert.deepEqual(await got, { message: 'Hello!' })
+    await expectNoEvent(b, 'custom-event', 150)
+    const all = [nextEvent(a, 'announce'), nextEvent(b, 'announce')]
+    app.payload.io.emit('announce', 1)
+    assert.deepEqual(await Promise.all(all), [1, 1])
+  } finally {
+    a.close()
+    b.close()
+  }
+})
+
+test("the client's default transports (long-polling first) get a clear connect_error", async () => {
+  const s = io(`http://127.0.0.1:${app.manager.port}`, { auth: { token: alice.token }, reconnection: false })
+  try {
+    const err = await nextEvent(s, 'connect_error')
+    assert.ok(err instanceof Error)
+  } finally {
+    s.close()
+  }
+})

@@ -1,0 +1,142 @@
+// Users of the uWebSockets.js Payload plugin, taken literally: its manager API (on, joinRoom,
+// leaveRoom, getSocketsInRoom, getSockets, sendToSocket(ws, event, data), broadcastToRoom(room,
+// data, event, exceptId)), its client join shapes (join-collection with `data`, subscribe /
+// unsubscribe), its event format (eventFormat: 'uwebsocket-plugin'), its 16 MiB messages and a
+// disconnect hook. docs/migrating/uwebsocket-plugin.md shows each before/after.
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+
+import { startServer, waitFor } from './helpers/server.mjs'
+import { TestClient } from './helpers/ws.mjs'
+
+let srv
+const disconnects = []
+before(async () => {
+  srv = await startServer({
+    eventFormat: 'uwebsocket-plugin',
+    maxMessageSize: 16 * 1024 * 1024,
+    maxBackpressure: 32 * 1024 * 1024, // the 12 MiB reply must fit the socket's queue
+  })
+  srv.manager.on('disconnect', (socket, code, reason) => disconnects.push({ id: socket.id, code, reason }))
+  srv.manager.on('echo', (_socket, data) => ({ echoed: data }))
+})
+after(() => srv.close())
+
+const connect = async () => {
+  const c = await TestClient.connect(srv.url('/'))
+  c.welcome = await c.next('welcome')
+  return c
+}
+
+test('join shapes: data as a slug, data as an array, subscribe / unsubscribe', async () => {
+  const c = await connect()
+  try {
+    c.send({ type: 'join-collection', data: 'posts' })
+    assert.deepEqual(await c.next('joined'), { type: 'joined', room: 'collection:posts' })
+    c.send({ type: 'join-collection', data: ['pages', 'users'] })
+    assert.equal((await c.next('joined')).room, 'collection:pages')
+    assert.equal((await c.next('joined')).room, 'collection:users')
+    c.send({ type: 'subscribe', data: 'media' })
+    assert.equal((await c.next('joined')).room, 'collection:media')
+    c.send({ type: 'unsubscribe', data: 'media' })
+    assert.deepEqual(await c.next('left'), { type: 'left', room: 'collection:media' })
+    c.send({ type: 'join-collection', data: 7 })
+    assert.equal((await c.next('error')).code, 'bad_message')
+  } finally {
+    c.close()
+  }
+})
+
+test("events in the plugin's shape: {type:'payload:event', data:{operation, collection, id, doc, timestamp}}", async () => {
+  const c = await connect()
+  try {
+    c.send({ type: 'join-collection', data: 'posts' })
+    await c.next('joined')
+    const before = Date.now()
+    srv.manager.emitEvent({ operation: 'update', collection: 'posts', id: 3, doc: { id: 3, title: 'T' } })
+    const e = await c.next('payload:event')
+    assert.deepEqual(
+      { ...e.data, timestamp: 0 },
+      {
+        operation: 'update',
+        collection: 'posts',
+        id: 3,
+        doc: { id: 3, title: 'T' },
+        timestamp: 0,
+      },
+    )
+    assert.ok(e.data.timestamp >= before && e.data.timestamp <= Date.now() + 1)
+  } finally {
+    c.close()
+  }
+})
+
+test('joinRoom / leaveRoom / getSocketsInRoom / getSockets', async () => {
+  const a = await connect()
+  const b = await connect()
+  try {
+    const ids = [a.welcome.socketId, b.welcome.socketId]
+    assert.equal(srv.manager.joinRoom(ids[0], 'room:lobby'), true)
+    assert.equal(srv.manager.joinRoom(srv.manager.socket(ids[1]), 'room:lobby'), true)
+    assert.deepEqual(
+      srv.manager
+        .getSocketsInRoom('room:lobby')
+        .map((s) => s.id)
+        .sort(),
+      [...ids].sort(),
+    )
+    assert.ok(ids.every((id) => srv.manager.getSockets().some((s) => s.id === id)))
+    assert.equal(srv.manager.leaveRoom(ids[1], 'room:lobby'), true)
+    assert.deepEqual(
+      srv.manager.getSocketsInRoom('room:lobby').map((s) => s.id),
+      [ids[0]],
+    )
+    assert.equal(srv.manager.joinRoom('no-such-socket', 'room:lobby'), false)
+  } finally {
+    a.close()
+    b.close()
+  }
+})
+
+test('sendToSocket(ws, event, data) and broadcastToRoom(room, data, event, exceptId) wrap as {type, data}', async () => {
+  const a = await connect()
+  const b = await connect()
+  try {
+    const [ida, idb] = [a.welcome.socketId, b.welcome.socketId]
+    assert.equal(srv.manager.sendToSocket(srv.manager.socket(ida), 'notice', { n: 1 }), true)
+    assert.deepEqual(await a.next('notice'), { type: 'notice', data: { n: 1 } })
+    for (const id of [ida, idb]) srv.manager.joinRoom(id, 'room:r')
+    srv.manager.broadcastToRoom('room:r', { text: 'hi' }, 'chat', ida)
+    assert.deepEqual(await b.next('chat'), { type: 'chat', data: { text: 'hi' } })
+    await a.expectNothing(150, 'chat')
+    // Our own forms keep working beside them.
+    srv.manager.broadcastToRoom('room:r', { type: 'plain' }, { except: idb })
+    assert.deepEqual(await a.next('plain'), { type: 'plain' })
+  } finally {
+    a.close()
+    b.close()
+  }
+})
+
+test('on(type, handler) handles messages; on("disconnect") sees code and reason', async () => {
+  const c = await connect()
+  assert.deepEqual((await c.request('echo', 5)).data, { echoed: 5 })
+  const id = c.welcome.socketId
+  c.ws.close(4000, 'bye now')
+  await waitFor(() => disconnects.find((d) => d.id === id), { message: 'disconnect hook' })
+  assert.deepEqual(
+    disconnects.find((d) => d.id === id),
+    { id, code: 4000, reason: 'bye now' },
+  )
+})
+
+test('messages up to 16 MiB pass when maxMessageSize says so', async () => {
+  const c = await connect()
+  try {
+    const big = 'x'.repeat(12 * 1024 * 1024)
+    const r = await c.request('echo', big, 20_000)
+    assert.equal(r.data.echoed.length, big.length)
+  } finally {
+    c.close()
+  }
+})
