@@ -2,13 +2,18 @@
 // plugin's options (collections with room/events, serverOptions.port, requireAuth), its client
 // calls over the real socket.io-client (auth.token, identify, join('user:<id>'), onCollection =
 // on('realtime:<slug>') reading `data`), and the server's `payload.io.to(room).emit(...)`.
-// The one change its clients need: `transports: ['websocket']` (docs/migrating/payload-real-time.md).
+// Its clients either keep socket.io-client and add `transports: ['websocket']`, or keep
+// `PayloadRealtimeClient` imported from payload-realtime-rs/compat/payload-real-time (both here;
+// docs/migrating/payload-real-time.md).
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { io } from 'socket.io-client'
+import WebSocket from 'ws'
 
-import { payloadRealTime } from '../dist/plugin/index.js'
+import { payloadRealTime } from 'payload-realtime-rs'
+import { PayloadRealtimeClient } from 'payload-realtime-rs/compat/payload-real-time'
 import { createUser, startPayload } from './helpers/payload.mjs'
+import { sleep, waitFor } from './helpers/server.mjs'
 import { connectSocketIo, expectNoEvent, nextEvent } from './helpers/socketio.mjs'
 
 let app
@@ -109,5 +114,38 @@ test("the client's default transports (long-polling first) get a clear connect_e
     assert.ok(err instanceof Error)
   } finally {
     s.close()
+  }
+})
+
+test('PayloadRealtimeClient from payload-realtime-rs/compat/payload-real-time: its README usage', async () => {
+  // `WebSocket: ws` only because Node 20 has no global WebSocket (browsers and Node 22 do).
+  const url = `ws://127.0.0.1:${app.manager.port}`
+  const client = new PayloadRealtimeClient({ url, token: alice.token, WebSocket })
+  const other = new PayloadRealtimeClient({ url, token: bob.token, WebSocket })
+  try {
+    client.identify(String(alice.user.id))
+    client.join(`user:${alice.user.id}`)
+    const posts = []
+    const notes = []
+    const custom = []
+    client.onCollection('posts', (data) => posts.push(data))
+    client.onCollection('notes', (data) => notes.push(data))
+    client.on('custom-event', (data) => custom.push(data))
+    const leaked = []
+    other.onCollection('posts', (data) => leaked.push(data))
+    await waitFor(() => client.client.state === 'open' && other.client.state === 'open', { message: 'open' })
+    await app.payload.create({ collection: 'posts', data: { title: 'mine', author: alice.user.id } })
+    await app.payload.create({ collection: 'notes', data: { text: 'for all' } })
+    app.payload.io.to(`user:${alice.user.id}`).emit('custom-event', { message: 'Hello!' })
+    await waitFor(() => posts.length && notes.length && custom.length, { message: 'events' })
+    assert.equal(posts[0].operation, 'create')
+    assert.equal(posts[0].data.title, 'mine')
+    assert.equal(notes[0].data.text, 'for all')
+    assert.deepEqual(custom[0], { message: 'Hello!' })
+    await sleep(150)
+    assert.deepEqual(leaked, [], "another user's room-scoped events never arrive")
+  } finally {
+    client.disconnect()
+    other.disconnect()
   }
 })

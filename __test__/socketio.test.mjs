@@ -144,3 +144,15 @@ test('another namespace is refused', async () => {
     s.close()
   }
 })
+
+test("emit('message', {type, …}) speaks our own protocol as it is", async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    s.emit('message', { type: 'join-collection', collection: 'notes' })
+    assert.deepEqual(await nextEvent(s, 'joined'), { type: 'joined', room: 'collection:notes' })
+    s.emit('message', { type: 'echo', id: 'r1', data: 3 })
+    assert.deepEqual(await nextEvent(s, 'reply'), { type: 'reply', id: 'r1', data: { echoed: 3 } })
+  } finally {
+    s.close()
+  }
+})

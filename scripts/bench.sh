@@ -71,6 +71,7 @@ else
 fi
 
 # server:set → generator arguments after the scenario's (`--` then the server command).
+# ours-socketio is our server with Socket.IO-protocol subscribers (fan-out scenarios only).
 # fanout-redis is the generator's fanout with K instances of ours sharing a spawned redis-server
 # (`ours-redisK`); its single-instance baseline is the plain fanout run of ours.
 server_args() {
@@ -82,6 +83,10 @@ server_args() {
       [ $have_ours = 1 ] && [ $have_redis = 1 ] || return 1
       echo "$cpus --redis --instances ${server#ours-redis} -- node crates/bench/peers/ours.js" ;;
     ours-redis?:* | *:fanout-redis) return 1 ;;
+    ours-socketio:fanout | ours-socketio:fanout-authorized)
+      [ $have_ours = 1 ] || return 1
+      echo "$cpus --socket-io -- node crates/bench/peers/ours.js" ;;
+    ours-socketio:*) return 1 ;;
     ours:echo) echo "$cpus --no-control -- target/release/examples/echo 127.0.0.1:{port}" ;;
     fws:echo) echo "$cpus --no-control -- $gen echo-server 127.0.0.1:{port}" ;;
     fws:*) return 1 ;;
@@ -97,7 +102,7 @@ if ! command -v redis-server >/dev/null; then
   echo "!!! redis-server not on PATH: the fanout-redis scenario is left out !!!"
 fi
 
-servers=(ours:pinned uws:pinned ws:pinned socketio:pinned fws:pinned ours:both
+servers=(ours:pinned ours-socketio:pinned uws:pinned ws:pinned socketio:pinned fws:pinned ours:both
   ours-redis1:pinned ours-redis2:pinned ours-redis1:both ours-redis2:both)
 mkdir -p bench-results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)

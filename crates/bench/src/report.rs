@@ -8,10 +8,12 @@ use serde_json::Value;
 
 use crate::client::Result;
 
-/// Servers in table order; `(2 cores)` rows are our server with both cores; `×K + Redis` rows are
-/// K instances of our server sharing a Redis (scenario `fanout-redis`).
+/// Servers in table order; `ours-socketio` is our server with Socket.IO-protocol subscribers;
+/// `(2 cores)` rows are our server with both cores; `×K + Redis` rows are K instances of our
+/// server sharing a Redis (scenario `fanout-redis`).
 const SERVERS: &[&str] = &[
     "ours",
+    "ours-socketio",
     "ours (2 cores)",
     "ours ×1",
     "ours ×1 + Redis",

@@ -94,7 +94,8 @@ pub enum Sio<'a> {
     Connected,
     /// `44{…}` namespace connection refused.
     ConnectError,
-    /// `42["message",<json>]`: the app message.
+    /// `42["<event>",<json>]`: the app message (the peers name every event `message`; our
+    /// server names it after the message's `type`).
     Message(&'a [u8]),
     /// Anything else (other events, acks, noop).
     Other,
@@ -108,11 +109,25 @@ pub fn sio_parse(buf: &[u8]) -> Sio<'_> {
         [b'2'] => Sio::Ping,
         [b'4', b'0', ..] => Sio::Connected,
         [b'4', b'4', ..] => Sio::ConnectError,
-        _ if buf.starts_with(SIO_EVENT) && buf.ends_with(b"]") => {
-            Sio::Message(&buf[SIO_EVENT.len()..buf.len() - 1])
-        }
+        _ if buf.starts_with(b"42[\"") && buf.ends_with(b"]") => match event_arg(&buf[4..]) {
+            Some(start) => Sio::Message(&buf[4 + start..buf.len() - 1]),
+            None => Sio::Other,
+        },
         _ => Sio::Other,
     }
+}
+
+/// Where the first argument starts after an event name (`name",`), escapes skipped.
+fn event_arg(after_quote: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < after_quote.len() {
+        match after_quote[i] {
+            b'\\' => i += 2,
+            b'"' => return (after_quote.get(i + 1) == Some(&b',')).then_some(i + 2),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// `42["message",<json>]`.
@@ -182,6 +197,8 @@ mod tests {
         let w = sio_wrap(br#"{"type":"joined"}"#);
         assert_eq!(w, br#"42["message",{"type":"joined"}]"#);
         assert_eq!(sio_parse(&w), Sio::Message(br#"{"type":"joined"}"#));
-        assert_eq!(sio_parse(br#"42["other",1]"#), Sio::Other);
+        assert_eq!(sio_parse(br#"42["update",{"a":1}]"#), Sio::Message(br#"{"a":1}"#));
+        assert_eq!(sio_parse(br#"42["a\"b",2]"#), Sio::Message(b"2"));
+        assert_eq!(sio_parse(br#"42["alone"]"#), Sio::Other);
     }
 }

@@ -340,6 +340,8 @@ fn event_message(
                 return Err("join/leave needs a room name");
             }
         }
+        // `emit('message', {type, …})`: a message of our own protocol, as it is.
+        "message" if is_object && !hub.hooks.has_handler("message") => arg.unwrap_or("{}").to_string(),
         "auth" if is_string => format!("{{\"type\":\"auth\",\"token\":{}}}", arg.unwrap_or("null")),
         "ping" => "{\"type\":\"ping\"}".to_string(),
         // payload-real-time's presence call: the identity comes from the token instead.
