@@ -13,7 +13,8 @@ let app
 let alice
 before(async () => {
   app = await startPayload({
-    realtime: {},
+    // Any server option through the plugin: presence events for the editors' room.
+    realtime: { presenceEvents: ['room:editors'] },
     custom: {
       posts: {
         socketAccess: {
@@ -86,4 +87,15 @@ test('login events carry the user, never the token', async () => {
   assert.equal(e.user.email, 'alice@example.com')
   assert.equal(e.token, undefined)
   assert.equal(e.user.hash, undefined)
+})
+
+test('server options reach the server through the plugin (presenceEvents)', async () => {
+  const a = await client()
+  const b = await client()
+  app.manager.joinRoom(a.id, 'room:editors')
+  const presence = nextEvent(a, 'presence')
+  app.manager.joinRoom(b.id, 'room:editors')
+  const p = await presence
+  assert.equal(p.room, 'room:editors')
+  assert.equal(p.joined.socketId, b.id)
 })

@@ -12,6 +12,9 @@ import WebSocket from 'ws'
 
 import { payloadRealTime } from 'payload-realtime-rs'
 import { PayloadRealtimeClient } from 'payload-realtime-rs/compat/payload-real-time'
+import { useRealtime } from 'payload-realtime-rs/compat/payload-real-time/react'
+import { createElement as h } from 'react'
+import TestRenderer from 'react-test-renderer'
 import { createUser, startPayload } from './helpers/payload.mjs'
 import { sleep, waitFor } from './helpers/server.mjs'
 import { connectSocketIo, expectNoEvent, nextEvent } from './helpers/socketio.mjs'
@@ -148,4 +151,31 @@ test('PayloadRealtimeClient from payload-realtime-rs/compat/payload-real-time: i
     client.disconnect()
     other.disconnect()
   }
+})
+
+test('useRealtime(userId, token) from payload-realtime-rs/compat/payload-real-time/react', async (t) => {
+  // As in a browser: a global WebSocket, the URL from NEXT_PUBLIC_WEBSOCKET_URL.
+  const hadWs = 'WebSocket' in globalThis
+  if (!hadWs) globalThis.WebSocket = WebSocket
+  process.env.NEXT_PUBLIC_WEBSOCKET_URL = `ws://127.0.0.1:${app.manager.port}`
+  t.after(() => {
+    if (!hadWs) delete globalThis.WebSocket
+    delete process.env.NEXT_PUBLIC_WEBSOCKET_URL
+  })
+  const seen = {}
+  function Probe() {
+    seen.client = useRealtime(String(alice.user.id), alice.token)
+    return null
+  }
+  const r = TestRenderer.create(h(Probe))
+  await waitFor(() => seen.client, { message: 'client created' })
+  const client = seen.client
+  const notes = []
+  client.onCollection('notes', (d) => notes.push(d))
+  await waitFor(() => client.client.state === 'open', { message: 'open' })
+  await app.payload.create({ collection: 'notes', data: { text: 'hook' } })
+  await waitFor(() => notes.length, { message: 'event through the hook' })
+  assert.equal(notes[0].data.text, 'hook')
+  r.unmount()
+  await waitFor(() => client.client.state === 'closed', { message: 'closed on unmount' })
 })

@@ -19,6 +19,11 @@ before(async () => {
   })
   srv.manager.on('disconnect', (socket, code, reason) => disconnects.push({ id: socket.id, code, reason }))
   srv.manager.on('echo', (_socket, data) => ({ echoed: data }))
+  srv.manager.on('connection', (socket, req) => {
+    socket.data.path = new URL(req.url, 'http://x').pathname
+  })
+  srv.manager.on('whereami', (socket) => socket.data.path)
+  srv.manager.onBinary((_socket, data) => ({ type: 'got-bytes', bytes: data.length, first: data[0] }))
 })
 after(() => srv.close())
 
@@ -136,6 +141,18 @@ test('messages up to 16 MiB pass when maxMessageSize says so', async () => {
     const big = 'x'.repeat(12 * 1024 * 1024)
     const r = await c.request('echo', big, 20_000)
     assert.equal(r.data.echoed.length, big.length)
+  } finally {
+    c.close()
+  }
+})
+
+test("on('connection') runs for each socket; binary messages reach onBinary", async () => {
+  const c = await TestClient.connect(srv.url('/some/where'))
+  try {
+    await c.next('welcome')
+    assert.equal((await c.request('whereami', null)).data, '/some/where')
+    c.send(Buffer.from([7, 1, 2]))
+    assert.deepEqual(await c.next('got-bytes'), { type: 'got-bytes', bytes: 3, first: 7 })
   } finally {
     c.close()
   }

@@ -343,9 +343,10 @@ export class UWebSocketManager {
   }
 
   /**
-   * Handles binary messages: the return value (awaited) is sent back (JSON text; a Buffer as
-   * bytes; undefined: nothing); a throw answers `handler_failed`. Null removes it (then binary
-   * messages answer `binary_unsupported`).
+   * Handles binary messages: the return value (awaited) is sent to the socket as a message (an
+   * object as JSON, a string as text, a Buffer as bytes; undefined: nothing); a throw answers
+   * an `error` frame `handler_failed`. Null removes it (then binary messages answer
+   * `binary_unsupported`).
    */
   onBinary(handler: BinaryHandler | null): void {
     if (!handler) {
@@ -354,12 +355,10 @@ export class UWebSocketManager {
     }
     this.server.setBinaryHandler(async (socketId: string, data: Buffer) => {
       try {
+        // Binary messages carry no request id: what the handler returns is sent as a message.
         const result = await handler(this.socket(socketId), data)
-        if (Buffer.isBuffer(result) || result instanceof Uint8Array) {
-          this.sendToSocket(socketId, result)
-          return 'R'
-        }
-        return encodeReply(result)
+        if (result !== undefined && result !== null) this.sendToSocket(socketId, result as Message)
+        return 'R'
       } catch (e) {
         return failure(e)
       }
