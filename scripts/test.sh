@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+locks_before=$(lock_digests)
 
 ensure_node_modules
 bash scripts/gates.sh
@@ -22,4 +23,11 @@ if compgen -G "__test__/*.test.*js" >/dev/null; then
   node --test --test-concurrency=1 __test__/
 else
   echo "no Node tests yet"
+fi
+
+step "package-lock.json files as committed"
+if [ "$(lock_digests)" != "$locks_before" ]; then
+  echo "a step of this run rewrote a package-lock.json (npm install instead of npm ci?):" >&2
+  git status --short -- '*package-lock.json' >&2
+  exit 1
 fi
