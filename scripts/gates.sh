@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fast gates: formatting, lints and types. scripts/test.sh runs them first and stops at the
+# The fast gates: formatting, lints, types and the workflow check. scripts/test.sh runs them first and stops at the
 # first failure; run alone with `npm run gates` (needs node_modules: `npm ci`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ for project in $(typescript_projects); do
   npx tsc -p "$project" --noEmit
 done
 
-step "gate: biome ci (lint + format of JS/TS/JSON)"
+step "gate: biome ci (lint + format of JS/TS/JSON/YAML)"
 npx biome ci --error-on-warnings .
 
 step "gate: actionlint over .github/workflows"
