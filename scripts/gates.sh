@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The fast gates: formatting, lints, types and the workflow check. scripts/test.sh runs them first and stops at the
-# first failure; run alone with `npm run gates` (needs node_modules: `npm ci`).
+# The fast gates: formatting, lints, types and the workflow check. scripts/test.sh runs them
+# first and stops at the first failure; run alone with `npm run gates` (needs `npm ci` first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
