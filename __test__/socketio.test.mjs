@@ -4,8 +4,9 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { io } from 'socket.io-client'
+import WebSocket from 'ws'
 
-import { startServer } from './helpers/server.mjs'
+import { startServer, waitFor } from './helpers/server.mjs'
 import { connectSocketIo, nextEvent } from './helpers/socketio.mjs'
 import { JWT_KEY, signToken, TestClient } from './helpers/ws.mjs'
 
@@ -154,5 +155,25 @@ test("emit('message', {type, …}) speaks our own protocol as it is", async () =
     assert.deepEqual(await nextEvent(s, 'reply'), { type: 'reply', id: 'r1', data: { echoed: 3 } })
   } finally {
     s.close()
+  }
+})
+
+test('every Socket.IO packet counts against the rate limit, Engine.IO pings included', async () => {
+  // Raw frames: socket.io-client never sends Engine.IO pings itself (v4 servers ping), so a
+  // hostile client is played with \`ws\`.
+  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/socket.io/?EIO=4&transport=websocket`)
+  const frames = []
+  ws.on('message', (d) => frames.push(d.toString()))
+  try {
+    await waitFor(() => frames.some((f) => f.startsWith('0{')), { message: 'open packet' })
+    ws.send('40')
+    await waitFor(() => frames.some((f) => f.startsWith('40{')), { message: 'CONNECT answered' })
+    // Default rateLimit: 100 per 1000 ms; 150 in a burst exceed it (under the 200 that close).
+    for (let i = 0; i < 150; i++) ws.send('2')
+    await waitFor(() => frames.some((f) => f.startsWith('42["error"') && f.includes('rate_limited')), {
+      message: 'rate_limited error event',
+    })
+  } finally {
+    ws.close()
   }
 })

@@ -407,14 +407,10 @@ fn on_message(
         hub.deliver(conn, f);
         return true;
     }
-    let data = match conn.socketio.get() {
-        None => data,
-        Some(_) => match crate::socketio::inbound(hub, conn, opcode == OpCode::Binary, &data) {
-            Some(ours) => ours,
-            None => return true,
-        },
-    };
-    let opcode = if conn.socketio.get().is_some() { OpCode::Text } else { opcode };
+    // Engine.IO's pong only proves the peer alive (noted by the reader): not an app message.
+    if conn.socketio.get().is_some() && data[..] == *b"3" {
+        return true;
+    }
     conn.last_app_ms.store(hub.now_ms(), Relaxed);
     if let Some(limit) = cfg.rate_limit {
         if rate.started.elapsed() >= limit.window {
@@ -443,6 +439,14 @@ fn on_message(
             return true;
         }
     }
+    // Socket.IO packets become our messages here, after the rate limit (CONNECT verifies a token).
+    let (opcode, data) = match conn.socketio.get() {
+        None => (opcode, data),
+        Some(_) => match crate::socketio::inbound(hub, conn, opcode == OpCode::Binary, &data) {
+            Some(ours) => (OpCode::Text, ours),
+            None => return true,
+        },
+    };
     if opcode == OpCode::Binary {
         let socket = SocketRef { conn: conn.clone(), hub: hub.clone() };
         match hub.hooks.on_binary(socket, data) {

@@ -113,7 +113,7 @@ pub(crate) fn inbound(hub: &Arc<Hub>, conn: &Arc<Conn>, binary: bool, data: &[u8
     let text = std::str::from_utf8(data).ok()?;
     let (eio, rest) = text.split_at(text.len().min(1));
     match eio {
-        "3" => None, // pong: the reader already noted that the peer is alive
+        "3" => None, // pong (normally taken before the rate limit, see connection::on_message)
         "2" => {
             send_raw(conn, packet(&[b"3", rest.as_bytes()]));
             None
