@@ -49,6 +49,8 @@ const collections = [
       { name: 'team', type: 'relationship', relationTo: 'teams' },
     ],
   },
+  // Not readable through REST at all, but its events are opted out of the check.
+  { slug: 'logs', access: { read: () => false }, fields: [{ name: 'message', type: 'text' }] },
   {
     slug: 'announcements',
     access: { read: () => true },
@@ -93,7 +95,10 @@ describe('default read access against Payload REST (SQLite)', () => {
   before(async () => {
     app = await startPayload({
       collections,
-      realtime: { includeCollections: ['notes', 'projects', 'announcements'] },
+      realtime: {
+        includeCollections: ['notes', 'projects', 'announcements'],
+        collections: { logs: { access: 'none' } },
+      },
     })
     const { payload } = app
     users.A = await createUser(payload, 'a@x.io', { teamName: 'red', phone: '111' })
@@ -243,6 +248,36 @@ describe('default read access against Payload REST (SQLite)', () => {
     })
     const nextForA = await sockets.A.next((m) => m.collection === 'notes')
     assert.equal(nextForA.id, mine.id)
+  })
+
+  test("access: 'none' opts a collection out: everyone in its rooms gets its events", async () => {
+    const c = await connect(app.url)
+    try {
+      await c.joinCollection('logs')
+      const log = await app.payload.create({ collection: 'logs', data: { message: 'public anyway' } })
+      const got = await c.next('update')
+      assert.equal(got.id, log.id)
+      assert.equal(await restView('anon', 'logs', log.id), null, 'REST would refuse it')
+    } finally {
+      c.close()
+    }
+  })
+
+  test("a user's changed role applies to the next event (user documents are re-read)", async () => {
+    const { payload } = app
+    const note = () =>
+      payload.create({
+        collection: 'notes',
+        data: { title: 'role', owner: users.B.user.id, secret: 'for admins' },
+      })
+    const first = await note()
+    assert.equal((await sockets.B.next((m) => m.id === first.id)).doc.secret, undefined)
+    await payload.update({ collection: 'users', id: users.B.user.id, data: { role: 'admin' } })
+    const second = await note()
+    const got = await sockets.B.next((m) => m.id === second.id)
+    assert.equal(got.doc.secret, 'for admins')
+    assert.deepEqual(got.doc, await restView('B', 'notes', second.id))
+    await payload.update({ collection: 'users', id: users.B.user.id, data: { role: 'user' } })
   })
 
   test('a Where the evaluator cannot decide in memory falls back to one counted query', async () => {

@@ -61,7 +61,14 @@ export class ReadAccess {
   private anonymousReq: Promise<PayloadRequest> | null = null
   private createLocalReq: Promise<(o: { user?: any }, p: Payload) => Promise<PayloadRequest>> | null = null
 
-  constructor(private readonly payload: Payload) {}
+  /**
+   * `makeReq` builds the request access functions receive for a user document (default:
+   * Payload's `createLocalReq`, so `req.payload`, `req.t`, … work as in a request).
+   */
+  constructor(
+    private readonly payload: Payload,
+    private readonly makeReq?: (user: UserDoc | null) => PayloadRequest | Promise<PayloadRequest>,
+  ) {}
 
   private config(slug: string): CollectionConfig | undefined {
     return this.payload.collections?.[slug]?.config as CollectionConfig | undefined
@@ -70,6 +77,7 @@ export class ReadAccess {
   /** A user changed or was deleted: its next event loads it again. */
   forgetUser(collection: string, id: string | number): void {
     this.users.delete(`${collection}\u0000${id}`)
+    this.gen++
   }
 
   /** The user documents of `claims` (null for anonymous or vanished users), one query per collection. */
@@ -122,65 +130,106 @@ export class ReadAccess {
 
   /** The request an access function receives for `user` (one per user document). */
   async reqFor(user: UserDoc | null): Promise<PayloadRequest> {
-    this.createLocalReq ??= import('payload').then((m) => m.createLocalReq as any)
-    const make = async () => (await this.createLocalReq!)({ user: user ?? undefined }, this.payload)
+    const make = async () => {
+      if (this.makeReq) return this.makeReq(user)
+      this.createLocalReq ??= import('payload').then((m) => m.createLocalReq as any)
+      return (await this.createLocalReq)({ user: user ?? undefined }, this.payload)
+    }
     if (!user) return (this.anonymousReq ??= make())
     let r = this.reqs.get(user)
     if (!r) this.reqs.set(user, (r = make()))
     return r
   }
 
-  /** The collection's `access.read` for `req` (Payload's default: any logged-in user). */
-  async collectionRead(slug: string, req: PayloadRequest, id?: string | number): Promise<boolean | Where> {
-    const read = (this.config(slug)?.access as AnyField | undefined)?.read
-    stats.readCalls++
-    if (!read) return Boolean(req.user)
-    const r = await read({ id, req })
-    if (!r) return false
-    return isObj(r) ? (r as Where) : true
+  private readonly readFns = new Map<string, ((args: any) => unknown) | null>()
+
+  /** The collection's `access.read` function (null: Payload's default, any logged-in user). */
+  private readFn(slug: string): ((args: any) => unknown) | null {
+    let f = this.readFns.get(slug)
+    if (f === undefined) {
+      f = ((this.config(slug)?.access as AnyField | undefined)?.read as (args: any) => unknown) ?? null
+      this.readFns.set(slug, f)
+    }
+    return f
   }
 
   /**
-   * Whether the document `doc` (`id` of `slug`) matches `where`: in memory when the operators
-   * and paths allow, else one `count` query (`exists` false: the document is gone, as for a
-   * delete, and the answer is no). Identical Where results of one event share `memo`.
+   * The collection's `access.read` for `req`, as Payload's executeAccess reads it: falsy
+   * denies, an object is a Where, anything else allows. Synchronous when the function is; a
+   * throw denies.
    */
-  matches(
+  private readResult(
+    slug: string,
+    req: PayloadRequest,
+    id?: string | number,
+  ): boolean | Where | Promise<boolean | Where> {
+    const read = this.readFn(slug)
+    stats.readCalls++
+    if (!read) return Boolean(req.user)
+    let r: unknown
+    try {
+      r = read({ id, req })
+    } catch {
+      return false
+    }
+    return isThenable(r) ? Promise.resolve(r).then(readVerdict, () => false) : readVerdict(r)
+  }
+
+  /** The collection's `access.read` for `req` (Payload's default: any logged-in user). */
+  async collectionRead(slug: string, req: PayloadRequest, id?: string | number): Promise<boolean | Where> {
+    return this.readResult(slug, req, id)
+  }
+
+  /**
+   * Whether `doc` (of `slug`) matches `where`: in memory when the operators and paths allow,
+   * else one `count` query (none when the document is gone, as for a delete: no). Within one
+   * event a Where object is evaluated once per document, and database queries are shared by
+   * identical Where results (same JSON).
+   */
+  private match(
+    ctx: EventCtx,
     slug: string,
     where: Where,
     doc: Obj,
-    memo: Map<string, Promise<boolean>>,
-    exists = true,
-  ): Promise<boolean> {
-    const key = `${slug}\u0000${doc.id}\u0000${JSON.stringify(where)}`
-    let r = memo.get(key)
-    if (r) return r
+    exists: boolean,
+  ): boolean | Promise<boolean> {
+    let byWhere = ctx.byDoc.get(doc)
+    if (!byWhere) ctx.byDoc.set(doc, (byWhere = new Map()))
+    const known = byWhere.get(where)
+    if (known !== undefined) return known
+    let r: boolean | Promise<boolean>
     const inMemory = evaluateWhere(where, doc)
     if (inMemory !== undefined) {
       stats.whereInMemory++
-      r = Promise.resolve(inMemory)
+      r = inMemory
     } else if (!exists || doc.id === undefined || doc.id === null) {
       stats.whereUndecided++
-      r = Promise.resolve(false)
+      r = false
     } else {
-      stats.whereQueries++
-      r = this.payload
-        .count({
-          collection: slug,
-          where: { and: [{ id: { equals: doc.id as string | number } }, where as PayloadWhere] },
-          overrideAccess: true,
-        })
-        .then((c) => c.totalDocs > 0)
-        .catch(() => false)
+      const key = `${slug}\u0000${doc.id}\u0000${JSON.stringify(where)}`
+      let q = ctx.byJson.get(key)
+      if (!q) {
+        stats.whereQueries++
+        q = this.payload
+          .count({
+            collection: slug,
+            where: { and: [{ id: { equals: doc.id as string | number } }, where as PayloadWhere] },
+            overrideAccess: true,
+          })
+          .then((c) => c.totalDocs > 0)
+          .catch(() => false)
+        ctx.byJson.set(key, q)
+      }
+      r = q
     }
-    memo.set(key, r)
+    byWhere.set(where, r)
     return r
   }
 
   /** Whether `user` may read document `id` of `slug` now (join-doc): REST's findByID rule. */
   async canReadDoc(slug: string, id: string, user: UserDoc | null): Promise<boolean> {
     const req = await this.reqFor(user)
-    const r = await this.collectionRead(slug, req, id)
+    const r = await this.readResult(slug, req, id)
     if (r === false) return false
     if (r === true) return true
     stats.whereQueries++
@@ -203,9 +252,29 @@ export class ReadAccess {
     return v
   }
 
+  /** User documents and requests of a user list, kept while the list and its users stay the same. */
+  private readonly lists = new WeakMap<
+    object,
+    { gen: number; users: (UserDoc | null)[]; reqs: PayloadRequest[] }
+  >()
+  /** Bumped when a user changes: cached lists are rebuilt. */
+  private gen = 0
+
+  private async usersAndReqs(claims: readonly (UserClaims | null)[]) {
+    const cached = this.lists.get(claims)
+    if (cached && cached.gen === this.gen) return cached
+    const gen = this.gen
+    const users = await this.userDocs(claims)
+    const reqs = await Promise.all(users.map((u) => this.reqFor(u)))
+    const entry = { gen, users, reqs }
+    this.lists.set(claims, entry)
+    return entry
+  }
+
   /**
    * Decides one event for the distinct users of its audience: verdict 0 (not readable), 1
    * (readable as emitted) or a view index (readable with some fields or relations hidden).
+   * Synchronous per user as long as the access functions are.
    */
   async decide(
     slug: string,
@@ -213,39 +282,157 @@ export class ReadAccess {
     event: RealtimeEvent,
   ): Promise<AuthorizeViews> {
     const doc: Obj = isObj(event.doc) ? event.doc : { id: event.id }
-    const exists = event.operation !== 'delete'
-    const users = await this.userDocs(claims)
-    const memo = new Map<string, Promise<boolean>>()
-    const views: unknown[] = []
-    const viewIndex = new Map<string, number>()
-    const shaped = this.needsView(slug)
-    const verdicts = await Promise.all(
-      users.map(async (user, i) => {
-        if (claims[i] && !user) return 0 // the user no longer exists
-        const req = await this.reqFor(user)
-        const r = await this.collectionRead(slug, req, event.id)
-        if (r === false) return 0
-        if (r !== true && !(await this.matches(slug, r, doc, memo, exists))) return 0
-        if (!shaped) return 1
-        const view = await new Viewer(this, req, memo).doc(slug, doc)
-        if (!view.changed) return 1
-        const signature = view.decisions.join('')
-        let k = viewIndex.get(signature)
-        if (k === undefined) {
-          views.push(view.doc)
-          k = views.length + 1
-          viewIndex.set(signature, k)
-        }
-        return k
-      }),
-    )
-    return { verdicts, docs: views }
+    const { users, reqs } = await this.usersAndReqs(claims)
+    const ctx: EventCtx = {
+      slug,
+      doc,
+      id: event.id,
+      exists: event.operation !== 'delete',
+      byDoc: new Map(),
+      byJson: new Map(),
+      sites: this.needsView(slug) ? findSites(this, slug, doc) : [],
+      views: [],
+      viewIndex: new Map(),
+    }
+    const verdicts: number[] = new Array(claims.length).fill(0)
+    const pending: Promise<unknown>[] = []
+    for (let i = 0; i < claims.length; i++) {
+      let v: number | Promise<number>
+      try {
+        v = claims[i] && !users[i] ? 0 : this.decideUser(ctx, reqs[i])
+      } catch {
+        v = 0
+      }
+      if (typeof v === 'number') verdicts[i] = v
+      else pending.push(v.then((x) => (verdicts[i] = x)).catch(() => (verdicts[i] = 0)))
+    }
+    if (pending.length) await Promise.all(pending)
+    return { verdicts, docs: ctx.views }
   }
 
-  /** For the viewer: the config of a collection. */
+  private decideUser(ctx: EventCtx, req: PayloadRequest): number | Promise<number> {
+    const after = (r: boolean | Where): number | Promise<number> => {
+      if (r === false) return 0
+      if (r === true) return this.view(ctx, req)
+      const m = this.match(ctx, ctx.slug, r, ctx.doc, ctx.exists)
+      if (typeof m === 'boolean') return m ? this.view(ctx, req) : 0
+      return m.then((ok) => (ok ? this.view(ctx, req) : 0))
+    }
+    const r = this.readResult(ctx.slug, req, ctx.id)
+    return isThenable(r) ? r.then(after) : after(r)
+  }
+
+  /** 1 when the user sees the document as emitted, else the index of its view (built once per distinct view). */
+  private view(ctx: EventCtx, req: PayloadRequest): number | Promise<number> {
+    if (ctx.sites.length === 0) return 1
+    const dec: number[] = new Array(ctx.sites.length)
+    const pick = (): number => {
+      if (dec.every((d) => d === 1)) return 1
+      const key = dec.join('')
+      let k = ctx.viewIndex.get(key)
+      if (k === undefined) {
+        ctx.views.push(buildView(ctx.doc, ctx.sites, dec))
+        k = ctx.views.length + 1
+        ctx.viewIndex.set(key, k)
+      }
+      return k
+    }
+    const run = (from: number): number | Promise<number> => {
+      for (let i = from; i < ctx.sites.length; i++) {
+        const d = this.siteDecision(ctx, ctx.sites[i], dec, req)
+        if (typeof d !== 'number') {
+          return d.then((v) => {
+            dec[i] = v
+            return run(i + 1)
+          })
+        }
+        dec[i] = d
+      }
+      return pick()
+    }
+    return run(0)
+  }
+
+  /** 1 when the user may see this site (a field, a populated relation), else 0. */
+  private siteDecision(
+    ctx: EventCtx,
+    site: Site,
+    dec: number[],
+    req: PayloadRequest,
+  ): number | Promise<number> {
+    if (site.parent >= 0 && dec[site.parent] === 0) return 0 // inside something already hidden
+    if (site.kind === 'field') {
+      stats.fieldCalls++
+      const top = site.top!
+      let r: unknown
+      try {
+        r = site.read!({ id: top.id, data: top, doc: top, req, siblingData: site.sibling })
+      } catch {
+        return 0
+      }
+      return isThenable(r)
+        ? Promise.resolve(r).then(
+            (x) => (x ? 1 : 0),
+            () => 0,
+          )
+        : r
+          ? 1
+          : 0
+    }
+    const related = site.related!
+    const after = (r: boolean | Where): number | Promise<number> => {
+      if (r === false) return 0
+      if (r === true) return 1
+      const m = this.match(ctx, site.slug!, r, related, true)
+      return typeof m === 'boolean' ? (m ? 1 : 0) : m.then((ok) => (ok ? 1 : 0))
+    }
+    const r = this.readResult(site.slug!, req, related.id as string | number)
+    return isThenable(r) ? r.then(after) : after(r)
+  }
+
+  /** For the site finder: the config of a collection. */
   collection(slug: string): AnyField | undefined {
     return this.config(slug) as AnyField | undefined
   }
+}
+
+const isThenable = <T>(v: unknown): v is Promise<T> =>
+  typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function'
+
+function readVerdict(r: unknown): boolean | Where {
+  if (!r) return false
+  return isObj(r) ? (r as Where) : true
+}
+
+/** What the decisions of one event share. */
+interface EventCtx {
+  slug: string
+  doc: Obj
+  id: string | number
+  exists: boolean
+  /** In-memory Where results per document and Where object. */
+  byDoc: Map<object, Map<object, boolean | Promise<boolean>>>
+  /** Database answers per identical Where (JSON). */
+  byJson: Map<string, Promise<boolean>>
+  sites: Site[]
+  views: unknown[]
+  viewIndex: Map<string, number>
+}
+
+/** A place in the document whose visibility depends on the reader. */
+interface Site {
+  kind: 'field' | 'relation'
+  /** Keys from the event's document to the field, or to the relation's value. */
+  path: (string | number)[]
+  /** The enclosing site (a field with access, a populated relation), or -1. */
+  parent: number
+  /** Field: its `access.read`, the document it belongs to, the object holding it. */
+  read?: (args: any) => unknown
+  top?: Obj
+  sibling?: Obj
+  /** Relation: the related collection and the populated document. */
+  slug?: string
+  related?: Obj
 }
 
 /** Fields that make a document's view depend on the reader: field access, relations. */
@@ -253,146 +440,118 @@ function hasShapingFields(fields: AnyField[]): boolean {
   return fields.some(
     (f) =>
       Boolean(f.access?.read) ||
-      ['relationship', 'upload', 'join'].includes(f.type) ||
+      ['relationship', 'upload'].includes(f.type) ||
       (Array.isArray(f.fields) && hasShapingFields(f.fields)) ||
       (Array.isArray(f.tabs) && f.tabs.some((t: AnyField) => hasShapingFields(t.fields ?? []))) ||
-      (Array.isArray(f.blocks) && f.blocks.some((b: AnyField) => hasShapingFields(b.fields ?? []))) ||
-      (Array.isArray(f.blockReferences) && f.blockReferences.length > 0),
+      (Array.isArray(f.blocks) && f.blocks.some((b: AnyField) => hasShapingFields(b.fields ?? []))),
   )
 }
 
 /**
- * One user's view of a document, as REST's afterRead would shape it: a field whose
- * `access.read` denies is removed; a populated relation the user may not read becomes its id,
- * one it may read is shaped by its own collection's field access. `decisions` lists every
- * decision in walking order (the same document walked for two users with the same decisions
- * gives the same view).
+ * Every site of `doc` (of `slug`) whose visibility depends on the reader, in document order,
+ * as REST's afterRead meets them: fields with `access.read` (also in groups, tabs, rows,
+ * arrays, blocks) and populated relations (their collection's read access; inside them, their
+ * own fields). Found once per event; decided per user.
  */
-class Viewer {
-  readonly decisions: number[] = []
-  changed = false
-
-  constructor(
-    private readonly access: ReadAccess,
-    private readonly req: PayloadRequest,
-    private readonly memo: Map<string, Promise<boolean>>,
-  ) {}
-
-  async doc(slug: string, doc: Obj): Promise<{ doc: Obj; decisions: number[]; changed: boolean }> {
-    const out = await this.document(slug, doc, new Set())
-    return { doc: out, decisions: this.decisions, changed: this.changed }
+function findSites(access: ReadAccess, slug: string, doc: Obj): Site[] {
+  const sites: Site[] = []
+  const seen = new Set<object>()
+  const document = (slug: string, d: Obj, path: (string | number)[], parent: number) => {
+    const config = access.collection(slug)
+    if (!config || seen.has(d)) return
+    seen.add(d)
+    fields(config.fields ?? [], d, d, path, parent)
+    seen.delete(d)
   }
-
-  private async document(slug: string, doc: Obj, seen: Set<object>): Promise<Obj> {
-    const config = this.access.collection(slug)
-    if (!config || seen.has(doc)) return doc
-    seen.add(doc)
-    const out = await this.fields(doc, config.fields ?? [], doc, seen)
-    seen.delete(doc)
-    return out
-  }
-
-  private async fields(data: Obj, fields: AnyField[], top: Obj, seen: Set<object>): Promise<Obj> {
-    const out: Obj = { ...data }
-    await this.apply(out, fields, top, seen)
-    return out
-  }
-
-  /** Applies `fields` to `out` in place; layout fields keep their children at this level. */
-  private async apply(out: Obj, fields: AnyField[], top: Obj, seen: Set<object>): Promise<void> {
-    for (const field of fields) {
-      if (!field.name) {
-        if (field.type === 'tabs') {
-          for (const tab of field.tabs ?? []) {
-            if (tab.name) await this.named(out, { ...tab, type: 'group' }, top, seen)
-            else await this.apply(out, tab.fields ?? [], top, seen)
-          }
-        } else if (Array.isArray(field.fields)) {
-          await this.apply(out, field.fields, top, seen)
+  const fields = (list: AnyField[], data: Obj, top: Obj, path: (string | number)[], parent: number) => {
+    for (const field of list) {
+      if (field.name) named(field, data, top, path, parent)
+      else if (field.type === 'tabs') {
+        for (const tab of field.tabs ?? []) {
+          if (tab.name) named({ ...tab, type: 'group' }, data, top, path, parent)
+          else fields(tab.fields ?? [], data, top, path, parent)
         }
-        continue
-      }
-      await this.named(out, field, top, seen)
+      } else if (Array.isArray(field.fields)) fields(field.fields, data, top, path, parent)
     }
   }
-
-  private async named(out: Obj, field: AnyField, top: Obj, seen: Set<object>): Promise<void> {
-    const name: string = field.name
-    if (!(name in out)) return
+  const named = (field: AnyField, data: Obj, top: Obj, path: (string | number)[], parent: number) => {
+    if (!(field.name in data)) return
+    const here = [...path, field.name]
+    let p = parent
     if (field.access?.read) {
-      stats.fieldCalls++
-      let ok = false
-      try {
-        ok = Boolean(
-          await field.access.read({ id: top.id, data: top, doc: top, req: this.req, siblingData: out }),
-        )
-      } catch {
-        ok = false
-      }
-      this.decisions.push(ok ? 1 : 0)
-      if (!ok) {
-        delete out[name]
-        this.changed = true
-        return
-      }
+      sites.push({ kind: 'field', path: here, parent, read: field.access.read, top, sibling: data })
+      p = sites.length - 1
     }
-    const value = out[name]
+    const value = data[field.name]
     if (value === null || value === undefined) return
-    out[name] = await this.value(field, value, top, seen)
-  }
-
-  private async value(field: AnyField, value: unknown, top: Obj, seen: Set<object>): Promise<unknown> {
     switch (field.type) {
       case 'group':
       case 'tab':
-        return isObj(value) ? this.fields(value, field.fields ?? [], top, seen) : value
+        if (isObj(value)) fields(field.fields ?? [], value, top, here, p)
+        return
       case 'array':
-        return Array.isArray(value)
-          ? Promise.all(
-              value.map((row) => (isObj(row) ? this.fields(row, field.fields ?? [], top, seen) : row)),
-            )
-          : value
+        if (Array.isArray(value))
+          value.forEach((row, i) => {
+            if (isObj(row)) fields(field.fields ?? [], row, top, [...here, i], p)
+          })
+        return
       case 'blocks':
-        return Array.isArray(value)
-          ? Promise.all(
-              value.map((row) => {
-                if (!isObj(row)) return row
-                const block = (field.blocks ?? []).find((b: AnyField) => b?.slug === row.blockType)
-                return block ? this.fields(row, block.fields ?? [], top, seen) : row
-              }),
-            )
-          : value
+        if (Array.isArray(value))
+          value.forEach((row, i) => {
+            const block = isObj(row) && (field.blocks ?? []).find((b: AnyField) => b?.slug === row.blockType)
+            if (block) fields(block.fields ?? [], row as Obj, top, [...here, i], p)
+          })
+        return
       case 'relationship':
       case 'upload':
-        return Array.isArray(value)
-          ? Promise.all(value.map((v) => this.relation(field.relationTo, v, seen)))
-          : this.relation(field.relationTo, value, seen)
-      default:
-        return value
+        if (Array.isArray(value))
+          value.forEach((v, i) => {
+            relation(field.relationTo, v, [...here, i], p)
+          })
+        else relation(field.relationTo, value, here, p)
+        return
     }
   }
-
-  /** A populated relation the user may not read becomes its id (REST shows ids regardless). */
-  private async relation(relationTo: string | string[], value: unknown, seen: Set<object>): Promise<unknown> {
-    if (!isObj(value)) return value
+  const relation = (
+    relationTo: string | string[],
+    value: unknown,
+    path: (string | number)[],
+    parent: number,
+  ) => {
+    if (!isObj(value)) return
     if (Array.isArray(relationTo)) {
-      if (typeof value.relationTo !== 'string' || !isObj(value.value)) return value
-      return { ...value, value: await this.related(value.relationTo, value.value, seen) }
+      if (typeof value.relationTo === 'string' && isObj(value.value))
+        related(value.relationTo, value.value, [...path, 'value'], parent)
+      return
     }
-    return this.related(relationTo, value, seen)
+    related(relationTo, value, path, parent)
   }
+  const related = (slug: string, d: Obj, path: (string | number)[], parent: number) => {
+    if (!access.collection(slug)) return
+    sites.push({ kind: 'relation', path, parent, slug, related: d })
+    document(slug, d, path, sites.length - 1)
+  }
+  document(slug, doc, [], -1)
+  return sites
+}
 
-  private async related(slug: string, doc: Obj, seen: Set<object>): Promise<unknown> {
-    if (!this.access.collection(slug)) return doc
-    const r = await this.access.collectionRead(slug, this.req, doc.id as string | number)
-    const ok = r === true || (r !== false && (await this.access.matches(slug, r, doc, this.memo)))
-    this.decisions.push(ok ? 1 : 0)
-    if (!ok) {
-      this.changed = true
-      return doc.id
-    }
-    return this.document(slug, doc, seen)
+/**
+ * The document as one group of users sees it: a hidden field is removed, a relation they may
+ * not read becomes its id (REST shows ids regardless of access).
+ */
+function buildView(doc: Obj, sites: Site[], dec: number[]): Obj {
+  const out = structuredClone(doc)
+  for (let i = 0; i < sites.length; i++) {
+    const s = sites[i]
+    if (dec[i] === 1 || (s.parent >= 0 && dec[s.parent] === 0)) continue
+    let holder: any = out
+    for (const k of s.path.slice(0, -1)) holder = holder?.[k]
+    if (holder === null || typeof holder !== 'object') continue
+    const last = s.path[s.path.length - 1]
+    if (s.kind === 'field') delete holder[last]
+    else holder[last] = s.related!.id
   }
+  return out
 }
 
 /** The collections whose writes emit events (`includeCollections` and the keys of `collections`). */

@@ -36,7 +36,8 @@ export const MEMORY_OPERATORS: ReadonlySet<string> = new Set([
  */
 export function evaluateWhere(where: Where, doc: Obj): boolean | undefined {
   let unknown = false
-  for (const [key, cond] of Object.entries(where)) {
+  for (const key in where) {
+    const cond = where[key]
     let r: boolean | undefined
     if (key === 'and' || key === 'or') {
       if (!Array.isArray(cond)) return undefined
@@ -64,13 +65,25 @@ function combine(kind: 'and' | 'or', clauses: unknown[], doc: Obj): boolean | un
   return kind === 'and'
 }
 
+/** Split paths, kept (access functions return the same few paths over and over). */
+const paths = new Map<string, string[]>()
+
+function segmentsOf(path: string): string[] {
+  let s = paths.get(path)
+  if (!s) {
+    s = path.split('.')
+    if (paths.size < 10_000) paths.set(path, s)
+  }
+  return s
+}
+
 function evaluatePath(path: string, ops: Obj, doc: Obj): boolean | undefined {
-  const values = resolve(doc, path.split('.'))
+  const values = resolve(doc, segmentsOf(path))
   if (values === UNKNOWN) return undefined
   let unknown = false
-  for (const [op, operand] of Object.entries(ops)) {
+  for (const op in ops) {
     if (!MEMORY_OPERATORS.has(op)) return undefined
-    const r = apply(op, operand, values)
+    const r = apply(op, ops[op], values)
     if (r === false) return false
     if (r === undefined) unknown = true
   }
@@ -82,13 +95,13 @@ function evaluatePath(path: string, ops: Obj, doc: Obj): boolean | undefined {
  * field), or UNKNOWN when a segment is missing from the document or the path continues through
  * a relation that is only an id.
  */
-function resolve(value: unknown, segments: string[]): unknown[] | typeof UNKNOWN {
-  if (segments.length === 0) return [idOf(value)]
+function resolve(value: unknown, segments: readonly string[], from = 0): unknown[] | typeof UNKNOWN {
+  if (from === segments.length) return [idOf(value)]
   if (value === null || value === undefined) return [null]
   if (Array.isArray(value)) {
     const out: unknown[] = []
     for (const v of value) {
-      const r = resolve(v, segments)
+      const r = resolve(v, segments, from)
       if (r === UNKNOWN) return UNKNOWN
       out.push(...r)
     }
@@ -96,19 +109,19 @@ function resolve(value: unknown, segments: string[]): unknown[] | typeof UNKNOWN
   }
   if (!isObj(value)) {
     // An unpopulated relation: only `<rel>.id` is known.
-    return segments.length === 1 && segments[0] === 'id' ? [value] : UNKNOWN
+    return from === segments.length - 1 && segments[from] === 'id' ? [value] : UNKNOWN
   }
-  const [head, ...rest] = segments
+  const head = segments[from]
   // A polymorphic relation `{relationTo, value}` is queried through its value.
   if (!(head in value)) {
     if (typeof value.relationTo === 'string' && 'value' in value && head !== 'relationTo')
-      return resolve(value.value, segments)
+      return resolve(value.value, segments, from)
     return UNKNOWN
   }
   const next = value[head]
   // A hasMany value read as a whole (`tags: {in: […]}`) is a set of values.
-  if (rest.length === 0 && Array.isArray(next)) return next.map(idOf)
-  return resolve(next, rest)
+  if (from === segments.length - 1 && Array.isArray(next)) return next.map(idOf)
+  return resolve(next, segments, from + 1)
 }
 
 /** A populated relation compares as its id. */
