@@ -51,6 +51,8 @@ const collections = [
   },
   // Not readable through REST at all, but its events are opted out of the check.
   { slug: 'logs', access: { read: () => false }, fields: [{ name: 'message', type: 'text' }] },
+  // Not readable through REST either; an `authorize` function decides instead.
+  { slug: 'tickets', access: { read: () => false }, fields: [{ name: 'subject', type: 'text' }] },
   {
     slug: 'announcements',
     access: { read: () => true },
@@ -97,7 +99,8 @@ describe('default read access against Payload REST (SQLite)', () => {
       collections,
       realtime: {
         includeCollections: ['notes', 'projects', 'announcements'],
-        collections: { logs: { access: 'none' } },
+        collections: { logs: { access: 'none' }, tickets: {} },
+        authorize: { tickets: (user, event) => event.doc.subject === 'open' },
       },
     })
     const { payload } = app
@@ -258,6 +261,18 @@ describe('default read access against Payload REST (SQLite)', () => {
       const got = await c.next('update')
       assert.equal(got.id, log.id)
       assert.equal(await restView('anon', 'logs', log.id), null, 'REST would refuse it')
+    } finally {
+      c.close()
+    }
+  })
+
+  test('an authorize function replaces the read check for its collection', async () => {
+    const c = await connect(app.url)
+    try {
+      await c.joinCollection('tickets')
+      await app.payload.create({ collection: 'tickets', data: { subject: 'closed' } })
+      const open = await app.payload.create({ collection: 'tickets', data: { subject: 'open' } })
+      assert.equal((await c.next('update')).id, open.id)
     } finally {
       c.close()
     }

@@ -5,9 +5,10 @@ mod common;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use common::*;
 use parking_lot::Mutex;
-use realtime_core::{Monitoring, NoHooks, ServerConfig};
+use realtime_core::{Event, Monitoring, NoHooks, Operation, ServerConfig, Verdicts};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -199,4 +200,65 @@ async fn the_app_may_refuse_collection_and_doc_joins() {
     user.welcome().await;
     user.send_json(json!({"type": "join-doc", "collection": "posts", "id": "1"})).await;
     assert_eq!(user.recv_json().await, json!({"type": "joined", "room": "doc:posts:1"}));
+}
+
+#[tokio::test]
+async fn authorize_views_give_each_group_its_own_document() {
+    let hooks = Arc::new(TestHooks::default());
+    *hooks.authorize.lock() = Some(("posts".into(), Arc::new(|_| true)));
+    // Users 1 and 2: view 2 (no secret); user 3: as emitted; user 4 and anonymous: nothing.
+    *hooks.authorize_views.lock() = Some(Arc::new(|list| Verdicts {
+        per_user: list
+            .users
+            .iter()
+            .map(|u| match u.as_ref().map(|u| u.id.as_str()) {
+                Some("1") | Some("2") => 2,
+                Some("3") => 1,
+                _ => 0,
+            })
+            .collect(),
+        docs: vec![Bytes::from_static(br#"{"id":9,"title":"t"}"#)],
+    }));
+    let s = start(config(), hooks.clone());
+    let mut clients = Vec::new();
+    for id in [1u64, 2, 3, 4] {
+        let mut c = Client::connect_with(s.port(), &format!("/?token={}", token(id, 60)), &[]).await.unwrap();
+        c.join_collection("posts").await;
+        clients.push((id, c));
+    }
+    let mut anon = Client::connect(s.port()).await;
+    anon.join_collection("posts").await;
+    let doc = json!({"id": 9, "title": "t", "secret": "s"});
+    let ev = Event {
+        collection: "posts".into(),
+        id_json: "9".into(),
+        operation: Operation::Update,
+        doc_json: Bytes::from(doc.to_string()),
+        extra_rooms: vec![],
+    };
+    s.emit_event(ev).unwrap();
+    for (id, c) in clients.iter_mut() {
+        match id {
+            1 | 2 => assert_eq!(c.recv_json().await["doc"], json!({"id": 9, "title": "t"}), "user {id}"),
+            3 => assert_eq!(c.recv_json().await["doc"], doc),
+            _ => c.expect_silence(std::time::Duration::from_millis(200)).await,
+        }
+    }
+    anon.expect_silence(std::time::Duration::from_millis(100)).await;
+    assert_eq!(s.stats().unauthorized_skips, 2);
+
+    // A view index past the docs given is a malformed answer: nobody gets the event.
+    *hooks.authorize_views.lock() =
+        Some(Arc::new(|list| Verdicts { per_user: vec![3; list.users.len()], docs: vec![] }));
+    let ev = Event {
+        collection: "posts".into(),
+        id_json: "10".into(),
+        operation: Operation::Update,
+        doc_json: Bytes::from_static(b"{}"),
+        extra_rooms: vec![],
+    };
+    s.emit_event(ev).unwrap();
+    for (_, c) in clients.iter_mut() {
+        c.expect_silence(std::time::Duration::from_millis(100)).await;
+    }
 }

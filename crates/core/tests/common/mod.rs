@@ -315,6 +315,8 @@ pub struct TestHooks {
     pub authorize_calls: Mutex<Vec<(String, usize)>>,
     /// Per authorize call: the list's id and each user as "id exp" ("-" when anonymous).
     pub authorize_lists: Mutex<Vec<(u64, Vec<String>)>>,
+    /// When set, the whole authorize answer (views of the document) instead of `authorize`'s booleans.
+    pub authorize_views: Mutex<Option<Arc<dyn Fn(&UserList) -> Verdicts + Send + Sync>>>,
     pub closed: AtomicUsize,
 }
 
@@ -381,6 +383,10 @@ impl AppHooks for TestHooks {
             .collect();
         who.sort();
         self.authorize_lists.lock().push((users.id, who));
+        if let Some(views) = self.authorize_views.lock().clone() {
+            let v = views(&users);
+            return Box::pin(async move { v });
+        }
         let v: Vec<bool> = users.users.iter().map(|u| f(u.as_deref())).collect();
         Box::pin(async move { v.into() })
     }
