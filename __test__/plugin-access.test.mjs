@@ -100,7 +100,7 @@ describe('default read access against Payload REST (SQLite)', () => {
       realtime: {
         includeCollections: ['notes', 'projects', 'announcements'],
         collections: { logs: { access: 'none' }, tickets: {} },
-        authorize: { tickets: (user, event) => event.doc.subject === 'open' },
+        authorize: { tickets: (_user, event) => event.doc.subject === 'open' },
       },
     })
     const { payload } = app
