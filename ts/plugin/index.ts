@@ -14,5 +14,7 @@ export type {
   PayloadIoShim,
 } from './compat/payload-real-time.js'
 export { stripHiddenFields, AUTH_SECRET_KEYS } from './sanitize.js'
-export { payloadJwtKey, payloadAuthCookie } from './auth.js'
+export { payloadJwtKey, payloadAuthCookie, payloadTrustedOrigins } from './auth.js'
+export { ReadAccess, realtimeAccessStats, type AccessStats } from './access.js'
+export { evaluateWhere, type Where } from './where.js'
 export type * from './types.js'

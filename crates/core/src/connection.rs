@@ -473,9 +473,10 @@ fn on_message(
         }
     };
     match request {
-        Request::Join(room) => *wait = join_and_ack(hub, conn, &room),
+        Request::Join(room) => *wait = join_event_room(hub, conn, room),
         Request::JoinMany(rooms) => {
-            let waits: Vec<_> = rooms.iter().filter_map(|r| join_and_ack(hub, conn, r)).collect();
+            // Each collection passes the same access check as a single join, in order.
+            let waits: Vec<_> = rooms.into_iter().filter_map(|r| join_event_room(hub, conn, r)).collect();
             if !waits.is_empty() {
                 *wait = Some(Box::pin(async move {
                     for w in waits {
@@ -576,6 +577,32 @@ fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFutur
             None
         }
     }
+}
+
+/// `join-collection`/`join-doc`: joins unless the app's `can_subscribe` refuses (`forbidden`, no
+/// `joined`). The answer is awaited before the next message is read, so a `leave-*` sent after
+/// it applies after it.
+fn join_event_room(hub: &Arc<Hub>, conn: &Arc<Conn>, room: String) -> Option<BoxFuture<()>> {
+    let Some(check) = hub.hooks.can_subscribe(conn.user(), &room) else {
+        return join_and_ack(hub, conn, &room);
+    };
+    let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
+    Some(Box::pin(async move {
+        match timeout(t, check).await {
+            Ok(true) => {
+                if let Some(ack) = join_and_ack(&hub, &conn, &room) {
+                    ack.await;
+                }
+            }
+            Ok(false) => {
+                refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to read this collection or document", None)
+            }
+            Err(_) => {
+                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "access check timed out", None)
+            }
+        }
+    }))
 }
 
 /// Runs an app handler off the reader, answering with its reply or error within the timeout.
