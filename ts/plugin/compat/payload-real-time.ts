@@ -16,6 +16,8 @@ export interface PayloadRealTimeCollection {
   events?: EventOperation[]
   /** Scopes the collection's events to one room (e.g. `user:<id>`); none: everyone gets them. */
   room?: (doc: any, operation: EventOperation, previousDoc?: any) => string | undefined | null
+  /** Ours: `'none'` sends events whatever the reader's read access (as payload-real-time did). Default `'read'`. */
+  access?: 'read' | 'none'
 }
 
 /** payload-real-time's options. */
@@ -49,6 +51,7 @@ export const payloadRealTime =
       if (!room) everyone.add(slug)
       collections[slug] = {
         events: c?.events ?? ['create', 'update'],
+        ...(c?.access ? { access: c.access } : {}),
         ...(room ? { room: (doc, ctx) => room(doc, ctx.operation, ctx.previousDoc) ?? undefined } : {}),
       }
     }
