@@ -83,6 +83,7 @@ export function testCollections() {
  * Boots Payload with the plugin. `realtime`: plugin options (default `{ port: 0 }` semantics are
  * the caller's). `transactions`: SQLite transactions on (default true). `plugins`: extra Payload
  * plugins placed after ours. `hooks`: `{ [slug]: hooks }` merged into the test collections.
+ * `db`: a database adapter (default: SQLite in a temp dir). `collections`: extra collections.
  * Returns `{ payload, manager, url, client, stop }`; `stop()` closes clients, the manager and Payload.
  */
 export async function startPayload({
@@ -92,9 +93,14 @@ export async function startPayload({
   hooks = {},
   onInit,
   startServer = 'port',
+  db,
+  collections: extraCollections = [],
 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-payload-'))
-  const collections = testCollections().map((c) => ({ ...c, hooks: { ...c.hooks, ...hooks[c.slug] } }))
+  const collections = [...testCollections(), ...extraCollections].map((c) => ({
+    ...c,
+    hooks: { ...c.hooks, ...hooks[c.slug] },
+  }))
   const pluginOptions = startServer === 'port' ? { port: 0, host: '127.0.0.1', ...realtime } : realtime
   const config = buildConfig({
     secret: SECRET,
@@ -102,10 +108,12 @@ export async function startPayload({
     typescript: { autoGenerate: false },
     graphQL: { disable: true },
     logger: { options: { level: process.env.TEST_LOG_LEVEL || 'error' } },
-    db: sqliteAdapter({
-      client: { url: `file:${path.join(dir, 'test.db')}` },
-      ...(transactions ? { transactionOptions: {} } : {}),
-    }),
+    db:
+      db ??
+      sqliteAdapter({
+        client: { url: `file:${path.join(dir, 'test.db')}` },
+        ...(transactions ? { transactionOptions: {} } : {}),
+      }),
     collections,
     onInit,
     plugins: [uWebSocketPlugin(pluginOptions), ...plugins],
@@ -229,8 +237,29 @@ export function assertNoKeys(value, keys) {
   assert.deepEqual(found, [], `secret keys leaked: ${found.join(', ')}`)
 }
 
+/**
+ * A fresh PostgreSQL database of this run's own on the machine's server (PG_URL, default
+ * postgres://postgres@127.0.0.1:5432): `{ url, stop }`, `stop()` drops it. Without a reachable
+ * server it returns null and says so loudly; in CI (CI=true) that is an error.
+ */
+export async function createPostgresDatabase() {
+  const base = process.env.PG_URL ?? 'postgres://postgres@127.0.0.1:5432'
+  const name = `prt_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+  const psql = (sql) =>
+    spawnSync('psql', [`${base}/postgres`, '-v', 'ON_ERROR_STOP=1', '-qc', sql], { encoding: 'utf8' })
+  const created = psql(`CREATE DATABASE ${name}`)
+  if (created.error || created.status !== 0) {
+    skipWithout('PostgreSQL at PG_URL (psql)', 'PostgreSQL adapter test', created.stderr?.trim())
+    return null
+  }
+  return {
+    url: `${base}/${name}`,
+    stop: async () => void psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+  }
+}
+
 /** A TCP port free on 127.0.0.1 right now. */
-async function freePort() {
+export async function freePort() {
   const srv = net.createServer()
   await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve))
   const { port } = srv.address()

@@ -4,6 +4,7 @@
 import { isMainThread } from 'node:worker_threads'
 
 import { native } from './native.js'
+import { processState } from './state.js'
 
 type NativeServer = InstanceType<typeof native.NativeServer>
 
@@ -441,9 +442,19 @@ export class UWebSocketManager {
     })
   }
 
-  /** Every counter of the server. */
+  /**
+   * Every counter of the server, plus the plugin's: `pendingAfterCommit` (events waiting for
+   * their transaction to commit; 0 when idle), `droppedAfterCommit` (dropped because too many
+   * transactions never ended) and `droppedNoServer` (emitted while no server ran).
+   */
   getStats(): Record<string, any> {
-    return this.server.stats()
+    const state = processState()
+    return {
+      ...this.server.stats(),
+      pendingAfterCommit: state.afterCommit.pending,
+      droppedAfterCommit: state.afterCommit.dropped,
+      droppedNoServer: state.droppedNoServer,
+    }
   }
 
   /** Members of a room on this instance (synchronous). */
@@ -472,14 +483,15 @@ export class UWebSocketManager {
       this.closing = this.server.close().finally(() => {
         if (this.keepAlive) clearInterval(this.keepAlive)
         this.keepAlive = null
-        if (current === this) current = null
+        if (state.manager === this) state.manager = null
       })
     }
     return this.closing
   }
 }
 
-let current: UWebSocketManager | null = null
+// The running manager lives on globalThis (state.ts), so hot reloads find it.
+const state = processState() as { manager: UWebSocketManager | null }
 
 function nativeOptions(o: ServerOptions, port: number) {
   const { rateLimit, ...rest } = o
@@ -500,18 +512,21 @@ export async function initUWebSocket(portOrOptions: number | ServerOptions = {})
   const options: ServerOptions =
     typeof portOrOptions === 'number' ? { port: portOrOptions } : { ...portOrOptions }
   const port = options.port ?? 3002
-  if (current && !current.closed) {
+  const current = getUWebSocketManager()
+  if (current) {
     if (port === current.requestedPort || port === current.port) return current
     throw Object.assign(new Error(`the realtime server already runs on port ${current.port}`), {
       code: 'EALREADY',
     })
   }
   const server = native.NativeServer.start(nativeOptions(options, port))
-  current = new UWebSocketManager(server, port)
-  return current
+  const manager = new UWebSocketManager(server, port)
+  state.manager = manager
+  return manager
 }
 
 /** The running manager, or null. */
 export function getUWebSocketManager(): UWebSocketManager | null {
-  return current
+  const m = state.manager
+  return m && !m.closed ? m : null
 }
