@@ -444,3 +444,54 @@ export async function startExample(dir, { env = {}, ready = /WebSocket\s+ws:/, t
   }
   return { output: () => out, stop }
 }
+
+/**
+ * Spawns `cmd args` (in `cwd`, with `env` added to this process's) collecting its output, and
+ * waits (up to `timeoutMs`) until the output matches `ready` when given. Returns
+ * `{ child, output(), waitFor(re, ms), stop(signal) }`; `waitFor` resolves with the match of `re`
+ * in the output after `from` (an offset; default: anywhere), `stop` sends `signal` (SIGTERM) and
+ * waits for the exit (SIGKILL after 10 s), resolving with `{ code, signal }`.
+ */
+export async function startProcess(
+  cmd,
+  args,
+  { cwd, env = {}, ready, timeoutMs = 120_000, stdin = 'ignore' } = {},
+) {
+  const child = spawn(cmd, args, {
+    cwd,
+    env: { ...process.env, ...env },
+    stdio: [stdin, 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (out += d))
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const waitFor = async (re, ms = 30_000, from = 0) => {
+    const deadline = Date.now() + ms
+    for (;;) {
+      const m = re.exec(out.slice(from))
+      if (m) return m
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(
+          `${cmd} exited (${child.exitCode ?? child.signalCode}) before ${re}:\n${out.slice(-4000)}`,
+        )
+      if (Date.now() > deadline) throw new Error(`no ${re} within ${ms} ms:\n${out.slice(-4000)}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  const stop = async (signal = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+    await stopChild(child, 10_000)
+    return exited
+  }
+  const proc = { child, output: () => out, waitFor, stop, exited }
+  if (ready) {
+    try {
+      await waitFor(ready, timeoutMs)
+    } catch (err) {
+      await stop('SIGKILL')
+      throw err
+    }
+  }
+  return proc
+}

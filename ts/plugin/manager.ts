@@ -477,6 +477,25 @@ export class UWebSocketManager {
     return this.server.disconnectSession(sid, code)
   }
 
+  /**
+   * Forgets every JS hook (handlers, middleware, authorize, room policy, verifyClient, session
+   * validator, credential resolver); open sockets stay. The plugin calls it before registering
+   * the hooks of a hot-reloaded config, so old closures neither linger nor run twice.
+   */
+  resetHooks(): void {
+    this.handlers.clear()
+    this.middleware.length = 0
+    this.authorizers.clear()
+    this.authorizeUsers = null
+    this.server.setMessageHandler([], null)
+    this.server.setOpenHandler(null)
+    this.server.setAuthorize([], null)
+    this.server.setRoomPolicy(null)
+    this.server.setVerifyClient(null)
+    this.server.setSessionValidator(null)
+    this.server.setCredentialResolver(null)
+  }
+
   /** Graceful shutdown: every socket gets 1001 after its queue flushes. */
   close(): Promise<void> {
     if (!this.closing) {

@@ -22,7 +22,10 @@ interface Queues {
   onError: (err: unknown) => void
 }
 
-const installed = new WeakMap<object, Queues>()
+// On globalThis: a hot reload re-evaluates this module, and the adapter must be wrapped once.
+const installed = ((
+  processState().lifecycle as { transactionQueues?: WeakMap<object, Queues> }
+).transactionQueues ??= new WeakMap<object, Queues>())
 
 /** Process-wide counters, shown in the manager's stats (`pendingAfterCommit`, `droppedAfterCommit`). */
 const counters = processState().afterCommit
