@@ -228,8 +228,15 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime
   for (const key of SERVER_LIMIT_KEYS) (limits as Record<string, unknown>)[key] = o[key]
   return {
     ...limits,
-    port: o.port ?? envPort(),
-    path: o.path ?? o.uWebSocket?.path,
+    // Inside Next.js (bundled code: NEXT_RUNTIME is 'nodejs') the defaults are withRealtime's, so
+    // the server listens where its rewrite points, even in standalone output (no next.config).
+    port: o.port ?? envPort() ?? (underNext() ? 3002 : undefined),
+    path:
+      o.path ??
+      o.uWebSocket?.path ??
+      process.env.PAYLOAD_REALTIME_PATH ??
+      (underNext() ? '/realtime' : undefined),
+    host: o.host ?? process.env.PAYLOAD_REALTIME_HOST ?? (underNext() ? '127.0.0.1' : undefined),
     allowOrigins,
     requireAuth: o.requireAuth,
     jwtKey: secret ? payloadJwtKey(secret) : payload.secret,
@@ -238,6 +245,10 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime
     roomPatterns: o.rooms?.patterns, // matched natively, without a JS call per join
     redis: redisOptions(o.redis, payload),
   }
+}
+
+function underNext(): boolean {
+  return process.env.NEXT_RUNTIME === 'nodejs'
 }
 
 /** PAYLOAD_REALTIME_PORT (set by `withRealtime`), when it is a port number. */

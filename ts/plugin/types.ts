@@ -109,8 +109,10 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   /**
    * Start the WebSocket server from Payload's `onInit` on this port (0 = any free port), in
    * serving processes only (never in `next build` or the `payload` CLI). Default: the
-   * PAYLOAD_REALTIME_PORT environment variable (`withRealtime` sets it, 3002 unless told
-   * otherwise); without either, not started: call `initUWebSocket()` yourself.
+   * PAYLOAD_REALTIME_PORT environment variable, else 3002 inside Next.js; elsewhere without
+   * either, not started: call `initUWebSocket()` yourself. (Inside Next.js `path` defaults to
+   * PAYLOAD_REALTIME_PATH or '/realtime' and `host` to PAYLOAD_REALTIME_HOST or '127.0.0.1',
+   * where `withRealtime`'s rewrite points.)
    */
   port?: number
   /**
