@@ -55,9 +55,17 @@ describe('examples/next-app on Next.js 16', {
       assert.notEqual(process.env.CI === 'true' && !ready, true)
       rtPort = await freePort()
       // The app "already runs": its realtime port is held while the build runs.
+      // NEXT_APP_REUSE_BUILD=1 (local iteration only, never in CI) keeps an existing build.
+      const reuse =
+        process.env.NEXT_APP_REUSE_BUILD === '1' && fs.existsSync(path.join(app, '.next/standalone'))
       const holder = net.createServer()
       await new Promise((r) => holder.listen(rtPort, '127.0.0.1', r))
       try {
+        if (!reuse) await buildWhilePortHeld()
+      } finally {
+        holder.close()
+      }
+      async function buildWhilePortHeld() {
         const build = await startProcess(bin('next'), ['build'], {
           cwd: app,
           env: {
@@ -69,8 +77,6 @@ describe('examples/next-app on Next.js 16', {
         const exit = await build.exited
         assert.equal(exit.code, 0, `next build failed:\n${build.output().slice(-4000)}`)
         assert.doesNotMatch(build.output(), /WebSocket server listening|EADDR/)
-      } finally {
-        holder.close()
       }
       // Schema (outside production Payload pushes it) and the author, through the payload CLI.
       const seed = await startProcess(bin('payload'), ['run', 'src/seed.ts'], {

@@ -465,7 +465,13 @@ export async function startProcess(
   let out = ''
   child.stdout.on('data', (d) => (out += d))
   child.stderr.on('data', (d) => (out += d))
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }))
+    child.once('error', (err) => {
+      out += `\nspawn failed: ${err.message}\n`
+      resolve({ code: -1, signal: null })
+    })
+  })
   const waitFor = async (re, ms = 30_000, from = 0) => {
     const deadline = Date.now() + ms
     for (;;) {
