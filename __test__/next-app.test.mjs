@@ -131,6 +131,18 @@ describe('examples/next-app on Next.js 16', {
         assert.equal(res.status(), 200)
         assert.match(await res.text(), /realtime: /, 'the hooks rendered on the server')
         await page.waitForSelector('#state[data-state="open"]', { timeout: 15_000 })
+        // Sync point: the page's join-collection may still be on its way when the socket is open;
+        // post until one shows up (bounded), then time create/edit/delete against the 1 s bound.
+        const deadline = Date.now() + 15_000
+        for (let i = 0; ; i++) {
+          const warm = (await rest(base, 'POST', '/api/posts', { title: `warm-up ${i}` })).doc
+          try {
+            await page.waitForSelector(`li[data-id="${warm.id}"]`, { timeout: 1000 })
+            break
+          } catch (err) {
+            if (Date.now() > deadline) throw new Error(`${err.message}\n${await page.content()}`)
+          }
+        }
         const created = (await rest(base, 'POST', '/api/posts', { title: 'live one', author })).doc
         await page.waitForSelector(`li[data-id="${created.id}"]:has-text("live one by Ann")`, {
           timeout: 1000,
@@ -143,7 +155,7 @@ describe('examples/next-app on Next.js 16', {
         await rest(base, 'POST', '/api/posts', { title: 'live one', author })
       }
       for (const c of [direct, viaOrigin]) {
-        const m = await c.next('update', 1000)
+        const m = await c.next((e) => e.type === 'update' && e.doc.title === 'live one', 1000)
         assert.equal(m.doc.author.name, 'Ann', 'populated author (SQLite default options)')
       }
       const closed = direct.expectClose(10_000)
@@ -183,6 +195,71 @@ describe('examples/next-app on Next.js 16', {
     } finally {
       await server?.stop()
       fs.renameSync(away, path.join(app, 'node_modules'))
+    }
+  })
+
+  test('next dev: events flow across hot reloads of payload.config.ts; an option change restarts the server, logged', {
+    timeout: 240_000,
+  }, async () => {
+    const configFile = path.join(app, 'src/payload.config.ts')
+    const original = fs.readFileSync(configFile, 'utf8')
+    const port = await freePort()
+    const rt = await freePort()
+    const dev = await startProcess(bin('next'), ['dev', '-p', String(port), '-H', '127.0.0.1'], {
+      cwd: app,
+      env: {
+        PORT: String(port), // Payload's HMR listener finds Next's dev server by it
+        DATABASE_URL: `file:${path.join(tmp, 'dev.db')}`,
+        PAYLOAD_REALTIME_PORT: String(rt),
+        NEXT_TELEMETRY_DISABLED: '1',
+      },
+      ready: /Ready in/,
+      timeoutMs: 60_000,
+    })
+    const base = `http://127.0.0.1:${port}`
+    try {
+      // Compiling instrumentation and Payload's first init in dev (schema push) on 2 busy cores.
+      await listening(rt, 60_000)
+      const c = await connect(`ws://127.0.0.1:${port}`, { path: '/realtime' }) // the dev rewrite
+      await c.joinCollection('posts')
+      await rest(base, 'POST', '/api/posts', { title: 'dev 1' }) // first call compiles the route
+      assert.equal((await c.next('update', 5000)).doc.title, 'dev 1')
+
+      // An edit that changes no server option: same server, same socket, events still flow.
+      // Payload reloads at the first getPayload after Next's HMR message: poll the API meanwhile.
+      const waitForLog = async (re) => {
+        const from = dev.output().length
+        const deadline = Date.now() + 90_000
+        while (!re.test(dev.output().slice(from))) {
+          assert.ok(Date.now() < deadline, `no ${re} logged:\n${dev.output().slice(from).slice(-3000)}`)
+          await fetch(`${base}/api/posts?limit=1`)
+          await new Promise((r) => setTimeout(r, 500))
+        }
+      }
+      fs.writeFileSync(configFile, `${original}\n// edited by next-app.test.mjs\n`)
+      await waitForLog(/config reloaded: WebSocket server and sockets kept/)
+      await rest(base, 'POST', '/api/posts', { title: 'dev 3' })
+      assert.equal((await c.next('update', 5000)).doc.title, 'dev 3')
+
+      // An edit that changes a server option: restarted with a log line; the socket got 1001.
+      fs.writeFileSync(
+        configFile,
+        original.replace(
+          "uWebSocketPlugin({ includeCollections: ['posts'] })",
+          "uWebSocketPlugin({ includeCollections: ['posts'], maxConnections: 5000 })",
+        ),
+      )
+      await waitForLog(/server options changed \(maxConnections\): restarting/)
+      assert.equal(await c.expectClose(10_000), 1001)
+      await listening(rt, 10_000)
+      const c2 = await connect(`ws://127.0.0.1:${port}`, { path: '/realtime' })
+      await c2.joinCollection('posts')
+      await rest(base, 'POST', '/api/posts', { title: 'dev 4' })
+      assert.equal((await c2.next('update', 5000)).doc.title, 'dev 4')
+      c2.close()
+    } finally {
+      fs.writeFileSync(configFile, original)
+      await dev.stop()
     }
   })
 })

@@ -163,6 +163,10 @@ describe('hot reload (Payload `reload`, as `next dev` runs it)', () => {
       // Reload with the same server options: same server, socket kept, events flow.
       await reload(await configFor({ includeCollections: ['posts'] }), app.payload, true)
       assert.equal(getUWebSocketManager(), first, 'same server')
+      assert.ok(
+        logs.some((l) => /config reloaded: WebSocket server and sockets kept/.test(l)),
+        'reload logged',
+      )
       await app.payload.create({ collection: 'posts', data: { title: 'after reload' } })
       assert.equal((await c.next('update')).doc.title, 'after reload')
 

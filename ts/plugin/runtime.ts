@@ -120,6 +120,11 @@ async function ensureServer(r: Runtime): Promise<void> {
   if (running) {
     if (life.serverKey === null || life.serverKey === key) {
       // Same options (a hot reload), or a server the app started itself: keep it and its sockets.
+      const previous = life.configured.get(running)
+      if (previous && previous !== r && previous.payload === r.payload)
+        r.payload.logger.info(
+          '[realtime] Payload config reloaded: WebSocket server and sockets kept (options unchanged)',
+        )
       configureManager(running, r)
       return
     }
