@@ -34,10 +34,18 @@ async function listening(port, ms) {
   }
 }
 
-async function rest(base, method, p, body) {
+function reuseBuild() {
+  return (
+    process.env.NEXT_APP_REUSE_BUILD === '1' &&
+    process.env.CI !== 'true' &&
+    fs.existsSync(path.join(app, '.next/test-realtime-port'))
+  )
+}
+
+async function rest(base, method, p, body, token) {
   const res = await fetch(`${base}${p}`, {
     method,
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `JWT ${token}` } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   })
   assert.ok(res.ok, `${method} ${p}: HTTP ${res.status} ${await res.clone().text()}`)
@@ -53,11 +61,13 @@ describe('examples/next-app on Next.js 16', {
     async () => {
       if (!ready) return
       assert.notEqual(process.env.CI === 'true' && !ready, true)
-      rtPort = await freePort()
+      // withRealtime's rewrite is fixed at build time (Next's routes manifest): a reused build
+      // keeps the realtime port it was built with.
+      const portFile = path.join(app, '.next/test-realtime-port')
+      rtPort = reuseBuild() ? Number(fs.readFileSync(portFile, 'utf8')) : await freePort()
       // The app "already runs": its realtime port is held while the build runs.
       // NEXT_APP_REUSE_BUILD=1 (local iteration only, never in CI) keeps an existing build.
-      const reuse =
-        process.env.NEXT_APP_REUSE_BUILD === '1' && fs.existsSync(path.join(app, '.next/standalone'))
+      const reuse = reuseBuild()
       const holder = net.createServer()
       await new Promise((r) => holder.listen(rtPort, '127.0.0.1', r))
       try {
@@ -77,6 +87,7 @@ describe('examples/next-app on Next.js 16', {
         const exit = await build.exited
         assert.equal(exit.code, 0, `next build failed:\n${build.output().slice(-4000)}`)
         assert.doesNotMatch(build.output(), /WebSocket server listening|EADDR/)
+        fs.writeFileSync(portFile, String(rtPort))
       }
       // Schema (outside production Payload pushes it) and the author, through the payload CLI.
       const seed = await startProcess(bin('payload'), ['run', 'src/seed.ts'], {
@@ -125,6 +136,11 @@ describe('examples/next-app on Next.js 16', {
       const viaOrigin = await connect(`ws://127.0.0.1:${port}`, { path: '/realtime' })
       await viaOrigin.joinCollection('posts')
 
+      // Ann writes (logged in, so Payload populates her as the author: users are not public).
+      const { token } = await rest(base, 'POST', '/api/users/login', {
+        email: 'ann@example.com',
+        password: 'correct horse battery',
+      })
       if (browser) {
         const page = await browser.context.newPage()
         const res = await page.goto(base, { waitUntil: 'domcontentloaded' })
@@ -143,16 +159,18 @@ describe('examples/next-app on Next.js 16', {
             if (Date.now() > deadline) throw new Error(`${err.message}\n${await page.content()}`)
           }
         }
-        const created = (await rest(base, 'POST', '/api/posts', { title: 'live one', author })).doc
-        await page.waitForSelector(`li[data-id="${created.id}"]:has-text("live one by Ann")`, {
-          timeout: 1000,
-        })
+        const created = (await rest(base, 'POST', '/api/posts', { title: 'live one', author }, token)).doc
+        await page
+          .waitForSelector(`li[data-id="${created.id}"]:has-text("live one by Ann")`, { timeout: 1000 })
+          .catch(async (err) => {
+            throw new Error(`${err.message}\nlist: ${await page.locator('#posts').innerText()}`)
+          })
         await rest(base, 'PATCH', `/api/posts/${created.id}`, { title: 'live two' })
         await page.waitForSelector(`li[data-id="${created.id}"]:has-text("live two")`, { timeout: 1000 })
         await rest(base, 'DELETE', `/api/posts/${created.id}`)
         await page.waitForSelector(`li[data-id="${created.id}"]`, { state: 'detached', timeout: 1000 })
       } else {
-        await rest(base, 'POST', '/api/posts', { title: 'live one', author })
+        await rest(base, 'POST', '/api/posts', { title: 'live one', author }, token)
       }
       for (const c of [direct, viaOrigin]) {
         const m = await c.next((e) => e.type === 'update' && e.doc.title === 'live one', 1000)
@@ -209,6 +227,7 @@ describe('examples/next-app on Next.js 16', {
       cwd: app,
       env: {
         PORT: String(port), // Payload's HMR listener finds Next's dev server by it
+        DISABLE_PAYLOAD_HMR: '', // the shared helpers turn Payload's HMR off for in-process tests
         DATABASE_URL: `file:${path.join(tmp, 'dev.db')}`,
         PAYLOAD_REALTIME_PORT: String(rt),
         NEXT_TELEMETRY_DISABLED: '1',
@@ -224,32 +243,47 @@ describe('examples/next-app on Next.js 16', {
       await c.joinCollection('posts')
       await rest(base, 'POST', '/api/posts', { title: 'dev 1' }) // first call compiles the route
       assert.equal((await c.next('update', 5000)).doc.title, 'dev 1')
+      // Payload reloads its config on Next's `serverComponentChanges` HMR message, which Next sends
+      // for compiled server components only: render the page that imports the config (the admin
+      // panel's pages do that in a full app). Also: the hooks render on the server in dev.
+      const home = await fetch(`${base}/`)
+      assert.equal(home.status, 200, await home.text())
 
       // An edit that changes no server option: same server, same socket, events still flow.
       // Payload reloads at the first getPayload after Next's HMR message: poll the API meanwhile.
-      const waitForLog = async (re) => {
+      // Writes `text` to the config, then polls the API until `re` is logged; Next's watcher may
+      // miss a write right after a compile, so the write is repeated every 15 s (90 s in all).
+      const edit = async (text, re) => {
         const from = dev.output().length
         const deadline = Date.now() + 90_000
+        let n = 0
+        let rewriteAt = 0
         while (!re.test(dev.output().slice(from))) {
-          assert.ok(Date.now() < deadline, `no ${re} logged:\n${dev.output().slice(from).slice(-3000)}`)
+          const log = dev
+            .output()
+            .slice(from)
+            .replace(/.*GET \/api.*\n/g, '')
+          assert.ok(Date.now() < deadline, `no ${re} logged:\n${log.slice(-3000)}`)
+          if (Date.now() >= rewriteAt) {
+            fs.writeFileSync(configFile, `${text}\n// edited by next-app.test.mjs (${++n})\n`)
+            rewriteAt = Date.now() + 15_000
+          }
           await fetch(`${base}/api/posts?limit=1`)
           await new Promise((r) => setTimeout(r, 500))
         }
       }
-      fs.writeFileSync(configFile, `${original}\n// edited by next-app.test.mjs\n`)
-      await waitForLog(/config reloaded: WebSocket server and sockets kept/)
+      await edit(original, /config reloaded: WebSocket server and sockets kept/)
       await rest(base, 'POST', '/api/posts', { title: 'dev 3' })
       assert.equal((await c.next('update', 5000)).doc.title, 'dev 3')
 
       // An edit that changes a server option: restarted with a log line; the socket got 1001.
-      fs.writeFileSync(
-        configFile,
+      await edit(
         original.replace(
           "uWebSocketPlugin({ includeCollections: ['posts'] })",
           "uWebSocketPlugin({ includeCollections: ['posts'], maxConnections: 5000 })",
         ),
+        /server options changed \(maxConnections\): restarting/,
       )
-      await waitForLog(/server options changed \(maxConnections\): restarting/)
       assert.equal(await c.expectClose(10_000), 1001)
       await listening(rt, 10_000)
       const c2 = await connect(`ws://127.0.0.1:${port}`, { path: '/realtime' })
