@@ -6,10 +6,11 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { postgresAdapter } from '@payloadcms/db-postgres'
-import { createPostgresDatabase, createUser, startPayload } from './helpers/payload.mjs'
+import { createPostgresDatabase, createUser, startPayload, testCollections } from './helpers/payload.mjs'
 
 const pages = {
   slug: 'pages',
+  access: { read: () => true },
   versions: { drafts: { autosave: true } },
   fields: [{ name: 'title', type: 'text' }],
 }
@@ -56,6 +57,7 @@ for (const adapter of ADAPTERS) {
     let app
     let pg
     let author
+    let authorToken
     before(async () => {
       let db
       if (adapter.postgres) {
@@ -66,13 +68,14 @@ for (const adapter of ADAPTERS) {
       app = await startPayload({
         db,
         transactions: adapter.transactions,
-        collections: [pages],
+        collections: [...testCollections(), pages],
         hooks: { posts: nestedHook },
         plugins: [lateFailure],
         realtime: { collections: { posts: {}, notes: {}, pages: {} } },
       })
-      author = (await createUser(app.payload, `author-${adapter.transactions}@example.com`, { name: 'Ann' }))
-        .user
+      const ann = await createUser(app.payload, `author-${adapter.transactions}@example.com`, { name: 'Ann' })
+      author = ann.user
+      authorToken = ann.token
     })
     after(async () => {
       // Payload's destroy() leaves the pg pool open, with a client it never releases: dropping the
@@ -88,7 +91,8 @@ for (const adapter of ADAPTERS) {
     for (const depth of [0, 1, 2]) {
       test(`create/update/delete of a post with an author at depth ${depth} emit; nothing stays pending`, async (t) => {
         if (!app) return t.skip('no database')
-        const c = await app.client()
+        // Ann's socket: users are readable only when logged in, so she sees herself populated.
+        const c = await app.client({ token: authorToken })
         await c.joinCollection('posts')
         const post = await app.payload.create({
           collection: 'posts',
