@@ -85,7 +85,21 @@ impl Server {
                 Ok((l, local))
             })
         };
-        let (listener, local) = match bound {
+        let monitoring = bound.and_then(|main| {
+            let Some((host, port)) = hub.config.monitoring.listen.clone() else { return Ok((main, None)) };
+            let addr = format!("{host}:{port}");
+            let err = |source| CoreError::Bind { addr: addr.clone(), source };
+            let sock = addr
+                .to_socket_addrs()
+                .map_err(err)?
+                .next()
+                .ok_or_else(|| err(std::io::ErrorKind::AddrNotAvailable.into()))?;
+            let _enter = runtime.enter();
+            let l = listen(sock, false).map_err(err)?;
+            let local = l.local_addr().map_err(err)?;
+            Ok((main, Some((l, local))))
+        });
+        let ((listener, local), monitoring) = match monitoring {
             Ok(x) => x,
             Err(e) => {
                 // Dropping a runtime inside another one panics; this is safe from any thread.
@@ -93,7 +107,12 @@ impl Server {
                 return Err(e);
             }
         };
-        let accept = runtime.spawn(accept_loop(listener, hub.clone(), stop.clone()));
+        let monitoring_addr = monitoring.as_ref().map(|(_, a)| *a);
+        let stop_monitoring = Arc::new(Notify::new());
+        if let Some((l, _)) = monitoring {
+            runtime.spawn(accept_loop(l, hub.clone(), stop_monitoring.clone(), http::Listener::Monitoring));
+        }
+        let accept = runtime.spawn(accept_loop(listener, hub.clone(), stop.clone(), http::Listener::Main));
         let dispatcher_hub = hub.clone();
         runtime.spawn(async move {
             while let Some(cmd) = commands.recv().await {
@@ -104,7 +123,9 @@ impl Server {
             inner: Arc::new(Inner {
                 hub,
                 local,
+                monitoring_addr,
                 stop,
+                stop_monitoring,
                 accept: Mutex::new(Some(accept)),
                 runtime: Mutex::new(Some(runtime)),
             }),
@@ -134,7 +155,7 @@ fn random_instance_id() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
-async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>) {
+async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>, on: http::Listener) {
     loop {
         let (tcp, remote) = tokio::select! {
             _ = stop.notified() => return,
@@ -150,7 +171,7 @@ async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>) {
         let _ = tcp.set_nodelay(true);
         let hub = hub.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| http::handle(hub.clone(), remote, req));
+            let service = service_fn(move |req| http::handle(hub.clone(), remote, req, on));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
@@ -164,7 +185,10 @@ async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>) {
 struct Inner {
     hub: Arc<Hub>,
     local: SocketAddr,
+    /// Where `/healthz` and `/metrics` are served when `monitoring.listen` is set.
+    monitoring_addr: Option<SocketAddr>,
     stop: Arc<Notify>,
+    stop_monitoring: Arc<Notify>,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
     runtime: Mutex<Option<Runtime>>,
 }
@@ -193,6 +217,11 @@ impl ServerHandle {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.inner.local.port()
+    }
+
+    /// The bound port of `/healthz` and `/metrics` when they have their own address.
+    pub fn monitoring_port(&self) -> Option<u16> {
+        self.inner.monitoring_addr.map(|a| a.port())
     }
 
     /// This instance's id (prefix of its socket ids).
@@ -321,6 +350,7 @@ impl ServerHandle {
             let hub = inner.hub.clone();
             hub.shutting_down.store(true, Relaxed);
             inner.stop.notify_one();
+            inner.stop_monitoring.notify_one();
             let accept = inner.accept.lock().take();
             if let Some(a) = accept {
                 let _ = a.await;

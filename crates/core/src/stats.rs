@@ -59,6 +59,8 @@ pub(crate) struct Stats {
     pub events_emitted: AtomicU64,
     pub deliveries: AtomicU64,
     pub unauthorized_skips: AtomicU64,
+    /// Auth cookies ignored because the upgrade's Origin was not trusted.
+    pub untrusted_cookies: AtomicU64,
 }
 
 impl Stats {
@@ -116,6 +118,8 @@ pub struct StatsSnapshot {
     pub events_emitted: u64,
     pub deliveries: u64,
     pub unauthorized_skips: u64,
+    /// Auth cookies ignored because the upgrade's Origin was not trusted.
+    pub untrusted_cookies: u64,
     pub uptime_ms: u64,
     /// Cross-instance figures (`kind: "local"` without Redis).
     pub backplane: crate::backplane::BackplaneStats,
@@ -156,6 +160,7 @@ impl Stats {
             events_emitted: g(&self.events_emitted),
             deliveries: g(&self.deliveries),
             unauthorized_skips: g(&self.unauthorized_skips),
+            untrusted_cookies: g(&self.untrusted_cookies),
             ..Default::default()
         }
     }
@@ -244,6 +249,12 @@ impl StatsSnapshot {
             "counter",
             "Event deliveries withheld by authorize.",
             self.unauthorized_skips,
+        );
+        metric(
+            "untrusted_cookies_total",
+            "counter",
+            "Auth cookies ignored because the upgrade's Origin was not trusted.",
+            self.untrusted_cookies,
         );
         metric("uptime_seconds", "gauge", "Seconds since the server started.", self.uptime_ms / 1000);
         let b = &self.backplane;

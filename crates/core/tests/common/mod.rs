@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use realtime_core::{
     AppHooks, BoxFuture, EventInfo, HandlerOutcome, Server, ServerConfig, ServerHandle, SocketRef,
-    UpgradeInfo, UserClaims, UserList,
+    UpgradeInfo, UserClaims, UserList, Verdicts,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -317,12 +317,18 @@ pub struct TestHooks {
     pub on_open: Mutex<Option<Arc<dyn Fn(&SocketRef) -> bool + Send + Sync>>>,
     pub can_join: Mutex<Option<Arc<dyn Fn(Option<Arc<UserClaims>>, &str) -> bool + Send + Sync>>>,
     pub resolve: Mutex<Option<Arc<dyn Fn(&str) -> Option<UserClaims> + Send + Sync>>>,
+    /// `can_subscribe` (join-collection / join-doc), when set.
+    pub subscribe: Mutex<Option<Arc<dyn Fn(Option<Arc<UserClaims>>, &str) -> bool + Send + Sync>>>,
+    /// What `verify_client` saw of each upgrade (url, headers).
+    pub seen: Mutex<Vec<UpgradeInfo>>,
     pub session: Mutex<Option<Arc<dyn Fn(&UserClaims) -> bool + Send + Sync>>>,
     /// Collections with an authorize hook, and the verdict per user id.
     pub authorize: Mutex<Option<(String, Arc<dyn Fn(Option<&UserClaims>) -> bool + Send + Sync>)>>,
     pub authorize_calls: Mutex<Vec<(String, usize)>>,
     /// Per authorize call: the list's id and each user as "id exp" ("-" when anonymous).
     pub authorize_lists: Mutex<Vec<(u64, Vec<String>)>>,
+    /// When set, the whole authorize answer (views of the document) instead of `authorize`'s booleans.
+    pub authorize_views: Mutex<Option<Arc<dyn Fn(&UserList) -> Verdicts + Send + Sync>>>,
     pub closed: AtomicUsize,
 }
 
@@ -338,6 +344,7 @@ impl TestHooks {
 
 impl AppHooks for TestHooks {
     fn verify_client(&self, info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
+        self.seen.lock().push(info.clone());
         let f = self.verify.lock().clone()?;
         let ok = f(info);
         Some(Box::pin(async move { ok }))
@@ -370,10 +377,15 @@ impl AppHooks for TestHooks {
         let ok = f(user, room);
         Some(Box::pin(async move { ok }))
     }
+    fn can_subscribe(&self, user: Option<Arc<UserClaims>>, room: &str) -> Option<BoxFuture<bool>> {
+        let f = self.subscribe.lock().clone()?;
+        let ok = f(user, room);
+        Some(Box::pin(async move { ok }))
+    }
     fn authorizes(&self, collection: &str) -> bool {
         self.authorize.lock().as_ref().is_some_and(|(c, _)| c == collection)
     }
-    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
+    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Verdicts> {
         let f = self.authorize.lock().as_ref().map(|(_, f)| f.clone()).unwrap();
         self.authorize_calls.lock().push((event.collection.to_string(), users.users.len()));
         let mut who: Vec<String> = users
@@ -383,8 +395,12 @@ impl AppHooks for TestHooks {
             .collect();
         who.sort();
         self.authorize_lists.lock().push((users.id, who));
-        let v = users.users.iter().map(|u| f(u.as_deref())).collect();
-        Box::pin(async move { v })
+        if let Some(views) = self.authorize_views.lock().clone() {
+            let v = views(&users);
+            return Box::pin(async move { v });
+        }
+        let v: Vec<bool> = users.users.iter().map(|u| f(u.as_deref())).collect();
+        Box::pin(async move { v.into() })
     }
     fn on_close(&self, _socket_id: &str) {
         self.closed.fetch_add(1, Ordering::SeqCst);
