@@ -26,7 +26,11 @@ describe('cookie credentials only from trusted origins', () => {
   const seen = { urls: [], headers: [] }
   before(async () => {
     app = await startPayload({
-      config: { csrf: ['https://app.example'], cors: ['https://cors.example'] },
+      config: {
+        csrf: ['https://app.example'],
+        cors: ['https://cors.example'],
+        serverURL: 'https://cms.example/base',
+      },
       realtime: {
         includeCollections: ['posts'],
         monitoring: { token: 'metrics-secret' },
@@ -49,12 +53,13 @@ describe('cookie credentials only from trusted origins', () => {
     return c.welcome.user
   }
 
-  test('cross-site cookie → anonymous; csrf, cors and own-host origins → authenticated', async () => {
+  test('cross-site cookie → anonymous; csrf, cors, serverURL and own-host origins → authenticated', async () => {
     assert.equal(await userOf({ headers: cookie(), origin: 'https://evil.example' }), null)
     assert.equal(app.manager.getStats().untrustedCookies, 1)
     for (const origin of [
       'https://app.example',
       'https://cors.example',
+      'https://cms.example',
       'http://127.0.0.1:3000',
       undefined,
     ]) {

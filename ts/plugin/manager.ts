@@ -98,7 +98,11 @@ export interface ServerOptions {
   presenceEvents?: string[]
 }
 
-/** Upgrade request as seen by `verifyClient` and middleware. */
+/**
+ * Upgrade request as seen by `verifyClient` and middleware. It never carries a token: `url` has
+ * no `token` query parameter, `headers.authorization` is `[redacted]` and the auth cookie is
+ * removed from `headers.cookie`; `socket.user` says who authenticated.
+ */
 export interface UpgradeRequest {
   url: string
   origin?: string | null

@@ -24,7 +24,8 @@ pub struct UpgradeInfo {
     pub remote: SocketAddr,
     /// Header names lower-cased; repeated headers joined with ", ".
     pub headers: Vec<(String, String)>,
-    /// A non-JWT credential found in the request (for `resolve_credentials`).
+    /// A non-JWT credential found in the request (for `resolve_credentials`): a whole
+    /// `Authorization` value (scheme included), or a bare token from the cookie or the query.
     pub credential: Option<String>,
 }
 

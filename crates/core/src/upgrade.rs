@@ -202,7 +202,12 @@ pub(crate) async fn admit<B>(
                 Err(_) => return Err(release(unauthorized())),
             }
         } else {
-            info.credential = Some(c.token);
+            // The resolver sees a header credential with its scheme, as it was sent.
+            info.credential = Some(match c.source {
+                TokenSource::AuthorizationJwt => format!("JWT {}", c.token),
+                TokenSource::AuthorizationBearer => format!("Bearer {}", c.token),
+                _ => c.token,
+            });
             let resolved = match hub.hooks.resolve_credentials(&info) {
                 Some(fut) => Some(timeout(cfg.hook_timeout, fut).await.ok().flatten()),
                 None => None,

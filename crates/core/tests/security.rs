@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::*;
 use parking_lot::Mutex;
-use realtime_core::{Event, Monitoring, NoHooks, Operation, ServerConfig, Verdicts};
+use realtime_core::{Event, Monitoring, NoHooks, Operation, ServerConfig, UserClaims, Verdicts};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -261,4 +261,22 @@ async fn authorize_views_give_each_group_its_own_document() {
     for (_, c) in clients.iter_mut() {
         c.expect_silence(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn the_resolver_sees_a_header_credential_with_its_scheme() {
+    let hooks = Arc::new(TestHooks::default());
+    *hooks.resolve.lock() = Some(Arc::new(|cred| {
+        (cred == "Bearer opaque-key")
+            .then(|| UserClaims::from_json(r#"{"id":"o1","collection":"users"}"#).unwrap())
+    }));
+    let s = start(ServerConfig { require_auth: true, ..config() }, hooks.clone());
+    let mut c = Client::connect_with(s.port(), "/", &[("Authorization", "Bearer opaque-key")]).await.unwrap();
+    assert_eq!(c.welcome().await["user"]["id"], "o1");
+    // What verify_client saw of that upgrade carries no credential.
+    assert!(hooks
+        .seen
+        .lock()
+        .iter()
+        .all(|i| i.credential.is_none() && !format!("{i:?}").contains("opaque-key")));
 }
