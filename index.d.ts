@@ -19,11 +19,16 @@ export declare class NativeServer {
   get instanceId(): string
   /**
    * Sends `{type, operation, collection, id, doc}` to `collection:<slug>`, `doc:<slug>:<id>`
-   * and `extraRooms`; `idJson` and `docJson` are JSON text.
+   * and `extraRooms`; `idJson` and `docJson` are JSON text. False: queued, but the fan-out
+   * queue is over half full (await `drained()`); throws EBUSY when full, EMSGSIZE when larger
+   * than `maxBackpressure`.
    */
-  emitEvent(collection: string, idJson: string, operation: string, docJson: string | Buffer, extraRooms?: Array<string> | undefined | null): void
-  /** Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary. */
-  broadcast(room: string, payload: string | Buffer, except?: string | undefined | null): void
+  emitEvent(collection: string, idJson: string, operation: string, docJson: string | Buffer, extraRooms?: Array<string> | undefined | null): boolean
+  /**
+   * Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary.
+   * The return value is `emitEvent`'s.
+   */
+  broadcast(room: string, payload: string | Buffer, except?: string | undefined | null): boolean
   /** Sends to one socket; false if it is not open here. */
   send(socketId: string, payload: string | Buffer): boolean
   /** Puts a socket in a room (full name); false if it was already in it. */
@@ -31,8 +36,13 @@ export declare class NativeServer {
   /** Takes a socket out of a room; false if it was not in it. */
   leave(socketId: string, room: string): boolean
   /** Sends to everyone in `room` but the socket `socketId`. */
-  socketBroadcast(socketId: string, room: string, payload: string | Buffer): void
-  /** Closes a socket after its queue flushes; false if it is not open here. */
+  socketBroadcast(socketId: string, room: string, payload: string | Buffer): boolean
+  /** Resolves once the fan-out queue is back under a quarter of its bounds. */
+  drained(): Promise<void>
+  /**
+   * Closes a socket after its queue flushes; false if it is not open here. `code`: 1000 or
+   * 3000-4999 (ECONFIG otherwise).
+   */
   closeSocket(socketId: string, code?: number | undefined | null, reason?: string | undefined | null): boolean
   /** A socket's state, or null if it is not open here. */
   socketInfo(socketId: string): SocketInfo | null
@@ -95,6 +105,9 @@ export interface NativeOptions {
   /** 0 turns the idle timeout off. */
   idleTimeoutMs?: number
   maxBackpressure?: number
+  slowConsumerMs?: number
+  maxPendingCommands?: number
+  maxPendingBytes?: number
   maxRoomsPerSocket?: number
   /** `false` turns rate limiting off. */
   rateLimit?: RateLimitOptions | boolean

@@ -100,8 +100,14 @@ async fn flush(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>) {
                         let _ = reply.send(Ok(outcome));
                     }
                     Either::B(promise) => {
+                        let mut reply = reply;
                         tokio::spawn(async move {
-                            let _ = reply.send(promise.await.map_err(|e| e.reason.clone()));
+                            // Ends when the core stops waiting (its hook timeout), so a promise
+                            // that never settles does not keep this task forever.
+                            tokio::select! {
+                                r = crate::hooks::settled(promise) => { let _ = reply.send(r); }
+                                _ = reply.closed() => {}
+                            }
                         });
                     }
                 }

@@ -68,8 +68,23 @@ fn call<
 ) -> BoxFuture<Result<R, String>> {
     Box::pin(async move {
         let promise = tsfn.call_async_catch(args).await.map_err(|e| e.reason.clone())?;
-        promise.await.map_err(|e| e.reason.clone())
+        settled(promise).await
     })
+}
+
+/// What a JS promise settled to. One that can never settle (collected while pending: napi
+/// then drops its callback and the wait ends "oneshot canceled") stays pending here, so the
+/// core's hook timeout answers it like any other hook that did not answer in time.
+pub(crate) async fn settled<R: napi::bindgen_prelude::FromNapiValue>(
+    promise: Promise<R>,
+) -> Result<R, String> {
+    match promise.await {
+        Ok(v) => Ok(v),
+        Err(e) if e.status == Status::GenericFailure && e.reason == "oneshot canceled" => {
+            std::future::pending().await
+        }
+        Err(e) => Err(e.reason.clone()),
+    }
 }
 
 fn outcome(r: Result<String, String>) -> HandlerOutcome {

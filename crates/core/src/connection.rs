@@ -587,7 +587,15 @@ struct Timers {
     next_ping: Instant,
     /// When a ping is unanswered: (sent at, in hub ms; deadline).
     pong: Option<(u64, Instant)>,
-    closing_deadline: Option<Instant>,
+    /// The queue holds data the writer has not got onto the wire yet.
+    busy: bool,
+    /// The socket is closing (its close frame is queued).
+    closing: bool,
+    /// Last time the writer got bytes out (or became busy).
+    progress: Instant,
+    /// When to look at `progress` again while busy; moved only at a busy transition or when
+    /// it fires, not per write, so a steady stream does not churn the timer wheel.
+    stall_check: Instant,
     /// `exp_s` as an `Instant`, recomputed only when `exp_s` changes (a re-auth): reading both
     /// clocks on every wake-up of the writer cost ~3 % of a fan-out's CPU.
     expiry: (u64, Instant),
@@ -602,16 +610,44 @@ fn unix_now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// `now + secs`, saturating far in the future instead of overflowing (an `exp` near `u64::MAX`).
+fn instant_in(now: Instant, secs: u64) -> Instant {
+    now.checked_add(Duration::from_secs(secs.min(100 * 365 * 24 * 3600))).unwrap_or(now)
+}
+
 impl Timers {
+    /// How long the writer may make no progress: a reading peer always does. Past it an open
+    /// socket is closed 1013 (queue dropped); a closing one that still takes nothing is dropped.
+    /// (Once its close frame is out, a peer gets `close_timeout` to answer: see `write_loop`.)
+    fn stall_limit(&self, hub: &Hub) -> Duration {
+        hub.config.slow_consumer_timeout
+    }
+
+    /// Records what the last refill saw.
+    fn note(&mut self, hub: &Hub, busy: bool, closing: bool) {
+        if closing && !self.closing {
+            self.closing = true;
+            self.stall_check = Instant::now() + self.stall_limit(hub);
+        }
+        if busy && !self.busy {
+            self.progress = Instant::now();
+            self.stall_check = self.progress + self.stall_limit(hub);
+        }
+        self.busy = busy;
+    }
+
     fn deadline(&mut self, hub: &Hub, conn: &Conn) -> Instant {
         let cfg = &hub.config;
         let mut d = self.next_ping;
         if let Some((_, p)) = self.pong {
             d = d.min(p);
         }
-        if let Some(c) = self.closing_deadline {
+        if self.busy || self.closing {
+            d = d.min(self.stall_check);
+        }
+        if self.closing {
             // Closing: idle and expiry have done their part; their past deadlines would spin.
-            return d.min(c);
+            return d;
         }
         if let Some(idle) = cfg.idle_timeout {
             let last = conn.last_app_ms.load(Relaxed);
@@ -621,26 +657,31 @@ impl Timers {
         if exp != 0 {
             if self.expiry.0 != exp {
                 let left = exp.saturating_sub(unix_now_s());
-                self.expiry = (exp, Instant::now() + Duration::from_secs(left));
+                self.expiry = (exp, instant_in(Instant::now(), left));
             }
             d = d.min(self.expiry.1);
         }
         d
     }
 
-    /// Starts the close timer once the socket is `closing` (the peer gets `close_timeout` to answer).
-    fn note_closing(&mut self, hub: &Hub, closing: bool) {
-        if closing && self.closing_deadline.is_none() {
-            self.closing_deadline = Some(Instant::now() + hub.config.close_timeout);
-        }
-    }
-
     fn tick(&mut self, hub: &Hub, conn: &Conn) -> Tick {
         let cfg = &hub.config;
         let now = Instant::now();
-        self.note_closing(hub, conn.out.is_closed());
-        if self.closing_deadline.is_some_and(|d| now >= d) {
-            return Tick::Kill;
+        self.note(hub, self.busy, conn.out.is_closed());
+        if (self.busy || self.closing) && now >= self.stall_check {
+            let limit = self.stall_limit(hub);
+            if self.closing && (!self.busy || now >= self.progress + limit) {
+                return Tick::Kill; // a closing peer that stopped reading (or never answers)
+            }
+            if self.busy && now >= self.progress + limit {
+                // Not a burst: this peer has taken nothing for `slow_consumer_timeout`.
+                if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
+                    hub.stats.slow_consumer_closes.fetch_add(1, Relaxed);
+                }
+                self.note(hub, true, true);
+            } else {
+                self.stall_check = self.progress + limit;
+            }
         }
         if let Some((sent_ms, due)) = self.pong {
             if conn.last_seen_ms.load(Relaxed) >= sent_ms {
@@ -679,8 +720,15 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     let cfg = &hub.config;
     let mut batch = Batch::new();
     let now = Instant::now();
-    let mut timers =
-        Timers { next_ping: now + cfg.heartbeat, pong: None, closing_deadline: None, expiry: (0, now) };
+    let mut timers = Timers {
+        next_ping: now + cfg.heartbeat,
+        pong: None,
+        busy: false,
+        closing: false,
+        progress: now,
+        stall_check: now,
+        expiry: (0, now),
+    };
     // One timer for the task's life, moved only when the deadline changes: a fresh `sleep_until`
     // per wake-up would register and cancel a timer-wheel entry for every delivery.
     let timer = sleep_until(timers.next_ping.into());
@@ -688,7 +736,7 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     loop {
         // One look at the queue per wake-up: refill also reports whether the socket is closing.
         let next = batch.refill(&conn.out);
-        timers.note_closing(&hub, batch.closing);
+        timers.note(&hub, matches!(next, Next::Write), batch.closing);
         let deadline = timers.deadline(&hub, &conn).into();
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
@@ -708,6 +756,7 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
                     r = batch.write_some(&mut w) => match r {
                         Ok(0) | Err(_) => { conn.kill(); return; }
                         Ok(n) => {
+                            timers.progress = Instant::now();
                             if batch.advance(&conn.out, n) && batch.ends { break; }
                         }
                     },

@@ -64,14 +64,23 @@ pub(crate) async fn handle(
     Ok(match (req.method(), path) {
         (&Method::GET, "/healthz") => {
             let s = hub.snapshot();
+            // A required background task that ended (the fan-out dispatcher, the backplane's
+            // receiver) means events are not delivered: unhealthy, so an orchestrator restarts us.
+            let (status, code) = if hub.shutting_down.load(Relaxed) {
+                ("shutting_down", StatusCode::OK)
+            } else if s.tasks_down > 0 {
+                ("degraded", StatusCode::SERVICE_UNAVAILABLE)
+            } else {
+                ("ok", StatusCode::OK)
+            };
             let body = format!(
-                "{{\"status\":\"{}\",\"connections\":{},\"uptime\":{},\"instance\":{}}}",
-                if hub.shutting_down.load(Relaxed) { "shutting_down" } else { "ok" },
+                "{{\"status\":\"{status}\",\"connections\":{},\"uptime\":{},\"instance\":{},\"tasksDown\":{}}}",
                 s.connections,
                 s.uptime_ms as f64 / 1000.0,
-                crate::protocol::json_str(&hub.instance)
+                crate::protocol::json_str(&hub.instance),
+                s.tasks_down
             );
-            respond(StatusCode::OK, "application/json", body)
+            respond(code, "application/json", body)
         }
         (&Method::GET, "/metrics") => {
             respond(StatusCode::OK, "text/plain; version=0.0.4", hub.snapshot().to_prometheus())

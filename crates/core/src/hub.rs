@@ -1,6 +1,6 @@
 //! Shared server state: open sockets, rooms, stats, hooks, and fan-out.
-//! Fan-out commands from the app go through one dispatcher task so that messages from one
-//! caller reach each room in the order they were sent, and never run on the caller's thread.
+//! Fan-out commands from the app are scheduled by `dispatch` (order kept per room, bounded,
+//! never run on the caller's thread) and run here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
+
+use crate::dispatch::Dispatch;
 
 use crate::audience::{Audience, AudienceCache};
 use crate::auth::{JwtVerifier, UserClaims};
@@ -44,6 +46,15 @@ pub struct Event {
 }
 
 impl Event {
+    /// The rooms it goes to: `collection:<slug>`, `doc:<slug>:<id>`, then the valid extra rooms.
+    pub(crate) fn rooms(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(2 + self.extra_rooms.len());
+        names.push(format!("collection:{}", self.collection));
+        names.push(format!("doc:{}:{}", self.collection, self.id_text()));
+        names.extend(self.extra_rooms.iter().filter(|r| protocol::valid_room(r)).cloned());
+        names
+    }
+
     /// The id as text for room names.
     fn id_text(&self) -> String {
         if self.id_json.starts_with('"') {
@@ -74,8 +85,6 @@ pub(crate) enum Command {
         frame: Bytes,
     },
     Emit(Event),
-    /// Answers once every command queued before it has run.
-    Flush(tokio::sync::oneshot::Sender<()>),
     /// Something another instance published.
     Remote(Remote),
 }
@@ -94,7 +103,7 @@ pub(crate) struct Hub {
     pub slots: AtomicUsize,
     conns: RwLock<HashMap<u64, Arc<Conn>>>,
     next_key: AtomicU64,
-    dispatch: mpsc::UnboundedSender<Command>,
+    pub(crate) dispatch: Dispatch,
     /// Set once at start when instances share a backplane; `Local` otherwise.
     backplane: OnceLock<Arc<dyn Backplane>>,
     /// The last authorized event's recipients, kept while membership and claims stand still.
@@ -108,7 +117,7 @@ impl Hub {
         instance: String,
         origins: Vec<OriginRule>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (dispatch, rx) = Dispatch::new(config.max_pending_commands, config.max_pending_bytes);
         let verifier = JwtVerifier::new(config.jwt_key.as_deref(), config.auth_version);
         let hub = Arc::new(Self {
             config,
@@ -123,7 +132,7 @@ impl Hub {
             slots: AtomicUsize::new(0),
             conns: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(1),
-            dispatch: tx,
+            dispatch,
             backplane: OnceLock::new(),
             audience: AudienceCache::default(),
         });
@@ -375,11 +384,7 @@ impl Hub {
         }
     }
 
-    pub(crate) fn command(&self, cmd: Command) -> bool {
-        self.dispatch.send(cmd).is_ok()
-    }
-
-    /// Runs one fan-out command (on the dispatcher task).
+    /// Runs one fan-out command (on the dispatcher task or a lane).
     pub(crate) async fn run_command(self: &Arc<Self>, cmd: Command) {
         match cmd {
             Command::Broadcast { room, frame, except } => {
@@ -387,21 +392,14 @@ impl Hub {
             }
             Command::Send { socket_id, frame } => self.send_anywhere(&socket_id, frame),
             Command::Emit(ev) => self.emit(ev).await,
-            Command::Flush(done) => {
-                let _ = done.send(());
-            }
             Command::Remote(msg) => self.on_remote(msg).await,
         }
     }
 
     async fn emit(self: &Arc<Self>, ev: Event) {
         self.stats.events_emitted.fetch_add(1, Relaxed);
-        let id = ev.id_text();
         let frame = protocol::event_frame(ev.operation, &ev.collection, &ev.id_json, &ev.doc_json);
-        let mut names = Vec::with_capacity(2 + ev.extra_rooms.len());
-        names.push(format!("collection:{}", ev.collection));
-        names.push(format!("doc:{}:{id}", ev.collection));
-        names.extend(ev.extra_rooms.iter().filter(|r| protocol::valid_room(r)).cloned());
+        let names = ev.rooms();
         if self.distributed() {
             for (i, room) in names.iter().enumerate().take(255) {
                 let msg = Remote::Event {
@@ -552,6 +550,7 @@ impl Hub {
         s.largest_room = largest;
         s.uptime_ms = self.now_ms();
         s.backplane = self.backplane().stats();
+        s.pending_commands = self.dispatch.pending() as u64;
         s
     }
 

@@ -8,6 +8,7 @@ mod auth;
 mod backplane;
 mod config;
 mod connection;
+mod dispatch;
 mod error;
 pub mod frame;
 mod hooks;
@@ -19,6 +20,7 @@ mod reader;
 mod rooms;
 mod server;
 mod stats;
+mod supervise;
 mod upgrade;
 
 pub use audience::UserList;

@@ -59,6 +59,16 @@ pub(crate) struct Stats {
     pub events_emitted: AtomicU64,
     pub deliveries: AtomicU64,
     pub unauthorized_skips: AtomicU64,
+    /// Panics caught in one unit of work (a command, a message) of a long-lived task.
+    pub panics: AtomicU64,
+    /// Required long-lived tasks not running now (`/healthz` answers 503 while > 0).
+    pub tasks_down: AtomicU64,
+    /// App sends refused with EBUSY: the fan-out queue was full.
+    pub busy_refusals: AtomicU64,
+    /// Sockets closed because client input went over the global memory budget.
+    pub input_budget_closes: AtomicU64,
+    /// Client messages refused with `busy` (too many waiting for the JS thread).
+    pub busy_messages: AtomicU64,
 }
 
 impl Stats {
@@ -116,6 +126,20 @@ pub struct StatsSnapshot {
     pub events_emitted: u64,
     pub deliveries: u64,
     pub unauthorized_skips: u64,
+    /// Panics caught and survived (each one message or command lost, logged).
+    pub panics: u64,
+    /// Required background tasks down now (`/healthz` is 503 while > 0).
+    pub tasks_down: u64,
+    /// `emitEvent`/`broadcastToRoom`/`sendToSocket` calls refused with EBUSY (queue full).
+    pub busy_refusals: u64,
+    /// Fan-out commands queued and not yet run.
+    pub pending_commands: u64,
+    /// Sockets closed 1013 because client input went over `maxInputBytes`.
+    pub input_budget_closes: u64,
+    /// Client messages answered `busy` (too many waiting for the JS thread).
+    pub busy_messages: u64,
+    /// Bytes of client input held now (partial messages, messages waiting for JS).
+    pub input_bytes: u64,
     pub uptime_ms: u64,
     /// Cross-instance figures (`kind: "local"` without Redis).
     pub backplane: crate::backplane::BackplaneStats,
@@ -156,6 +180,11 @@ impl Stats {
             events_emitted: g(&self.events_emitted),
             deliveries: g(&self.deliveries),
             unauthorized_skips: g(&self.unauthorized_skips),
+            panics: g(&self.panics),
+            tasks_down: g(&self.tasks_down),
+            busy_refusals: g(&self.busy_refusals),
+            input_budget_closes: g(&self.input_budget_closes),
+            busy_messages: g(&self.busy_messages),
             ..Default::default()
         }
     }
@@ -188,6 +217,18 @@ impl StatsSnapshot {
             self.slow_consumer_closes,
         );
         metric("rate_limited_total", "counter", "Messages dropped by the rate limit.", self.rate_limited);
+        metric("panics_total", "counter", "Panics caught in one message or command.", self.panics);
+        metric("tasks_down", "gauge", "Required background tasks not running.", self.tasks_down);
+        metric("busy_refusals_total", "counter", "App sends refused (queue full).", self.busy_refusals);
+        metric("pending_commands", "gauge", "Fan-out commands not yet run.", self.pending_commands);
+        metric(
+            "input_budget_closes_total",
+            "counter",
+            "Sockets closed 1013 over the client input memory budget.",
+            self.input_budget_closes,
+        );
+        metric("busy_messages_total", "counter", "Client messages answered busy.", self.busy_messages);
+        metric("input_bytes", "gauge", "Client input bytes held.", self.input_bytes);
         metric(
             "rate_limit_closes_total",
             "counter",

@@ -83,6 +83,7 @@ struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
+    invalid: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
     topology_changes: AtomicU64,
@@ -368,18 +369,32 @@ impl RedisBackplane {
     }
 
     async fn receive_loop(self: Arc<Self>, hub: Weak<Hub>) {
+        let Some(h) = hub.upgrade() else { return };
+        let _up = RequiredTask { hub: Arc::downgrade(&h), stopped: self.stopped.clone() };
+        drop(h);
         let mut rx = self.subscriber.message_rx();
         loop {
             match rx.recv().await {
                 Ok(msg) => {
-                    let Some(bytes) = msg.value.as_bytes().map(Bytes::copy_from_slice) else { continue };
-                    let Some((origin, remote)) = Remote::decode(bytes) else { continue };
+                    let Some(hub) = hub.upgrade() else { return };
+                    let decoded = msg
+                        .value
+                        .as_bytes()
+                        .map(Bytes::copy_from_slice)
+                        .and_then(|b| Remote::decode(b, hub.config.max_backpressure));
+                    let Some((origin, remote)) = decoded else {
+                        self.counters.invalid.fetch_add(1, Relaxed);
+                        self.warn("malformed envelope on a backplane channel; dropped");
+                        continue;
+                    };
                     if origin == self.instance {
                         continue; // our own message coming back: delivered locally already
                     }
                     self.counters.received.fetch_add(1, Relaxed);
-                    let Some(hub) = hub.upgrade() else { return };
-                    hub.command(Command::Remote(remote));
+                    if hub.dispatch.submit(Command::Remote(remote)).is_err() {
+                        self.counters.dropped.fetch_add(1, Relaxed);
+                        self.warn("fan-out queue full; remote messages dropped");
+                    }
                 }
                 Err(RecvError::Lagged(n)) => {
                     self.counters.dropped.fetch_add(n, Relaxed);
@@ -446,6 +461,25 @@ impl RedisBackplane {
                     let _ = pipe.try_all::<fred::types::Value>().await;
                 }
             }
+        }
+    }
+}
+
+/// Reports the receiver down (`/healthz` 503) if it ends before shutdown.
+struct RequiredTask {
+    hub: Weak<Hub>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for RequiredTask {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            let stopping = self.stopped.load(Relaxed) || hub.shutting_down.load(Relaxed);
+            let _ = crate::supervise::Required {
+                stats: &hub.stats,
+                name: "backplane receiver",
+                stopping: &AtomicBool::new(stopping),
+            };
         }
     }
 }
@@ -554,6 +588,7 @@ impl Backplane for RedisBackplane {
             published: c.published.load(Relaxed),
             received: c.received.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
+            invalid: c.invalid.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
             topology_changes: c.topology_changes.load(Relaxed),

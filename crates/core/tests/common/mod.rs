@@ -311,6 +311,8 @@ pub struct TestHooks {
     pub authorize_calls: Mutex<Vec<(String, usize)>>,
     /// Per authorize call: the list's id and each user as "id exp" ("-" when anonymous).
     pub authorize_lists: Mutex<Vec<(u64, Vec<String>)>>,
+    /// How long each authorize call takes (a slow app hook).
+    pub authorize_delay: Mutex<Duration>,
     pub closed: AtomicUsize,
 }
 
@@ -372,7 +374,13 @@ impl AppHooks for TestHooks {
         who.sort();
         self.authorize_lists.lock().push((users.id, who));
         let v = users.users.iter().map(|u| f(u.as_deref())).collect();
-        Box::pin(async move { v })
+        let delay = *self.authorize_delay.lock();
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            v
+        })
     }
     fn on_close(&self, _socket_id: &str) {
         self.closed.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,277 @@
+//! The chaos suite: hostile backplane traffic, slow hooks, bursts, faults and shutdown, each
+//! finding of issue 11 reproduced over loopback and shown fixed. Every wait is bounded.
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::redis::Redis;
+use common::*;
+use realtime_core::{Event, Message, Operation, RedisConfig, ServerConfig, ServerHandle};
+use serde_json::json;
+
+fn event(collection: &str, id: u64, doc: serde_json::Value) -> Event {
+    Event {
+        collection: collection.into(),
+        id_json: id.to_string(),
+        operation: Operation::Update,
+        doc_json: Bytes::from(doc.to_string()),
+        extra_rooms: vec![],
+    }
+}
+
+fn str8(b: &mut Vec<u8>, s: &str) {
+    b.push(s.len() as u8);
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn str16(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+/// A backplane `Event` envelope (version 1, kind 2) carrying `frame` as is.
+fn event_envelope(origin: &str, room: &str, frame: &[u8]) -> Vec<u8> {
+    let mut b = vec![1, 2];
+    str8(&mut b, origin);
+    b.push(0); // create
+    str16(&mut b, "posts");
+    str16(&mut b, "1");
+    b.push(0); // index
+    b.push(1); // one room
+    str16(&mut b, room);
+    b.extend_from_slice(frame);
+    b
+}
+
+/// A backplane `Room` envelope (version 1, kind 1) carrying `frame` as is.
+fn room_envelope(origin: &str, room: &str, frame: &[u8]) -> Vec<u8> {
+    let mut b = vec![1, 1];
+    str8(&mut b, origin);
+    str8(&mut b, "");
+    str16(&mut b, room);
+    b.extend_from_slice(frame);
+    b
+}
+
+async fn on_redis(redis: &Redis, mut config: ServerConfig) -> ServerHandle {
+    let mut rc = RedisConfig::new(redis.url());
+    rc.prefix = redis.prefix.clone();
+    config.redis = Some(rc);
+    config.instance_id = Some("victim".into());
+    start(config, Arc::new(TestHooks::default()))
+}
+
+/// Finding 2: one malformed ~20-byte PUBLISH used to panic the dispatcher, after which every
+/// emit failed with ECLOSED while sockets stayed open and /healthz said ok; a well-formed
+/// envelope could push a close frame (or any control frame) to a whole room.
+#[tokio::test]
+async fn hostile_backplane_envelopes_are_dropped_and_counted_and_the_server_keeps_working() {
+    let Some(redis) = Redis::spawned().await else { return };
+    let server = on_redis(&redis, config()).await;
+    let mut client = Client::connect(server.port()).await;
+    client.welcome().await;
+    client.join_collection("posts").await; // `joined` comes once the room is subscribed
+
+    let all = redis.name("all");
+    let room = redis.name("r:collection:posts");
+    // An event whose frame is empty (the dispatcher indexed frame[1]).
+    let empty = event_envelope("evil", "collection:posts", b"");
+    // A frame header announcing more than there is, one with a control opcode, a masked one,
+    // a non-final one and one with trailing bytes.
+    let lying = event_envelope("evil", "collection:posts", b"\x81\x7e\xff\xff{}");
+    let close = room_envelope("evil", "collection:posts", b"\x88\x02\x0f\xa0");
+    let ping = room_envelope("evil", "collection:posts", b"\x89\x00");
+    let masked = room_envelope("evil", "collection:posts", b"\x81\x82abcd\x1a\x1f");
+    let partial = room_envelope("evil", "collection:posts", b"\x01\x02{}");
+    let trailing = room_envelope("evil", "collection:posts", b"\x81\x02{}\x88\x00");
+    let bad_utf8 = room_envelope("evil", "collection:posts", b"\x81\x02\xff\xfe");
+    let no_origin = room_envelope("", "collection:posts", b"\x81\x02{}");
+    let hostile = [&empty, &lying, &close, &ping, &masked, &partial, &trailing, &bad_utf8, &no_origin];
+    for env in hostile {
+        redis.cmd_bytes(&[b"PUBLISH", all.as_bytes(), env]).await;
+        redis.cmd_bytes(&[b"PUBLISH", room.as_bytes(), env]).await;
+    }
+    let n_bad = 2 * hostile.len() as u64;
+    eventually("every hostile envelope counted", || server.stats().backplane.invalid >= n_bad).await;
+
+    // Still serving: an emit and a broadcast after the attack reach the socket, which was not
+    // closed by the injected close frame nor pinged by the injected ping.
+    server.emit_event(event("posts", 1, json!({"after": true}))).expect("emit after the attack");
+    let e = client.recv_json().await;
+    assert_eq!(e["doc"]["after"], true, "{e}");
+    server.broadcast("collection:posts", &Message::text(br#"{"type":"still"}"#), None).unwrap();
+    let f = client.recv().await.expect("open");
+    assert_eq!(f.opcode, 1, "a data frame, not an injected control frame: {f:?}");
+    assert_eq!(f.json()["type"], "still");
+    // A well-formed envelope from another instance still goes through.
+    let good = room_envelope("other", "collection:posts", b"\x81\x0f{\"type\":\"good\"}");
+    redis.cmd_bytes(&[b"PUBLISH", room.as_bytes(), &good]).await;
+    assert_eq!(client.recv_type("good").await["type"], "good");
+    let (status, body) = http_get(server.port(), "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.stats().backplane.invalid, n_bad, "each bad envelope counted once");
+    let _ = Instant::now();
+}
+
+async fn subscribed(port: u16, room_msg: serde_json::Value) -> Client {
+    let mut c = Client::connect(port).await;
+    c.welcome().await;
+    c.send_json(room_msg).await;
+    c.recv_type("joined").await;
+    c
+}
+
+/// Finding 3: fan-out ran one command at a time on one task, so a 2 s authorize on one
+/// collection held every later event, broadcast and send behind it.
+#[tokio::test]
+async fn a_slow_authorize_delays_only_its_own_rooms() {
+    const DELAY: Duration = Duration::from_secs(2);
+    let hooks = Arc::new(TestHooks::default());
+    *hooks.authorize.lock() = Some(("slow".into(), Arc::new(|_| true)));
+    *hooks.authorize_delay.lock() = DELAY;
+    let server = start(config(), hooks.clone());
+    let port = server.port();
+    let mut slow = subscribed(port, json!({"type":"join-collection","collection":"slow"})).await;
+    let mut posts = subscribed(port, json!({"type":"join-collection","collection":"posts"})).await;
+    posts.send_json(json!({"type":"ping"})).await;
+    posts.recv_type("pong").await;
+
+    for i in 0..3 {
+        server.emit_event(event("slow", i, json!({"i": i}))).unwrap();
+    }
+    // Same room as the waiting events: must stay behind them (per-room order).
+    server.broadcast("collection:slow", &Message::text(br#"{"type":"after-slow"}"#), None).unwrap();
+
+    let t0 = Instant::now();
+    server.emit_event(event("posts", 1, json!({"fast": true}))).unwrap();
+    server.broadcast("collection:posts", &Message::text(br#"{"type":"note"}"#), None).unwrap();
+    assert_eq!(posts.recv_json().await["doc"]["fast"], true);
+    assert_eq!(posts.recv_json().await["type"], "note");
+    let waited = t0.elapsed();
+    // Margin derived from the hook: half of one authorize call (it used to be three calls).
+    assert!(waited < DELAY / 2, "unrelated room waited {waited:?} behind a {DELAY:?} authorize");
+
+    for i in 0..3 {
+        assert_eq!(slow.recv_json().await["doc"]["i"], i, "slow room in order");
+    }
+    assert_eq!(slow.recv_json().await["type"], "after-slow", "the broadcast kept its place");
+    assert!(t0.elapsed() >= DELAY * 3 - Duration::from_millis(100), "the slow room did wait");
+}
+
+/// Finding 5: any burst over the 1 MiB `maxBackpressure` closed healthy, reading clients 1013
+/// and discarded their queues (200 × 8 KB broadcasts: 10 of 10 fast clients closed, 0 messages).
+#[tokio::test]
+async fn a_burst_to_reading_clients_closes_none_of_them() {
+    let server = start(config(), Arc::new(TestHooks::default()));
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await);
+    }
+    let filler = "x".repeat(8 * 1024);
+    for i in 0..200 {
+        let msg = format!(r#"{{"type":"burst","i":{i},"pad":"{filler}"}}"#);
+        server.broadcast("collection:posts", &Message::text(msg.as_bytes()), None).unwrap();
+    }
+    for c in &mut clients {
+        for i in 0..200 {
+            assert_eq!(c.recv_json().await["i"], i, "every message, in order");
+        }
+    }
+    assert_eq!(server.stats().slow_consumer_closes, 0);
+    assert_eq!(server.stats().connections, 10);
+}
+
+/// Finding 5: one event or reply over the per-socket budget closed every recipient; now the app
+/// is told (EMSGSIZE) and nobody is closed.
+#[tokio::test]
+async fn a_message_larger_than_the_budget_is_refused_to_the_app() {
+    let mut cfg = config();
+    cfg.max_backpressure = 64 * 1024;
+    let server = start(cfg, Arc::new(TestHooks::default()));
+    let mut c = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
+    let big = format!(r#"{{"type":"big","pad":"{}"}}"#, "x".repeat(100 * 1024));
+    let e = server.broadcast("collection:posts", &Message::text(big.as_bytes()), None).unwrap_err();
+    assert_eq!(e.code(), "EMSGSIZE");
+    let e = server.emit_event(event("posts", 1, json!({"pad": "x".repeat(100 * 1024)}))).unwrap_err();
+    assert_eq!(e.code(), "EMSGSIZE");
+    server.broadcast("collection:posts", &Message::text(br#"{"type":"small"}"#), None).unwrap();
+    assert_eq!(c.recv_json().await["type"], "small");
+    assert_eq!(server.stats().slow_consumer_closes, 0);
+}
+
+/// A peer that stops reading is still closed (1013) within a bounded time, and freed.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_closed_after_slow_consumer_timeout() {
+    let mut cfg = config();
+    cfg.slow_consumer_timeout = Duration::from_millis(500);
+    cfg.close_timeout = Duration::from_millis(300);
+    let server = start(cfg, Arc::new(TestHooks::default()));
+    let _mute = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
+    // 12 MiB: more than loopback buffers take, less than the 16 MiB queue bound.
+    let chunk = format!(r#"{{"pad":"{}"}}"#, "x".repeat(256 * 1024));
+    for _ in 0..48 {
+        server.broadcast("collection:posts", &Message::text(chunk.as_bytes()), None).unwrap();
+    }
+    let t0 = Instant::now();
+    eventually("the mute socket is closed", || server.stats().connections == 0).await;
+    assert_eq!(server.stats().slow_consumer_closes, 1);
+    // Bound: the stall limit, then close_timeout for the close frame, plus scheduling slack.
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+/// Finding 8: `close()` cut queued data after ~2 s (close_timeout) with no close frame even
+/// with a 20 s shutdown timeout. Now: flushed up to the deadline, then 1001.
+#[tokio::test]
+async fn close_flushes_a_slow_reader_within_the_shutdown_deadline_then_sends_1001() {
+    let mut cfg = config();
+    cfg.shutdown_timeout = Duration::from_secs(8);
+    cfg.close_timeout = Duration::from_secs(1);
+    let server = start(cfg, Arc::new(TestHooks::default()));
+    let mut c = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
+    let chunk = format!(r#"{{"pad":"{}"}}"#, "x".repeat(256 * 1024));
+    for _ in 0..32 {
+        server.broadcast("collection:posts", &Message::text(chunk.as_bytes()), None).unwrap();
+    }
+    let closing = tokio::spawn(server.close());
+    // Longer than close_timeout (1 s) by a wide margin, well inside the 8 s deadline.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..32 {
+        let f = c.recv().await.unwrap_or_else(|| panic!("frame {i} before EOF"));
+        assert_eq!(f.opcode, 1, "data frame {i}, got {f:?}");
+    }
+    assert_eq!(c.expect_close().await, Some(1001));
+    tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
+}
+
+/// At the deadline what is still queued is dropped and the 1001 follows at once.
+#[tokio::test]
+async fn close_at_the_deadline_drops_the_rest_and_still_sends_1001() {
+    let mut cfg = config();
+    cfg.shutdown_timeout = Duration::from_millis(500);
+    cfg.close_timeout = Duration::from_secs(4);
+    let server = start(cfg, Arc::new(TestHooks::default()));
+    let mut c = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
+    let chunk = format!(r#"{{"pad":"{}"}}"#, "x".repeat(256 * 1024));
+    for _ in 0..48 {
+        server.broadcast("collection:posts", &Message::text(chunk.as_bytes()), None).unwrap();
+    }
+    let t0 = Instant::now();
+    let closing = tokio::spawn(server.close());
+    // After the deadline (0.5 s), inside the close grace (4 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut data = 0;
+    let code = loop {
+        let f = c.recv().await.expect("a close frame before EOF");
+        match f.opcode {
+            1 => data += 1,
+            8 => break f.close_code(),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(1001));
+    assert!(data < 48, "the rest was dropped at the deadline ({data} delivered)");
+    tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+}
