@@ -195,9 +195,16 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
     let check = hub.hooks.on_open(&SocketRef { conn: conn.clone(), hub: hub.clone() }, &info);
     drop(info); // the request's headers are not kept for the socket's life
     if let Some(check) = check {
-        let allowed = timeout(cfg.hook_timeout, check).await.unwrap_or(false);
-        if !allowed {
-            conn.close(close_codes::FORBIDDEN, "forbidden", false);
+        match timeout(cfg.hook_timeout, check).await {
+            Ok(true) => {}
+            Ok(false) => {
+                conn.close(close_codes::FORBIDDEN, "forbidden", false);
+            }
+            // The app was too busy to decide: 1013 (try again later), not a policy refusal.
+            Err(_) => {
+                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                conn.close(close_codes::TRY_AGAIN_LATER, "server busy, try again later", false);
+            }
         }
     }
     if !conn.out.is_closed() && !cfg.echo {
@@ -556,10 +563,19 @@ fn refresh_auth(hub: &Arc<Hub>, conn: &Arc<Conn>, token: &str) {
         Some(check) => {
             let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
             tokio::spawn(async move {
-                if timeout(t, check).await.unwrap_or(false) {
-                    apply_auth(&hub, &conn, claims);
-                } else if conn.close(close_codes::AUTH_EXPIRED, "session revoked", false) {
-                    hub.stats.auth_expired_closes.fetch_add(1, Relaxed);
+                match timeout(t, check).await {
+                    Ok(true) => apply_auth(&hub, &conn, claims),
+                    Ok(false) => {
+                        if conn.close(close_codes::AUTH_EXPIRED, "session revoked", false) {
+                            hub.stats.auth_expired_closes.fetch_add(1, Relaxed);
+                        }
+                    }
+                    // Too busy to check: the socket keeps its current credentials; the client
+                    // may send the token again.
+                    Err(_) => {
+                        hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                        refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "session check timed out; retry", None);
+                    }
                 }
             });
         }

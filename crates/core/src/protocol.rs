@@ -35,6 +35,8 @@ pub mod close_codes {
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SLOW_CONSUMER: u16 = 1013;
+    /// Same code as `SLOW_CONSUMER`: "try again later" (the app was too busy to decide).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const AUTH_EXPIRED: u16 = 4001;
     pub const FORBIDDEN: u16 = 4003;
     pub const RATE_LIMITED: u16 = 4008;

@@ -111,6 +111,12 @@ pub(crate) async fn admit<B>(
     let mut info = UpgradeInfo { url, origin, remote, headers: header_list(req), credential: None };
     let cfg = &hub.config;
     let unauthorized = || refuse(StatusCode::UNAUTHORIZED, Refusal::Auth, "missing or invalid credentials");
+    // A hook that did not answer in time says nothing about the credentials: a busy event loop
+    // must not look like a bad token (401/403 make clients give up), so it is a retryable 503.
+    let late = || {
+        hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+        refuse(StatusCode::SERVICE_UNAVAILABLE, Refusal::Capacity, "the app did not answer in time; retry")
+    };
     let mut user = None;
     for c in find_credentials(req.headers(), req.uri().query(), &cfg.auth_cookie) {
         if c.is_jwt() {
@@ -120,8 +126,10 @@ pub(crate) async fn admit<B>(
             match hub.verifier.verify(&c.token) {
                 Ok(claims) => {
                     if let Some(check) = hub.hooks.validate_session(&claims) {
-                        if !timeout(cfg.hook_timeout, check).await.unwrap_or(false) {
-                            return Err(release(unauthorized()));
+                        match timeout(cfg.hook_timeout, check).await {
+                            Ok(true) => {}
+                            Ok(false) => return Err(release(unauthorized())),
+                            Err(_) => return Err(release(late())),
                         }
                     }
                     user = Some(claims)
@@ -135,7 +143,8 @@ pub(crate) async fn admit<B>(
             match hub.hooks.resolve_credentials(&info) {
                 Some(fut) => match timeout(cfg.hook_timeout, fut).await {
                     Ok(Some(u)) => user = Some(u),
-                    _ => return Err(release(unauthorized())),
+                    Ok(None) => return Err(release(unauthorized())),
+                    Err(_) => return Err(release(late())),
                 },
                 None if cfg.require_auth => return Err(release(unauthorized())),
                 None => {}
@@ -148,8 +157,16 @@ pub(crate) async fn admit<B>(
         return Err(release(unauthorized()));
     }
     if let Some(fut) = hub.hooks.verify_client(&info) {
-        if !timeout(cfg.hook_timeout, fut).await.unwrap_or(false) {
-            return Err(release(refuse(StatusCode::FORBIDDEN, Refusal::Verify, "refused by verifyClient")));
+        match timeout(cfg.hook_timeout, fut).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(release(refuse(
+                    StatusCode::FORBIDDEN,
+                    Refusal::Verify,
+                    "refused by verifyClient",
+                )))
+            }
+            Err(_) => return Err(release(late())),
         }
     }
     Ok(Admitted { user, protocol: choose_protocol(hub, req), info })

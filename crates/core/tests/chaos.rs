@@ -275,3 +275,33 @@ async fn close_at_the_deadline_drops_the_rest_and_still_sends_1001() {
     tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
 }
+
+/// Finding 6: a hook that does not answer in time (a busy JS thread) was turned into 401 (session
+/// check), 403 (verifyClient) or close 4003 (middleware), which clients treat as final. Now: 503
+/// at upgrade and 1013 on an open socket, both "try again".
+#[tokio::test]
+async fn a_late_hook_is_retryable_not_an_auth_failure() {
+    let mut cfg = config();
+    cfg.hook_timeout = Duration::from_millis(200);
+    let hooks = Arc::new(TestHooks::default());
+    // Five times the timeout: late by a wide margin on a loaded machine.
+    *hooks.hook_delay.lock() = Duration::from_secs(1);
+    *hooks.session.lock() = Some(Arc::new(|_| true));
+    let server = start(cfg, hooks.clone());
+    let auth = format!("JWT {}", token(7, 3600));
+    let r = Client::connect_with(server.port(), "/", &[("authorization", &auth)]).await;
+    assert_eq!(r.err(), Some(503), "late session check");
+    *hooks.session.lock() = None;
+    *hooks.verify.lock() = Some(Arc::new(|_| true));
+    assert_eq!(Client::connect_with(server.port(), "/", &[]).await.err(), Some(503), "late verifyClient");
+    *hooks.verify.lock() = None;
+    *hooks.on_open.lock() = Some(Arc::new(|_| true));
+    let mut c = Client::connect(server.port()).await;
+    assert_eq!(c.expect_close().await, Some(1013), "late middleware");
+    assert_eq!(server.stats().handler_timeouts, 3);
+    // An answer in time still decides.
+    *hooks.hook_delay.lock() = Duration::ZERO;
+    *hooks.on_open.lock() = Some(Arc::new(|_| false));
+    let mut c = Client::connect(server.port()).await;
+    assert_eq!(c.expect_close().await, Some(4003));
+}

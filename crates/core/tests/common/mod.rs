@@ -313,6 +313,8 @@ pub struct TestHooks {
     pub authorize_lists: Mutex<Vec<(u64, Vec<String>)>>,
     /// How long each authorize call takes (a slow app hook).
     pub authorize_delay: Mutex<Duration>,
+    /// How long verify, session and open hooks take to answer (a busy JS thread).
+    pub hook_delay: Mutex<Duration>,
     pub closed: AtomicUsize,
 }
 
@@ -330,7 +332,11 @@ impl AppHooks for TestHooks {
     fn verify_client(&self, info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
         let f = self.verify.lock().clone()?;
         let ok = f(info);
-        Some(Box::pin(async move { ok }))
+        let delay = *self.hook_delay.lock();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ok
+        }))
     }
     fn resolve_credentials(&self, info: &UpgradeInfo) -> Option<BoxFuture<Option<UserClaims>>> {
         let f = self.resolve.lock().clone()?;
@@ -340,12 +346,20 @@ impl AppHooks for TestHooks {
     fn validate_session(&self, user: &UserClaims) -> Option<BoxFuture<bool>> {
         let f = self.session.lock().clone()?;
         let ok = f(user);
-        Some(Box::pin(async move { ok }))
+        let delay = *self.hook_delay.lock();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ok
+        }))
     }
     fn on_open(&self, socket: &SocketRef, _info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
         let f = self.on_open.lock().clone()?;
         let ok = f(socket);
-        Some(Box::pin(async move { ok }))
+        let delay = *self.hook_delay.lock();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ok
+        }))
     }
     fn has_handler(&self, kind: &str) -> bool {
         self.handlers.lock().contains_key(kind)
