@@ -50,8 +50,11 @@ export declare class NativeServer {
   stats(): Record<string, any>
   /** Members of `room` on this instance. */
   roomMembers(room: string): Array<MemberInfo>
-  /** Members of `room` on every instance (through Redis when configured). */
-  roomMembersEverywhere(room: string): Promise<MemberInfo[]>
+  /**
+   * Members of `room` on every instance (through Redis when configured); `partial`: Redis
+   * could not be read, so these are this instance's members only.
+   */
+  roomMembersEverywhere(room: string): Promise<RoomMembersInfo>
   /** Closes every socket of a user (default code 4001); returns how many. */
   disconnectUser(userId: string, collection?: string | undefined | null, code?: number | undefined | null): number
   /** Closes every socket of a session id (default code 4001); returns how many. */
@@ -108,6 +111,7 @@ export interface NativeOptions {
   slowConsumerMs?: number
   maxPendingCommands?: number
   maxPendingBytes?: number
+  maxInputBytes?: number
   maxRoomsPerSocket?: number
   /** `false` turns rate limiting off. */
   rateLimit?: RateLimitOptions | boolean
@@ -140,6 +144,12 @@ export interface RedisOptions {
   prefix?: string
   presenceTtlMs?: number
   publishQueue?: number
+}
+
+/** Members of a room on every instance, and whether the list is partial (backplane outage). */
+export interface RoomMembersInfo {
+  members: Array<MemberInfo>
+  partial: boolean
 }
 
 /** A socket as JS sees it. */

@@ -40,6 +40,7 @@ pub struct NativeOptions {
     pub slow_consumer_ms: Option<u32>,
     pub max_pending_commands: Option<u32>,
     pub max_pending_bytes: Option<u32>,
+    pub max_input_bytes: Option<f64>,
     pub max_rooms_per_socket: Option<u32>,
     /// `false` turns rate limiting off.
     pub rate_limit: Option<napi::Either<RateLimitOptions, bool>>,
@@ -92,6 +93,11 @@ impl TryFrom<NativeOptions> for ServerConfig {
             slow_consumer_timeout: o.slow_consumer_ms.map_or(d.slow_consumer_timeout, ms),
             max_pending_commands: o.max_pending_commands.map_or(d.max_pending_commands, |n| n as usize),
             max_pending_bytes: o.max_pending_bytes.map_or(d.max_pending_bytes, |n| n as usize),
+            max_input_bytes: match o.max_input_bytes {
+                None => d.max_input_bytes,
+                Some(n) if n.is_finite() && n >= 1.0 && n.fract() == 0.0 => n as usize,
+                Some(n) => return Err(format!("maxInputBytes must be a positive integer (got {n})")),
+            },
             max_rooms_per_socket: o.max_rooms_per_socket.map_or(d.max_rooms_per_socket, |n| n as usize),
             rate_limit: match o.rate_limit {
                 Some(napi::Either::A(r)) => Some(RateLimit { messages: r.messages, window: ms(r.window_ms) }),

@@ -55,6 +55,13 @@ pub struct MemberInfo {
     pub instance: String,
 }
 
+/// Members of a room on every instance, and whether the list is partial (backplane outage).
+#[napi(object)]
+pub struct RoomMembersInfo {
+    pub members: Vec<MemberInfo>,
+    pub partial: bool,
+}
+
 fn member_info(m: realtime_core::Member) -> MemberInfo {
     MemberInfo {
         socket_id: m.socket_id,
@@ -238,12 +245,15 @@ impl NativeServer {
         self.handle.room_members(&room).into_iter().map(member_info).collect()
     }
 
-    /// Members of `room` on every instance (through Redis when configured).
-    #[napi(ts_return_type = "Promise<MemberInfo[]>")]
+    /// Members of `room` on every instance (through Redis when configured); `partial`: Redis
+    /// could not be read, so these are this instance's members only.
+    #[napi(ts_return_type = "Promise<RoomMembersInfo>")]
     pub fn room_members_everywhere<'env>(&self, env: &'env Env, room: String) -> Result<Object<'env>> {
-        let (deferred, promise) = env.create_deferred::<Vec<MemberInfo>, _>()?;
-        self.handle.room_members_with(&room, move |members| {
-            deferred.resolve(move |_| Ok(members.into_iter().map(member_info).collect()))
+        let (deferred, promise) = env.create_deferred::<RoomMembersInfo, _>()?;
+        self.handle.room_members_with(&room, move |members, partial| {
+            deferred.resolve(move |_| {
+                Ok(RoomMembersInfo { members: members.into_iter().map(member_info).collect(), partial })
+            })
         });
         Ok(promise)
     }

@@ -55,6 +55,12 @@ export interface ServerOptions {
   maxPendingCommands?: number
   /** Payload bytes of waiting fan-out calls; past it they throw `EBUSY`. [268435456] */
   maxPendingBytes?: number
+  /**
+   * Memory budget of all client input held at once (incomplete frames and messages, messages
+   * waiting for a handler): a socket growing past it is closed 1013, a message past it is
+   * answered `busy`. [1/8 of RAM]
+   */
+  maxInputBytes?: number
   /** Rooms per socket. [256] */
   maxRoomsPerSocket?: number
   /** Messages per window per socket (then `rate_limited`, then close 4008); false = off. [100 / 1000 ms] */
@@ -204,6 +210,7 @@ const INT_OPTIONS: Record<string, [number, number]> = {
   slowConsumerMs: [1, U32],
   maxPendingCommands: [1, U32],
   maxPendingBytes: [1, U32],
+  maxInputBytes: [1, Number.MAX_SAFE_INTEGER],
   maxRoomsPerSocket: [1, U32],
   authVersion: [0, U32],
   handlerTimeoutMs: [1, U32],
@@ -621,12 +628,21 @@ export class UWebSocketManager {
 
   /** Members of a room on this instance (synchronous). */
   getLocalRoomMembers(room: string): RoomMember[] {
+    checkString('room', room)
     return this.server.roomMembers(room).map(roomMember)
   }
 
-  /** Members of a room on every instance (through Redis when configured). */
-  async getRoomMembers(room: string): Promise<RoomMember[]> {
-    return (await this.server.roomMembersEverywhere(room)).map(roomMember)
+  /**
+   * Members of a room on every instance (through Redis when configured). During a Redis outage
+   * the list holds this instance's members and its (non-enumerable) `partial` is true.
+   */
+  async getRoomMembers(room: string): Promise<RoomMember[] & { partial: boolean }> {
+    checkString('room', room)
+    const { members, partial } = await this.server.roomMembersEverywhere(room)
+    const list = members.map(roomMember)
+    return Object.defineProperty(list, 'partial', { value: partial, enumerable: false }) as RoomMember[] & {
+      partial: boolean
+    }
   }
 
   /** Closes every socket of a user (code 4001 by default); returns how many. */

@@ -120,6 +120,11 @@ pub struct ServerConfig {
     /// Payload bytes of waiting fan-out commands; past it calls are refused with EBUSY.
     /// Default: 256 MiB.
     pub max_pending_bytes: usize,
+    /// Memory budget of all client input held at once: incomplete frames and fragmented
+    /// messages (a socket growing its share past it is closed 1013) and messages waiting for a
+    /// JS handler (past it a message is answered `busy`). Default: 1/8 of the machine's RAM
+    /// (1 GiB where that is unknown).
+    pub max_input_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -155,8 +160,23 @@ impl Default for ServerConfig {
             presence_events: Vec::new(),
             max_pending_commands: 65_536,
             max_pending_bytes: 256 << 20,
+            max_input_bytes: default_input_budget(),
         }
     }
+}
+
+/// 1/8 of physical memory (`MemTotal` of /proc/meminfo), or 1 GiB where it cannot be read.
+fn default_input_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+                line.split_whitespace().nth(1)?.parse::<usize>().ok()
+            })
+            .map_or(1 << 30, |kib| kib.saturating_mul(1024) / 8)
+    })
 }
 
 /// One compiled entry of the Origin allow-list.
@@ -231,6 +251,9 @@ impl ServerConfig {
         let bad = |m: &str| Err(CoreError::Config(m.to_string()));
         if self.max_message_size == 0 {
             return bad("maxMessageSize must be > 0");
+        }
+        if self.max_input_bytes == 0 {
+            return bad("maxInputBytes must be > 0");
         }
         if self.max_pending_commands == 0 || self.max_pending_bytes == 0 {
             return bad("maxPendingCommands and maxPendingBytes must be > 0");

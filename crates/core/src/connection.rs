@@ -22,7 +22,7 @@ use crate::hooks::{BoxFuture, HandlerOutcome, UpgradeInfo};
 use crate::hub::{Hub, JoinError};
 use crate::outbound::{Batch, Next, Outbound};
 use crate::protocol::{self, close_codes, codes, Envelope, Request};
-use crate::reader::{FrameReader, ReadError};
+use crate::reader::{FrameReader, Held, ReadError};
 
 /// State of one socket, shared by its tasks, the rooms it is in and the app.
 pub struct Conn {
@@ -177,6 +177,8 @@ struct Partial {
     opcode: OpCode,
     buf: BytesMut,
     utf8_checked: usize,
+    /// `buf`'s capacity, taken from the server's input budget.
+    held: Held,
 }
 
 /// Fixed-window message counter.
@@ -261,7 +263,12 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                         opcode: frame.opcode,
                         buf: BytesMut::from(&frame.payload[..]),
                         utf8_checked: 0,
+                        held: hub.input.share(),
                     };
+                    if !p.held.resize(p.buf.capacity()) {
+                        over_budget(&hub, &conn);
+                        return;
+                    }
                     if p.opcode == OpCode::Text && !check_utf8(&mut p) {
                         invalid_utf8(&hub, &conn);
                         return;
@@ -279,6 +286,10 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                     return;
                 }
                 p.buf.extend_from_slice(&frame.payload);
+                if !p.held.resize(p.buf.capacity()) {
+                    over_budget(&hub, &conn);
+                    return;
+                }
                 if p.opcode == OpCode::Text && !check_utf8(p) {
                     invalid_utf8(&hub, &conn);
                     return;
@@ -328,9 +339,16 @@ fn too_big(hub: &Hub, conn: &Conn) {
     conn.close(close_codes::TOO_BIG, "message too big", true);
 }
 
+/// Client input went over the server's memory budget while this socket was growing its share.
+fn over_budget(hub: &Hub, conn: &Conn) {
+    hub.stats.input_budget_closes.fetch_add(1, Relaxed);
+    conn.close(close_codes::TRY_AGAIN_LATER, "server input memory budget exceeded", true);
+}
+
 fn fail(hub: &Hub, conn: &Conn, e: ReadError) {
     match e {
         ReadError::Gone => {}
+        ReadError::OverBudget => over_budget(hub, conn),
         ReadError::TooBig => too_big(hub, conn),
         ReadError::Protocol(why) => protocol_error(hub, conn, why),
     }
@@ -409,9 +427,10 @@ fn on_message(
         }
     }
     if opcode == OpCode::Binary {
+        let Some(held) = hold_for_js(hub, conn, data.len(), None) else { return true };
         let socket = SocketRef { conn: conn.clone(), hub: hub.clone() };
         match hub.hooks.on_binary(socket, data) {
-            Some(fut) => spawn_outcome(hub, conn, None, fut),
+            Some(fut) => spawn_outcome(hub, conn, None, fut, held),
             None => refuse(hub, conn, codes::BINARY_UNSUPPORTED, "binary messages are not accepted", None),
         }
         return true;
@@ -471,9 +490,10 @@ fn on_message(
         Request::Auth(token) => refresh_auth(hub, conn, &token),
         Request::Custom(kind) => {
             if hub.hooks.has_handler(&kind) {
+                let Some(held) = hold_for_js(hub, conn, data.len(), req_id) else { return true };
                 let socket = SocketRef { conn: conn.clone(), hub: hub.clone() };
                 let fut = hub.hooks.on_message(socket, &kind, data.clone());
-                spawn_outcome(hub, conn, req_id.map(str::to_string), fut);
+                spawn_outcome(hub, conn, req_id.map(str::to_string), fut, held);
             } else {
                 refuse(hub, conn, codes::UNKNOWN_TYPE, &format!("no handler for type {kind:?}"), req_id);
             }
@@ -518,15 +538,31 @@ fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFutur
     }
 }
 
+/// Takes a message's bytes from the input budget while it waits for the app's handler; past
+/// half the budget (the other half stays for frames being read) the message is answered `busy`
+/// (not queued) and counted.
+fn hold_for_js(hub: &Hub, conn: &Arc<Conn>, len: usize, id: Option<&str>) -> Option<Held> {
+    let mut held = hub.input.share();
+    if held.resize_within(len, hub.input.max() / 2) {
+        return Some(held);
+    }
+    hub.stats.busy_messages.fetch_add(1, Relaxed);
+    hub.deliver(conn, protocol::error_frame(codes::BUSY, "server busy; retry later", id));
+    None
+}
+
 /// Runs an app handler off the reader, answering with its reply or error within the timeout.
+/// `held` (the message's share of the input budget) is given back when it is answered.
 fn spawn_outcome(
     hub: &Arc<Hub>,
     conn: &Arc<Conn>,
     id: Option<String>,
     fut: crate::hooks::BoxFuture<HandlerOutcome>,
+    held: Held,
 ) {
     let (hub, conn) = (hub.clone(), conn.clone());
     tokio::spawn(async move {
+        let _held = held;
         let t = hub.config.hook_timeout;
         match timeout(t, fut).await {
             Ok(HandlerOutcome::Reply(data)) => {

@@ -104,6 +104,8 @@ pub(crate) struct Hub {
     conns: RwLock<HashMap<u64, Arc<Conn>>>,
     next_key: AtomicU64,
     pub(crate) dispatch: Dispatch,
+    /// Memory budget of client input (incomplete frames and messages, messages awaiting JS).
+    pub(crate) input: Arc<crate::reader::InputBudget>,
     /// Set once at start when instances share a backplane; `Local` otherwise.
     backplane: OnceLock<Arc<dyn Backplane>>,
     /// The last authorized event's recipients, kept while membership and claims stand still.
@@ -118,6 +120,7 @@ impl Hub {
         origins: Vec<OriginRule>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (dispatch, rx) = Dispatch::new(config.max_pending_commands, config.max_pending_bytes);
+        let input = crate::reader::InputBudget::new(config.max_input_bytes);
         let verifier = JwtVerifier::new(config.jwt_key.as_deref(), config.auth_version);
         let hub = Arc::new(Self {
             config,
@@ -133,6 +136,7 @@ impl Hub {
             conns: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             dispatch,
+            input,
             backplane: OnceLock::new(),
             audience: AudienceCache::default(),
         });
@@ -551,6 +555,7 @@ impl Hub {
         s.uptime_ms = self.now_ms();
         s.backplane = self.backplane().stats();
         s.pending_commands = self.dispatch.pending() as u64;
+        s.input_bytes = self.input.used() as u64;
         s
     }
 

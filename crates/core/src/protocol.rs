@@ -24,6 +24,8 @@ pub mod codes {
     pub const HANDLER_FAILED: &str = "handler_failed";
     pub const HANDLER_TIMEOUT: &str = "handler_timeout";
     pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+    /// Client input is over the server's memory budget: the message was not handled; retry.
+    pub const BUSY: &str = "busy";
 }
 
 /// Close codes the server sends.

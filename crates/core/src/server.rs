@@ -351,24 +351,32 @@ impl ServerHandle {
         self.inner.hub.members(room)
     }
 
-    /// Members of `room` on every instance (this one's alone without a backplane).
+    /// Members of `room` on every instance (this one's alone without a backplane); during a
+    /// backplane outage, this instance's members only.
     pub fn room_members_everywhere(&self, room: &str) -> impl Future<Output = Vec<Member>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.room_members_with(room, move |members| {
+        self.room_members_with(room, move |members, _partial| {
             let _ = tx.send(members);
         });
         async move { rx.await.unwrap_or_default() }
     }
 
-    /// `room_members_everywhere`, calling `done` with the result.
-    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>) + Send + 'static) {
+    /// `room_members_everywhere`, calling `done` with the members and whether the list is
+    /// partial (the backplane could not be read: this instance's members only).
+    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>, bool) + Send + 'static) {
         let hub = &self.inner.hub;
         match (hub.backplane().members(room), self.runtime()) {
             // fred needs the runtime its clients live on.
             (Some(remote), Some(rt)) => {
-                rt.spawn(async move { done(remote.await) });
+                let (hub, room) = (hub.clone(), room.to_string());
+                rt.spawn(async move {
+                    match remote.await {
+                        Some(all) => done(all, false),
+                        None => done(hub.members(&room), true),
+                    }
+                });
             }
-            _ => done(hub.members(room)),
+            _ => done(hub.members(room), false),
         }
     }
 

@@ -305,3 +305,85 @@ async fn a_late_hook_is_retryable_not_an_auth_failure() {
     let mut c = Client::connect(server.port()).await;
     assert_eq!(c.expect_close().await, Some(4003));
 }
+
+/// Finding 4: incomplete frames pinned up to 2 MB per socket with no server-wide bound (500
+/// sockets: 1 GB), and messages waiting for a busy JS thread queued without limit. Now both
+/// count against `max_input_bytes`: a socket growing past it is closed 1013, a message past it
+/// is answered `busy`; the memory comes back when they go.
+#[tokio::test]
+async fn client_input_is_bounded_by_one_server_wide_budget() {
+    const BUDGET: usize = 4 << 20;
+    let mut cfg = config();
+    cfg.max_input_bytes = BUDGET;
+    cfg.rate_limit = None;
+    let hooks = Arc::new(TestHooks::default());
+    hooks.handler("slow", |_s, _v| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            realtime_core::HandlerOutcome::Reply(None)
+        })
+    });
+    let server = start(cfg, hooks);
+    // Each announces a 1,000,000-byte frame and sends 10 bytes of it.
+    let mut pinned = Vec::new();
+    for _ in 0..8 {
+        let mut c = Client::connect(server.port()).await;
+        c.welcome().await;
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&1_000_000u64.to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]);
+        head.extend_from_slice(&[0; 10]);
+        c.send_raw(&head).await;
+        pinned.push(c);
+    }
+    eventually("the sockets over the budget are closed", || server.stats().input_budget_closes == 4).await;
+    let s = server.stats();
+    assert!(s.input_bytes as usize <= BUDGET, "{} held", s.input_bytes);
+    let mut closed = 0;
+    for c in &mut pinned {
+        if let Ok(Some(f)) = c.recv_within(Duration::from_millis(200)).await {
+            assert_eq!(f.close_code(), Some(1013));
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 4);
+    drop(pinned);
+    eventually("pinned memory given back", || server.stats().input_bytes == 0).await;
+
+    // Messages waiting for JS may fill half the budget: two 1 MB messages do, the third is
+    // answered busy (and the socket, reading on, is not closed).
+    let mut c = Client::connect(server.port()).await;
+    c.welcome().await;
+    let pad = "x".repeat(1_000_000);
+    for i in 0..3 {
+        c.send_json(json!({"type":"slow","id":format!("m{i}"),"pad":pad})).await;
+    }
+    let e = c.recv_type("error").await;
+    assert_eq!((e["code"].as_str(), e["id"].as_str()), (Some("busy"), Some("m2")), "{e}");
+    assert_eq!(server.stats().busy_messages, 1);
+    for _ in 0..2 {
+        c.recv_type("reply").await;
+    }
+    eventually("handled messages given back", || server.stats().input_bytes == 0).await;
+}
+
+/// Finding 7: during a Redis outage `getRoomMembers` answered `[]`, without even this instance's
+/// own members. Now it answers those, marked partial.
+#[tokio::test]
+async fn room_members_during_an_outage_are_the_local_ones_marked_partial() {
+    let Some(mut redis) = Redis::spawned().await else { return };
+    let server = on_redis(&redis, config()).await;
+    let c = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
+    let members = |server: &ServerHandle| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        server.room_members_with("collection:posts", move |m, partial| {
+            let _ = tx.send((m.len(), partial));
+        });
+        rx
+    };
+    eventually_async("presence written", || async { members(&server).await.unwrap() == (1, false) }).await;
+    redis.kill();
+    let (n, partial) = tokio::time::timeout(WAIT, members(&server)).await.expect("answers in time").unwrap();
+    assert_eq!((n, partial), (1, true), "the local member, marked partial");
+    drop(c);
+}

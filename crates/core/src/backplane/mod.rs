@@ -81,8 +81,9 @@ pub(crate) trait Backplane: Send + Sync + 'static {
     fn publish_all(&self, origin: &str, msg: &Remote);
     /// A socket joined (`true`) or left a room, for cluster-wide presence.
     fn presence(&self, room: &str, member: &Member, on: bool);
-    /// Members of `room` on every instance; `None` when there are no other instances.
-    fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>>;
+    /// Members of `room` on every instance; `None` when there are no other instances. The
+    /// future yields `None` when the shared view cannot be read (an outage).
+    fn members(&self, room: &str) -> Option<BoxFuture<Option<Vec<Member>>>>;
     /// Resolves once the room subscriptions asked for so far are in place (or failed); `None`:
     /// nothing to wait for.
     fn settled(&self) -> Option<BoxFuture<()>> {
@@ -102,7 +103,7 @@ impl Backplane for Local {
     fn publish_instance(&self, _instance: &str, _origin: &str, _msg: &Remote) {}
     fn publish_all(&self, _origin: &str, _msg: &Remote) {}
     fn presence(&self, _room: &str, _member: &Member, _on: bool) {}
-    fn members(&self, _room: &str) -> Option<BoxFuture<Vec<Member>>> {
+    fn members(&self, _room: &str) -> Option<BoxFuture<Option<Vec<Member>>>> {
         None
     }
     fn stats(&self) -> BackplaneStats {

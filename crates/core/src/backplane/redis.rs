@@ -491,10 +491,11 @@ struct Keys {
 }
 
 /// Members of `room` on live instances; entries of dead instances are removed on the way.
-async fn lookup_members(publisher: Client, keys: Keys, room: String) -> Vec<Member> {
+/// `None` when Redis cannot be read (fails fast during an outage).
+async fn lookup_members(publisher: Client, keys: Keys, room: String) -> Option<Vec<Member>> {
     let key = format!("{}:p:{room}", keys.prefix);
     let alive_key = |i: &str| format!("{}:alive:{i}", keys.prefix);
-    let entries: HashMap<String, String> = publisher.hgetall(&key).await.unwrap_or_default();
+    let entries: HashMap<String, String> = publisher.with_options(&fail_fast()).hgetall(&key).await.ok()?;
     let mut alive: HashMap<String, bool> = HashMap::new();
     alive.insert(keys.instance.clone(), true);
     let mut out = Vec::with_capacity(entries.len());
@@ -521,7 +522,7 @@ async fn lookup_members(publisher: Client, keys: Keys, room: String) -> Vec<Memb
     if !dead.is_empty() {
         let _ = publisher.hdel::<(), _, _>(&key, dead).await;
     }
-    out
+    Some(out)
 }
 
 impl Backplane for RedisBackplane {
@@ -556,7 +557,7 @@ impl Backplane for RedisBackplane {
         }
     }
 
-    fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>> {
+    fn members(&self, room: &str) -> Option<BoxFuture<Option<Vec<Member>>>> {
         let keys = Keys { prefix: self.prefix.clone(), instance: self.instance.clone() };
         Some(Box::pin(lookup_members(self.publisher.clone(), keys, room.to_string())))
     }
