@@ -10,7 +10,9 @@ use bytes::Bytes;
 use fastwebsockets::upgrade::{is_upgrade_request, upgrade, UpgradeFut};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use hyper::header::{
+    CONTENT_TYPE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -38,6 +40,10 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     if is_upgrade_request(&req) {
+        if let Some(bad) = handshake_error(&req) {
+            hub.stats.refused(Refusal::Handshake);
+            return Ok(bad);
+        }
         return Ok(match admit(&hub, &req, remote).await {
             Err(r) => {
                 hub.stats.refused(r.why);
@@ -92,10 +98,34 @@ pub(crate) async fn handle(
                 "this endpoint speaks WebSocket only",
             );
             r.headers_mut().insert(UPGRADE, hyper::header::HeaderValue::from_static("websocket"));
+            r.headers_mut().insert(SEC_WEBSOCKET_VERSION, hyper::header::HeaderValue::from_static("13"));
             r
         }
         _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found"),
     })
+}
+
+/// RFC 6455 §4.2.1: version 13 only (426 naming it otherwise, §4.4), and a key that is the
+/// base64 of 16 bytes (400). Both answers say which version the server speaks.
+fn handshake_error<B>(req: &Request<B>) -> Option<Resp> {
+    let h = req.headers();
+    let answer = |status, body: &'static str| {
+        let mut r = respond(status, "text/plain; charset=utf-8", body);
+        r.headers_mut().insert(SEC_WEBSOCKET_VERSION, hyper::header::HeaderValue::from_static("13"));
+        Some(r)
+    };
+    if h.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return answer(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported");
+    }
+    let key_ok = h.get(SEC_WEBSOCKET_KEY).is_some_and(|k| {
+        use base64::Engine as _;
+        k.len() == 24
+            && base64::engine::general_purpose::STANDARD.decode(k.as_bytes()).is_ok_and(|d| d.len() == 16)
+    });
+    if !key_ok {
+        return answer(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be the base64 of 16 bytes");
+    }
+    None
 }
 
 /// Completes the upgrade and starts the socket's reader and writer tasks.

@@ -387,3 +387,51 @@ async fn room_members_during_an_outage_are_the_local_ones_marked_partial() {
     assert_eq!((n, partial), (1, true), "the local member, marked partial");
     drop(c);
 }
+
+/// The status line and headers (lower-cased names) of the answer to a raw HTTP request.
+async fn raw_http(port: u16, request: &str) -> (u16, Vec<(String, String)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk)).await.expect("an answer").unwrap();
+        assert!(n > 0, "closed without an answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+/// Finding 11: a 1-byte Sec-WebSocket-Key was accepted, and the refusal of a bad version
+/// (400) did not say which version the server speaks.
+#[tokio::test]
+async fn handshakes_need_a_real_key_and_are_told_the_version() {
+    let server = start(config(), Arc::new(TestHooks::default()));
+    let req = |key: &str, version: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+        )
+    };
+    let version =
+        |h: &[(String, String)]| h.iter().find(|(k, _)| k == "sec-websocket-version").map(|(_, v)| v.clone());
+    let (status, h) = raw_http(server.port(), &req("a", "13")).await;
+    assert_eq!((status, version(&h).as_deref()), (400, Some("13")), "1-byte key");
+    let (status, _) = raw_http(server.port(), &req("dGhlIHNhbXBsZSBub25jZQ", "13")).await;
+    assert_eq!(status, 400, "key not padded base64 of 16 bytes");
+    let (status, h) = raw_http(server.port(), &req("dGhlIHNhbXBsZSBub25jZQ==", "8")).await;
+    assert_eq!((status, version(&h).as_deref()), (426, Some("13")), "version 8");
+    let (status, h) = raw_http(server.port(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((status, version(&h).as_deref()), (426, Some("13")), "plain GET on the endpoint");
+    let (status, _) = raw_http(server.port(), &req("dGhlIHNhbXBsZSBub25jZQ==", "13")).await;
+    assert_eq!(status, 101, "a proper handshake still works");
+}
