@@ -106,6 +106,8 @@ pub(crate) struct Hub {
     pub(crate) dispatch: Dispatch,
     /// Memory budget of client input (incomplete frames and messages, messages awaiting JS).
     pub(crate) input: Arc<crate::reader::InputBudget>,
+    /// HTTP connections not upgraded (shed oldest first when out of descriptors).
+    pub(crate) http_conns: crate::accept::HttpConns,
     /// Set once at start when instances share a backplane; `Local` otherwise.
     backplane: OnceLock<Arc<dyn Backplane>>,
     /// The last authorized event's recipients, kept while membership and claims stand still.
@@ -137,6 +139,7 @@ impl Hub {
             next_key: AtomicU64::new(1),
             dispatch,
             input,
+            http_conns: Default::default(),
             backplane: OnceLock::new(),
             audience: AudienceCache::default(),
         });

@@ -3,6 +3,7 @@
 //! Start one with [`Server::start`]; fan out through the returned [`ServerHandle`]; plug app
 //! logic in through [`AppHooks`].
 
+mod accept;
 mod audience;
 mod auth;
 mod backplane;

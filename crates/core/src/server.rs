@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use std::net::ToSocketAddrs;
 
@@ -23,11 +20,11 @@ use crate::backplane::Remote;
 use crate::config::{OriginRule, ServerConfig};
 use crate::connection::SocketRef;
 use crate::error::{CoreError, Result};
+use crate::frame;
 use crate::hooks::AppHooks;
 use crate::hub::{Command, Event, Hub, Member};
 use crate::protocol::close_codes;
 use crate::stats::StatsSnapshot;
-use crate::{frame, http};
 
 /// An encoded frame, built once and shared by every recipient.
 #[derive(Clone, Debug)]
@@ -88,7 +85,7 @@ impl Server {
                 return Err(e);
             }
         };
-        let accept = runtime.spawn(accept_loop(listener, hub.clone(), stop.clone()));
+        let accept = runtime.spawn(crate::accept::accept_loop(listener, hub.clone(), stop.clone()));
         runtime.spawn(crate::dispatch::run(hub.clone(), commands));
         Ok(ServerHandle {
             inner: Arc::new(Inner {
@@ -184,33 +181,6 @@ fn random_instance_id() -> String {
     );
     h.write_u32(std::process::id());
     format!("{:08x}", h.finish() as u32)
-}
-
-async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>) {
-    loop {
-        let (tcp, remote) = tokio::select! {
-            _ = stop.notified() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| http::handle(hub.clone(), remote, req));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades()
-                .await;
-        });
-    }
 }
 
 struct Inner {

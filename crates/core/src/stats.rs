@@ -69,6 +69,8 @@ pub(crate) struct Stats {
     pub input_budget_closes: AtomicU64,
     /// Client messages refused with `busy` (too many waiting for the JS thread).
     pub busy_messages: AtomicU64,
+    /// Idle HTTP connections dropped to accept new ones when out of file descriptors.
+    pub idle_sheds: AtomicU64,
 }
 
 impl Stats {
@@ -140,6 +142,8 @@ pub struct StatsSnapshot {
     pub busy_messages: u64,
     /// Bytes of client input held now (partial messages, messages waiting for JS).
     pub input_bytes: u64,
+    /// Idle HTTP connections dropped to accept new ones when out of file descriptors.
+    pub idle_sheds: u64,
     pub uptime_ms: u64,
     /// Cross-instance figures (`kind: "local"` without Redis).
     pub backplane: crate::backplane::BackplaneStats,
@@ -185,6 +189,7 @@ impl Stats {
             busy_refusals: g(&self.busy_refusals),
             input_budget_closes: g(&self.input_budget_closes),
             busy_messages: g(&self.busy_messages),
+            idle_sheds: g(&self.idle_sheds),
             ..Default::default()
         }
     }
@@ -229,6 +234,12 @@ impl StatsSnapshot {
         );
         metric("busy_messages_total", "counter", "Client messages answered busy.", self.busy_messages);
         metric("input_bytes", "gauge", "Client input bytes held.", self.input_bytes);
+        metric(
+            "idle_sheds_total",
+            "counter",
+            "Idle HTTP connections dropped when out of file descriptors.",
+            self.idle_sheds,
+        );
         metric(
             "rate_limit_closes_total",
             "counter",

@@ -25,6 +25,13 @@ pub const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 /// Generous: the machines here are shared and have 2 cores.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The path of one of the core's examples (`cargo test` builds them beside the test binaries).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+}
+
 /// A server on a free loopback port.
 pub fn start(mut config: ServerConfig, hooks: Arc<dyn AppHooks>) -> ServerHandle {
     config.host = "127.0.0.1".into();

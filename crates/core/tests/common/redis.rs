@@ -339,9 +339,7 @@ pub struct Node {
 }
 
 fn node_binary() -> PathBuf {
-    // target/<profile>/deps/<test> -> target/<profile>/examples/backplane_node
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join("backplane_node")
+    super::example_binary("backplane_node")
 }
 
 impl Node {
