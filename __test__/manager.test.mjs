@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 
 import { getUWebSocketManager, initUWebSocket } from '../dist/plugin/index.js'
+import { waitFor } from './helpers/server.mjs'
 import { JWT_KEY, signToken, TestClient } from './helpers/ws.mjs'
 
 const pluginEntry = fileURLToPath(new URL('../dist/plugin/index.js', import.meta.url))
@@ -196,7 +197,8 @@ test('authorize gets one frozen user list per audience, reused until a join, lea
   // A new registration keeps working with the list the manager holds.
   m.setAuthorize('shared', (users) => (lists.push(users), users.map(() => true)))
   b.close()
-  await new Promise((r) => setTimeout(r, 100))
+  // Until the server has seen the close, b still counts for the room's audience.
+  await waitFor(() => m.getLocalRoomMembers('collection:shared').length === 2, { message: "b's close" })
   m.emitEvent({ operation: 'update', collection: 'shared', id: 1, doc: { n: 4 } })
   assert.equal((await a.next()).doc.n, 4)
   assert.deepEqual(lists[3].map((u) => u.id).sort(), [11, 13])

@@ -2,9 +2,9 @@
 step() { printf '\n=== %s ===\n' "$*"; }
 
 # Install only when package-lock.json changed since the last install (or never ran).
-# `npm install` rather than `npm ci`: npm 11 leaves the optional per-platform packages of
-# @napi-rs/cli's lzma dependency out of the lock, which `npm ci` then rejects; with a lock
-# present `npm install` installs exactly the locked versions.
+# `npm ci`: exactly the locked versions, and it never writes the lock (it fails instead when
+# package.json and the lock disagree; `npm install` would silently rewrite the lock). The stamp
+# lives inside node_modules, which `npm ci` recreates, so a fresh install always writes it anew.
 # Optional argument: the package directory (default: the repo root).
 ensure_node_modules() {
   local dir=${1:-.}
@@ -12,8 +12,8 @@ ensure_node_modules() {
   local want
   want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    step "npm install in $dir (locked versions)"
-    (cd "$dir" && npm install --no-audit --no-fund)
+    step "npm ci in $dir (locked versions)"
+    (cd "$dir" && npm ci --no-audit --no-fund)
     echo "$want" >"$stamp"
   fi
 }
@@ -48,4 +48,10 @@ typescript_projects() {
   for f in examples/*/tsconfig.json; do
     [ -f "$f" ] && echo "$f"
   done
+}
+
+# Digests of every tracked package-lock.json: scripts/test.sh compares them before and after the
+# run, so a step that rewrites a lock (an `npm install` somewhere) fails the run.
+lock_digests() {
+  git ls-files -z -- '*package-lock.json' | xargs -0 -r sha256sum
 }

@@ -13,7 +13,8 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Messages allowed per window. Past it a message is dropped with error `rate_limited`;
-    /// past twice it the socket is closed 4008.
+    /// past twice it the socket is closed 4008 once the frames already queued (the warning
+    /// included) are written.
     pub messages: u32,
     /// Window length.
     pub window: Duration,

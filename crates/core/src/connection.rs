@@ -411,8 +411,13 @@ fn on_message(
         rate.count += 1;
         if rate.count > limit.messages.saturating_mul(2) {
             hub.stats.rate_limit_closes.fetch_add(1, Relaxed);
-            conn.close(close_codes::RATE_LIMITED, "rate limited", true);
-            return false;
+            // Not discarding: the `rate_limited` warning queued a moment ago tells the peer why,
+            // and the queue is bounded (maxBackpressure, then close_timeout). Reading on (the
+            // peer's further frames are dropped above) until its close reply keeps the rest of
+            // its burst from lying unread at the close, where the kernel would answer with a reset
+            // that can destroy the close frame before the peer reads it.
+            conn.close(close_codes::RATE_LIMITED, "rate limited", false);
+            return true;
         }
         if rate.count > limit.messages {
             hub.stats.rate_limited.fetch_add(1, Relaxed);

@@ -96,6 +96,42 @@ async fn rate_limit_errors_then_closes_4008() {
     assert!(st.rate_limited >= 5);
 }
 
+/// A burst read in one go: the warning still comes before the close, and the close frame
+/// arrives instead of a reset (the server reads on until the peer's close reply). Before the fix
+/// the 4008 close discarded the queued warning, and the reader stopped with the rest of the burst
+/// unread, so the kernel answered with a reset that could swallow the close frame too.
+#[tokio::test]
+async fn a_burst_past_twice_the_limit_gets_the_warning_then_close_4008() {
+    const LIMIT: usize = 5;
+    let s = start(
+        ServerConfig {
+            rate_limit: Some(RateLimit { messages: LIMIT as u32, window: Duration::from_secs(10) }),
+            ..config()
+        },
+        Arc::new(NoHooks),
+    );
+    for _ in 0..20 {
+        let mut c = Client::connect(s.port()).await;
+        c.welcome().await;
+        // Twice the limit closes; 20 more stay unread in the server's socket buffer.
+        let ping = json!({"type":"ping"}).to_string();
+        c.send_burst(&vec![ping; 2 * LIMIT + 1 + 20]).await;
+        let mut seen = Vec::new();
+        let close = loop {
+            let f = c.recv().await.expect("the close frame before EOF");
+            if f.opcode == 8 {
+                break f.close_code();
+            }
+            seen.push(f.json()["type"].as_str().unwrap().to_string());
+        };
+        assert_eq!(close, Some(4008));
+        let mut want = vec!["pong".to_string(); LIMIT];
+        want.push("error".to_string());
+        assert_eq!(seen, want, "the limit's worth of answers, then the warning");
+    }
+    assert_eq!(s.stats().rate_limit_closes, 20);
+}
+
 #[tokio::test]
 async fn max_rooms_per_socket() {
     let s = start(ServerConfig { max_rooms_per_socket: 3, ..config() }, Arc::new(NoHooks));

@@ -169,26 +169,19 @@ impl Client {
 
     /// Sends one masked frame.
     pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
-        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        let len = payload.len();
-        if len <= 125 {
-            f.push(0x80 | len as u8);
-        } else if len <= 65535 {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let f = masked_frame(fin, opcode, payload);
         let _ = self.stream.write_all(&f).await;
     }
 
     /// Writes raw bytes (a hand-made or cut frame).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// Sends text messages in one write, so the server reads them as one burst.
+    pub async fn send_burst(&mut self, texts: &[String]) {
+        let all: Vec<u8> = texts.iter().flat_map(|t| masked_frame(true, 1, t.as_bytes())).collect();
+        let _ = self.stream.write_all(&all).await;
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -296,6 +289,25 @@ impl Client {
         let ack = self.recv_type("joined").await;
         assert_eq!(ack["room"], format!("collection:{slug}"));
     }
+}
+
+/// One masked client frame (clients must mask, RFC 6455 §5.3).
+fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    let len = payload.len();
+    if len <= 125 {
+        f.push(0x80 | len as u8);
+    } else if len <= 65535 {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
 }
 
 /// Polls `f` until it holds or `WAIT` passes.
