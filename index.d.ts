@@ -129,6 +129,7 @@ export interface NativeOptions {
   redis?: RedisOptions
   reusePort?: boolean
   presenceEvents?: Array<string>
+  presenceIntervalMs?: number
 }
 
 /** Rate limit per socket. */

@@ -58,6 +58,7 @@ pub struct NativeOptions {
     pub redis: Option<RedisOptions>,
     pub reuse_port: Option<bool>,
     pub presence_events: Option<Vec<String>>,
+    pub presence_interval_ms: Option<u32>,
 }
 
 fn ms(v: u32) -> Duration {
@@ -126,6 +127,7 @@ impl TryFrom<NativeOptions> for ServerConfig {
             }),
             reuse_port: o.reuse_port.unwrap_or(d.reuse_port),
             presence_events: o.presence_events.unwrap_or(d.presence_events),
+            presence_interval: o.presence_interval_ms.map_or(d.presence_interval, ms),
         })
     }
 }

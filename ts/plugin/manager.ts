@@ -100,6 +100,11 @@ export interface ServerOptions {
   reusePort?: boolean
   /** Rooms (`*` globs, full names like `room:chat:*`) whose members get `presence` joined/left events. [none] */
   presenceEvents?: string[]
+  /**
+   * Presence changes in a room within this long after one was sent are merged into one frame
+   * whose `joined`/`left` are arrays (a join and leave of the same socket cancel out). [1000]
+   */
+  presenceIntervalMs?: number
 }
 
 /** Upgrade request as seen by `verifyClient` and middleware. */
@@ -216,6 +221,7 @@ const INT_OPTIONS: Record<string, [number, number]> = {
   handlerTimeoutMs: [1, U32],
   shutdownTimeoutMs: [0, U32],
   workerThreads: [1, 1024],
+  presenceIntervalMs: [1, U32],
 }
 const STRING_OPTIONS = ['host', 'path', 'jwtKey', 'authCookie', 'instanceId']
 const STRING_LIST_OPTIONS = ['allowOrigins', 'roomPatterns', 'protocols', 'presenceEvents']

@@ -115,6 +115,9 @@ pub struct ServerConfig {
     /// Rooms (globs, `*` wildcard) whose members are told of joins and leaves with
     /// `{"type":"presence","room":…,"joined"|"left":{"socketId","userId"}}`. Default: none.
     pub presence_events: Vec<String>,
+    /// Presence changes in a room within this long after one was sent are merged into one
+    /// frame (`joined`/`left` arrays) at its end. Default: 1 s.
+    pub presence_interval: Duration,
     /// Fan-out commands (`emitEvent`, `broadcastToRoom`, `sendToSocket`, remote deliveries)
     /// waiting at once; past it calls are refused with EBUSY. Default: 65,536.
     pub max_pending_commands: usize,
@@ -159,6 +162,7 @@ impl Default for ServerConfig {
             redis: None,
             reuse_port: false,
             presence_events: Vec::new(),
+            presence_interval: Duration::from_secs(1),
             max_pending_commands: 65_536,
             max_pending_bytes: 256 << 20,
             max_input_bytes: default_input_budget(),

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 use crate::dispatch::Dispatch;
+use crate::presence::Presence;
 
 use crate::audience::{Audience, AudienceCache};
 use crate::auth::{JwtVerifier, UserClaims};
@@ -106,6 +107,11 @@ pub(crate) struct Hub {
     pub(crate) dispatch: Dispatch,
     /// Memory budget of client input (incomplete frames and messages, messages awaiting JS).
     pub(crate) input: Arc<crate::reader::InputBudget>,
+    /// Presence changes being merged per room.
+    presence: crate::presence::PresenceCoalescer,
+    /// The server's runtime and the hub itself, for timers started from any thread.
+    pub(crate) runtime: OnceLock<tokio::runtime::Handle>,
+    pub(crate) me: OnceLock<std::sync::Weak<Hub>>,
     /// HTTP connections not upgraded (shed oldest first when out of descriptors).
     pub(crate) http_conns: crate::accept::HttpConns,
     /// Set once at start when instances share a backplane; `Local` otherwise.
@@ -140,9 +146,13 @@ impl Hub {
             dispatch,
             input,
             http_conns: Default::default(),
+            presence: Default::default(),
+            runtime: OnceLock::new(),
+            me: OnceLock::new(),
             backplane: OnceLock::new(),
             audience: AudienceCache::default(),
         });
+        let _ = hub.me.set(Arc::downgrade(&hub));
         (hub, rx)
     }
 
@@ -186,13 +196,11 @@ impl Hub {
             && self.config.presence_events.iter().any(|p| crate::config::glob_match(p, room))
         {
             let user = conn.user().map_or_else(|| "null".to_string(), |u| u.id_json.clone());
-            let what = if on { "joined" } else { "left" };
-            let json = format!(
-                "{{\"type\":\"presence\",\"room\":{},\"{what}\":{{\"socketId\":{},\"userId\":{user}}}}}",
-                protocol::json_str(room),
-                protocol::json_str(&conn.id)
-            );
-            self.broadcast_everywhere(room, crate::frame::text(json.as_bytes()), Some(&conn.id));
+            let interval = self.config.presence_interval;
+            if let Presence::Now(json, delay) = self.presence.change(room, &conn.id, &user, on, interval) {
+                self.broadcast_everywhere(room, crate::frame::text(json.as_bytes()), Some(&conn.id));
+                self.schedule_presence_flush(room.to_string(), delay);
+            }
         }
         if !self.distributed() {
             return;
@@ -201,6 +209,29 @@ impl Hub {
             self.backplane().interest(room, on);
         }
         self.backplane().presence(room, &self.member_of(conn), on);
+    }
+
+    /// Sends a room's merged presence changes when its interval ends (on the server's runtime:
+    /// joins also come from the JS thread, which has none).
+    fn schedule_presence_flush(&self, room: String, delay: Duration) {
+        let (Some(rt), Some(me)) = (self.runtime.get(), self.me.get().and_then(std::sync::Weak::upgrade))
+        else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut delay = delay;
+            loop {
+                tokio::time::sleep(delay).await;
+                let (frame, again) = me.presence.flush(&room, me.config.presence_interval);
+                if let Some(json) = frame {
+                    me.broadcast_everywhere(&room, crate::frame::text(json.as_bytes()), None);
+                }
+                match again {
+                    Some(d) => delay = d,
+                    None => return,
+                }
+            }
+        });
     }
 
     /// The instance part of a socket id (`<instance>-<n>`).

@@ -16,6 +16,7 @@ mod hooks;
 mod http;
 mod hub;
 mod outbound;
+mod presence;
 pub mod protocol;
 mod reader;
 mod rooms;

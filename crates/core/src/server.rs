@@ -66,6 +66,7 @@ impl Server {
 
         let instance = config.instance_id.clone().unwrap_or_else(random_instance_id);
         let (hub, commands) = Hub::new(config, hooks, instance, origins);
+        let _ = hub.runtime.set(runtime.handle().clone());
         let stop = Arc::new(Notify::new());
         let bound = {
             let _enter = runtime.enter();

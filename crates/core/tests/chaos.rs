@@ -435,3 +435,41 @@ async fn handshakes_need_a_real_key_and_are_told_the_version() {
     let (status, _) = raw_http(server.port(), &req("dGhlIHNhbXBsZSBub25jZQ==", "13")).await;
     assert_eq!(status, 101, "a proper handshake still works");
 }
+
+/// Finding 10: with presenceEvents, one client toggling join/leave within its rate limit made a
+/// frame per toggle for every member (5,000 members: 2.25 M frames). Now at most two presence
+/// frames per room per interval reach anyone, with the net change.
+#[tokio::test]
+async fn a_flapping_client_cannot_multiply_presence_traffic() {
+    const INTERVAL: Duration = Duration::from_millis(500);
+    let mut cfg = config();
+    cfg.presence_events = vec!["room:*".into()];
+    cfg.room_patterns = vec!["*".into()];
+    cfg.presence_interval = INTERVAL;
+    let server = start(cfg, Arc::new(TestHooks::default()));
+    let mut observer = subscribed(server.port(), json!({"type":"join-room","room":"lobby"})).await;
+    // Let the observer's own join leave the interval.
+    tokio::time::sleep(INTERVAL * 2).await;
+    let mut flapper = Client::connect(server.port()).await;
+    let id = flapper.welcome().await["socketId"].clone();
+    for _ in 0..40 {
+        flapper.send_json(json!({"type":"join-room","room":"lobby"})).await;
+        flapper.send_json(json!({"type":"leave-room","room":"lobby"})).await;
+    }
+    // Every ack back: the 80 changes happened (within the rate limit of 100/s).
+    for _ in 0..40 {
+        flapper.recv_type("joined").await;
+        flapper.recv_type("left").await;
+    }
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = observer.recv_within(INTERVAL * 3).await {
+        if f.opcode == 1 {
+            frames.push(f.json());
+        }
+    }
+    assert!(frames.len() <= 2, "{} presence frames for 80 changes: {frames:?}", frames.len());
+    assert_eq!(frames[0]["joined"]["socketId"], id, "the first change at once");
+    let last = frames.last().unwrap();
+    assert_eq!(last["left"][0]["socketId"], id, "net: it left");
+    assert_eq!(last["joined"], json!([]));
+}
