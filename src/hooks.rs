@@ -67,7 +67,13 @@ fn call<
     args: A,
 ) -> BoxFuture<Result<R, String>> {
     Box::pin(async move {
-        let promise = tsfn.call_async_catch(args).await.map_err(|e| e.reason.clone())?;
+        let promise = match tsfn.call_async_catch(args).await {
+            Ok(p) => p,
+            // The JS thread is so far behind that QUEUE calls wait already: that is a busy
+            // server, not a refusal; the core's hook timeout answers (503 / 1013 / timeout).
+            Err(e) if e.status == Status::QueueFull => std::future::pending().await,
+            Err(e) => return Err(e.reason.clone()),
+        };
         settled(promise).await
     })
 }
