@@ -207,11 +207,13 @@ async fn a_peer_that_stops_reading_is_closed_after_slow_consumer_timeout() {
     let mut cfg = config();
     cfg.slow_consumer_timeout = Duration::from_millis(500);
     cfg.close_timeout = Duration::from_millis(300);
+    // Loopback buffers can take tens of MiB (tcp_rmem max is 32 MiB here): send more than they
+    // can, with a queue bound above it, so only the time rule can close the socket.
+    cfg.max_backpressure = 128 << 20;
     let server = start(cfg, Arc::new(TestHooks::default()));
     let _mute = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
-    // 12 MiB: more than loopback buffers take, less than the 16 MiB queue bound.
-    let chunk = format!(r#"{{"pad":"{}"}}"#, "x".repeat(256 * 1024));
-    for _ in 0..48 {
+    let chunk = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1 << 20));
+    for _ in 0..96 {
         server.broadcast("collection:posts", &Message::text(chunk.as_bytes()), None).unwrap();
     }
     let t0 = Instant::now();
@@ -251,10 +253,12 @@ async fn close_at_the_deadline_drops_the_rest_and_still_sends_1001() {
     let mut cfg = config();
     cfg.shutdown_timeout = Duration::from_millis(500);
     cfg.close_timeout = Duration::from_secs(4);
+    // More than loopback buffers take (tcp_rmem max is 32 MiB here), so some is left queued.
+    cfg.max_backpressure = 128 << 20;
     let server = start(cfg, Arc::new(TestHooks::default()));
     let mut c = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
-    let chunk = format!(r#"{{"pad":"{}"}}"#, "x".repeat(256 * 1024));
-    for _ in 0..48 {
+    let chunk = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1 << 20));
+    for _ in 0..96 {
         server.broadcast("collection:posts", &Message::text(chunk.as_bytes()), None).unwrap();
     }
     let t0 = Instant::now();
@@ -271,7 +275,7 @@ async fn close_at_the_deadline_drops_the_rest_and_still_sends_1001() {
         }
     };
     assert_eq!(code, Some(1001));
-    assert!(data < 48, "the rest was dropped at the deadline ({data} delivered)");
+    assert!(data < 96, "the rest was dropped at the deadline ({data} delivered)");
     tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
 }
