@@ -15,6 +15,8 @@ export declare class NativeServer {
   static start(options?: NativeOptions | undefined | null): NativeServer
   /** The bound port. */
   get port(): number
+  /** The port of `/healthz` and `/metrics` when `monitoring` gave them their own address. */
+  get monitoringPort(): number | null
   /** This instance's id (prefix of its socket ids). */
   get instanceId(): string
   /**
@@ -74,14 +76,31 @@ export declare class NativeServer {
   /** Installs the `join-room` policy callback. */
   setRoomPolicy(handler?: ((userJson: string, room: string) => Promise<boolean>) | null | undefined): void
   /**
-   * Installs the batched authorize hook and the collections that use it. `usersJson` is ""
-   * when the list is the one of the previous call, which had the same `usersId`.
+   * Installs the check of `join-collection` (room `collection:<slug>`) and `join-doc` (room
+   * `doc:<slug>:<id>`); `false` answers error `forbidden`. None: every such join is allowed.
    */
-  setAuthorize(collections: Array<string>, handler?: ((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<boolean[]>) | null | undefined): void
+  setSubscribePolicy(handler?: ((userJson: string, room: string) => Promise<boolean>) | null | undefined): void
+  /**
+   * Installs the batched authorize hook and the collections that use it. `usersJson` is ""
+   * when the list is the one of the previous call, which had the same `usersId`. The answer
+   * has one verdict per user: 0 withholds the event, 1 sends it as emitted, k ≥ 2 sends it
+   * with `docs[k - 2]` (JSON text) as its doc.
+   */
+  setAuthorize(collections: Array<string>, handler?: ((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<AuthorizeAnswer>) | null | undefined): void
   /** Installs the socket-closed notification. */
   setCloseHandler(handler?: ((arg: string) => void) | undefined | null): void
   /** Graceful shutdown; resolves when every socket is closed. */
   close(): Promise<void>
+}
+
+/**
+ * What the JS authorize hook answers: one entry per user (0 withhold, 1 the event as emitted,
+ * k ≥ 2 the event with `docs[k - 2]` as its doc).
+ */
+export interface AuthorizeAnswer {
+  verdicts: Array<number>
+  /** Views of the document (JSON text) for users who may read only part of it. */
+  docs?: Array<string>
 }
 
 /** Version of the native core this addon was built from. */
@@ -95,12 +114,29 @@ export interface MemberInfo {
   instance: string
 }
 
+/** `/healthz` and `/metrics` (see the core's `Monitoring`). */
+export interface MonitoringOptions {
+  /** Serve `/healthz`. Default true. */
+  health?: boolean
+  /** Serve `/metrics`. Default true. */
+  metrics?: boolean
+  /** Serve both on this address instead of the WebSocket port. Default: the WebSocket port. */
+  host?: string
+  /** Port of that address (0 = any free one); setting `host` or `port` moves both endpoints. */
+  port?: number
+  /** Require `Authorization: Bearer <token>`. Default: none. */
+  token?: string
+}
+
 /** Options of the native server; every field optional, defaults as documented in the core. */
 export interface NativeOptions {
   port?: number
   host?: string
   path?: string
   allowOrigins?: Array<string>
+  trustedOrigins?: Array<string>
+  /** `false` serves neither `/healthz` nor `/metrics`. */
+  monitoring?: MonitoringOptions | boolean
   maxConnections?: number
   maxMessageSize?: number
   heartbeatMs?: number

@@ -25,7 +25,7 @@ const config = buildConfig({
   typescript: { autoGenerate: false },
   graphQL: { disable: true },
   db: sqliteAdapter({ client: { url: 'file:./pack.db' } }),
-  collections: [{ slug: 'posts', fields: [{ name: 'title', type: 'text' }] }],
+  collections: [{ slug: 'posts', access: { read: () => true }, fields: [{ name: 'title', type: 'text' }] }],
   plugins: [uWebSocketPlugin({ port: 0, host: '127.0.0.1', includeCollections: ['posts'] })],
 })
 const payload = await getPayload({ config, key: 'pack' })

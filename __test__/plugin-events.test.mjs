@@ -74,7 +74,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     const sub = await app.client()
     const other = await app.client()
     await sub.joinCollection('posts')
-    await other.joinCollection('notes')
+    await other.joinCollection('articles')
 
     const post = await app.payload.create({ collection: 'posts', data: { title: 'hello' } })
     const created = await sub.next('update')
@@ -135,7 +135,9 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('events filter: users emit delete only', async () => {
-    const c = await app.client()
+    // Users are readable by logged-in users only (Payload's default access): a logged-in socket.
+    const viewer = await createUser(app.payload, 'viewer@example.com')
+    const c = await app.client({ token: viewer.token })
     await c.joinCollection('users')
     const { user } = await createUser(app.payload, 'filter@example.com')
     await app.payload.update({ collection: 'users', id: user.id, data: { name: 'x' } })
@@ -146,9 +148,11 @@ describe('events from a Payload with the plugin (port option, transactions on)',
     assertNoKeys(del.doc, SECRET_KEYS)
   })
 
-  test('includeCollections filter: a collection not enabled emits nothing', async () => {
+  test('includeCollections filter: a collection not enabled emits nothing, and cannot be joined', async () => {
     const c = await app.client()
-    await c.joinCollection('notes')
+    c.send({ type: 'join-collection', collection: 'notes' })
+    const refused = await c.next((m) => m.type === 'joined' || m.type === 'error')
+    assert.equal(refused.code, 'forbidden')
     await app.payload.create({ collection: 'notes', data: { text: 'n' } })
     await c.expectNothing(300)
   })
@@ -241,7 +245,9 @@ describe('events from a Payload with the plugin (port option, transactions on)',
   })
 
   test('hidden and auth fields never leave the server, also in a populated related user', async () => {
-    const c = await app.client()
+    // A logged-in reader: anonymous sockets see the author as its id (users need a login to read).
+    const reader = await createUser(app.payload, 'reader@example.com')
+    const c = await app.client({ token: reader.token })
     await c.joinCollection('posts')
     const { user } = await createUser(app.payload, 'author@example.com', {
       name: 'Ann',

@@ -48,6 +48,7 @@ if [ $quick = 1 ]; then
   scenarios=(
     "fanout|--clients 1000 --duration 1 --warmup 0.5"
     "fanout-authorized|--clients 1000 --duration 1 --warmup 0.5"
+    "fanout-access|--clients 1000 --duration 1 --warmup 0.5"
     "fanout-redis|--clients 1000 --duration 1 --warmup 0.5"
     "handler|--clients 200 --duration 1 --warmup 0.5"
     "echo|--clients 50 --depth 16 --duration 1 --warmup 0.5"
@@ -60,6 +61,8 @@ else
     "fanout|--clients 10000 --duration 5 --warmup 1"
     "fanout-authorized|--clients 1000 --duration 5 --warmup 1"
     "fanout-authorized|--clients 10000 --duration 5 --warmup 1"
+    "fanout-access|--clients 1000 --duration 5 --warmup 1"
+    "fanout-access|--clients 10000 --duration 5 --warmup 1"
     "fanout-redis|--clients 1000 --duration 5 --warmup 1"
     "fanout-redis|--clients 10000 --duration 5 --warmup 1"
     "handler|--clients 1000 --duration 5 --warmup 1"
@@ -82,6 +85,8 @@ server_args() {
       [ $have_ours = 1 ] && [ $have_redis = 1 ] || return 1
       echo "$cpus --redis --instances ${server#ours-redis} -- node crates/bench/peers/ours.js" ;;
     ours-redis?:* | *:fanout-redis) return 1 ;;
+    ours:fanout-access) [ $have_ours = 1 ] || return 1; echo "$cpus -- node crates/bench/peers/ours.js" ;;
+    *:fanout-access) return 1 ;; # the plugin's read check exists in ours only
     ours:echo) echo "$cpus --no-control -- target/release/examples/echo 127.0.0.1:{port}" ;;
     fws:echo) echo "$cpus --no-control -- $gen echo-server 127.0.0.1:{port}" ;;
     fws:*) return 1 ;;

@@ -12,7 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use parking_lot::RwLock;
 use realtime_core::{
-    AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims, UserList,
+    AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims, UserList, Verdicts,
 };
 
 /// Calls to one hook that may wait for the JS thread at once; past it a call fails fast.
@@ -28,6 +28,15 @@ type Slot<T> = RwLock<Option<Arc<T>>>;
 pub(crate) type Args2 = FnArgs<(String, String)>;
 /// (collection, users JSON array or "" for the list of id `usersId`, event JSON, usersId).
 pub(crate) type AuthorizeArgs = FnArgs<(String, String, String, f64)>;
+/// What the JS authorize hook answers: one entry per user (0 withhold, 1 the event as emitted,
+/// k ≥ 2 the event with `docs[k - 2]` as its doc).
+#[napi_derive::napi(object)]
+pub struct AuthorizeAnswer {
+    pub verdicts: Vec<u32>,
+    /// Views of the document (JSON text) for users who may read only part of it.
+    pub docs: Option<Vec<String>>,
+}
+
 /// A socket id and the bytes of a binary message.
 pub(crate) type BinaryArgs = FnArgs<(String, Buffer)>;
 
@@ -50,8 +59,10 @@ pub(crate) struct JsHooks {
     pub open: Slot<Tsfn<Args2, bool>>,
     /// (user claims JSON or "null", room) → may join?
     pub can_join: Slot<Tsfn<Args2, bool>>,
+    /// (user claims JSON or "null", `collection:<slug>` | `doc:<slug>:<id>`) → may subscribe?
+    pub subscribe: Slot<Tsfn<Args2, bool>>,
     /// (collection, users JSON array, event JSON, users id) → one verdict per user.
-    pub authorize: Slot<Tsfn<AuthorizeArgs, Vec<bool>>>,
+    pub authorize: Slot<Tsfn<AuthorizeArgs, AuthorizeAnswer>>,
     pub authorize_collections: RwLock<HashSet<String>>,
     /// Id of the user list the JS side holds (0: none); reset when a call fails.
     pub authorize_sent: Arc<AtomicU64>,
@@ -172,13 +183,19 @@ impl AppHooks for JsHooks {
         Some(Box::pin(async move { f.await.unwrap_or(false) }))
     }
 
+    fn can_subscribe(&self, user: Option<Arc<UserClaims>>, room: &str) -> Option<BoxFuture<bool>> {
+        let user = user.map_or_else(|| "null".to_string(), |u| u.raw.to_string());
+        let f = call(get(&self.subscribe)?, (user, room.to_string()).into());
+        Some(Box::pin(async move { f.await.unwrap_or(false) }))
+    }
+
     fn authorizes(&self, collection: &str) -> bool {
         self.authorize_collections.read().contains(collection)
     }
 
-    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
+    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Verdicts> {
         let Some(tsfn) = get(&self.authorize) else {
-            return Box::pin(async { Vec::new() });
+            return Box::pin(async { Verdicts::default() });
         };
         // The manager keeps the last list it parsed: an unchanged list (same id) is not sent again.
         let sent = self.authorize_sent.clone();
@@ -203,10 +220,16 @@ impl AppHooks for JsHooks {
         // A failed or malformed answer denies everyone (the core counts it); after a failure the
         // JS side may not hold the list, so the next call sends it again.
         Box::pin(async move {
-            f.await.unwrap_or_else(|_| {
-                sent.store(0, Relaxed);
-                Vec::new()
-            })
+            match f.await {
+                Ok(a) => Verdicts {
+                    per_user: a.verdicts,
+                    docs: a.docs.unwrap_or_default().into_iter().map(Bytes::from).collect(),
+                },
+                Err(_) => {
+                    sent.store(0, Relaxed);
+                    Verdicts::default()
+                }
+            }
         })
     }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use napi_derive::napi;
-use realtime_core::{RateLimit, RedisConfig, ServerConfig};
+use realtime_core::{Monitoring, RateLimit, RedisConfig, ServerConfig};
 
 /// Rate limit per socket.
 #[napi(object)]
@@ -22,6 +22,21 @@ pub struct RedisOptions {
     pub publish_queue: Option<u32>,
 }
 
+/// `/healthz` and `/metrics` (see the core's `Monitoring`).
+#[napi(object)]
+pub struct MonitoringOptions {
+    /// Serve `/healthz`. Default true.
+    pub health: Option<bool>,
+    /// Serve `/metrics`. Default true.
+    pub metrics: Option<bool>,
+    /// Serve both on this address instead of the WebSocket port. Default: the WebSocket port.
+    pub host: Option<String>,
+    /// Port of that address (0 = any free one); setting `host` or `port` moves both endpoints.
+    pub port: Option<u32>,
+    /// Require `Authorization: Bearer <token>`. Default: none.
+    pub token: Option<String>,
+}
+
 /// Options of the native server; every field optional, defaults as documented in the core.
 #[napi(object)]
 #[derive(Default)]
@@ -30,6 +45,9 @@ pub struct NativeOptions {
     pub host: Option<String>,
     pub path: Option<String>,
     pub allow_origins: Option<Vec<String>>,
+    pub trusted_origins: Option<Vec<String>>,
+    /// `false` serves neither `/healthz` nor `/metrics`.
+    pub monitoring: Option<napi::Either<MonitoringOptions, bool>>,
     pub max_connections: Option<u32>,
     pub max_message_size: Option<u32>,
     pub heartbeat_ms: Option<u32>,
@@ -81,6 +99,18 @@ impl TryFrom<NativeOptions> for ServerConfig {
             worker_threads: o.worker_threads.map(|n| n as usize).or(d.worker_threads),
             path: o.path.or(d.path),
             allow_origins: o.allow_origins.unwrap_or(d.allow_origins),
+            trusted_origins: o.trusted_origins.unwrap_or(d.trusted_origins),
+            monitoring: match o.monitoring {
+                Some(napi::Either::A(m)) => Monitoring {
+                    health: m.health.unwrap_or(d.monitoring.health),
+                    metrics: m.metrics.unwrap_or(d.monitoring.metrics),
+                    listen: (m.host.is_some() || m.port.is_some())
+                        .then(|| (m.host.unwrap_or_else(|| "127.0.0.1".into()), m.port.unwrap_or(0) as u16)),
+                    token: m.token,
+                },
+                Some(napi::Either::B(false)) => Monitoring { health: false, metrics: false, ..d.monitoring },
+                _ => d.monitoring,
+            },
             max_connections: o.max_connections.map_or(d.max_connections, |n| n as usize),
             max_message_size: o.max_message_size.map_or(d.max_message_size, |n| n as usize),
             heartbeat: o.heartbeat_ms.map_or(d.heartbeat, ms),

@@ -111,6 +111,12 @@ impl NativeServer {
         u32::from(self.handle.port())
     }
 
+    /// The port of `/healthz` and `/metrics` when `monitoring` gave them their own address.
+    #[napi(getter)]
+    pub fn monitoring_port(&self) -> Option<u32> {
+        self.handle.monitoring_port().map(u32::from)
+    }
+
     /// This instance's id (prefix of its socket ids).
     #[napi(getter)]
     pub fn instance_id(&self) -> String {
@@ -355,16 +361,30 @@ impl NativeServer {
         Ok(())
     }
 
+    /// Installs the check of `join-collection` (room `collection:<slug>`) and `join-doc` (room
+    /// `doc:<slug>:<id>`); `false` answers error `forbidden`. None: every such join is allowed.
+    #[napi]
+    pub fn set_subscribe_policy(
+        &self,
+        #[napi(ts_arg_type = "((userJson: string, room: string) => Promise<boolean>) | null | undefined")]
+        handler: Option<Function<Args2, Promise<bool>>>,
+    ) -> Result<()> {
+        *self.hooks.subscribe.write() = handler.map(tsfn).transpose()?;
+        Ok(())
+    }
+
     /// Installs the batched authorize hook and the collections that use it. `usersJson` is ""
-    /// when the list is the one of the previous call, which had the same `usersId`.
+    /// when the list is the one of the previous call, which had the same `usersId`. The answer
+    /// has one verdict per user: 0 withholds the event, 1 sends it as emitted, k ≥ 2 sends it
+    /// with `docs[k - 2]` (JSON text) as its doc.
     #[napi]
     pub fn set_authorize(
         &self,
         collections: Vec<String>,
         #[napi(
-            ts_arg_type = "((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<boolean[]>) | null | undefined"
+            ts_arg_type = "((collection: string, usersJson: string, eventJson: string, usersId: number) => Promise<AuthorizeAnswer>) | null | undefined"
         )]
-        handler: Option<Function<AuthorizeArgs, Promise<Vec<bool>>>>,
+        handler: Option<Function<AuthorizeArgs, Promise<crate::hooks::AuthorizeAnswer>>>,
     ) -> Result<()> {
         *self.hooks.authorize.write() = handler.map(tsfn).transpose()?;
         self.hooks.authorize_sent.store(0, std::sync::atomic::Ordering::Relaxed);

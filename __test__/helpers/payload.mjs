@@ -7,7 +7,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { sqliteAdapter } from '@payloadcms/db-sqlite'
-import { buildConfig, getPayload, logoutOperation } from 'payload'
+import { buildConfig, getPayload, handleEndpoints, logoutOperation } from 'payload'
 import { getUWebSocketManager, initUWebSocket, payloadJwtKey, uWebSocketPlugin } from 'payload-realtime-rs'
 import { signToken, TestClient } from './ws.mjs'
 
@@ -24,7 +24,11 @@ export { getUWebSocketManager, initUWebSocket, uWebSocketPlugin }
 
 let seq = 0
 
-/** Test collections: users (auth, API keys), posts (relations, hidden fields, blocks), notes, articles (drafts). */
+/**
+ * Test collections: users (auth, API keys), posts (relations, hidden fields, blocks), notes,
+ * articles (drafts). Posts, notes and articles are readable by anyone (`access.read: () => true`)
+ * so that their events reach anonymous sockets too; users keep Payload's default (logged in).
+ */
 export function testCollections() {
   return [
     {
@@ -38,6 +42,7 @@ export function testCollections() {
     },
     {
       slug: 'posts',
+      access: { read: () => true },
       fields: [
         { name: 'title', type: 'text', required: true },
         { name: 'team', type: 'text' },
@@ -74,8 +79,13 @@ export function testCollections() {
         },
       ],
     },
-    { slug: 'notes', fields: [{ name: 'text', type: 'text' }] },
-    { slug: 'articles', versions: { drafts: true }, fields: [{ name: 'title', type: 'text' }] },
+    { slug: 'notes', access: { read: () => true }, fields: [{ name: 'text', type: 'text' }] },
+    {
+      slug: 'articles',
+      access: { read: () => true },
+      versions: { drafts: true },
+      fields: [{ name: 'title', type: 'text' }],
+    },
   ]
 }
 
@@ -83,7 +93,10 @@ export function testCollections() {
  * Boots Payload with the plugin. `realtime`: plugin options (default `{ port: 0 }` semantics are
  * the caller's). `transactions`: SQLite transactions on (default true). `plugins`: extra Payload
  * plugins placed after ours. `hooks`: `{ [slug]: hooks }` merged into the test collections.
- * Returns `{ payload, manager, url, client, stop }`; `stop()` closes clients, the manager and Payload.
+ * `collections`: replaces the test collections. `config`: extra Payload config (csrf, cors, …).
+ * Returns `{ payload, manager, url, client, rest, stop }`; `rest(path, init)` runs a request
+ * through Payload's own REST API (`handleEndpoints`); `stop()` closes clients, the manager and
+ * Payload.
  */
 export async function startPayload({
   realtime = {},
@@ -92,11 +105,14 @@ export async function startPayload({
   hooks = {},
   onInit,
   startServer = 'port',
+  collections: baseCollections = testCollections(),
+  config: extraConfig = {},
 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-payload-'))
-  const collections = testCollections().map((c) => ({ ...c, hooks: { ...c.hooks, ...hooks[c.slug] } }))
+  const collections = baseCollections.map((c) => ({ ...c, hooks: { ...c.hooks, ...hooks[c.slug] } }))
   const pluginOptions = startServer === 'port' ? { port: 0, host: '127.0.0.1', ...realtime } : realtime
   const config = buildConfig({
+    ...extraConfig,
     secret: SECRET,
     telemetry: false,
     typescript: { autoGenerate: false },
@@ -110,9 +126,14 @@ export async function startPayload({
     onInit,
     plugins: [uWebSocketPlugin(pluginOptions), ...plugins],
   })
-  const payload = await withoutSchemaSpinner(() =>
-    getPayload({ config, key: `test-${process.pid}-${++seq}` }),
-  )
+  const key = `test-${process.pid}-${++seq}`
+  const payload = await withoutSchemaSpinner(() => getPayload({ config, key }))
+  const rest = (p, init) =>
+    handleEndpoints({
+      config,
+      payloadInstanceCacheKey: key,
+      request: new Request(`http://localhost/api${p}`, init),
+    })
   let manager = getUWebSocketManager()
   if (startServer === 'manual') manager = await initUWebSocket({ port: 0, host: '127.0.0.1' })
   const url = manager ? `ws://127.0.0.1:${manager.port}/` : null
@@ -129,7 +150,7 @@ export async function startPayload({
     await payload.destroy()
     fs.rmSync(dir, { recursive: true, force: true })
   }
-  return { payload, manager, url, client, stop }
+  return { payload, manager, url, client, rest, stop }
 }
 
 /**

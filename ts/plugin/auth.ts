@@ -25,18 +25,47 @@ export function claimsOf(user: Record<string, any>): UserClaims {
 /**
  * Resolves credentials the native JWT check did not handle (API keys:
  * `Authorization: <slug> API-Key <key>`, or a token given outside the headers) through
- * `payload.auth`, i.e. every auth strategy the app configured.
+ * `payload.auth`, i.e. every auth strategy the app configured. Only the credential itself is
+ * handed to Payload, never the request's cookies: the native server already decided whether
+ * the cookie counts (trusted Origin), and hooks see headers with credentials redacted.
  */
 export function credentialResolver(payload: Payload) {
   return async (req: { headers: Record<string, string>; token?: string }): Promise<UserClaims | null> => {
-    const headers = new Headers()
-    for (const [k, v] of Object.entries(req.headers ?? {})) {
-      if (typeof v === 'string') headers.set(k, v)
-    }
-    if (req.token && !headers.has('authorization')) headers.set('authorization', `JWT ${req.token}`)
-    const { user } = await payload.auth({ headers })
+    if (!req.token) return null
+    // A whole Authorization value (scheme and key) stays as it is; a bare token is a JWT.
+    const authorization = req.token.includes(' ') ? req.token : `JWT ${req.token}`
+    const { user } = await payload.auth({ headers: new Headers({ authorization }) })
     return user ? claimsOf(user as Record<string, any>) : null
   }
+}
+
+/**
+ * Origins whose upgrades may authenticate with Payload's auth cookie: Payload's `csrf` list, its
+ * `cors` list (not `'*'`), and the `serverURL` origin. The native server adds `allowOrigins`
+ * and the request's own host.
+ */
+export function payloadTrustedOrigins(config: {
+  csrf?: unknown
+  cors?: unknown
+  serverURL?: unknown
+}): string[] {
+  const out = new Set<string>()
+  const add = (o: unknown) => {
+    if (typeof o === 'string' && o !== '' && o !== '*') out.add(o.replace(/\/+$/, ''))
+  }
+  if (Array.isArray(config.csrf)) config.csrf.forEach(add)
+  const cors = config.cors as unknown
+  if (Array.isArray(cors)) cors.forEach(add)
+  else if (cors && typeof cors === 'object' && Array.isArray((cors as { origins?: unknown }).origins))
+    (cors as { origins: unknown[] }).origins.forEach(add)
+  if (typeof config.serverURL === 'string' && config.serverURL) {
+    try {
+      add(new URL(config.serverURL).origin)
+    } catch {
+      // not a URL: nothing to trust
+    }
+  }
+  return [...out]
 }
 
 /**

@@ -28,8 +28,22 @@ export interface ServerOptions {
   host?: string
   /** WebSocket path, exact or with a trailing `*`. [any path] */
   path?: string
-  /** Allowed Origins: exact, `https://*.example.com`, or `/regex/`. [all — unsafe with cookie auth] */
+  /** Allowed Origins: exact, `https://*.example.com`, or `/regex/`. [all] */
   allowOrigins?: string[]
+  /**
+   * Origins (same forms) whose upgrades may authenticate with the auth cookie, besides
+   * `allowOrigins` and the request's own host; from any other Origin the cookie is ignored
+   * (WebSockets have no CORS). Header and query tokens are not affected. The plugin fills it
+   * from Payload's `csrf`, `cors` and `serverURL`. [none]
+   */
+  trustedOrigins?: string[]
+  /**
+   * `/healthz` and `/metrics`: `false` serves neither; `health`/`metrics: false` drops one;
+   * `host`/`port` serve both on that address instead of the WebSocket port (port 0 = any free
+   * one, see `monitoringPort`); `token` requires `Authorization: Bearer <token>`.
+   * [both served, without a token, on the WebSocket port]
+   */
+  monitoring?: false | { health?: boolean; metrics?: boolean; host?: string; port?: number; token?: string }
   /** Open sockets at once; more get HTTP 503. [100000] */
   maxConnections?: number
   /** Largest message in bytes (all fragments); larger closes 1009. [1048576] */
@@ -107,7 +121,11 @@ export interface ServerOptions {
   presenceIntervalMs?: number
 }
 
-/** Upgrade request as seen by `verifyClient` and middleware. */
+/**
+ * Upgrade request as seen by `verifyClient` and middleware. It never carries a token: `url` has
+ * no `token` query parameter, `headers.authorization` is `[redacted]` and the auth cookie is
+ * removed from `headers.cookie`; `socket.user` says who authenticated.
+ */
 export interface UpgradeRequest {
   url: string
   origin?: string | null
@@ -129,7 +147,17 @@ export type Middleware = (
 export type BatchAuthorize = (
   users: readonly (UserClaims | null)[],
   event: RealtimeEvent,
-) => boolean[] | Promise<boolean[]>
+) => boolean[] | AuthorizeViews | Promise<boolean[] | AuthorizeViews>
+
+/**
+ * An authorize answer with views of the document: `verdicts[i]` is 0 (user i does not get the
+ * event), 1 (gets it as emitted) or k ≥ 2 (gets it with `docs[k - 2]` as its `doc`). Each
+ * view is serialized and encoded once, whatever the number of its recipients.
+ */
+export interface AuthorizeViews {
+  verdicts: number[]
+  docs: unknown[]
+}
 
 /** The event every subscriber receives. */
 export interface RealtimeEvent {
@@ -403,6 +431,11 @@ export class UWebSocketManager {
     return this.server.port
   }
 
+  /** The port of `/healthz` and `/metrics` when `monitoring` gave them their own address, else null. */
+  get monitoringPort(): number | null {
+    return this.server.monitoringPort ?? null
+  }
+
   /** This instance's id (prefix of its socket ids). */
   get instanceId(): string {
     return this.server.instanceId
@@ -564,10 +597,16 @@ export class UWebSocketManager {
         }
         try {
           const fn = this.authorizers.get(slug)
-          const verdicts = fn ? await fn(users, JSON.parse(eventJson)) : []
-          return users.map((_, i) => verdicts[i] === true)
+          const answer = fn ? await fn(users, JSON.parse(eventJson)) : []
+          if (Array.isArray(answer)) return { verdicts: users.map((_, i) => (answer[i] === true ? 1 : 0)) }
+          const docs = answer.docs.map((d) => JSON.stringify(d ?? null))
+          const verdicts = users.map((_, i) => {
+            const k = answer.verdicts[i]
+            return Number.isInteger(k) && k >= 0 && k < docs.length + 2 ? k : 0
+          })
+          return { verdicts, docs }
         } catch {
-          return users.map(() => false)
+          return { verdicts: users.map(() => 0) }
         }
       },
     )
@@ -590,6 +629,27 @@ export class UWebSocketManager {
         return false
       }
     })
+  }
+
+  /**
+   * Decides `join-collection` (room `collection:<slug>`) and `join-doc` (room
+   * `doc:<slug>:<id>`); `false` or a throw answers `{"type":"error","code":"forbidden"}` and
+   * no `joined`; null removes the check (every such join allowed). The plugin installs one that
+   * follows the collections' read access.
+   */
+  setSubscribePolicy(
+    fn: ((user: UserClaims | null, room: string) => boolean | Promise<boolean>) | null,
+  ): void {
+    this.server.setSubscribePolicy(
+      fn &&
+        (async (userJson: string, room: string) => {
+          try {
+            return (await fn(JSON.parse(userJson), room)) === true
+          } catch {
+            return false
+          }
+        }),
+    )
   }
 
   /** May refuse an upgrade (HTTP 403). */

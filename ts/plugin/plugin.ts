@@ -1,7 +1,8 @@
 // uWebSocketPlugin: adds realtime hooks to a Payload config. Writes become events only after the
 // request's transaction commits; documents lose hidden and auth fields before they leave.
 import type { CollectionConfig, Config, Payload, PayloadRequest } from 'payload'
-import { payloadAuthCookie, payloadJwtKey } from './auth.js'
+import { ReadAccess } from './access.js'
+import { payloadAuthCookie, payloadJwtKey, payloadTrustedOrigins } from './auth.js'
 import { getUWebSocketManager, type EmitEvent, type ServerOptions } from './manager.js'
 import {
   configureManager,
@@ -152,6 +153,7 @@ export const uWebSocketPlugin =
         hooks.afterDelete = [
           ...(hooks.afterDelete ?? []),
           async ({ doc, id, req }) => {
+            if (isAuth) state?.access.forgetUser(slug, id ?? doc?.id)
             if (isAuth) disconnectDeletedUser(slug, id ?? doc?.id, log)
             if (settings && events.has('delete'))
               await queue(req, slug, 'delete', { ...doc, id: doc?.id ?? id }, undefined)
@@ -159,6 +161,13 @@ export const uWebSocketPlugin =
         ]
       }
       if (isAuth) {
+        // A changed user (a new role, say) is read again by the next access check.
+        hooks.afterChange = [
+          ...(hooks.afterChange ?? []),
+          ({ doc }) => {
+            if (doc?.id !== undefined) state?.access.forgetUser(slug, doc.id)
+          },
+        ]
         hooks.afterLogout = [
           ...(hooks.afterLogout ?? []),
           ({ req }) => {
@@ -181,6 +190,7 @@ export const uWebSocketPlugin =
           payload,
           options,
           serverOptions: serverOptionsFor(options, payload),
+          access: new ReadAccess(payload),
           log,
           onError,
         }
@@ -217,6 +227,9 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime
     port: o.port,
     path: o.path ?? o.uWebSocket?.path,
     allowOrigins,
+    // Cookies count only from these (plus allowOrigins and the request's own host).
+    trustedOrigins: [...payloadTrustedOrigins(payload.config), ...(o.trustedOrigins ?? [])],
+    monitoring: o.monitoring,
     requireAuth: o.requireAuth,
     jwtKey: secret ? payloadJwtKey(secret) : payload.secret,
     authVersion: 1, // Payload rejects JWTs without this header, so does the server

@@ -2,6 +2,7 @@
 // plugin derived from the Payload config and registers the plugin's JS hooks on it, once per
 // manager. Nothing here touches sockets other than through the manager.
 import type { Payload } from 'payload'
+import { installReadAccess, type ReadAccess } from './access.js'
 import { claimsOf, credentialResolver, sessionIsLive } from './auth.js'
 import {
   getUWebSocketManager,
@@ -16,6 +17,8 @@ export interface Runtime {
   payload: Payload
   options: UWebSocketPluginOptions
   serverOptions: ServerOptions
+  /** The default read check of events and joins (users cached per Payload instance). */
+  access: ReadAccess
   log: (msg: string) => void
   onError: (err: unknown, what: string) => void
 }
@@ -68,6 +71,7 @@ export function configureManager(manager: UWebSocketManager, r: Runtime): void {
   configured.set(manager, r)
   const { payload, options } = r
 
+  installReadAccess(manager, r.access, options, r.onError)
   for (const [slug, fn] of Object.entries(options.authorize ?? {})) {
     manager.setAuthorize(slug, (users, event) =>
       Promise.all(

@@ -44,6 +44,16 @@ export interface CollectionRealtimeOptions {
    * sends `doc: { id }` only). Skip any single write with `context: { realtime: false }`.
    */
   drafts?: boolean
+  /**
+   * Who receives this collection's events and may join its rooms. `'read'` (default): what the
+   * user could read through Payload's REST API — the collection's `access.read` per recipient
+   * (anonymous sockets as `user: null`; a `Where` is checked against the document), field-level
+   * `access.read`, and the read access of populated relations; `join-collection`/`join-doc` are
+   * refused (`forbidden`) to users who may not read. An `authorize` function for the collection
+   * replaces this. `'none'`: everyone in the rooms receives every event (opt-out; hidden and
+   * auth fields are still removed).
+   */
+  access?: 'read' | 'none'
 }
 
 /**
@@ -99,7 +109,8 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   /** Per-collection settings (`events`, `room`, `drafts`); a key here also enables that collection. Default `{}`. */
   collections?: Record<string, CollectionRealtimeOptions>
   /**
-   * Per-collection per-user filter. A collection without an entry reaches everyone in the rooms.
+   * Per-collection per-user filter, replacing the default read check (`collections[slug].access`)
+   * for that collection.
    * Called once per event for each distinct recipient user (`null` = anonymous sockets), in one
    * batched native call. Default `{}`.
    */
@@ -143,6 +154,15 @@ export interface UWebSocketPluginOptions extends ServerLimits {
    * in the database once per socket). Default `true`.
    */
   checkSessions?: boolean
+  /**
+   * Origins (exact, `https://*.example.com` or `/regex/`) whose upgrades may authenticate with
+   * Payload's auth cookie, added to Payload's `csrf`, `cors` and `serverURL` origins,
+   * `allowOrigins` and the request's own host. A cookie from any other Origin is ignored.
+   * Default: none.
+   */
+  trustedOrigins?: string[]
+  /** `/healthz` and `/metrics` (see `ServerOptions.monitoring`). Default: both, public, on the WebSocket port. */
+  monitoring?: ServerOptions['monitoring']
   /** Compatibility with the uWebSockets.js plugin: `cors.origin` (string or array) and `path`. */
   uWebSocket?: {
     cors?: { origin?: string | string[] | unknown; credentials?: boolean }

@@ -8,7 +8,10 @@ const { monitorEventLoopDelay, performance } = require('node:perf_hooks')
 
 const PORT = Number(process.env.PORT || 3002)
 const MODE = process.env.BENCH_MODE || 'app' // 'app' | 'echo'
-const AUTHORIZE = process.env.BENCH_AUTHORIZE === 'half'
+// 'half': an authorize callback allows even user ids; 'access' (ours only): the plugin's default
+// read check (an owner-based Where per user, evaluated in memory), allowing the same half.
+const AUTHORIZE = process.env.BENCH_AUTHORIZE === 'half' || process.env.BENCH_AUTHORIZE === 'access'
+const ACCESS = process.env.BENCH_AUTHORIZE === 'access'
 const JWT_KEY = process.env.BENCH_JWT_KEY || ''
 // Instances behind Redis (--instances K): this one's events are numbered START, START+STEP, …
 const SEQ_START = Number(process.env.BENCH_SEQ_START || 0)
@@ -66,6 +69,8 @@ function makeEvent(seq) {
       slug: `benchmark-post-${seq}`,
       status: 'published',
       author: { id: '7', name: 'Bench Author' },
+      // fanout-access: owned by user 0 and shared with the even group (read by even ids only).
+      ...(ACCESS ? { owner: '0', sharedWith: 'even' } : {}),
       excerpt: EXCERPT,
       createdAt: at,
       updatedAt: at,
@@ -199,6 +204,7 @@ module.exports = {
   PORT,
   MODE,
   AUTHORIZE,
+  ACCESS,
   JWT_KEY,
   REDIS_URL,
   ROOM,

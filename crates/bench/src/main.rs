@@ -38,7 +38,7 @@ const JWT_KEY: &str = "9b8f1c2d3e4a5b6c7d8e9f0a1b2c3d4e";
 const SATURATED: f64 = 0.90;
 
 const USAGE: &str = "usage:
-  realtime-bench run --scenario fanout|fanout-authorized|handler|echo|idle|churn --server NAME
+  realtime-bench run --scenario fanout|fanout-authorized|fanout-access|handler|echo|idle|churn --server NAME
       [--clients N] [--duration S] [--warmup S] [--window N] [--depth N] [--cycles N]
       [--first-cycles N] [--concurrency N] [--server-cpus LIST] [--gen-cpus LIST]
       [--socket-io] [--no-control] [--rep N] [--set NAME]
@@ -135,7 +135,7 @@ fn run(args: &Args) -> Result<()> {
         cycles: args.get("cycles", 100_000)?,
         first_cycles: args.get("first-cycles", 10_000)?,
         concurrency: args.get("concurrency", 0)?,
-        authorized: scenario == "fanout-authorized",
+        authorized: matches!(scenario.as_str(), "fanout-authorized" | "fanout-access"),
         jwt_key: JWT_KEY.to_string(),
     };
     let p = Params {
@@ -151,7 +151,7 @@ fn run(args: &Args) -> Result<()> {
     }
     let instances: usize = args.get("instances", 1)?;
     let redis = args.flag("--redis");
-    let fanout = matches!(scenario.as_str(), "fanout" | "fanout-authorized");
+    let fanout = matches!(scenario.as_str(), "fanout" | "fanout-authorized" | "fanout-access");
     if instances == 0 || (instances > 1 && !fanout) {
         return Err("--instances K > 1 is for the fanout scenarios only".into());
     }
@@ -160,7 +160,15 @@ fn run(args: &Args) -> Result<()> {
     let env = vec![
         ("BENCH_JWT_KEY".to_string(), JWT_KEY.to_string()),
         ("BENCH_MODE".to_string(), mode.to_string()),
-        ("BENCH_AUTHORIZE".to_string(), if p.authorized { "half" } else { "none" }.to_string()),
+        (
+            "BENCH_AUTHORIZE".to_string(),
+            match scenario.as_str() {
+                "fanout-access" => "access",
+                _ if p.authorized => "half",
+                _ => "none",
+            }
+            .to_string(),
+        ),
     ];
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
@@ -199,7 +207,7 @@ fn run(args: &Args) -> Result<()> {
         let srv = &mut servers[0];
         let target = &targets[0];
         let out = match scenario.as_str() {
-            "fanout" | "fanout-authorized" => {
+            "fanout" | "fanout-authorized" | "fanout-access" => {
                 scenarios::fanout(&mut servers, &targets, &p, redis.as_ref().map(|r| r.pid)).await
             }
             "handler" => scenarios::handler(srv, target, &p).await,

@@ -26,7 +26,7 @@ const SERVERS: &[&str] = &[
 ];
 const BASE: &str = "uws";
 const SCENARIOS: &[&str] =
-    &["fanout", "fanout-authorized", "fanout-redis", "handler", "echo", "idle", "churn"];
+    &["fanout", "fanout-authorized", "fanout-access", "fanout-redis", "handler", "echo", "idle", "churn"];
 
 /// The row a table's ratios are taken against: uWS, or in `fanout-redis` our single instance
 /// without Redis on the same cores.
@@ -71,7 +71,7 @@ fn columns(scenario: &str) -> Vec<Col> {
         col("srv wait", "server_runq_wait_frac", F2, false),
     ];
     let mut cols = match scenario {
-        "fanout" | "fanout-authorized" => vec![
+        "fanout" | "fanout-authorized" | "fanout-access" => vec![
             col("deliveries/s", "delivery_per_s", Int, true),
             col("CPU µs/delivery", "server_cpu_us_per_delivery", F2, true),
             col("latency p50 ms", "latency_p50_us", Ms, false),
@@ -442,6 +442,11 @@ cores 0-1), a fresh process per run, over loopback. Each run prints one JSON lin
   (16 in flight), so each server runs as fast as it absorbs events. Latency is end to end from the
   `_ts` in the document. `authorized`: an `authorize` callback (one call per event with the room's
   users) allows even user ids, half of them. Peers keep the room's members in JS to do so.
+- **fanout-access** (ours only): the plugin's default read check in place of `authorize`: per
+  event and distinct user an owner-based `Where` (`owner equals user.id` or `sharedWith equals`
+  the user's group, half of the users), evaluated in memory against the document by the
+  plugin's `evaluateWhere`, identical Where results once per event. Compare with ours in
+  fanout-authorized.
 - **fanout-redis**: the same fan-out with the C subscribers split over K instances of our server
   (separate Node processes) sharing one `redis-server` (no persistence) spawned by the generator;
   credits are dealt among the instances, so each emits its share of the events and every event

@@ -52,7 +52,7 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24) | Some(23))
 }
 
-pub(crate) async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>) {
+pub(crate) async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>, on: http::Listener) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -83,7 +83,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<
             if wait.await.is_err() {
                 return;
             }
-            let service = service_fn(move |req| http::handle(conn_hub.clone(), remote, req));
+            let service = service_fn(move |req| http::handle(conn_hub.clone(), remote, req, on));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))

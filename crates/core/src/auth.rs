@@ -117,9 +117,15 @@ pub enum AuthError {
     Signature,
     #[error("token expired")]
     Expired,
+    #[error("token not yet valid (nbf or iat in the future)")]
+    NotYetValid,
     #[error("claims lack id or collection")]
     Claims,
 }
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds. Zero: Payload signs and checks its
+/// tokens with the same clock as this server (one process), and its own check tolerates none.
+pub const CLOCK_LEEWAY_S: u64 = 0;
 
 /// Verifies HS256 JWTs with the configured key.
 pub struct JwtVerifier {
@@ -133,8 +139,9 @@ impl JwtVerifier {
     pub fn new(key: Option<&[u8]>, auth_version: Option<u64>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
-        validation.leeway = 0;
+        validation.leeway = CLOCK_LEEWAY_S;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.required_spec_claims.clear();
         Self { key: key.map(DecodingKey::from_secret), validation, auth_version }
     }
@@ -159,11 +166,23 @@ impl JwtVerifier {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidSignature => AuthError::Signature,
                 ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
                 _ => AuthError::Malformed,
             }
         })?;
+        // A token issued in the future was not issued by this clock (jsonwebtoken checks exp and
+        // nbf, not iat).
+        #[derive(Deserialize)]
+        struct Issued {
+            #[serde(default)]
+            iat: Option<f64>,
+        }
+        let issued: Issued = serde_json::from_str(data.claims.get()).map_err(|_| AuthError::Claims)?;
+        if issued.iat.is_some_and(|iat| iat > (now_s() + CLOCK_LEEWAY_S) as f64) {
+            return Err(AuthError::NotYetValid);
+        }
         let claims = UserClaims::from_json(data.claims.get()).ok_or(AuthError::Claims)?;
         if claims.exp.is_none() {
             // Payload always sets exp; a token that never expires is not one we issued.
@@ -171,6 +190,10 @@ impl JwtVerifier {
         }
         Ok(claims)
     }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Every credential of the request, in order of precedence: `Authorization: JWT …`,

@@ -46,6 +46,27 @@ impl RedisConfig {
     }
 }
 
+/// `/healthz` and `/metrics`: whether, where and to whom they are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitoring {
+    /// Serve `/healthz` (status, connection count, uptime, instance id). Default: true.
+    pub health: bool,
+    /// Serve `/metrics` (Prometheus text: every counter). Default: true.
+    pub metrics: bool,
+    /// Serve both on this separate address (`host`, `port`; port 0 picks a free one) and not on
+    /// the WebSocket port, e.g. an internal interface. Default: none (the WebSocket port).
+    pub listen: Option<(String, u16)>,
+    /// When set, both answer 401 unless the request carries `Authorization: Bearer <token>`.
+    /// Default: none (readable by anyone who reaches the port).
+    pub token: Option<String>,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self { health: true, metrics: true, listen: None, token: None }
+    }
+}
+
 /// Everything `Server::start` needs. Build with `ServerConfig::default()` and set fields.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -61,6 +82,14 @@ pub struct ServerConfig {
     /// or a regular expression between slashes (`/^https:\/\/.*\.example\.com$/`).
     /// Default: empty = allow every origin (unsafe when browsers send auth cookies).
     pub allow_origins: Vec<String>,
+    /// Origins (same forms as `allow_origins`) whose upgrades may authenticate with the auth
+    /// cookie, besides those of `allow_origins` and the request's own host. A cookie from any
+    /// other Origin is ignored (the upgrade carries no credentials): browsers attach cookies to
+    /// cross-site WebSocket upgrades and WebSockets have no CORS. Header and query tokens are not
+    /// affected, nor are requests without an Origin (not a browser). Default: none.
+    pub trusted_origins: Vec<String>,
+    /// `/healthz` and `/metrics`. Default: both served, unauthenticated, on the WebSocket port.
+    pub monitoring: Monitoring,
     /// Open sockets allowed at once; upgrades past it get 503. Default: 100,000.
     pub max_connections: usize,
     /// Largest message (reassembled from all its frames), in bytes; larger closes 1009. Default: 1 MiB.
@@ -139,6 +168,8 @@ impl Default for ServerConfig {
             worker_threads: None,
             path: None,
             allow_origins: Vec::new(),
+            trusted_origins: Vec::new(),
+            monitoring: Monitoring::default(),
             max_connections: 100_000,
             max_message_size: 1 << 20,
             heartbeat: Duration::from_secs(30),
@@ -288,6 +319,12 @@ impl ServerConfig {
             if r.prefix.is_empty() || r.presence_ttl < Duration::from_secs(1) {
                 return bad("redis.prefix must be non-empty and presenceTtl at least 1 s");
             }
+        }
+        if self.monitoring.token.as_deref() == Some("") {
+            return bad("monitoring.token must not be empty");
+        }
+        for o in &self.trusted_origins {
+            OriginRule::parse(o)?;
         }
         if let Some(path) = &self.path {
             if !path.starts_with('/') {

@@ -458,7 +458,7 @@ fn on_message(
         }
     };
     match request {
-        Request::Join(room) => *wait = join_and_ack(hub, conn, &room),
+        Request::Join(room) => *wait = join_event_room(hub, conn, room),
         Request::Leave(room) | Request::LeaveRoom(room) => {
             hub.leave(conn, &room);
             hub.deliver(conn, protocol::room_ack("left", &room));
@@ -554,6 +554,32 @@ fn hold_for_js(hub: &Hub, conn: &Arc<Conn>, len: usize, id: Option<&str>) -> Opt
     hub.stats.busy_messages.fetch_add(1, Relaxed);
     hub.deliver(conn, protocol::error_frame(codes::BUSY, "server busy; retry later", id));
     None
+}
+
+/// `join-collection`/`join-doc`: joins unless the app's `can_subscribe` refuses (`forbidden`, no
+/// `joined`). The answer is awaited before the next message is read, so a `leave-*` sent after
+/// it applies after it.
+fn join_event_room(hub: &Arc<Hub>, conn: &Arc<Conn>, room: String) -> Option<BoxFuture<()>> {
+    let Some(check) = hub.hooks.can_subscribe(conn.user(), &room) else {
+        return join_and_ack(hub, conn, &room);
+    };
+    let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
+    Some(Box::pin(async move {
+        match timeout(t, check).await {
+            Ok(true) => {
+                if let Some(ack) = join_and_ack(&hub, &conn, &room) {
+                    ack.await;
+                }
+            }
+            Ok(false) => {
+                refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to read this collection or document", None)
+            }
+            Err(_) => {
+                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "access check timed out", None)
+            }
+        }
+    }))
 }
 
 /// Runs an app handler off the reader, answering with its reply or error within the timeout.

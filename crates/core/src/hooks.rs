@@ -24,7 +24,8 @@ pub struct UpgradeInfo {
     pub remote: SocketAddr,
     /// Header names lower-cased; repeated headers joined with ", ".
     pub headers: Vec<(String, String)>,
-    /// A non-JWT credential found in the request (for `resolve_credentials`).
+    /// A non-JWT credential found in the request (for `resolve_credentials`): a whole
+    /// `Authorization` value (scheme included), or a bare token from the cookie or the query.
     pub credential: Option<String>,
 }
 
@@ -45,6 +46,29 @@ pub struct EventInfo {
     pub id_json: Arc<str>,
     /// The whole event frame's JSON text.
     pub json: Bytes,
+}
+
+/// The app's answer to `authorize`, one entry per user of the list: `0` withholds the event,
+/// `1` delivers it as emitted, `k ≥ 2` delivers it with `docs[k - 2]` (JSON text) as its `doc`
+/// (a view of the document for users who may read only some of its fields). Each distinct
+/// view is encoded once and shared by the users given it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    pub per_user: Vec<u32>,
+    pub docs: Vec<Bytes>,
+}
+
+impl Verdicts {
+    /// Whether the answer fits a list of `users` users (one entry each, every view index known).
+    pub fn fits(&self, users: usize) -> bool {
+        self.per_user.len() == users && self.per_user.iter().all(|&k| (k as usize) < 2 + self.docs.len())
+    }
+}
+
+impl From<Vec<bool>> for Verdicts {
+    fn from(v: Vec<bool>) -> Self {
+        Verdicts { per_user: v.into_iter().map(u32::from).collect(), docs: Vec::new() }
+    }
 }
 
 /// Hooks the embedding app provides. All optional; `None` from an `Option`-returning method
@@ -95,16 +119,24 @@ pub trait AppHooks: Send + Sync + 'static {
         None
     }
 
+    /// May refuse a `join-collection` (`room` = `collection:<slug>`) or `join-doc`
+    /// (`doc:<slug>:<id>`) with error `forbidden`: a collection without events, or one the user
+    /// may not read. `None`: every such join is allowed.
+    fn can_subscribe(&self, _user: Option<Arc<UserClaims>>, _room: &str) -> Option<BoxFuture<bool>> {
+        None
+    }
+
     /// Whether events of `collection` need `authorize`.
     fn authorizes(&self, _collection: &str) -> bool {
         false
     }
 
     /// One call per event with the distinct users among its recipients; returns one verdict per
-    /// user, in order. Anonymous recipients are passed as `None`. While membership and claims
-    /// do not change, successive events to the same rooms get the same list (same `id`).
-    fn authorize(&self, _event: &EventInfo, _users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
-        Box::pin(async { Vec::new() })
+    /// user, in order (see `Verdicts`). Anonymous recipients are passed as `None`. While
+    /// membership and claims do not change, successive events to the same rooms get the same
+    /// list (same `id`). An answer that does not fit the list withholds the event from everyone.
+    fn authorize(&self, _event: &EventInfo, _users: Arc<UserList>) -> BoxFuture<Verdicts> {
+        Box::pin(async { Verdicts::default() })
     }
 
     /// A socket closed (after it left every room).

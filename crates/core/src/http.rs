@@ -33,12 +33,52 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     r
 }
 
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The WebSocket port (also `/healthz` and `/metrics` unless they have their own address).
+    Main,
+    /// `monitoring.listen`: `/healthz` and `/metrics` only.
+    Monitoring,
+}
+
+/// Whether a monitoring request carries the configured bearer token (compared in constant time).
+fn monitoring_allowed<B>(hub: &Hub, req: &Request<B>) -> bool {
+    let Some(want) = hub.config.monitoring.token.as_deref() else { return true };
+    let got = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, t)| t.trim().as_bytes())
+        .unwrap_or_default();
+    got.len() == want.len() && got.iter().zip(want.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 /// Serves one HTTP request.
 pub(crate) async fn handle(
     hub: Arc<Hub>,
     remote: SocketAddr,
     mut req: Request<Incoming>,
+    on: Listener,
 ) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_owned();
+    let monitoring_here = (on == Listener::Monitoring) == hub.config.monitoring.listen.is_some();
+    let endpoint = match path.as_str() {
+        "/healthz" if hub.config.monitoring.health && monitoring_here => Some(false),
+        "/metrics" if hub.config.monitoring.metrics && monitoring_here => Some(true),
+        _ => None,
+    };
+    if on == Listener::Monitoring && endpoint.is_none() {
+        return Ok(respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found"));
+    }
+    if endpoint.is_some() && !monitoring_allowed(&hub, &req) {
+        let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain; charset=utf-8", "bearer token required");
+        r.headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+        return Ok(r);
+    }
     if is_upgrade_request(&req) {
         if let Some(bad) = handshake_error(&req) {
             hub.stats.refused(Refusal::Handshake);
@@ -66,9 +106,8 @@ pub(crate) async fn handle(
             },
         });
     }
-    let path = req.uri().path();
-    Ok(match (req.method(), path) {
-        (&Method::GET, "/healthz") => {
+    Ok(match (req.method(), endpoint) {
+        (&Method::GET, Some(false)) => {
             let s = hub.snapshot();
             // A required background task that ended (the fan-out dispatcher, the backplane's
             // receiver) means events are not delivered: unhealthy, so an orchestrator restarts us.
@@ -88,10 +127,10 @@ pub(crate) async fn handle(
             );
             respond(code, "application/json", body)
         }
-        (&Method::GET, "/metrics") => {
+        (&Method::GET, Some(true)) => {
             respond(StatusCode::OK, "text/plain; version=0.0.4", hub.snapshot().to_prometheus())
         }
-        _ if path_served(&hub, path) => {
+        _ if path_served(&hub, &path) => {
             let mut r = respond(
                 StatusCode::UPGRADE_REQUIRED,
                 "text/plain; charset=utf-8",

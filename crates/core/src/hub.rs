@@ -97,6 +97,8 @@ pub(crate) struct Hub {
     pub rooms: RoomRegistry,
     pub verifier: JwtVerifier,
     pub origins: Vec<OriginRule>,
+    /// Origins whose auth cookies count (`trusted_origins`, checked by `validate`).
+    pub trusted_origins: Vec<OriginRule>,
     pub instance: String,
     pub epoch: Instant,
     pub shutting_down: AtomicBool,
@@ -130,6 +132,8 @@ impl Hub {
         let (dispatch, rx) = Dispatch::new(config.max_pending_commands, config.max_pending_bytes);
         let input = crate::reader::InputBudget::new(config.max_input_bytes);
         let verifier = JwtVerifier::new(config.jwt_key.as_deref(), config.auth_version);
+        let trusted_origins =
+            config.trusted_origins.iter().filter_map(|o| OriginRule::parse(o).ok()).collect();
         let hub = Arc::new(Self {
             config,
             hooks,
@@ -137,6 +141,7 @@ impl Hub {
             rooms: RoomRegistry::default(),
             verifier,
             origins,
+            trusted_origins,
             instance,
             epoch: Instant::now(),
             shutting_down: AtomicBool::new(false),
@@ -548,7 +553,8 @@ impl Hub {
     }
 
     /// Asks the app once about the distinct users of `audience` and delivers to the sockets of
-    /// the users it allows; fails closed (a wrong-sized, failed or late answer allows no one).
+    /// the users it allows, each the view of the document it was given (one frame per view);
+    /// fails closed (a malformed, failed or late answer allows no one).
     async fn deliver_authorized(&self, info: &EventInfo, audience: &Audience, frame: Bytes) {
         let n_users = audience.users.users.len();
         let verdicts = match tokio::time::timeout(
@@ -557,25 +563,34 @@ impl Hub {
         )
         .await
         {
-            Ok(v) if v.len() == n_users => v,
+            Ok(v) if v.fits(n_users) => v,
             Ok(_) => {
                 self.stats.handler_errors.fetch_add(1, Relaxed);
-                vec![false; n_users]
+                vec![false; n_users].into()
             }
             Err(_) => {
                 self.stats.handler_timeouts.fetch_add(1, Relaxed);
-                vec![false; n_users]
+                vec![false; n_users].into()
             }
         };
-        let (mut n, mut skipped) = (0u64, 0u64);
+        // Index 0 is unused (withheld), 1 the frame as emitted, k ≥ 2 the view docs[k - 2].
+        let mut frames: Vec<Bytes> = Vec::with_capacity(2 + verdicts.docs.len());
+        frames.push(Bytes::new());
+        frames.push(frame);
+        for doc in &verdicts.docs {
+            frames.push(protocol::event_frame(info.operation, &info.collection, &info.id_json, doc));
+        }
+        let mut sent = vec![0u64; frames.len()];
+        let mut skipped = 0u64;
         for (c, &u) in audience.recipients.iter().zip(&audience.user_of) {
-            if verdicts[u as usize] {
-                n += u64::from(self.push(c, frame.clone()));
-            } else {
-                skipped += 1;
+            match verdicts.per_user[u as usize] as usize {
+                0 => skipped += 1,
+                k => sent[k] += u64::from(self.push(c, frames[k].clone())),
             }
         }
-        self.count_fanout(n, frame.len());
+        for (n, f) in sent.iter().zip(&frames) {
+            self.count_fanout(*n, f.len());
+        }
         self.stats.unauthorized_skips.fetch_add(skipped, Relaxed);
     }
 

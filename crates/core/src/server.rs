@@ -20,11 +20,11 @@ use crate::backplane::Remote;
 use crate::config::{OriginRule, ServerConfig};
 use crate::connection::SocketRef;
 use crate::error::{CoreError, Result};
-use crate::frame;
 use crate::hooks::AppHooks;
 use crate::hub::{Command, Event, Hub, Member};
 use crate::protocol::close_codes;
 use crate::stats::StatsSnapshot;
+use crate::{frame, http};
 
 /// An encoded frame, built once and shared by every recipient.
 #[derive(Clone, Debug)]
@@ -78,7 +78,21 @@ impl Server {
                 Ok((l, local))
             })
         };
-        let (listener, local) = match bound {
+        let monitoring = bound.and_then(|main| {
+            let Some((host, port)) = hub.config.monitoring.listen.clone() else { return Ok((main, None)) };
+            let addr = format!("{host}:{port}");
+            let err = |source| CoreError::Bind { addr: addr.clone(), source };
+            let sock = addr
+                .to_socket_addrs()
+                .map_err(err)?
+                .next()
+                .ok_or_else(|| err(std::io::ErrorKind::AddrNotAvailable.into()))?;
+            let _enter = runtime.enter();
+            let l = listen(sock, false).map_err(err)?;
+            let local = l.local_addr().map_err(err)?;
+            Ok((main, Some((l, local))))
+        });
+        let ((listener, local), monitoring) = match monitoring {
             Ok(x) => x,
             Err(e) => {
                 // Dropping a runtime inside another one panics; this is safe from any thread.
@@ -86,13 +100,30 @@ impl Server {
                 return Err(e);
             }
         };
-        let accept = runtime.spawn(crate::accept::accept_loop(listener, hub.clone(), stop.clone()));
+        let monitoring_addr = monitoring.as_ref().map(|(_, a)| *a);
+        let stop_monitoring = Arc::new(Notify::new());
+        if let Some((l, _)) = monitoring {
+            runtime.spawn(crate::accept::accept_loop(
+                l,
+                hub.clone(),
+                stop_monitoring.clone(),
+                http::Listener::Monitoring,
+            ));
+        }
+        let accept = runtime.spawn(crate::accept::accept_loop(
+            listener,
+            hub.clone(),
+            stop.clone(),
+            http::Listener::Main,
+        ));
         runtime.spawn(crate::dispatch::run(hub.clone(), commands));
         Ok(ServerHandle {
             inner: Arc::new(Inner {
                 hub,
                 local,
+                monitoring_addr,
                 stop,
+                stop_monitoring,
                 accept: Mutex::new(Some(accept)),
                 runtime: Mutex::new(Some(runtime)),
             }),
@@ -187,7 +218,10 @@ fn random_instance_id() -> String {
 struct Inner {
     hub: Arc<Hub>,
     local: SocketAddr,
+    /// Where `/healthz` and `/metrics` are served when `monitoring.listen` is set.
+    monitoring_addr: Option<SocketAddr>,
     stop: Arc<Notify>,
+    stop_monitoring: Arc<Notify>,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
     runtime: Mutex<Option<Runtime>>,
 }
@@ -216,6 +250,11 @@ impl ServerHandle {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.inner.local.port()
+    }
+
+    /// The bound port of `/healthz` and `/metrics` when they have their own address.
+    pub fn monitoring_port(&self) -> Option<u16> {
+        self.inner.monitoring_addr.map(|a| a.port())
     }
 
     /// This instance's id (prefix of its socket ids).
@@ -397,6 +436,7 @@ impl ServerHandle {
             let hub = inner.hub.clone();
             hub.shutting_down.store(true, Relaxed);
             inner.stop.notify_one();
+            inner.stop_monitoring.notify_one();
             let accept = inner.accept.lock().take();
             if let Some(a) = accept {
                 let _ = a.await;

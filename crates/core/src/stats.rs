@@ -71,6 +71,8 @@ pub(crate) struct Stats {
     pub busy_messages: AtomicU64,
     /// Idle HTTP connections dropped to accept new ones when out of file descriptors.
     pub idle_sheds: AtomicU64,
+    /// Auth cookies ignored because the upgrade's Origin was not trusted.
+    pub untrusted_cookies: AtomicU64,
 }
 
 impl Stats {
@@ -144,6 +146,8 @@ pub struct StatsSnapshot {
     pub input_bytes: u64,
     /// Idle HTTP connections dropped to accept new ones when out of file descriptors.
     pub idle_sheds: u64,
+    /// Auth cookies ignored because the upgrade's Origin was not trusted.
+    pub untrusted_cookies: u64,
     pub uptime_ms: u64,
     /// Cross-instance figures (`kind: "local"` without Redis).
     pub backplane: crate::backplane::BackplaneStats,
@@ -190,6 +194,7 @@ impl Stats {
             input_budget_closes: g(&self.input_budget_closes),
             busy_messages: g(&self.busy_messages),
             idle_sheds: g(&self.idle_sheds),
+            untrusted_cookies: g(&self.untrusted_cookies),
             ..Default::default()
         }
     }
@@ -296,6 +301,12 @@ impl StatsSnapshot {
             "counter",
             "Event deliveries withheld by authorize.",
             self.unauthorized_skips,
+        );
+        metric(
+            "untrusted_cookies_total",
+            "counter",
+            "Auth cookies ignored because the upgrade's Origin was not trusted.",
+            self.untrusted_cookies,
         );
         metric("uptime_seconds", "gauge", "Seconds since the server started.", self.uptime_ms / 1000);
         let b = &self.backplane;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderValue, AUTHORIZATION, COOKIE, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, StatusCode};
 use tokio::time::timeout;
 
@@ -43,10 +43,72 @@ pub(crate) fn path_served(hub: &Hub, path: &str) -> bool {
     }
 }
 
-fn header_list<B>(req: &Request<B>) -> Vec<(String, String)> {
+/// What hooks see of a header: never a credential. `Authorization` becomes `[redacted]`; the
+/// auth cookie is removed from `Cookie` (other cookies stay).
+fn redacted_header(name: &hyper::header::HeaderName, value: &HeaderValue, auth_cookie: &str) -> String {
+    let v = String::from_utf8_lossy(value.as_bytes());
+    if name == AUTHORIZATION {
+        return "[redacted]".to_string();
+    }
+    if name == COOKIE {
+        return v
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| k != auth_cookie))
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    v.into_owned()
+}
+
+/// The request target without its `token` query parameter, so no token reaches hooks, logs or
+/// `socket.url`.
+pub(crate) fn redacted_url(path: &str, query: Option<&str>) -> String {
+    match query {
+        None => path.to_string(),
+        Some(q) => {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k) != "token")
+                .collect();
+            if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+    }
+}
+
+/// The host part of an authority (`host[:port]`, `[v6]:port`), lower-cased.
+fn hostname(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if a.starts_with('[') {
+        a.find(']').map_or(a, |end| &a[..=end])
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => a,
+        }
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Whether an auth cookie sent with `origin` counts: the Origin is allowed, trusted, or names the
+/// same host as the request's `Host` (any port: cookies are not scoped by port either).
+fn cookie_origin_trusted<B>(hub: &Hub, req: &Request<B>, origin: &str) -> bool {
+    if hub.origins.iter().chain(&hub.trusted_origins).any(|r| r.allows(origin)) {
+        return true;
+    }
+    let Some((_, authority)) = origin.split_once("://") else { return false };
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+    host.is_some_and(|h| !h.is_empty() && hostname(h) == hostname(authority))
+}
+
+fn header_list<B>(req: &Request<B>, auth_cookie: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
-        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        let v = redacted_header(name, value, auth_cookie);
         match out.iter_mut().find(|(n, _)| n == name.as_str()) {
             Some((_, prev)) => {
                 prev.push_str(", ");
@@ -106,10 +168,12 @@ pub(crate) async fn admit<B>(
         r
     };
 
-    let url =
-        req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string());
-    let mut info = UpgradeInfo { url, origin, remote, headers: header_list(req), credential: None };
     let cfg = &hub.config;
+    let url = redacted_url(req.uri().path(), req.uri().query());
+    // No Origin: not a browser, so nothing ambient about the cookie.
+    let cookie_ok = origin.as_deref().is_none_or(|o| cookie_origin_trusted(hub, req, o));
+    let headers = header_list(req, &cfg.auth_cookie);
+    let mut info = UpgradeInfo { url, origin, remote, headers, credential: None };
     let unauthorized = || refuse(StatusCode::UNAUTHORIZED, Refusal::Auth, "missing or invalid credentials");
     // A hook that did not answer in time says nothing about the credentials: a busy event loop
     // must not look like a bad token (401/403 make clients give up), so it is a retryable 503.
@@ -118,7 +182,14 @@ pub(crate) async fn admit<B>(
         refuse(StatusCode::SERVICE_UNAVAILABLE, Refusal::Capacity, "the app did not answer in time; retry")
     };
     let mut user = None;
+    // A non-JWT `Authorization` (another scheme, an API key) the app did not resolve: the next
+    // source (the cookie) may still authenticate, as with Payload's strategies; alone it is a 401.
+    let mut unresolved = false;
     for c in find_credentials(req.headers(), req.uri().query(), &cfg.auth_cookie) {
+        if c.source == TokenSource::Cookie && !cookie_ok {
+            hub.stats.untrusted_cookies.fetch_add(1, Relaxed);
+            continue;
+        }
         if c.is_jwt() {
             if cfg.jwt_key.is_none() {
                 continue; // no key: JWTs cannot be checked, so they are not credentials here
@@ -139,21 +210,33 @@ pub(crate) async fn admit<B>(
                 Err(_) => return Err(release(unauthorized())),
             }
         } else {
-            info.credential = Some(c.token);
-            match hub.hooks.resolve_credentials(&info) {
+            // The resolver sees a header credential with its scheme, as it was sent.
+            info.credential = Some(match c.source {
+                TokenSource::AuthorizationJwt => format!("JWT {}", c.token),
+                TokenSource::AuthorizationBearer => format!("Bearer {}", c.token),
+                _ => c.token,
+            });
+            let resolved = match hub.hooks.resolve_credentials(&info) {
+                // Late is not a refusal: 503 (retry), like the other upgrade hooks.
                 Some(fut) => match timeout(cfg.hook_timeout, fut).await {
-                    Ok(Some(u)) => user = Some(u),
-                    Ok(None) => return Err(release(unauthorized())),
+                    Ok(u) => Some(u),
                     Err(_) => return Err(release(late())),
                 },
-                None if cfg.require_auth => return Err(release(unauthorized())),
-                None => {}
-            }
+                None => None,
+            };
             info.credential = None;
+            match resolved {
+                Some(Some(u)) => user = Some(u),
+                Some(None) => {
+                    unresolved = true;
+                    continue;
+                }
+                None => continue,
+            }
         }
         break;
     }
-    if cfg.require_auth && user.is_none() {
+    if user.is_none() && (cfg.require_auth || unresolved) {
         return Err(release(unauthorized()));
     }
     if let Some(fut) = hub.hooks.verify_client(&info) {

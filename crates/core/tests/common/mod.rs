@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use realtime_core::{
     AppHooks, BoxFuture, EventInfo, HandlerOutcome, Server, ServerConfig, ServerHandle, SocketRef,
-    UpgradeInfo, UserClaims, UserList,
+    UpgradeInfo, UserClaims, UserList, Verdicts,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -342,6 +342,10 @@ pub struct TestHooks {
     pub on_open: Mutex<Option<Arc<dyn Fn(&SocketRef) -> bool + Send + Sync>>>,
     pub can_join: Mutex<Option<Arc<dyn Fn(Option<Arc<UserClaims>>, &str) -> bool + Send + Sync>>>,
     pub resolve: Mutex<Option<Arc<dyn Fn(&str) -> Option<UserClaims> + Send + Sync>>>,
+    /// `can_subscribe` (join-collection / join-doc), when set.
+    pub subscribe: Mutex<Option<Arc<dyn Fn(Option<Arc<UserClaims>>, &str) -> bool + Send + Sync>>>,
+    /// What `verify_client` saw of each upgrade (url, headers).
+    pub seen: Mutex<Vec<UpgradeInfo>>,
     pub session: Mutex<Option<Arc<dyn Fn(&UserClaims) -> bool + Send + Sync>>>,
     /// Collections with an authorize hook, and the verdict per user id.
     pub authorize: Mutex<Option<(String, Arc<dyn Fn(Option<&UserClaims>) -> bool + Send + Sync>)>>,
@@ -352,6 +356,8 @@ pub struct TestHooks {
     pub authorize_delay: Mutex<Duration>,
     /// How long verify, session and open hooks take to answer (a busy JS thread).
     pub hook_delay: Mutex<Duration>,
+    /// When set, the whole authorize answer (views of the document) instead of `authorize`'s booleans.
+    pub authorize_views: Mutex<Option<Arc<dyn Fn(&UserList) -> Verdicts + Send + Sync>>>,
     pub closed: AtomicUsize,
 }
 
@@ -367,6 +373,7 @@ impl TestHooks {
 
 impl AppHooks for TestHooks {
     fn verify_client(&self, info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
+        self.seen.lock().push(info.clone());
         let f = self.verify.lock().clone()?;
         let ok = f(info);
         let delay = *self.hook_delay.lock();
@@ -411,10 +418,15 @@ impl AppHooks for TestHooks {
         let ok = f(user, room);
         Some(Box::pin(async move { ok }))
     }
+    fn can_subscribe(&self, user: Option<Arc<UserClaims>>, room: &str) -> Option<BoxFuture<bool>> {
+        let f = self.subscribe.lock().clone()?;
+        let ok = f(user, room);
+        Some(Box::pin(async move { ok }))
+    }
     fn authorizes(&self, collection: &str) -> bool {
         self.authorize.lock().as_ref().is_some_and(|(c, _)| c == collection)
     }
-    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Vec<bool>> {
+    fn authorize(&self, event: &EventInfo, users: Arc<UserList>) -> BoxFuture<Verdicts> {
         let f = self.authorize.lock().as_ref().map(|(_, f)| f.clone()).unwrap();
         self.authorize_calls.lock().push((event.collection.to_string(), users.users.len()));
         let mut who: Vec<String> = users
@@ -424,13 +436,17 @@ impl AppHooks for TestHooks {
             .collect();
         who.sort();
         self.authorize_lists.lock().push((users.id, who));
-        let v = users.users.iter().map(|u| f(u.as_deref())).collect();
+        if let Some(views) = self.authorize_views.lock().clone() {
+            let v = views(&users);
+            return Box::pin(async move { v });
+        }
+        let v: Vec<bool> = users.users.iter().map(|u| f(u.as_deref())).collect();
         let delay = *self.authorize_delay.lock();
         Box::pin(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            v
+            v.into()
         })
     }
     fn on_close(&self, _socket_id: &str) {
