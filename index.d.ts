@@ -42,7 +42,7 @@ export declare class NativeServer {
   /** Resolves once the fan-out queue is back under a quarter of its bounds. */
   drained(): Promise<void>
   /**
-   * Closes a socket after its queue flushes; false if it is not open here. `code`: 1000 or
+   * Closes a socket after its queue flushes; false if it is not open here. `code`: 1000, 1008 or
    * 3000-4999 (ECONFIG otherwise).
    */
   closeSocket(socketId: string, code?: number | undefined | null, reason?: string | undefined | null): boolean

@@ -22,13 +22,13 @@ fn message(payload: &Either<String, Buffer>) -> Message {
     }
 }
 
-/// A close code an app may send (1000, 3000-4999), never truncated into another one.
+/// A close code an app may send (1000, 1008, 3000-4999), never truncated into another one.
 fn app_code(env: &Env, code: Option<u32>) -> Result<Option<u16>> {
     match code {
         None => Ok(None),
         Some(c) => match u16::try_from(c) {
             Ok(c) if realtime_core::protocol::app_close_code(c) => Ok(Some(c)),
-            _ => Err(throw(env, "ECONFIG", "close code must be 1000 or 3000-4999")),
+            _ => Err(throw(env, "ECONFIG", "close code must be 1000, 1008 or 3000-4999")),
         },
     }
 }
@@ -203,7 +203,7 @@ impl NativeServer {
         Ok(promise)
     }
 
-    /// Closes a socket after its queue flushes; false if it is not open here. `code`: 1000 or
+    /// Closes a socket after its queue flushes; false if it is not open here. `code`: 1000, 1008 or
     /// 3000-4999 (ECONFIG otherwise).
     #[napi]
     pub fn close_socket(

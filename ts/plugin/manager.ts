@@ -218,10 +218,14 @@ function checkStrings(name: string, v: unknown): void {
   if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw invalid(name, 'an array of strings', v)
 }
 
-/** Close codes an app may send: 1000, or 3000-4999. */
+/** Close codes an app may send: 1000, 1008 (policy: final for the client SDK), or 3000-4999. */
 function checkCloseCode(name: string, code: unknown): number {
-  if (typeof code !== 'number' || !Number.isInteger(code) || (code !== 1000 && (code < 3000 || code > 4999)))
-    throw invalid(name, '1000 or an integer from 3000 to 4999', code)
+  if (
+    typeof code !== 'number' ||
+    !Number.isInteger(code) ||
+    (code !== 1000 && code !== 1008 && (code < 3000 || code > 4999))
+  )
+    throw invalid(name, '1000, 1008 or an integer from 3000 to 4999', code)
   return code
 }
 
@@ -399,7 +403,7 @@ export class SocketHandle {
     this.server.socketBroadcast(this.id, checkString('room', room), payload(msg))
   }
 
-  /** Closes with `code` (1000 or 3000-4999) after what is queued; `reason` at most 123 bytes. */
+  /** Closes with `code` (1000, 1008 or 3000-4999) after what is queued; `reason` at most 123 bytes. */
   close(code = 1000, reason = ''): void {
     checkCloseCode('code', code)
     if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123)

@@ -44,9 +44,10 @@ pub mod close_codes {
     pub const RATE_LIMITED: u16 = 4008;
 }
 
-/// Close codes an app may ask for (1000, or the 3000-4999 range for libraries and apps).
+/// Close codes an app may ask for: 1000, 1008 (policy violation, which the client SDK treats as
+/// final) and the 3000-4999 range for libraries and apps.
 pub fn app_close_code(code: u16) -> bool {
-    code == close_codes::NORMAL || (3000..=4999).contains(&code)
+    code == close_codes::NORMAL || code == 1008 || (3000..=4999).contains(&code)
 }
 
 /// The fields of a client message the core reads; everything else is left to the app.
