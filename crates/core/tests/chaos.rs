@@ -477,3 +477,20 @@ async fn a_flapping_client_cannot_multiply_presence_traffic() {
     assert_eq!(last["left"][0]["socketId"], id, "net: it left");
     assert_eq!(last["joined"], json!([]));
 }
+
+/// Finding 11: a token with `exp` near the top of u64 overflowed the writer's expiry timer and
+/// panicked that socket's writer (it never wrote again).
+#[tokio::test]
+async fn a_far_future_exp_does_not_break_the_socket() {
+    let server = start(config(), Arc::new(TestHooks::default()));
+    let token = sign_with(
+        r#"{"alg":"HS256","typ":"JWT","authVersion":1}"#,
+        &json!({"id": 9, "collection": "users", "exp": 10_000_000_000_000_000_000u64}),
+        KEY,
+    );
+    let mut c = Client::connect_with(server.port(), &format!("/?token={token}"), &[]).await.expect("upgrade");
+    assert_eq!(c.welcome().await["user"]["id"], 9);
+    c.send_json(json!({"type":"ping"})).await;
+    c.recv_type("pong").await;
+    assert_eq!(server.stats().panics, 0);
+}
