@@ -217,7 +217,7 @@ async fn soak(duration: Duration) -> Result<()> {
         "emit_errors": emit_errors.load(Relaxed),
         "witnesses": report,
         "a": {"published": sa.backplane.published, "dropped": sa.backplane.dropped, "panics": sa.panics, "slow_consumer_closes": sa.slow_consumer_closes, "handler_timeouts": sa.handler_timeouts},
-        "b": {"received": sb.backplane.received, "dropped": sb.backplane.dropped, "invalid": sb.backplane.invalid, "reconnects": sb.backplane.reconnects, "panics": sb.panics},
+        "b": {"received": sb.backplane.received, "dropped": sb.backplane.dropped, "lost": sb.backplane.lost, "invalid": sb.backplane.invalid, "reconnects": sb.backplane.reconnects, "panics": sb.panics},
         "sessions": sessions.load(Relaxed),
         "session_errors": session_errors.load(Relaxed),
         "rss_warm_mb": rss_warm as f64 / 1048576.0,

@@ -325,6 +325,13 @@ impl StatsSnapshot {
             b.dropped,
         );
         metric("backplane_reconnects_total", "counter", "Reconnections to Redis.", b.reconnects);
+        metric("backplane_invalid_total", "counter", "Malformed envelopes dropped.", b.invalid);
+        metric(
+            "backplane_lost_total",
+            "counter",
+            "Messages of other instances that never arrived (sequence gaps).",
+            b.lost,
+        );
         metric(
             "backplane_subscribed_rooms",
             "gauge",

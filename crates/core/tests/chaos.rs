@@ -31,9 +31,9 @@ fn str16(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(s.as_bytes());
 }
 
-/// A backplane `Event` envelope (version 1, kind 2) carrying `frame` as is.
+/// A backplane `Event` envelope (version 2, sequence 1, kind 2) carrying `frame` as is.
 fn event_envelope(origin: &str, room: &str, frame: &[u8]) -> Vec<u8> {
-    let mut b = vec![1, 2];
+    let mut b = vec![2, 0, 0, 0, 0, 0, 0, 0, 1, 2];
     str8(&mut b, origin);
     b.push(0); // create
     str16(&mut b, "posts");
@@ -45,9 +45,9 @@ fn event_envelope(origin: &str, room: &str, frame: &[u8]) -> Vec<u8> {
     b
 }
 
-/// A backplane `Room` envelope (version 1, kind 1) carrying `frame` as is.
+/// A backplane `Room` envelope (version 2, sequence 1, kind 1) carrying `frame` as is.
 fn room_envelope(origin: &str, room: &str, frame: &[u8]) -> Vec<u8> {
-    let mut b = vec![1, 1];
+    let mut b = vec![2, 0, 0, 0, 0, 0, 0, 0, 1, 1];
     str8(&mut b, origin);
     str8(&mut b, "");
     str16(&mut b, room);
@@ -493,4 +493,33 @@ async fn a_far_future_exp_does_not_break_the_socket() {
     c.send_json(json!({"type":"ping"})).await;
     c.recv_type("pong").await;
     assert_eq!(server.stats().panics, 0);
+}
+
+/// Finding 7: messages lost between instances (a subscriber reconnecting after a Redis fault
+/// misses what was published meanwhile, though Redis acknowledged it) were counted nowhere. Each
+/// envelope now carries its channel's sequence number and a receiver counts the gaps as `lost`.
+#[tokio::test]
+async fn gaps_in_another_instance_sequence_are_counted_as_lost() {
+    let Some(redis) = Redis::spawned().await else { return };
+    let server = on_redis(&redis, config()).await;
+    let mut c = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
+    let room = redis.name("r:collection:posts");
+    for seq in [1u64, 2, 5, 6, 10] {
+        let frame = realtime_core::frame::text(format!(r#"{{"type":"m{seq:02}"}}"#).as_bytes());
+        let mut env = room_envelope("other", "collection:posts", &frame);
+        env[1..9].copy_from_slice(&seq.to_be_bytes());
+        redis.cmd_bytes(&[b"PUBLISH", room.as_bytes(), &env]).await;
+    }
+    for seq in [1u64, 2, 5, 6, 10] {
+        assert_eq!(c.recv_json().await["type"], format!("m{seq:02}"));
+    }
+    let b = server.stats().backplane;
+    assert_eq!((b.received, b.lost), (5, 5), "3 and 4, then 7, 8 and 9 never came");
+    // A sequence that goes back is the origin starting over, not a loss.
+    let mut env =
+        room_envelope("other", "collection:posts", &realtime_core::frame::text(br#"{"type":"m01"}"#));
+    env[1..9].copy_from_slice(&1u64.to_be_bytes());
+    redis.cmd_bytes(&[b"PUBLISH", room.as_bytes(), &env]).await;
+    c.recv_json().await;
+    assert_eq!(server.stats().backplane.lost, 5);
 }

@@ -63,6 +63,9 @@ pub struct BackplaneStats {
     pub dropped: u64,
     /// Envelopes refused as malformed (bad shape, frame, size or origin); never delivered.
     pub invalid: u64,
+    /// Messages other instances published on channels this one listens to that never arrived
+    /// (gaps in their per-channel sequence numbers, e.g. while reconnecting after a Redis fault).
+    pub lost: u64,
     pub reconnects: u64,
     pub subscribed_rooms: u64,
     /// Cluster topology changes seen (each re-issues the sharded subscriptions).
@@ -114,7 +117,20 @@ impl Backplane for Local {
     }
 }
 
-const VERSION: u8 = 1;
+/// 2: a per-channel sequence number follows the version (receivers count gaps as `lost`).
+const VERSION: u8 = 2;
+
+/// Where the sequence number sits in an encoded envelope.
+const SEQ_AT: std::ops::Range<usize> = 1..9;
+
+/// Writes the channel's sequence number into an encoded envelope (in place when not shared).
+pub(crate) fn with_seq(payload: Bytes, seq: u64) -> Bytes {
+    let mut b = payload.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    if b.len() >= SEQ_AT.end {
+        b[SEQ_AT].copy_from_slice(&seq.to_be_bytes());
+    }
+    b.freeze()
+}
 
 fn put_str8(b: &mut BytesMut, s: &str) {
     let s = &s.as_bytes()[..s.len().min(255)];
@@ -160,10 +176,12 @@ fn op_byte(op: Operation) -> u8 {
 }
 
 impl Remote {
-    /// `[version][kind][origin]…[frame]`.
+    /// `[version][seq][kind][origin]…[frame]`; the sequence number (0 here) is set by the
+    /// publisher, per channel, with `with_seq`.
     pub(crate) fn encode(&self, origin: &str) -> Bytes {
         let mut b = BytesMut::with_capacity(64 + self.frame_len());
         b.put_u8(VERSION);
+        b.put_u64(0);
         match self {
             Remote::Room { room, except, frame } => {
                 b.put_u8(1);
@@ -222,8 +240,8 @@ impl Remote {
     /// process (anyone who can PUBLISH on the channel), so its frame must be one whole data
     /// frame of at most `max_frame` payload bytes, its origin an instance id, its rooms valid
     /// room names and its close codes ones an app may use.
-    pub(crate) fn decode(b: Bytes, max_frame: usize) -> Option<(String, Remote)> {
-        let (origin, msg) = Self::parse(b)?;
+    pub(crate) fn decode(b: Bytes, max_frame: usize) -> Option<(String, u64, Remote)> {
+        let (origin, seq, msg) = Self::parse(b)?;
         let valid_origin = !origin.is_empty()
             && origin.len() <= 64
             && origin.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
@@ -243,13 +261,14 @@ impl Remote {
                     crate::protocol::app_close_code(*code)
                 }
             };
-        ok.then_some((origin, msg))
+        ok.then_some((origin, seq, msg))
     }
 
-    fn parse(mut b: Bytes) -> Option<(String, Remote)> {
-        if b.remaining() < 2 || b.get_u8() != VERSION {
+    fn parse(mut b: Bytes) -> Option<(String, u64, Remote)> {
+        if b.remaining() < 10 || b.get_u8() != VERSION {
             return None;
         }
+        let seq = b.get_u64();
         let kind = b.get_u8();
         let origin = get_str8(&mut b)?;
         let msg = match kind {
@@ -306,7 +325,7 @@ impl Remote {
             }
             _ => return None,
         };
-        Some((origin, msg))
+        Some((origin, seq, msg))
     }
 }
 
@@ -337,8 +356,9 @@ mod tests {
             Remote::DisconnectSession { sid: "s".into(), code: 4001 },
         ];
         for m in msgs {
-            let (origin, back) = Remote::decode(m.encode("inst"), 1 << 20).expect("decodes");
-            assert_eq!(origin, "inst");
+            let (origin, seq, back) =
+                Remote::decode(with_seq(m.encode("inst"), 7), 1 << 20).expect("decodes");
+            assert_eq!((origin.as_str(), seq), ("inst", 7));
             assert_eq!(back, m);
         }
     }

@@ -84,6 +84,7 @@ struct Counters {
     received: AtomicU64,
     dropped: AtomicU64,
     invalid: AtomicU64,
+    lost: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
     topology_changes: AtomicU64,
@@ -101,6 +102,8 @@ pub(crate) struct RedisBackplane {
     sub_tx: mpsc::UnboundedSender<Sub>,
     presence_tx: mpsc::Sender<Presence>,
     counters: Arc<Counters>,
+    /// Last sequence number seen per subscribed channel and origin (gaps are `lost`).
+    seen: parking_lot::Mutex<HashMap<String, HashMap<String, u64>>>,
     stopped: Arc<AtomicBool>,
     stop: Arc<Notify>,
     started: Instant,
@@ -157,6 +160,7 @@ impl RedisBackplane {
             sub_tx,
             presence_tx,
             counters: Arc::new(Counters::default()),
+            seen: parking_lot::Mutex::new(HashMap::new()),
             stopped: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(Notify::new()),
             started: Instant::now(),
@@ -245,12 +249,22 @@ impl RedisBackplane {
 
     async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Bytes)>) {
         let mut batch = Vec::with_capacity(BATCH);
+        // Per channel, so a receiver can tell a gap on the channels it listens to. Bounded: past
+        // SEQ_CHANNELS the map starts over, which receivers read as a restart, not as losses.
+        const SEQ_CHANNELS: usize = 100_000;
+        let mut seqs: HashMap<String, u64> = HashMap::new();
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             let n = batch.len() as u64;
             // Fail-fast commands: while Redis is down they fail at once (or within the 1 s
             // timeout if the connection has not noticed yet); nothing is kept for later.
             let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
             for (channel, payload) in batch.drain(..) {
+                if seqs.len() >= SEQ_CHANNELS && !seqs.contains_key(&channel) {
+                    seqs.clear();
+                }
+                let seq = seqs.entry(channel.clone()).or_insert(0);
+                *seq += 1;
+                let payload = super::with_seq(payload, *seq);
                 let queued = if self.cluster {
                     pipe.spublish::<(), _, _>(channel, payload).await
                 } else {
@@ -297,6 +311,10 @@ impl RedisBackplane {
             match cmd {
                 Sub::Room(room, on) => {
                     let changed = if on { rooms.insert(room.clone()) } else { rooms.remove(&room) };
+                    if changed {
+                        // Not listening in between is not a loss: count gaps from the next message.
+                        self.seen.lock().remove(&self.room_channel(&room));
+                    }
                     // Disconnected: nothing to send now; the resync after reconnecting covers it.
                     if changed
                         && (!self.subscriber.is_connected()
@@ -382,7 +400,7 @@ impl RedisBackplane {
                         .as_bytes()
                         .map(Bytes::copy_from_slice)
                         .and_then(|b| Remote::decode(b, hub.config.max_backpressure));
-                    let Some((origin, remote)) = decoded else {
+                    let Some((origin, seq, remote)) = decoded else {
                         self.counters.invalid.fetch_add(1, Relaxed);
                         self.warn("malformed envelope on a backplane channel; dropped");
                         continue;
@@ -391,6 +409,7 @@ impl RedisBackplane {
                         continue; // our own message coming back: delivered locally already
                     }
                     self.counters.received.fetch_add(1, Relaxed);
+                    self.note_seq(&msg.channel, &origin, seq);
                     if hub.dispatch.submit(Command::Remote(remote)).is_err() {
                         self.counters.dropped.fetch_add(1, Relaxed);
                         self.warn("fan-out queue full; remote messages dropped");
@@ -408,6 +427,27 @@ impl RedisBackplane {
                     rx = self.subscriber.message_rx();
                 }
             }
+        }
+    }
+
+    /// Counts the messages of `origin` on `channel` that never arrived (a gap in its sequence).
+    /// A sequence that goes back is a restart of the origin (or of its numbering), not a loss.
+    fn note_seq(&self, channel: &str, origin: &str, seq: u64) {
+        let mut seen = self.seen.lock();
+        let last = seen.entry(channel.to_string()).or_default().entry(origin.to_string()).or_insert(0);
+        if *last != 0 && seq > *last + 1 {
+            let gap = seq - *last - 1;
+            self.counters.lost.fetch_add(gap, Relaxed);
+            drop(seen);
+            self.warn("messages from another instance never arrived (counted in lost)");
+            return self.set_seen(channel, origin, seq);
+        }
+        *last = seq;
+    }
+
+    fn set_seen(&self, channel: &str, origin: &str, seq: u64) {
+        if let Some(m) = self.seen.lock().get_mut(channel) {
+            m.insert(origin.to_string(), seq);
         }
     }
 
@@ -590,6 +630,7 @@ impl Backplane for RedisBackplane {
             received: c.received.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
+            lost: c.lost.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
             topology_changes: c.topology_changes.load(Relaxed),
