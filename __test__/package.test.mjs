@@ -1,6 +1,7 @@
 // Packaging: `npm pack` of the root package (plus the platform package carrying the built addon)
 // installs into a fresh Payload app, whose own script imports the plugin by package name, boots
-// Payload and receives an event over a WebSocket.
+// Payload and receives an event over a WebSocket; without the platform package the import fails
+// with our own error.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -99,6 +100,36 @@ test('npm pack → install into a fresh Payload app → plugin works from the ta
     const line = out.split('\n').find((l) => l.startsWith('EVENT '))
     assert.ok(line, `app printed an event; output:\n${out}`)
     assert.deepEqual(JSON.parse(line.slice(6)), { operation: 'create', title: 'packed' })
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+})
+
+test('without its platform package the import fails with our error: platform, package, what to do', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-nobinary-'))
+  try {
+    // The root package as installed with --omit=optional: no binary anywhere.
+    const pkg = path.join(work, 'node_modules/payload-realtime-rs')
+    fs.mkdirSync(pkg, { recursive: true })
+    for (const f of ['package.json', 'index.js', 'index.d.ts', 'dist'])
+      fs.cpSync(path.join(root, f), path.join(pkg, f), { recursive: true })
+    fs.writeFileSync(
+      path.join(work, 'app.mjs'),
+      `try { await import('payload-realtime-rs') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message, package: e.package })) }`,
+    )
+    const out = execFileSync(process.execPath, ['app.mjs'], { cwd: work, encoding: 'utf8' })
+    const err = JSON.parse(out.trim().split('\n').pop())
+    assert.equal(err.code, 'ENATIVE')
+    // This machine's platform, as the built addon's file name says (payload-realtime-rs.<platform>.node).
+    const platform = fs
+      .readdirSync(root)
+      .find((f) => f.endsWith('.node'))
+      .split('.')
+      .slice(-2, -1)[0]
+    assert.ok(err.message.includes(`no native binary for this platform (${platform})`), err.message)
+    assert.ok(err.message.includes(`payload-realtime-rs-${platform}`), err.message)
+    assert.match(err.message, /reinstall without --omit=optional/)
+    assert.doesNotMatch(err.message, /npm has a bug/)
   } finally {
     fs.rmSync(work, { recursive: true, force: true })
   }

@@ -11,6 +11,7 @@ bash scripts/gates.sh
 
 prepare_build
 ensure_node_modules examples/payload-basic   # the example app, run by __test__/example.test.mjs
+prepare_next_app                             # examples/next-app, run by __test__/next-app.test.mjs
 
 step "Rust tests (core unit + integration)"
 cargo test --workspace --locked

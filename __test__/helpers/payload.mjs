@@ -94,6 +94,7 @@ export function testCollections() {
  * the caller's). `transactions`: SQLite transactions on (default true). `plugins`: extra Payload
  * plugins placed after ours. `hooks`: `{ [slug]: hooks }` merged into the test collections.
  * `collections`: replaces the test collections. `config`: extra Payload config (csrf, cors, …).
+ * `db`: a database adapter (default: SQLite in a temp dir).
  * Returns `{ payload, manager, url, client, rest, stop }`; `rest(path, init)` runs a request
  * through Payload's own REST API (`handleEndpoints`); `stop()` closes clients, the manager and
  * Payload.
@@ -107,6 +108,7 @@ export async function startPayload({
   startServer = 'port',
   collections: baseCollections = testCollections(),
   config: extraConfig = {},
+  db,
 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prt-payload-'))
   const collections = baseCollections.map((c) => ({ ...c, hooks: { ...c.hooks, ...hooks[c.slug] } }))
@@ -118,10 +120,12 @@ export async function startPayload({
     typescript: { autoGenerate: false },
     graphQL: { disable: true },
     logger: { options: { level: process.env.TEST_LOG_LEVEL || 'error' } },
-    db: sqliteAdapter({
-      client: { url: `file:${path.join(dir, 'test.db')}` },
-      ...(transactions ? { transactionOptions: {} } : {}),
-    }),
+    db:
+      db ??
+      sqliteAdapter({
+        client: { url: `file:${path.join(dir, 'test.db')}` },
+        ...(transactions ? { transactionOptions: {} } : {}),
+      }),
     collections,
     onInit,
     plugins: [uWebSocketPlugin(pluginOptions), ...plugins],
@@ -250,8 +254,29 @@ export function assertNoKeys(value, keys) {
   assert.deepEqual(found, [], `secret keys leaked: ${found.join(', ')}`)
 }
 
+/**
+ * A fresh PostgreSQL database of this run's own on the machine's server (PG_URL, default
+ * postgres://postgres@127.0.0.1:5432): `{ url, stop }`, `stop()` drops it. Without a reachable
+ * server it returns null and says so loudly; in CI (CI=true) that is an error.
+ */
+export async function createPostgresDatabase() {
+  const base = process.env.PG_URL ?? 'postgres://postgres@127.0.0.1:5432'
+  const name = `prt_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+  const psql = (sql) =>
+    spawnSync('psql', [`${base}/postgres`, '-v', 'ON_ERROR_STOP=1', '-qc', sql], { encoding: 'utf8' })
+  const created = psql(`CREATE DATABASE ${name}`)
+  if (created.error || created.status !== 0) {
+    skipWithout('PostgreSQL at PG_URL (psql)', 'PostgreSQL adapter test', created.stderr?.trim())
+    return null
+  }
+  return {
+    url: `${base}/${name}`,
+    stop: async () => void psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+  }
+}
+
 /** A TCP port free on 127.0.0.1 right now. */
-async function freePort() {
+export async function freePort() {
   const srv = net.createServer()
   await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve))
   const { port } = srv.address()
@@ -435,4 +460,61 @@ export async function startExample(dir, { env = {}, ready = /WebSocket\s+ws:/, t
     await new Promise((r) => setTimeout(r, 100))
   }
   return { output: () => out, stop }
+}
+
+/**
+ * Spawns `cmd args` (in `cwd`, with `env` added to this process's) collecting its output, and
+ * waits (up to `timeoutMs`) until the output matches `ready` when given. Returns
+ * `{ child, output(), waitFor(re, ms), stop(signal) }`; `waitFor` resolves with the match of `re`
+ * in the output after `from` (an offset; default: anywhere), `stop` sends `signal` (SIGTERM) and
+ * waits for the exit (SIGKILL after 10 s), resolving with `{ code, signal }`.
+ */
+export async function startProcess(
+  cmd,
+  args,
+  { cwd, env = {}, ready, timeoutMs = 120_000, stdin = 'ignore' } = {},
+) {
+  const child = spawn(cmd, args, {
+    cwd,
+    env: { ...process.env, ...env },
+    stdio: [stdin, 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (out += d))
+  const exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }))
+    child.once('error', (err) => {
+      out += `\nspawn failed: ${err.message}\n`
+      resolve({ code: -1, signal: null })
+    })
+  })
+  const waitFor = async (re, ms = 30_000, from = 0) => {
+    const deadline = Date.now() + ms
+    for (;;) {
+      const m = re.exec(out.slice(from))
+      if (m) return m
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(
+          `${cmd} exited (${child.exitCode ?? child.signalCode}) before ${re}:\n${out.slice(-4000)}`,
+        )
+      if (Date.now() > deadline) throw new Error(`no ${re} within ${ms} ms:\n${out.slice(-4000)}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  const stop = async (signal = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+    await stopChild(child, 10_000)
+    return exited
+  }
+  const proc = { child, output: () => out, waitFor, stop, exited }
+  if (ready) {
+    try {
+      await waitFor(ready, timeoutMs)
+    } catch (err) {
+      await stop('SIGKILL')
+      throw err
+    }
+  }
+  return proc
 }

@@ -17,14 +17,19 @@ import type {
   SocketUser,
 } from './types.js'
 
+/** Where the client connects when given no `url`: the one-origin path. */
+export const DEFAULT_URL = '/realtime'
+
 export type TokenSource = () => string | null | undefined | Promise<string | null | undefined>
 
 export interface RealtimeClientOptions {
   /**
    * `ws://` or `wss://` URL of the realtime server, e.g. `wss://example.com/realtime`. In a browser
    * it may be relative (`/realtime`) or http(s): it is resolved against the page and mapped to ws(s).
+   * Default `/realtime`: the app's own origin, where `withRealtime` (next dev/start) or the
+   * documented reverse proxy serves it.
    */
-  url: string
+  url?: string
   /**
    * A fixed credential. Sent as the `token` query parameter at connect (browsers cannot set
    * headers on a WebSocket). Without `getToken` it cannot be refreshed: a 4001 close then fails.
@@ -125,8 +130,8 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
   user: SocketUser | null = null
 
   constructor(options: RealtimeClientOptions) {
-    if (!options || typeof options.url !== 'string')
-      throw new TypeError('RealtimeClient: options.url is required')
+    if (!options || (options.url !== undefined && typeof options.url !== 'string'))
+      throw new TypeError('RealtimeClient: options.url must be a string')
     this.opts = options
     // Resolved here but required only by connect(), so a client can be built where no WebSocket
     // exists (server-side rendering) as long as it is connected elsewhere.
@@ -280,7 +285,7 @@ export class RealtimeClient<S extends RealtimeSchema = UntypedSchema> {
    */
   private urlWithToken(token: string | null): string {
     const base = (globalThis as { location?: { href?: string } }).location?.href
-    const u = new URL(this.opts.url, base)
+    const u = new URL(this.opts.url ?? DEFAULT_URL, base)
     if (u.protocol === 'http:') u.protocol = 'ws:'
     else if (u.protocol === 'https:') u.protocol = 'wss:'
     if (token) u.searchParams.set('token', token)

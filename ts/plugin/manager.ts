@@ -4,6 +4,7 @@
 import { isMainThread } from 'node:worker_threads'
 
 import { native } from './native.js'
+import { processState } from './state.js'
 
 type NativeServer = InstanceType<typeof native.NativeServer>
 
@@ -691,9 +692,19 @@ export class UWebSocketManager {
     })
   }
 
-  /** Every counter of the server. */
+  /**
+   * Every counter of the server, plus the plugin's: `pendingAfterCommit` (events waiting for
+   * their transaction to commit; 0 when idle), `droppedAfterCommit` (dropped because too many
+   * transactions never ended) and `droppedNoServer` (emitted while no server ran).
+   */
   getStats(): Record<string, any> {
-    return this.server.stats()
+    const state = processState()
+    return {
+      ...this.server.stats(),
+      pendingAfterCommit: state.afterCommit.pending,
+      droppedAfterCommit: state.afterCommit.dropped,
+      droppedNoServer: state.droppedNoServer,
+    }
   }
 
   /** Members of a room on this instance (synchronous). */
@@ -731,20 +742,40 @@ export class UWebSocketManager {
     return this.server.disconnectSession(sid, code)
   }
 
+  /**
+   * Forgets every JS hook (handlers, middleware, authorize, room policy, verifyClient, session
+   * validator, credential resolver); open sockets stay. The plugin calls it before registering
+   * the hooks of a hot-reloaded config, so old closures neither linger nor run twice.
+   */
+  resetHooks(): void {
+    this.handlers.clear()
+    this.middleware.length = 0
+    this.authorizers.clear()
+    this.authorizeUsers = null
+    this.server.setMessageHandler([], null)
+    this.server.setOpenHandler(null)
+    this.server.setAuthorize([], null)
+    this.server.setRoomPolicy(null)
+    this.server.setVerifyClient(null)
+    this.server.setSessionValidator(null)
+    this.server.setCredentialResolver(null)
+  }
+
   /** Graceful shutdown: every socket gets 1001 after its queue flushes. */
   close(): Promise<void> {
     if (!this.closing) {
       this.closing = this.server.close().finally(() => {
         if (this.keepAlive) clearInterval(this.keepAlive)
         this.keepAlive = null
-        if (current === this) current = null
+        if (state.manager === this) state.manager = null
       })
     }
     return this.closing
   }
 }
 
-let current: UWebSocketManager | null = null
+// The running manager lives on globalThis (state.ts), so hot reloads find it.
+const state = processState() as { manager: UWebSocketManager | null }
 
 function nativeOptions(o: ServerOptions, port: number) {
   const { rateLimit, ...rest } = o
@@ -767,18 +798,21 @@ export async function initUWebSocket(portOrOptions: number | ServerOptions = {})
   const options: ServerOptions =
     typeof portOrOptions === 'number' ? { port: portOrOptions } : { ...portOrOptions }
   const port = options.port ?? 3002
-  if (current && !current.closed) {
+  const current = getUWebSocketManager()
+  if (current) {
     if (port === current.requestedPort || port === current.port) return current
     throw Object.assign(new Error(`the realtime server already runs on port ${current.port}`), {
       code: 'EALREADY',
     })
   }
   const server = native.NativeServer.start(nativeOptions(options, port))
-  current = new UWebSocketManager(server, port)
-  return current
+  const manager = new UWebSocketManager(server, port)
+  state.manager = manager
+  return manager
 }
 
 /** The running manager, or null. */
 export function getUWebSocketManager(): UWebSocketManager | null {
-  return current
+  const m = state.manager
+  return m && !m.closed ? m : null
 }

@@ -5,14 +5,14 @@ import { ReadAccess } from './access.js'
 import { payloadAuthCookie, payloadJwtKey, payloadTrustedOrigins } from './auth.js'
 import { getUWebSocketManager, type EmitEvent, type ServerOptions } from './manager.js'
 import {
-  configureManager,
   disconnectDeletedUser,
   disconnectLogout,
-  initUWebSocket,
-  setRuntime,
+  startFromPlugin,
   type Runtime,
+  warnNoServer,
 } from './runtime.js'
 import { stripHiddenFields } from './sanitize.js'
+import { processState } from './state.js'
 import { afterCommit, installTransactionHooks } from './transactions.js'
 import type {
   CollectionRealtimeOptions,
@@ -64,7 +64,7 @@ export const uWebSocketPlugin =
       if (options.transformEvent) e = options.transformEvent(e)
       if (!e) return
       const manager = getUWebSocketManager()
-      if (!manager) return log(`no WebSocket server running; dropped ${e.operation} ${e.collection}:${e.id}`)
+      if (!manager) return warnNoServer(`${e.operation} ${e.collection}:${e.id}`, state?.payload.logger)
       try {
         manager.emitEvent(e)
       } catch (err) {
@@ -182,10 +182,11 @@ export const uWebSocketPlugin =
     const unknown = [...enabled.keys()].filter((slug) => !collections.some((c) => c.slug === slug))
     if (unknown.length) console.warn(`[realtime] no such collection(s): ${unknown.join(', ')}`)
 
-    return {
-      ...incomingConfig,
-      collections,
-      onInit: async (payload: Payload) => {
+    // Starts (or re-wires) realtime for `payload` with this config's options. Called from onInit
+    // and, after a hot reload in `next dev` (Payload reloads the config without running onInit
+    // again), from the wrapped `payload.db.connect`. Never throws.
+    const start = async (payload: Payload) => {
+      try {
         state = {
           payload,
           options,
@@ -195,23 +196,50 @@ export const uWebSocketPlugin =
           onError,
         }
         installTransactionHooks(payload, (err) => onError(err, 'after-commit task'))
-        setRuntime(state)
-        if (options.port !== undefined) {
-          await initUWebSocket()
-        } else {
-          const running = getUWebSocketManager()
-          if (running) {
-            // Started before Payload: its JWT key, cookie name and requireAuth were not ours.
-            payload.logger.warn(
-              '[realtime] the WebSocket server was started before Payload; call initUWebSocket() after getPayload() so it verifies Payload tokens',
-            )
-            configureManager(running, state)
-          }
-        }
+        watchHotReload(payload)
+      } catch (err) {
+        onError(err, 'init')
+        return
+      }
+      await startFromPlugin(state)
+    }
+
+    return {
+      ...incomingConfig,
+      collections,
+      custom: { ...incomingConfig.custom, [CUSTOM_KEY]: { start } },
+      onInit: async (payload: Payload) => {
+        await start(payload)
         if (incomingConfig.onInit) await incomingConfig.onInit(payload)
       },
     }
   }
+
+// Where a config carries its plugin instance's start, for the hot-reload path.
+const CUSTOM_KEY = 'payload-realtime-rs'
+// On globalThis: a hot reload re-evaluates this module, and the db must be wrapped once.
+const watched = ((processState().lifecycle as { watchedDbs?: WeakSet<object> }).watchedDbs ??=
+  new WeakSet<object>())
+
+/**
+ * Payload's hot reload swaps `payload.config` and reconnects the same `payload.db` with
+ * `{ hotReload: true }`, without onInit: after that reconnect, start the new config's plugin.
+ */
+function watchHotReload(payload: Payload): void {
+  const db = payload.db as { connect?: (args?: { hotReload?: boolean }) => Promise<unknown> }
+  if (!db?.connect || watched.has(db)) return
+  watched.add(db)
+  const connect = db.connect.bind(db)
+  db.connect = async (args) => {
+    const result = await connect(args)
+    if (args?.hotReload) {
+      const custom = payload.config.custom as Record<string, { start?: (p: Payload) => Promise<void> }>
+      const start = custom?.[CUSTOM_KEY]?.start
+      if (start) await start(payload)
+    }
+    return result
+  }
+}
 
 /** Native server options derived from the plugin options and the Payload config. */
 function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime['serverOptions'] {
@@ -224,8 +252,15 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime
   for (const key of SERVER_LIMIT_KEYS) (limits as Record<string, unknown>)[key] = o[key]
   return {
     ...limits,
-    port: o.port,
-    path: o.path ?? o.uWebSocket?.path,
+    // Inside Next.js (bundled code: NEXT_RUNTIME is 'nodejs') the defaults are withRealtime's, so
+    // the server listens where its rewrite points, even in standalone output (no next.config).
+    port: o.port ?? envPort() ?? (underNext() ? 3002 : undefined),
+    path:
+      o.path ??
+      o.uWebSocket?.path ??
+      process.env.PAYLOAD_REALTIME_PATH ??
+      (underNext() ? '/realtime' : undefined),
+    host: o.host ?? process.env.PAYLOAD_REALTIME_HOST ?? (underNext() ? '127.0.0.1' : undefined),
     allowOrigins,
     // Cookies count only from these (plus allowOrigins and the request's own host).
     trustedOrigins: [...payloadTrustedOrigins(payload.config), ...(o.trustedOrigins ?? [])],
@@ -237,6 +272,17 @@ function serverOptionsFor(o: UWebSocketPluginOptions, payload: Payload): Runtime
     roomPatterns: o.rooms?.patterns, // matched natively, without a JS call per join
     redis: redisOptions(o.redis, payload),
   }
+}
+
+function underNext(): boolean {
+  return process.env.NEXT_RUNTIME === 'nodejs'
+}
+
+/** PAYLOAD_REALTIME_PORT (set by `withRealtime`), when it is a port number. */
+function envPort(): number | undefined {
+  const v = process.env.PAYLOAD_REALTIME_PORT
+  if (!v || !/^\d+$/.test(v)) return undefined
+  return Number(v)
 }
 
 /** `redis` with its `url` defaulting to REDIS_URL; without any url, Redis stays off (warned). */

@@ -118,10 +118,19 @@ export interface UWebSocketPluginOptions extends ServerLimits {
   /** Refuse upgrades without valid credentials (HTTP 401). Default `false`. */
   requireAuth?: boolean
   /**
-   * Start the WebSocket server from Payload's `onInit` on this port (0 = any free port), for
-   * apps without their own server entry. Default: not started; call `initUWebSocket()` yourself.
+   * Start the WebSocket server from Payload's `onInit` on this port (0 = any free port), in
+   * serving processes only (never in `next build` or the `payload` CLI). Default: the
+   * PAYLOAD_REALTIME_PORT environment variable, else 3002 inside Next.js; elsewhere without
+   * either, not started: call `initUWebSocket()` yourself. (Inside Next.js `path` defaults to
+   * PAYLOAD_REALTIME_PATH or '/realtime' and `host` to PAYLOAD_REALTIME_HOST or '127.0.0.1',
+   * where `withRealtime`'s rewrite points.)
    */
   port?: number
+  /**
+   * `false`: never start the server from `onInit`, even with a `port` (the environment variable
+   * PAYLOAD_REALTIME=off does the same). Default `true`.
+   */
+  autoStart?: boolean
   /**
    * Run several instances behind Redis or Valkey: events, broadcasts and disconnects reach
    * sockets on every instance (options as in `ServerOptions.redis`). `url` defaults to

@@ -17,29 +17,25 @@ const RealtimeContext = createContext<RealtimeClient<any> | null>(null)
 export interface RealtimeProviderProps {
   /** A client you own (you close it). */
   client?: RealtimeClient<any>
-  /** Or options: the provider creates the client, connects it on mount and closes it on unmount. */
+  /**
+   * Or options: the provider creates the client, connects it on mount and closes it on unmount.
+   * Default `{}`: the app's own origin at `/realtime`.
+   */
   options?: RealtimeClientOptions
   children?: ReactNode
 }
 
-/** Makes a RealtimeClient available to the hooks below. Give it `client` or `options`. */
+/** Makes a RealtimeClient available to the hooks below. Give it `client`, `options`, or nothing. */
 export function RealtimeProvider({ client, options, children }: RealtimeProviderProps) {
   // Built during render but connected only in an effect: safe for SSR and StrictMode (the
   // effect's close() is undone by its re-run's connect()).
-  const [owned] = useState(() =>
-    client ? null : createClient({ ...requireOptions(options), autoConnect: false }),
-  )
+  const [owned] = useState(() => (client ? null : createClient({ ...options, autoConnect: false })))
   useEffect(() => {
     if (!owned) return
     owned.connect()
     return () => owned.close()
   }, [owned])
   return <RealtimeContext.Provider value={client ?? owned}>{children}</RealtimeContext.Provider>
-}
-
-function requireOptions(options: RealtimeClientOptions | undefined): RealtimeClientOptions {
-  if (!options) throw new TypeError('RealtimeProvider needs `client` or `options`')
-  return options
 }
 
 /** The provider's client. Throws outside a RealtimeProvider. */

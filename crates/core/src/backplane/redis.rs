@@ -295,56 +295,106 @@ impl RedisBackplane {
         r.is_ok()
     }
 
+    /// SUBSCRIBE (or UNSUBSCRIBE) `channels`, in commands of at most a few hundred channels and,
+    /// on a cluster, one hash slot each (a command spanning slots is refused with CROSSSLOT).
+    async fn subscribe_all(&self, channels: Vec<String>, on: bool) -> bool {
+        let mut ok = true;
+        let groups = if self.cluster { by_slot(channels) } else { vec![channels] };
+        for group in groups {
+            for chunk in group.chunks(if self.cluster { 200 } else { 500 }) {
+                ok &= self.subscribe(chunk.to_vec(), on).await;
+            }
+        }
+        ok
+    }
+
     async fn subscription_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Sub>) {
         let mut rooms: HashSet<String> = HashSet::new();
         // False until every subscription went through since the last (re)connect.
         let mut synced = false;
         let mut retry = tokio::time::interval(Duration::from_millis(500));
+        // A resync met while draining a burst, handled right after it.
+        let mut next: Option<Sub> = None;
         loop {
-            let cmd = tokio::select! {
-                c = rx.recv() => match c { Some(c) => c, None => return },
-                _ = retry.tick() => {
-                    if synced || !self.subscriber.is_connected() { continue; }
-                    Sub::Resync
-                }
+            let cmd = match next.take() {
+                Some(c) => c,
+                None => tokio::select! {
+                    c = rx.recv() => match c { Some(c) => c, None => return },
+                    _ = retry.tick() => {
+                        if synced || !self.subscriber.is_connected() { continue; }
+                        Sub::Resync
+                    }
+                },
             };
             match cmd {
-                Sub::Room(room, on) => {
-                    let changed = if on { rooms.insert(room.clone()) } else { rooms.remove(&room) };
-                    if changed {
+                Sub::Room(..) | Sub::Barrier(_) => {
+                    // Everything queued now is handled together: room changes go to Redis in one
+                    // command each way, not one round trip per room, and the barriers among them
+                    // are answered after it. Each socket's join waits for its barrier before the
+                    // socket's next message is read, so one round trip per room queued the joins
+                    // of many sockets behind each other; on a loaded machine that took longer
+                    // than the wait a join allows (SUBSCRIBE_WAIT), and `joined` then went out
+                    // before the subscription was in place.
+                    let mut changes = Vec::new();
+                    let mut barriers = Vec::new();
+                    let mut cmd = Some(cmd);
+                    while let Some(c) = cmd.take().or_else(|| rx.try_recv().ok()) {
+                        match c {
+                            Sub::Room(room, on) => changes.push((room, on)),
+                            Sub::Barrier(done) => barriers.push(done),
+                            Sub::Resync => {
+                                next = Some(Sub::Resync);
+                                break;
+                            }
+                        }
+                    }
+                    // Net effect per room: joined and left within the burst is no change.
+                    let mut was: HashMap<String, bool> = HashMap::new();
+                    for (room, on) in changes {
+                        was.entry(room.clone()).or_insert_with(|| rooms.contains(&room));
+                        if on {
+                            rooms.insert(room);
+                        } else {
+                            rooms.remove(&room);
+                        }
+                    }
+                    let (mut add, mut del) = (Vec::new(), Vec::new());
+                    for (room, before) in was {
+                        match (before, rooms.contains(&room)) {
+                            (false, true) => add.push(self.room_channel(&room)),
+                            (true, false) => del.push(self.room_channel(&room)),
+                            _ => {}
+                        }
+                    }
+                    if !add.is_empty() || !del.is_empty() {
                         // Not listening in between is not a loss: count gaps from the next message.
-                        self.seen.lock().remove(&self.room_channel(&room));
+                        {
+                            let mut seen = self.seen.lock();
+                            for c in add.iter().chain(del.iter()) {
+                                seen.remove(c);
+                            }
+                        }
+                        // Disconnected: nothing to send now; the resync after reconnecting covers it.
+                        if !self.subscriber.is_connected() {
+                            synced = false;
+                        } else {
+                            let added = self.subscribe_all(add, true).await;
+                            let removed = self.subscribe_all(del, false).await;
+                            synced &= added && removed;
+                        }
                     }
-                    // Disconnected: nothing to send now; the resync after reconnecting covers it.
-                    if changed
-                        && (!self.subscriber.is_connected()
-                            || !self.subscribe(vec![self.room_channel(&room)], on).await)
-                    {
-                        synced = false;
+                    for done in barriers {
+                        let _ = done.send(());
                     }
-                }
-                Sub::Barrier(done) => {
-                    let _ = done.send(());
                 }
                 Sub::Resync => {
                     synced = true;
                     let mut all: Vec<String> = rooms.iter().map(|r| self.room_channel(r)).collect();
                     all.push(self.instance_channel(&self.instance));
                     all.push(self.all_channel());
-                    if self.cluster {
-                        // One SSUBSCRIBE per hash slot (a command spanning slots is refused with
-                        // CROSSSLOT); the per-instance and broadcast channels are sharded too,
-                        // so one client serves them all.
-                        for group in by_slot(all) {
-                            for chunk in group.chunks(200) {
-                                synced &= self.subscribe(chunk.to_vec(), true).await;
-                            }
-                        }
-                    } else {
-                        for chunk in all.chunks(500) {
-                            synced &= self.subscribe(chunk.to_vec(), true).await;
-                        }
-                    }
+                    // On a cluster the per-instance and broadcast channels are sharded too, so one
+                    // client serves them all.
+                    synced &= self.subscribe_all(all, true).await;
                 }
             }
             self.counters.subscribed.store(rooms.len() as u64, Relaxed);
