@@ -506,12 +506,19 @@ impl Hub {
             Some(i) => {
                 let Some(r) = self.rooms.get(&rooms[i]) else { return Vec::new() };
                 let earlier = &rooms[..i];
-                r.for_each(|c| {
-                    let mine = c.rooms.lock();
-                    if !earlier.iter().any(|e| mine.contains(e.as_str())) {
-                        recipients.insert(c.key, c.clone());
+                // Members first, then each socket's rooms, never both locks at once: a join holds
+                // its socket's rooms while it takes the room's write lock, so reading a socket's
+                // rooms under the room's read lock deadlocked against a concurrent join (found by
+                // the soak: a remote event of an authorized collection while sockets joined it).
+                for c in r.members() {
+                    let seen_earlier = {
+                        let mine = c.rooms.lock();
+                        earlier.iter().any(|e| mine.contains(e.as_str()))
+                    };
+                    if !seen_earlier {
+                        recipients.insert(c.key, c);
                     }
-                });
+                }
             }
             None => {
                 for r in rooms.iter().filter_map(|r| self.rooms.get(r)) {
