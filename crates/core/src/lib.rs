@@ -3,11 +3,13 @@
 //! Start one with [`Server::start`]; fan out through the returned [`ServerHandle`]; plug app
 //! logic in through [`AppHooks`].
 
+mod accept;
 mod audience;
 mod auth;
 mod backplane;
 mod config;
 mod connection;
+mod dispatch;
 mod error;
 pub mod frame;
 mod hooks;
@@ -15,12 +17,14 @@ mod http;
 mod hub;
 mod join_shapes;
 mod outbound;
+mod presence;
 pub mod protocol;
 mod reader;
 mod rooms;
 mod server;
 mod socketio;
 mod stats;
+mod supervise;
 mod upgrade;
 
 pub use audience::UserList;
