@@ -220,19 +220,29 @@ describe('examples/next-app on Next.js 16', {
     }
   })
 
-  test('next dev: events flow across hot reloads of payload.config.ts; an option change restarts the server, logged', {
-    timeout: 240_000,
-  }, async () => {
+  for (const bundler of ['turbopack', 'webpack']) {
+    test(
+      `next dev (${bundler}): events flow across hot reloads of payload.config.ts; an option change restarts the server, logged`,
+      {
+        timeout: 240_000,
+      },
+      () => devHotReload(bundler),
+    )
+  }
+
+  /** One `next dev` run (Turbopack, Next's default, or `--webpack`) through two config edits. */
+  async function devHotReload(bundler) {
     const configFile = path.join(app, 'src/payload.config.ts')
     const original = fs.readFileSync(configFile, 'utf8')
     const port = await freePort()
     const rt = await freePort()
-    const dev = await startProcess(bin('next'), ['dev', '-p', String(port), '-H', '127.0.0.1'], {
+    const flags = bundler === 'webpack' ? ['--webpack'] : []
+    const dev = await startProcess(bin('next'), ['dev', ...flags, '-p', String(port), '-H', '127.0.0.1'], {
       cwd: app,
       env: {
         PORT: String(port), // Payload's HMR listener finds Next's dev server by it
         DISABLE_PAYLOAD_HMR: '', // the shared helpers turn Payload's HMR off for in-process tests
-        DATABASE_URL: `file:${path.join(tmp, 'dev.db')}`,
+        DATABASE_URL: `file:${path.join(tmp, `dev-${bundler}.db`)}`,
         PAYLOAD_REALTIME_PORT: String(rt),
         NEXT_TELEMETRY_DISABLED: '1',
       },
@@ -241,6 +251,11 @@ describe('examples/next-app on Next.js 16', {
     })
     const base = `http://127.0.0.1:${port}`
     try {
+      // Next's banner names the bundler it runs (`▲ Next.js 16.x (webpack)`).
+      assert.match(
+        dev.output(),
+        bundler === 'webpack' ? /Next\.js .*\(webpack\)/ : /Next\.js .*\(Turbopack\)/,
+      )
       // Compiling instrumentation and Payload's first init in dev (schema push) on 2 busy cores.
       await listening(rt, 60_000)
       const c = await connect(`ws://127.0.0.1:${port}`, { path: '/realtime' }) // the dev rewrite
@@ -299,5 +314,5 @@ describe('examples/next-app on Next.js 16', {
       fs.writeFileSync(configFile, original)
       await dev.stop()
     }
-  })
+  }
 })
