@@ -21,11 +21,16 @@ export declare class NativeServer {
   get instanceId(): string
   /**
    * Sends `{type, operation, collection, id, doc}` to `collection:<slug>`, `doc:<slug>:<id>`
-   * and `extraRooms`; `idJson` and `docJson` are JSON text.
+   * and `extraRooms`; `idJson` and `docJson` are JSON text. False: queued, but the fan-out
+   * queue is over half full (await `drained()`); throws EBUSY when full, EMSGSIZE when larger
+   * than `maxBackpressure`.
    */
-  emitEvent(collection: string, idJson: string, operation: string, docJson: string | Buffer, extraRooms?: Array<string> | undefined | null): void
-  /** Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary. */
-  broadcast(room: string, payload: string | Buffer, except?: string | undefined | null): void
+  emitEvent(collection: string, idJson: string, operation: string, docJson: string | Buffer, extraRooms?: Array<string> | undefined | null): boolean
+  /**
+   * Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary.
+   * The return value is `emitEvent`'s.
+   */
+  broadcast(room: string, payload: string | Buffer, except?: string | undefined | null): boolean
   /** Sends to one socket; false if it is not open here. */
   send(socketId: string, payload: string | Buffer): boolean
   /** Puts a socket in a room (full name); false if it was already in it. */
@@ -33,8 +38,13 @@ export declare class NativeServer {
   /** Takes a socket out of a room; false if it was not in it. */
   leave(socketId: string, room: string): boolean
   /** Sends to everyone in `room` but the socket `socketId`. */
-  socketBroadcast(socketId: string, room: string, payload: string | Buffer): void
-  /** Closes a socket after its queue flushes; false if it is not open here. */
+  socketBroadcast(socketId: string, room: string, payload: string | Buffer): boolean
+  /** Resolves once the fan-out queue is back under a quarter of its bounds. */
+  drained(): Promise<void>
+  /**
+   * Closes a socket after its queue flushes; false if it is not open here. `code`: 1000, 1008 or
+   * 3000-4999 (ECONFIG otherwise).
+   */
   closeSocket(socketId: string, code?: number | undefined | null, reason?: string | undefined | null): boolean
   /** A socket's state, or null if it is not open here. */
   socketInfo(socketId: string): SocketInfo | null
@@ -42,8 +52,11 @@ export declare class NativeServer {
   stats(): Record<string, any>
   /** Members of `room` on this instance. */
   roomMembers(room: string): Array<MemberInfo>
-  /** Members of `room` on every instance (through Redis when configured). */
-  roomMembersEverywhere(room: string): Promise<MemberInfo[]>
+  /**
+   * Members of `room` on every instance (through Redis when configured); `partial`: Redis
+   * could not be read, so these are this instance's members only.
+   */
+  roomMembersEverywhere(room: string): Promise<RoomMembersInfo>
   /** Closes every socket of a user (default code 4001); returns how many. */
   disconnectUser(userId: string, collection?: string | undefined | null, code?: number | undefined | null): number
   /** Closes every socket of a session id (default code 4001); returns how many. */
@@ -131,6 +144,10 @@ export interface NativeOptions {
   /** 0 turns the idle timeout off. */
   idleTimeoutMs?: number
   maxBackpressure?: number
+  slowConsumerMs?: number
+  maxPendingCommands?: number
+  maxPendingBytes?: number
+  maxInputBytes?: number
   maxRoomsPerSocket?: number
   /** `false` turns rate limiting off. */
   rateLimit?: RateLimitOptions | boolean
@@ -148,6 +165,7 @@ export interface NativeOptions {
   redis?: RedisOptions
   reusePort?: boolean
   presenceEvents?: Array<string>
+  presenceIntervalMs?: number
 }
 
 /** Rate limit per socket. */
@@ -163,6 +181,12 @@ export interface RedisOptions {
   prefix?: string
   presenceTtlMs?: number
   publishQueue?: number
+}
+
+/** Members of a room on every instance, and whether the list is partial (backplane outage). */
+export interface RoomMembersInfo {
+  members: Array<MemberInfo>
+  partial: boolean
 }
 
 /** A socket as JS sees it. */

@@ -84,7 +84,12 @@ pub(crate) async fn call(
     if first {
         tokio::spawn(flush(tsfn, queue));
     }
-    rx.await.unwrap_or_else(|_| Err("the JS handler call was dropped".into()))
+    match rx.await {
+        Ok(outcome) => outcome,
+        // Never reached JS (its queue was full: a busy server) or was dropped: the core's
+        // hook timeout answers `handler_timeout`, as for any handler too slow to answer.
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Runs one JS call for whatever is queued when the JS thread gets to it.
@@ -100,8 +105,14 @@ async fn flush(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>) {
                         let _ = reply.send(Ok(outcome));
                     }
                     Either::B(promise) => {
+                        let mut reply = reply;
                         tokio::spawn(async move {
-                            let _ = reply.send(promise.await.map_err(|e| e.reason.clone()));
+                            // Ends when the core stops waiting (its hook timeout), so a promise
+                            // that never settles does not keep this task forever.
+                            tokio::select! {
+                                r = crate::hooks::settled(promise) => { let _ = reply.send(r); }
+                                _ = reply.closed() => {}
+                            }
                         });
                     }
                 }
@@ -109,6 +120,15 @@ async fn flush(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>) {
         }
         Ok(_) => fail(replies, "the JS batch handler returned the wrong number of answers"),
         Err(e) if !replies.is_empty() => fail(replies, &e.reason),
+        // Queue full: leave the messages unanswered here (dropping their senders); each is
+        // answered `handler_timeout` by the core, like any handler the JS thread had no time for.
+        Err(e) if e.status == Status::QueueFull => {
+            let mut p = queue.pending.lock();
+            if p.scheduled {
+                p.scheduled = false;
+                p.items.clear();
+            }
+        }
         Err(e) => {
             // The call never reached JS (queue full, closing): fail what it would have taken.
             let stranded = {

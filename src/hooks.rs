@@ -78,9 +78,30 @@ fn call<
     args: A,
 ) -> BoxFuture<Result<R, String>> {
     Box::pin(async move {
-        let promise = tsfn.call_async_catch(args).await.map_err(|e| e.reason.clone())?;
-        promise.await.map_err(|e| e.reason.clone())
+        let promise = match tsfn.call_async_catch(args).await {
+            Ok(p) => p,
+            // The JS thread is so far behind that QUEUE calls wait already: that is a busy
+            // server, not a refusal; the core's hook timeout answers (503 / 1013 / timeout).
+            Err(e) if e.status == Status::QueueFull => std::future::pending().await,
+            Err(e) => return Err(e.reason.clone()),
+        };
+        settled(promise).await
     })
+}
+
+/// What a JS promise settled to. One that can never settle (collected while pending: napi
+/// then drops its callback and the wait ends "oneshot canceled") stays pending here, so the
+/// core's hook timeout answers it like any other hook that did not answer in time.
+pub(crate) async fn settled<R: napi::bindgen_prelude::FromNapiValue>(
+    promise: Promise<R>,
+) -> Result<R, String> {
+    match promise.await {
+        Ok(v) => Ok(v),
+        Err(e) if e.status == Status::GenericFailure && e.reason == "oneshot canceled" => {
+            std::future::pending().await
+        }
+        Err(e) => Err(e.reason.clone()),
+    }
 }
 
 fn outcome(r: Result<String, String>) -> HandlerOutcome {

@@ -55,6 +55,10 @@ pub struct NativeOptions {
     /// 0 turns the idle timeout off.
     pub idle_timeout_ms: Option<u32>,
     pub max_backpressure: Option<u32>,
+    pub slow_consumer_ms: Option<u32>,
+    pub max_pending_commands: Option<u32>,
+    pub max_pending_bytes: Option<u32>,
+    pub max_input_bytes: Option<f64>,
     pub max_rooms_per_socket: Option<u32>,
     /// `false` turns rate limiting off.
     pub rate_limit: Option<napi::Either<RateLimitOptions, bool>>,
@@ -72,18 +76,26 @@ pub struct NativeOptions {
     pub redis: Option<RedisOptions>,
     pub reuse_port: Option<bool>,
     pub presence_events: Option<Vec<String>>,
+    pub presence_interval_ms: Option<u32>,
 }
 
 fn ms(v: u32) -> Duration {
     Duration::from_millis(u64::from(v))
 }
 
-impl From<NativeOptions> for ServerConfig {
-    fn from(o: NativeOptions) -> Self {
+impl TryFrom<NativeOptions> for ServerConfig {
+    type Error = String;
+
+    /// Values that do not fit are refused, never truncated (a port of 70000 is not 4464).
+    fn try_from(o: NativeOptions) -> Result<Self, String> {
         let d = ServerConfig::default();
-        ServerConfig {
+        let port = match o.port {
+            None => d.port,
+            Some(p) => u16::try_from(p).map_err(|_| format!("port must be 0-65535 (got {p})"))?,
+        };
+        Ok(ServerConfig {
             host: o.host.unwrap_or(d.host),
-            port: o.port.map_or(d.port, |p| p as u16),
+            port,
             worker_threads: o.worker_threads.map(|n| n as usize).or(d.worker_threads),
             path: o.path.or(d.path),
             allow_origins: o.allow_origins.unwrap_or(d.allow_origins),
@@ -109,6 +121,14 @@ impl From<NativeOptions> for ServerConfig {
                 None => d.idle_timeout,
             },
             max_backpressure: o.max_backpressure.map_or(d.max_backpressure, |n| n as usize),
+            slow_consumer_timeout: o.slow_consumer_ms.map_or(d.slow_consumer_timeout, ms),
+            max_pending_commands: o.max_pending_commands.map_or(d.max_pending_commands, |n| n as usize),
+            max_pending_bytes: o.max_pending_bytes.map_or(d.max_pending_bytes, |n| n as usize),
+            max_input_bytes: match o.max_input_bytes {
+                None => d.max_input_bytes,
+                Some(n) if n.is_finite() && n >= 1.0 && n.fract() == 0.0 => n as usize,
+                Some(n) => return Err(format!("maxInputBytes must be a positive integer (got {n})")),
+            },
             max_rooms_per_socket: o.max_rooms_per_socket.map_or(d.max_rooms_per_socket, |n| n as usize),
             rate_limit: match o.rate_limit {
                 Some(napi::Either::A(r)) => Some(RateLimit { messages: r.messages, window: ms(r.window_ms) }),
@@ -137,6 +157,7 @@ impl From<NativeOptions> for ServerConfig {
             }),
             reuse_port: o.reuse_port.unwrap_or(d.reuse_port),
             presence_events: o.presence_events.unwrap_or(d.presence_events),
-        }
+            presence_interval: o.presence_interval_ms.map_or(d.presence_interval, ms),
+        })
     }
 }

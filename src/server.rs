@@ -22,6 +22,17 @@ fn message(payload: &Either<String, Buffer>) -> Message {
     }
 }
 
+/// A close code an app may send (1000, 1008, 3000-4999), never truncated into another one.
+fn app_code(env: &Env, code: Option<u32>) -> Result<Option<u16>> {
+    match code {
+        None => Ok(None),
+        Some(c) => match u16::try_from(c) {
+            Ok(c) if realtime_core::protocol::app_close_code(c) => Ok(Some(c)),
+            _ => Err(throw(env, "ECONFIG", "close code must be 1000, 1008 or 3000-4999")),
+        },
+    }
+}
+
 /// A socket as JS sees it.
 #[napi(object)]
 pub struct SocketInfo {
@@ -42,6 +53,13 @@ pub struct MemberInfo {
     pub user_id: Option<String>,
     pub user_collection: Option<String>,
     pub instance: String,
+}
+
+/// Members of a room on every instance, and whether the list is partial (backplane outage).
+#[napi(object)]
+pub struct RoomMembersInfo {
+    pub members: Vec<MemberInfo>,
+    pub partial: bool,
 }
 
 fn member_info(m: realtime_core::Member) -> MemberInfo {
@@ -80,7 +98,8 @@ impl NativeServer {
     /// Binds and starts the server; throws (code EADDR, ECONFIG, …) if it cannot.
     #[napi(factory)]
     pub fn start(env: Env, options: Option<NativeOptions>) -> Result<Self> {
-        let config: ServerConfig = options.unwrap_or_default().into();
+        let config = ServerConfig::try_from(options.unwrap_or_default())
+            .map_err(|e| js_error(&env, realtime_core::CoreError::Config(e)))?;
         let hooks = Arc::new(JsHooks::default());
         let handle = Server::start(config, hooks.clone()).map_err(|e| js_error(&env, e))?;
         Ok(Self { handle, hooks })
@@ -105,7 +124,9 @@ impl NativeServer {
     }
 
     /// Sends `{type, operation, collection, id, doc}` to `collection:<slug>`, `doc:<slug>:<id>`
-    /// and `extraRooms`; `idJson` and `docJson` are JSON text.
+    /// and `extraRooms`; `idJson` and `docJson` are JSON text. False: queued, but the fan-out
+    /// queue is over half full (await `drained()`); throws EBUSY when full, EMSGSIZE when larger
+    /// than `maxBackpressure`.
     #[napi]
     pub fn emit_event(
         &self,
@@ -115,7 +136,7 @@ impl NativeServer {
         operation: String,
         doc_json: Either<String, Buffer>,
         extra_rooms: Option<Vec<String>>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let operation = Operation::parse(&operation)
             .ok_or_else(|| throw(env, "EINVAL", "operation must be create, update or delete"))?;
         let doc_json = match doc_json {
@@ -128,6 +149,7 @@ impl NativeServer {
     }
 
     /// Sends to every socket in `room` but `except`; a string goes as text, a Buffer as binary.
+    /// The return value is `emitEvent`'s.
     #[napi]
     pub fn broadcast(
         &self,
@@ -135,7 +157,7 @@ impl NativeServer {
         room: String,
         payload: Either<String, Buffer>,
         except: Option<String>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.handle.broadcast(&room, &message(&payload), except.as_deref()).map_err(|e| js_error(env, e))
     }
 
@@ -169,20 +191,36 @@ impl NativeServer {
         socket_id: String,
         room: String,
         payload: Either<String, Buffer>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.handle.broadcast(&room, &message(&payload), Some(&socket_id)).map_err(|e| js_error(env, e))
     }
 
-    /// Closes a socket after its queue flushes; false if it is not open here.
+    /// Resolves once the fan-out queue is back under a quarter of its bounds.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn drained<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred::<(), _>()?;
+        self.handle.drained_with(move || deferred.resolve(|_| Ok(())));
+        Ok(promise)
+    }
+
+    /// Closes a socket after its queue flushes; false if it is not open here. `code`: 1000, 1008 or
+    /// 3000-4999 (ECONFIG otherwise).
     #[napi]
-    pub fn close_socket(&self, socket_id: String, code: Option<u32>, reason: Option<String>) -> bool {
-        match self.handle.socket(&socket_id) {
+    pub fn close_socket(
+        &self,
+        env: &Env,
+        socket_id: String,
+        code: Option<u32>,
+        reason: Option<String>,
+    ) -> Result<bool> {
+        let code = app_code(env, code)?;
+        Ok(match self.handle.socket(&socket_id) {
             Some(s) => {
-                s.close(code.map_or(1000, |c| c as u16), reason.as_deref().unwrap_or(""));
+                s.close(code.unwrap_or(1000), reason.as_deref().unwrap_or(""));
                 true
             }
             None => false,
-        }
+        })
     }
 
     /// A socket's state, or null if it is not open here.
@@ -213,26 +251,37 @@ impl NativeServer {
         self.handle.room_members(&room).into_iter().map(member_info).collect()
     }
 
-    /// Members of `room` on every instance (through Redis when configured).
-    #[napi(ts_return_type = "Promise<MemberInfo[]>")]
+    /// Members of `room` on every instance (through Redis when configured); `partial`: Redis
+    /// could not be read, so these are this instance's members only.
+    #[napi(ts_return_type = "Promise<RoomMembersInfo>")]
     pub fn room_members_everywhere<'env>(&self, env: &'env Env, room: String) -> Result<Object<'env>> {
-        let (deferred, promise) = env.create_deferred::<Vec<MemberInfo>, _>()?;
-        self.handle.room_members_with(&room, move |members| {
-            deferred.resolve(move |_| Ok(members.into_iter().map(member_info).collect()))
+        let (deferred, promise) = env.create_deferred::<RoomMembersInfo, _>()?;
+        self.handle.room_members_with(&room, move |members, partial| {
+            deferred.resolve(move |_| {
+                Ok(RoomMembersInfo { members: members.into_iter().map(member_info).collect(), partial })
+            })
         });
         Ok(promise)
     }
 
     /// Closes every socket of a user (default code 4001); returns how many.
     #[napi]
-    pub fn disconnect_user(&self, user_id: String, collection: Option<String>, code: Option<u32>) -> u32 {
-        self.handle.disconnect_user(&user_id, collection.as_deref(), code.map(|c| c as u16)) as u32
+    pub fn disconnect_user(
+        &self,
+        env: &Env,
+        user_id: String,
+        collection: Option<String>,
+        code: Option<u32>,
+    ) -> Result<u32> {
+        let code = app_code(env, code)?;
+        Ok(self.handle.disconnect_user(&user_id, collection.as_deref(), code) as u32)
     }
 
     /// Closes every socket of a session id (default code 4001); returns how many.
     #[napi]
-    pub fn disconnect_session(&self, sid: String, code: Option<u32>) -> u32 {
-        self.handle.disconnect_session(&sid, code.map(|c| c as u16)) as u32
+    pub fn disconnect_session(&self, env: &Env, sid: String, code: Option<u32>) -> Result<u32> {
+        let code = app_code(env, code)?;
+        Ok(self.handle.disconnect_session(&sid, code) as u32)
     }
 
     /// Installs the custom-message hook and the types it handles (others get `unknown_type`).

@@ -83,6 +83,8 @@ type PendingPing = {
 }
 type Room = { join: object; leave: object; count: number }
 
+/** Closes that end reconnection. Every other close (1013 try-again-later, 1001, 1006, …) and
+ * every upgrade status but 401/403 (503 busy or shutting down) reconnects with backoff. */
 const FAIL_CODES = new Set([4003, 1008])
 const UNAUTHORIZED_CODE = 4001
 

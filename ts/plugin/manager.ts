@@ -55,8 +55,27 @@ export interface ServerOptions {
   pongTimeoutMs?: number
   /** Close sockets that send no message for this long; 0 = off. [0] */
   idleTimeoutMs?: number
-  /** Bytes queued per socket before it is closed 1013. [1048576] */
+  /**
+   * Bytes queued per socket before it is closed 1013; a single message larger than this is
+   * refused to the app (`EMSGSIZE`) instead. A client that keeps reading is never closed by a
+   * burst below it. [16777216]
+   */
   maxBackpressure?: number
+  /** A socket with data queued that takes nothing for this long is closed 1013. [10000] */
+  slowConsumerMs?: number
+  /**
+   * Fan-out calls (`emitEvent`, `broadcastToRoom`, `sendToSocket`) waiting at once; past it they
+   * throw `EBUSY`. Past half, they return false: `await manager.drained()`. [65536]
+   */
+  maxPendingCommands?: number
+  /** Payload bytes of waiting fan-out calls; past it they throw `EBUSY`. [268435456] */
+  maxPendingBytes?: number
+  /**
+   * Memory budget of all client input held at once (incomplete frames and messages, messages
+   * waiting for a handler): a socket growing past it is closed 1013, a message past it is
+   * answered `busy`. [1/8 of RAM]
+   */
+  maxInputBytes?: number
   /** Rooms per socket. [256] */
   maxRoomsPerSocket?: number
   /** Messages per window per socket (then `rate_limited`, then close 4008); false = off. [100 / 1000 ms] */
@@ -77,7 +96,7 @@ export interface ServerOptions {
   handlerTimeoutMs?: number
   /** Graceful shutdown deadline. [5000] */
   shutdownTimeoutMs?: number
-  /** Tokio worker threads. [available cores] */
+  /** Tokio worker threads, 1-1024. [available cores] */
   workerThreads?: number
   /** Prefix of socket ids. [random] */
   instanceId?: string
@@ -96,6 +115,11 @@ export interface ServerOptions {
   reusePort?: boolean
   /** Rooms (`*` globs, full names like `room:chat:*`) whose members get `presence` joined/left events. [none] */
   presenceEvents?: string[]
+  /**
+   * Presence changes in a room within this long after one was sent are merged into one frame
+   * whose `joined`/`left` are arrays (a join and leave of the same socket cancel out). [1000]
+   */
+  presenceIntervalMs?: number
 }
 
 /**
@@ -163,6 +187,107 @@ export interface EmitEvent {
   rooms?: string[]
 }
 
+/** A TypeError naming the bad argument or option (`code: 'ERR_INVALID_ARG_TYPE'`). */
+function invalid(name: string, expected: string, value: unknown): TypeError {
+  let shown: string
+  try {
+    shown = typeof value === 'string' ? JSON.stringify(value) : String(value)
+  } catch {
+    shown = typeof value
+  }
+  return Object.assign(new TypeError(`${name} must be ${expected} (got ${shown.slice(0, 60)})`), {
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
+}
+
+function checkString(name: string, v: unknown, { empty = false } = {}): string {
+  if (typeof v !== 'string' || (!empty && v === '')) throw invalid(name, 'a non-empty string', v)
+  return v
+}
+
+function checkInt(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw invalid(name, `an integer from ${min} to ${max}`, v)
+  return v
+}
+
+function checkFunction(name: string, v: unknown): void {
+  if (typeof v !== 'function') throw invalid(name, 'a function', v)
+}
+
+function checkStrings(name: string, v: unknown): void {
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw invalid(name, 'an array of strings', v)
+}
+
+/** Close codes an app may send: 1000, 1008 (policy: final for the client SDK), or 3000-4999. */
+function checkCloseCode(name: string, code: unknown): number {
+  if (
+    typeof code !== 'number' ||
+    !Number.isInteger(code) ||
+    (code !== 1000 && code !== 1008 && (code < 3000 || code > 4999))
+  )
+    throw invalid(name, '1000, 1008 or an integer from 3000 to 4999', code)
+  return code
+}
+
+function checkMessage(name: string, msg: unknown): void {
+  if (msg === null || msg === undefined || (typeof msg !== 'string' && typeof msg !== 'object'))
+    throw invalid(name, 'an object, a string, a Buffer or a Uint8Array', msg)
+}
+
+const U32 = 0xffff_ffff
+/** Integer options: [min, max]. */
+const INT_OPTIONS: Record<string, [number, number]> = {
+  port: [0, 65535],
+  maxConnections: [1, U32],
+  maxMessageSize: [1, U32],
+  heartbeatMs: [1, U32],
+  pongTimeoutMs: [1, U32],
+  idleTimeoutMs: [0, U32],
+  maxBackpressure: [1, U32],
+  slowConsumerMs: [1, U32],
+  maxPendingCommands: [1, U32],
+  maxPendingBytes: [1, U32],
+  maxInputBytes: [1, Number.MAX_SAFE_INTEGER],
+  maxRoomsPerSocket: [1, U32],
+  authVersion: [0, U32],
+  handlerTimeoutMs: [1, U32],
+  shutdownTimeoutMs: [0, U32],
+  workerThreads: [1, 1024],
+  presenceIntervalMs: [1, U32],
+}
+const STRING_OPTIONS = ['host', 'path', 'jwtKey', 'authCookie', 'instanceId']
+const STRING_LIST_OPTIONS = ['allowOrigins', 'roomPatterns', 'protocols', 'presenceEvents']
+const BOOLEAN_OPTIONS = ['requireAuth', 'reusePort', 'echo']
+
+/** Checks every option before anything starts; throws a TypeError naming the first bad one. */
+function checkOptions(o: ServerOptions): void {
+  if (o === null || typeof o !== 'object') throw invalid('options', 'an object or a port number', o)
+  const rec = o as Record<string, unknown>
+  for (const [key, [min, max]] of Object.entries(INT_OPTIONS))
+    if (rec[key] !== undefined) checkInt(`options.${key}`, rec[key], min, max)
+  for (const key of STRING_OPTIONS) if (rec[key] !== undefined) checkString(`options.${key}`, rec[key])
+  for (const key of STRING_LIST_OPTIONS) if (rec[key] !== undefined) checkStrings(`options.${key}`, rec[key])
+  for (const key of BOOLEAN_OPTIONS)
+    if (rec[key] !== undefined && typeof rec[key] !== 'boolean')
+      throw invalid(`options.${key}`, 'a boolean', rec[key])
+  if (o.rateLimit !== undefined && o.rateLimit !== false) {
+    if (o.rateLimit === null || typeof o.rateLimit !== 'object')
+      throw invalid('options.rateLimit', 'false or { messages, windowMs }', o.rateLimit)
+    checkInt('options.rateLimit.messages', o.rateLimit.messages, 1, U32)
+    checkInt('options.rateLimit.windowMs', o.rateLimit.windowMs, 1, U32)
+  }
+  if (o.redis !== undefined) {
+    if (o.redis === null || typeof o.redis !== 'object') throw invalid('options.redis', 'an object', o.redis)
+    checkString('options.redis.url', o.redis.url)
+    if (o.redis.prefix !== undefined) checkString('options.redis.prefix', o.redis.prefix)
+    if (o.redis.presenceTtlMs !== undefined)
+      checkInt('options.redis.presenceTtlMs', o.redis.presenceTtlMs, 1000, U32)
+    if (o.redis.publishQueue !== undefined)
+      checkInt('options.redis.publishQueue', o.redis.publishQueue, 1, U32)
+  }
+}
+
 function payload(msg: Message): string | Buffer {
   if (typeof msg === 'string') return msg
   if (Buffer.isBuffer(msg)) return msg
@@ -170,8 +295,14 @@ function payload(msg: Message): string | Buffer {
   return JSON.stringify(msg)
 }
 
+/** A thrown value's message; never throws itself, whatever was thrown (a hostile object). */
 function errorMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e)
+  try {
+    const m = e instanceof Error ? e.message : String(e)
+    return typeof m === 'string' ? m : 'handler failed'
+  } catch {
+    return 'handler failed (the thrown value could not be read)'
+  }
 }
 
 /** A JS predicate over a JSON argument, for the native side: a throw counts as false. */
@@ -254,24 +385,30 @@ export class SocketHandle {
   }
 
   send(msg: Message): boolean {
+    checkMessage('msg', msg)
     return this.server.send(this.id, payload(msg))
   }
 
   /** Joins a room by full name (`room:chat:1`, `collection:posts`). */
   join(room: string): boolean {
-    return this.server.join(this.id, room)
+    return this.server.join(this.id, checkString('room', room))
   }
 
   leave(room: string): boolean {
-    return this.server.leave(this.id, room)
+    return this.server.leave(this.id, checkString('room', room))
   }
 
   /** Sends to everyone in `room` but this socket. */
   broadcast(room: string, msg: Message): void {
-    this.server.socketBroadcast(this.id, room, payload(msg))
+    checkMessage('msg', msg)
+    this.server.socketBroadcast(this.id, checkString('room', room), payload(msg))
   }
 
+  /** Closes with `code` (1000, 1008 or 3000-4999) after what is queued; `reason` at most 123 bytes. */
   close(code = 1000, reason = ''): void {
+    checkCloseCode('code', code)
+    if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123)
+      throw invalid('reason', 'a string of at most 123 bytes', reason)
     this.server.closeSocket(this.id, code, reason)
   }
 }
@@ -286,6 +423,7 @@ export class UWebSocketManager {
   private readonly sockets = new Map<string, SocketHandle>()
   private keepAlive: NodeJS.Timeout | null = setInterval(() => {}, 1 << 30)
   private closing: Promise<void> | null = null
+  private saturated = false
 
   constructor(
     private readonly server: NativeServer,
@@ -324,25 +462,66 @@ export class UWebSocketManager {
     return s
   }
 
-  /** Sends a collection event to `collection:<slug>`, `doc:<slug>:<id>` and `rooms`. */
-  emitEvent(event: EmitEvent): void {
-    this.server.emitEvent(
-      event.collection,
-      JSON.stringify(event.id),
-      event.operation,
-      JSON.stringify(event.doc ?? null),
-      event.rooms,
+  /**
+   * Sends a collection event to `collection:<slug>`, `doc:<slug>:<id>` and `rooms`. Returns
+   * false when the server's fan-out queue is over half full (`await drained()` before sending
+   * more) and after `close()` (the event is dropped: there are no sockets left). Throws `EBUSY`
+   * when the queue is full (nothing sent) and `EMSGSIZE` for an event larger than
+   * `maxBackpressure`.
+   */
+  emitEvent(event: EmitEvent): boolean {
+    if (event === null || typeof event !== 'object') throw invalid('event', 'an object', event)
+    if (!['create', 'update', 'delete'].includes(event.operation))
+      throw invalid('event.operation', "'create', 'update' or 'delete'", event.operation)
+    checkString('event.collection', event.collection)
+    if (typeof event.id !== 'string' && !(typeof event.id === 'number' && Number.isFinite(event.id)))
+      throw invalid('event.id', 'a string or a finite number', event.id)
+    if (event.rooms !== undefined) checkStrings('event.rooms', event.rooms)
+    if (this.closed) return false
+    return this.accepted(
+      this.server.emitEvent(
+        event.collection,
+        JSON.stringify(event.id),
+        event.operation,
+        JSON.stringify(event.doc ?? null),
+        event.rooms,
+      ),
     )
   }
 
-  broadcastToRoom(room: string, msg: Message, opts?: { except?: string | SocketHandle }): void {
+  /** Sends to every socket in `room` (but `except`); the return value is `emitEvent`'s. */
+  broadcastToRoom(room: string, msg: Message, opts?: { except?: string | SocketHandle }): boolean {
+    checkString('room', room)
+    checkMessage('msg', msg)
     const except = typeof opts?.except === 'string' ? opts.except : opts?.except?.id
-    this.server.broadcast(room, payload(msg), except)
+    if (this.closed) return false
+    return this.accepted(this.server.broadcast(room, payload(msg), except))
   }
 
-  /** Sends to one socket; false if it is not open on this instance. */
+  /** Sends to one socket; false if it is not open on this instance (or after `close()`). */
   sendToSocket(socketOrId: string | SocketHandle, msg: Message): boolean {
-    return this.server.send(typeof socketOrId === 'string' ? socketOrId : socketOrId.id, payload(msg))
+    const id = typeof socketOrId === 'string' ? socketOrId : socketOrId?.id
+    checkString('socket', id)
+    checkMessage('msg', msg)
+    if (this.closed) return false
+    return this.server.send(id, payload(msg))
+  }
+
+  private accepted(relaxed: boolean): boolean {
+    if (!relaxed) this.saturated = true
+    return relaxed
+  }
+
+  /** Whether the last fan-out call found the queue over half full (and it has not drained since). */
+  get isSaturated(): boolean {
+    return this.saturated
+  }
+
+  /** Resolves once the fan-out queue is back under a quarter of its bounds (at once if it is). */
+  async drained(): Promise<void> {
+    if (this.closed) return
+    await this.server.drained()
+    this.saturated = false
   }
 
   /**
@@ -350,6 +529,8 @@ export class UWebSocketManager {
    * `{type:'reply', id, data}` when the message had an `id`; a throw answers `handler_failed`.
    */
   registerCustomHandler(type: string, handler: CustomHandler): void {
+    checkString('type', type)
+    checkFunction('handler', handler)
     this.handlers.set(type, handler)
     // One call per batch of messages (those that arrived while JS was busy); one answer each,
     // a string at once for synchronous handlers, a promise for asynchronous ones.
@@ -381,6 +562,7 @@ export class UWebSocketManager {
 
   /** Runs on every new socket before its first message; throw or return false to close it 4003. */
   use(mw: Middleware): void {
+    checkFunction('middleware', mw)
     this.middleware.push(mw)
     this.server.setOpenHandler(async (socketId: string, infoJson: string) => {
       try {
@@ -398,6 +580,8 @@ export class UWebSocketManager {
 
   /** Decides per event which users may receive it; called once per event with the distinct users. */
   setAuthorize(collection: string, fn: BatchAuthorize | null): void {
+    checkString('collection', collection)
+    if (fn !== null) checkFunction('authorize', fn)
     if (fn) this.authorizers.set(collection, fn)
     else this.authorizers.delete(collection)
     this.server.setAuthorize(
@@ -438,6 +622,9 @@ export class UWebSocketManager {
     patterns?: string[]
     canJoin?: (user: UserClaims | null, room: string) => boolean | Promise<boolean>
   }): void {
+    if (policy === null || typeof policy !== 'object') throw invalid('policy', 'an object', policy)
+    if (policy.patterns !== undefined) checkStrings('policy.patterns', policy.patterns)
+    if (policy.canJoin !== undefined) checkFunction('policy.canJoin', policy.canJoin)
     const patterns = policy.patterns ?? []
     this.server.setRoomPolicy(async (userJson: string, room: string) => {
       if (patterns.some((p) => globMatch(p, room))) return true
@@ -472,6 +659,7 @@ export class UWebSocketManager {
 
   /** May refuse an upgrade (HTTP 403). */
   setVerifyClient(fn: (info: UpgradeRequest) => boolean | Promise<boolean>): void {
+    checkFunction('verifyClient', fn)
     this.server.setVerifyClient(jsonPredicate(fn))
   }
 
@@ -481,6 +669,7 @@ export class UWebSocketManager {
    * token with `{"type":"auth"}` (false → close 4001). A throw counts as false.
    */
   setSessionValidator(fn: (claims: UserClaims) => boolean | Promise<boolean>): void {
+    checkFunction('sessionValidator', fn)
     this.server.setSessionValidator(jsonPredicate(fn))
   }
 
@@ -491,6 +680,7 @@ export class UWebSocketManager {
       token?: string
     }) => UserClaims | null | Promise<UserClaims | null>,
   ): void {
+    checkFunction('credentialResolver', fn)
     this.server.setCredentialResolver(async (infoJson: string) => {
       try {
         const info = JSON.parse(infoJson)
@@ -519,21 +709,36 @@ export class UWebSocketManager {
 
   /** Members of a room on this instance (synchronous). */
   getLocalRoomMembers(room: string): RoomMember[] {
+    checkString('room', room)
     return this.server.roomMembers(room).map(roomMember)
   }
 
-  /** Members of a room on every instance (through Redis when configured). */
-  async getRoomMembers(room: string): Promise<RoomMember[]> {
-    return (await this.server.roomMembersEverywhere(room)).map(roomMember)
+  /**
+   * Members of a room on every instance (through Redis when configured). During a Redis outage
+   * the list holds this instance's members and its (non-enumerable) `partial` is true.
+   */
+  async getRoomMembers(room: string): Promise<RoomMember[] & { partial: boolean }> {
+    checkString('room', room)
+    const { members, partial } = await this.server.roomMembersEverywhere(room)
+    const list = members.map(roomMember)
+    return Object.defineProperty(list, 'partial', { value: partial, enumerable: false }) as RoomMember[] & {
+      partial: boolean
+    }
   }
 
   /** Closes every socket of a user (code 4001 by default); returns how many. */
   disconnectUser(userId: string | number, code?: number, collection?: string): number {
+    if (typeof userId !== 'string' && typeof userId !== 'number')
+      throw invalid('userId', 'a string or a number', userId)
+    if (code !== undefined) checkCloseCode('code', code)
+    if (collection !== undefined) checkString('collection', collection)
     return this.server.disconnectUser(String(userId), collection, code)
   }
 
   /** Closes every socket of one login session (`sid` claim); returns how many. */
   disconnectSession(sid: string, code?: number): number {
+    checkString('sid', sid)
+    if (code !== undefined) checkCloseCode('code', code)
     return this.server.disconnectSession(sid, code)
   }
 
@@ -588,6 +793,8 @@ export async function initUWebSocket(portOrOptions: number | ServerOptions = {})
       { code: 'EWORKER' },
     )
   }
+  if (typeof portOrOptions === 'number') checkInt('port', portOrOptions, 0, 65535)
+  else checkOptions(portOrOptions)
   const options: ServerOptions =
     typeof portOrOptions === 'number' ? { port: portOrOptions } : { ...portOrOptions }
   const port = options.port ?? 3002

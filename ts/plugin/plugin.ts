@@ -23,6 +23,9 @@ import type {
 
 const ALL_EVENTS: EventOperation[] = ['create', 'update', 'delete']
 const ROOM_PREFIXES = ['room:', 'user:', 'collection:', 'doc:']
+/** Longest a write waits for a saturated fan-out queue to drain before emitting anyway. */
+const DRAIN_WAIT_MS = 5_000
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref())
 
 /** Fully qualified room name for a `collections[slug].room` result. */
 export function qualifyRoom(name: string): string {
@@ -62,7 +65,14 @@ export const uWebSocketPlugin =
       if (!e) return
       const manager = getUWebSocketManager()
       if (!manager) return warnNoServer(`${e.operation} ${e.collection}:${e.id}`, state?.payload.logger)
-      manager.emitEvent(e)
+      try {
+        manager.emitEvent(e)
+      } catch (err) {
+        // EBUSY (queue full even after waiting) or EMSGSIZE (larger than maxBackpressure): this
+        // event is lost; say so instead of failing the write that caused it.
+        onError(err, `emit ${e.operation} ${e.collection}:${e.id}`)
+        return
+      }
       log(
         `emitted ${e.operation} ${e.collection}:${e.id}${e.rooms?.length ? ` +rooms ${e.rooms.join(',')}` : ''}`,
       )
@@ -77,6 +87,10 @@ export const uWebSocketPlugin =
       previousDoc: any,
     ) => {
       try {
+        // Backpressure: while the server's fan-out queue is over half full, writes wait for it
+        // to drain (bounded) instead of piling up events it would refuse with EBUSY.
+        const manager = getUWebSocketManager()
+        if (manager?.isSaturated) await Promise.race([manager.drained(), sleep(DRAIN_WAIT_MS)])
         await buildAndQueue(req, slug, operation, doc, previousDoc)
       } catch (err) {
         onError(err, `${operation} event for ${slug}:${doc?.id}`)

@@ -19,6 +19,7 @@ mod jwt;
 mod report;
 mod scenarios;
 mod server;
+mod soak;
 mod wire;
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ const USAGE: &str = "usage:
       [--socket-io] [--no-control] [--rep N] [--set NAME]
       [--instances K] [--redis] [--redis-server BIN] -- <server command, {port} replaced>
   realtime-bench echo-server ADDR
+  realtime-bench soak [--duration S]   (needs redis-server; see BENCHMARKS.md)
   realtime-bench report --out FILE [--meta FILE] RESULTS.jsonl...";
 
 /// `--key value` options, `--flag` switches, and the words after `--`.
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
             None => Err(USAGE.into()),
         },
         "report" => report::main(&args.opts, &args.positional),
+        "soak" => args.get("duration", 600.0).map_err(Into::into).and_then(soak::run),
         _ => Err(USAGE.into()),
     };
     match res {

@@ -6,6 +6,9 @@ use regex::Regex;
 
 use crate::error::{CoreError, Result};
 
+/// Most tokio worker threads `workerThreads` may ask for (each is an OS thread).
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// Per-socket message rate limit (fixed window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
@@ -97,8 +100,13 @@ pub struct ServerConfig {
     pub pong_timeout: Duration,
     /// Close (1000, "idle") a socket that sent no application message for this long. Default: off.
     pub idle_timeout: Option<Duration>,
-    /// Bytes a socket may have queued for writing; past it the socket is closed 1013. Default: 1 MiB.
+    /// Bytes a socket may have queued for writing; past it the socket is closed 1013. A message
+    /// larger than this is refused to the app (`EMSGSIZE`). Default: 16 MiB.
     pub max_backpressure: usize,
+    /// A socket with data queued that takes nothing for this long is closed 1013 and its queue
+    /// freed; a peer that keeps reading is never closed by a burst below `max_backpressure`.
+    /// Default: 10 s.
+    pub slow_consumer_timeout: Duration,
     /// Rooms one socket may be in (automatic `user:` room included). Default: 256.
     pub max_rooms_per_socket: usize,
     /// Per-socket message rate limit. Default: 100 messages per 1 s.
@@ -136,6 +144,20 @@ pub struct ServerConfig {
     /// Rooms (globs, `*` wildcard) whose members are told of joins and leaves with
     /// `{"type":"presence","room":…,"joined"|"left":{"socketId","userId"}}`. Default: none.
     pub presence_events: Vec<String>,
+    /// Presence changes in a room within this long after one was sent are merged into one
+    /// frame (`joined`/`left` arrays) at its end. Default: 1 s.
+    pub presence_interval: Duration,
+    /// Fan-out commands (`emitEvent`, `broadcastToRoom`, `sendToSocket`, remote deliveries)
+    /// waiting at once; past it calls are refused with EBUSY. Default: 65,536.
+    pub max_pending_commands: usize,
+    /// Payload bytes of waiting fan-out commands; past it calls are refused with EBUSY.
+    /// Default: 256 MiB.
+    pub max_pending_bytes: usize,
+    /// Memory budget of all client input held at once: incomplete frames and fragmented
+    /// messages (a socket growing its share past it is closed 1013) and messages waiting for a
+    /// JS handler (past it a message is answered `busy`). Default: 1/8 of the machine's RAM
+    /// (1 GiB where that is unknown).
+    pub max_input_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -153,7 +175,8 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(10),
             idle_timeout: None,
-            max_backpressure: 1 << 20,
+            max_backpressure: 16 << 20,
+            slow_consumer_timeout: Duration::from_secs(10),
             max_rooms_per_socket: 256,
             rate_limit: Some(RateLimit { messages: 100, window: Duration::from_secs(1) }),
             require_auth: false,
@@ -170,8 +193,26 @@ impl Default for ServerConfig {
             redis: None,
             reuse_port: false,
             presence_events: Vec::new(),
+            presence_interval: Duration::from_secs(1),
+            max_pending_commands: 65_536,
+            max_pending_bytes: 256 << 20,
+            max_input_bytes: default_input_budget(),
         }
     }
+}
+
+/// 1/8 of physical memory (`MemTotal` of /proc/meminfo), or 1 GiB where it cannot be read.
+fn default_input_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+                line.split_whitespace().nth(1)?.parse::<usize>().ok()
+            })
+            .map_or(1 << 30, |kib| kib.saturating_mul(1024) / 8)
+    })
 }
 
 /// One compiled entry of the Origin allow-list.
@@ -247,8 +288,24 @@ impl ServerConfig {
         if self.max_message_size == 0 {
             return bad("maxMessageSize must be > 0");
         }
+        if self.max_input_bytes == 0 {
+            return bad("maxInputBytes must be > 0");
+        }
+        if self.max_pending_commands == 0 || self.max_pending_bytes == 0 {
+            return bad("maxPendingCommands and maxPendingBytes must be > 0");
+        }
         if self.max_backpressure == 0 {
             return bad("maxBackpressure must be > 0");
+        }
+        if self.slow_consumer_timeout.is_zero() {
+            return bad("slowConsumerMs must be > 0");
+        }
+        if let Some(n) = self.worker_threads {
+            if n > MAX_WORKER_THREADS {
+                return Err(CoreError::Config(format!(
+                    "workerThreads must be at most {MAX_WORKER_THREADS} (got {n})"
+                )));
+            }
         }
         if self.heartbeat.is_zero() || self.pong_timeout.is_zero() {
             return bad("heartbeatMs and pongTimeoutMs must be > 0");

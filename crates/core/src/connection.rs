@@ -22,7 +22,7 @@ use crate::hooks::{BoxFuture, HandlerOutcome, UpgradeInfo};
 use crate::hub::{Hub, JoinError};
 use crate::outbound::{Batch, Next, Outbound};
 use crate::protocol::{self, close_codes, codes, Envelope, Request};
-use crate::reader::{FrameReader, ReadError};
+use crate::reader::{FrameReader, Held, ReadError};
 
 /// State of one socket, shared by its tasks, the rooms it is in and the app.
 pub struct Conn {
@@ -177,6 +177,8 @@ struct Partial {
     opcode: OpCode,
     buf: BytesMut,
     utf8_checked: usize,
+    /// `buf`'s capacity, taken from the server's input budget.
+    held: Held,
 }
 
 /// Fixed-window message counter.
@@ -195,9 +197,16 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
     let check = hub.hooks.on_open(&SocketRef { conn: conn.clone(), hub: hub.clone() }, &info);
     drop(info); // the request's headers are not kept for the socket's life
     if let Some(check) = check {
-        let allowed = timeout(cfg.hook_timeout, check).await.unwrap_or(false);
-        if !allowed {
-            conn.close(close_codes::FORBIDDEN, "forbidden", false);
+        match timeout(cfg.hook_timeout, check).await {
+            Ok(true) => {}
+            Ok(false) => {
+                conn.close(close_codes::FORBIDDEN, "forbidden", false);
+            }
+            // The app was too busy to decide: 1013 (try again later), not a policy refusal.
+            Err(_) => {
+                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                conn.close(close_codes::TRY_AGAIN_LATER, "server busy, try again later", false);
+            }
         }
     }
     if !conn.out.is_closed() && !cfg.echo {
@@ -254,7 +263,12 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                         opcode: frame.opcode,
                         buf: BytesMut::from(&frame.payload[..]),
                         utf8_checked: 0,
+                        held: hub.input.share(),
                     };
+                    if !p.held.resize(p.buf.capacity()) {
+                        over_budget(&hub, &conn);
+                        return;
+                    }
                     if p.opcode == OpCode::Text && !check_utf8(&mut p) {
                         invalid_utf8(&hub, &conn);
                         return;
@@ -272,6 +286,10 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                     return;
                 }
                 p.buf.extend_from_slice(&frame.payload);
+                if !p.held.resize(p.buf.capacity()) {
+                    over_budget(&hub, &conn);
+                    return;
+                }
                 if p.opcode == OpCode::Text && !check_utf8(p) {
                     invalid_utf8(&hub, &conn);
                     return;
@@ -321,9 +339,16 @@ fn too_big(hub: &Hub, conn: &Conn) {
     conn.close(close_codes::TOO_BIG, "message too big", true);
 }
 
+/// Client input went over the server's memory budget while this socket was growing its share.
+fn over_budget(hub: &Hub, conn: &Conn) {
+    hub.stats.input_budget_closes.fetch_add(1, Relaxed);
+    conn.close(close_codes::TRY_AGAIN_LATER, "server input memory budget exceeded", true);
+}
+
 fn fail(hub: &Hub, conn: &Conn, e: ReadError) {
     match e {
         ReadError::Gone => {}
+        ReadError::OverBudget => over_budget(hub, conn),
         ReadError::TooBig => too_big(hub, conn),
         ReadError::Protocol(why) => protocol_error(hub, conn, why),
     }
@@ -407,9 +432,10 @@ fn on_message(
         }
     }
     if opcode == OpCode::Binary {
+        let Some(held) = hold_for_js(hub, conn, data.len(), None) else { return true };
         let socket = SocketRef { conn: conn.clone(), hub: hub.clone() };
         match hub.hooks.on_binary(socket, data) {
-            Some(fut) => spawn_outcome(hub, conn, None, fut),
+            Some(fut) => spawn_outcome(hub, conn, None, fut, held),
             None => refuse(hub, conn, codes::BINARY_UNSUPPORTED, "binary messages are not accepted", None),
         }
         return true;
@@ -469,9 +495,10 @@ fn on_message(
         Request::Auth(token) => refresh_auth(hub, conn, &token),
         Request::Custom(kind) => {
             if hub.hooks.has_handler(&kind) {
+                let Some(held) = hold_for_js(hub, conn, data.len(), req_id) else { return true };
                 let socket = SocketRef { conn: conn.clone(), hub: hub.clone() };
                 let fut = hub.hooks.on_message(socket, &kind, data.clone());
-                spawn_outcome(hub, conn, req_id.map(str::to_string), fut);
+                spawn_outcome(hub, conn, req_id.map(str::to_string), fut, held);
             } else {
                 refuse(hub, conn, codes::UNKNOWN_TYPE, &format!("no handler for type {kind:?}"), req_id);
             }
@@ -516,6 +543,19 @@ fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFutur
     }
 }
 
+/// Takes a message's bytes from the input budget while it waits for the app's handler; past
+/// half the budget (the other half stays for frames being read) the message is answered `busy`
+/// (not queued) and counted.
+fn hold_for_js(hub: &Hub, conn: &Arc<Conn>, len: usize, id: Option<&str>) -> Option<Held> {
+    let mut held = hub.input.share();
+    if held.resize_within(len, hub.input.max() / 2) {
+        return Some(held);
+    }
+    hub.stats.busy_messages.fetch_add(1, Relaxed);
+    hub.deliver(conn, protocol::error_frame(codes::BUSY, "server busy; retry later", id));
+    None
+}
+
 /// `join-collection`/`join-doc`: joins unless the app's `can_subscribe` refuses (`forbidden`, no
 /// `joined`). The answer is awaited before the next message is read, so a `leave-*` sent after
 /// it applies after it.
@@ -543,14 +583,17 @@ fn join_event_room(hub: &Arc<Hub>, conn: &Arc<Conn>, room: String) -> Option<Box
 }
 
 /// Runs an app handler off the reader, answering with its reply or error within the timeout.
+/// `held` (the message's share of the input budget) is given back when it is answered.
 fn spawn_outcome(
     hub: &Arc<Hub>,
     conn: &Arc<Conn>,
     id: Option<String>,
     fut: crate::hooks::BoxFuture<HandlerOutcome>,
+    held: Held,
 ) {
     let (hub, conn) = (hub.clone(), conn.clone());
     tokio::spawn(async move {
+        let _held = held;
         let t = hub.config.hook_timeout;
         match timeout(t, fut).await {
             Ok(HandlerOutcome::Reply(data)) => {
@@ -587,10 +630,19 @@ fn refresh_auth(hub: &Arc<Hub>, conn: &Arc<Conn>, token: &str) {
         Some(check) => {
             let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
             tokio::spawn(async move {
-                if timeout(t, check).await.unwrap_or(false) {
-                    apply_auth(&hub, &conn, claims);
-                } else if conn.close(close_codes::AUTH_EXPIRED, "session revoked", false) {
-                    hub.stats.auth_expired_closes.fetch_add(1, Relaxed);
+                match timeout(t, check).await {
+                    Ok(true) => apply_auth(&hub, &conn, claims),
+                    Ok(false) => {
+                        if conn.close(close_codes::AUTH_EXPIRED, "session revoked", false) {
+                            hub.stats.auth_expired_closes.fetch_add(1, Relaxed);
+                        }
+                    }
+                    // Too busy to check: the socket keeps its current credentials; the client
+                    // may send the token again.
+                    Err(_) => {
+                        hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                        refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "session check timed out; retry", None);
+                    }
                 }
             });
         }
@@ -618,7 +670,15 @@ struct Timers {
     next_ping: Instant,
     /// When a ping is unanswered: (sent at, in hub ms; deadline).
     pong: Option<(u64, Instant)>,
-    closing_deadline: Option<Instant>,
+    /// The queue holds data the writer has not got onto the wire yet.
+    busy: bool,
+    /// The socket is closing (its close frame is queued).
+    closing: bool,
+    /// Last time the writer got bytes out (or became busy).
+    progress: Instant,
+    /// When to look at `progress` again while busy; moved only at a busy transition or when
+    /// it fires, not per write, so a steady stream does not churn the timer wheel.
+    stall_check: Instant,
     /// `exp_s` as an `Instant`, recomputed only when `exp_s` changes (a re-auth): reading both
     /// clocks on every wake-up of the writer cost ~3 % of a fan-out's CPU.
     expiry: (u64, Instant),
@@ -633,16 +693,44 @@ fn unix_now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// `now + secs`, saturating far in the future instead of overflowing (an `exp` near `u64::MAX`).
+fn instant_in(now: Instant, secs: u64) -> Instant {
+    now.checked_add(Duration::from_secs(secs.min(100 * 365 * 24 * 3600))).unwrap_or(now)
+}
+
 impl Timers {
+    /// How long the writer may make no progress: a reading peer always does. Past it an open
+    /// socket is closed 1013 (queue dropped); a closing one that still takes nothing is dropped.
+    /// (Once its close frame is out, a peer gets `close_timeout` to answer: see `write_loop`.)
+    fn stall_limit(&self, hub: &Hub) -> Duration {
+        hub.config.slow_consumer_timeout
+    }
+
+    /// Records what the last refill saw.
+    fn note(&mut self, hub: &Hub, busy: bool, closing: bool) {
+        if closing && !self.closing {
+            self.closing = true;
+            self.stall_check = Instant::now() + self.stall_limit(hub);
+        }
+        if busy && !self.busy {
+            self.progress = Instant::now();
+            self.stall_check = self.progress + self.stall_limit(hub);
+        }
+        self.busy = busy;
+    }
+
     fn deadline(&mut self, hub: &Hub, conn: &Conn) -> Instant {
         let cfg = &hub.config;
         let mut d = self.next_ping;
         if let Some((_, p)) = self.pong {
             d = d.min(p);
         }
-        if let Some(c) = self.closing_deadline {
+        if self.busy || self.closing {
+            d = d.min(self.stall_check);
+        }
+        if self.closing {
             // Closing: idle and expiry have done their part; their past deadlines would spin.
-            return d.min(c);
+            return d;
         }
         if let Some(idle) = cfg.idle_timeout {
             let last = conn.last_app_ms.load(Relaxed);
@@ -652,26 +740,31 @@ impl Timers {
         if exp != 0 {
             if self.expiry.0 != exp {
                 let left = exp.saturating_sub(unix_now_s());
-                self.expiry = (exp, Instant::now() + Duration::from_secs(left));
+                self.expiry = (exp, instant_in(Instant::now(), left));
             }
             d = d.min(self.expiry.1);
         }
         d
     }
 
-    /// Starts the close timer once the socket is `closing` (the peer gets `close_timeout` to answer).
-    fn note_closing(&mut self, hub: &Hub, closing: bool) {
-        if closing && self.closing_deadline.is_none() {
-            self.closing_deadline = Some(Instant::now() + hub.config.close_timeout);
-        }
-    }
-
     fn tick(&mut self, hub: &Hub, conn: &Conn) -> Tick {
         let cfg = &hub.config;
         let now = Instant::now();
-        self.note_closing(hub, conn.out.is_closed());
-        if self.closing_deadline.is_some_and(|d| now >= d) {
-            return Tick::Kill;
+        self.note(hub, self.busy, conn.out.is_closed());
+        if (self.busy || self.closing) && now >= self.stall_check {
+            let limit = self.stall_limit(hub);
+            if self.closing && (!self.busy || now >= self.progress + limit) {
+                return Tick::Kill; // a closing peer that stopped reading (or never answers)
+            }
+            if self.busy && now >= self.progress + limit {
+                // Not a burst: this peer has taken nothing for `slow_consumer_timeout`.
+                if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
+                    hub.stats.slow_consumer_closes.fetch_add(1, Relaxed);
+                }
+                self.note(hub, true, true);
+            } else {
+                self.stall_check = self.progress + limit;
+            }
         }
         if let Some((sent_ms, due)) = self.pong {
             if conn.last_seen_ms.load(Relaxed) >= sent_ms {
@@ -710,8 +803,15 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     let cfg = &hub.config;
     let mut batch = Batch::new();
     let now = Instant::now();
-    let mut timers =
-        Timers { next_ping: now + cfg.heartbeat, pong: None, closing_deadline: None, expiry: (0, now) };
+    let mut timers = Timers {
+        next_ping: now + cfg.heartbeat,
+        pong: None,
+        busy: false,
+        closing: false,
+        progress: now,
+        stall_check: now,
+        expiry: (0, now),
+    };
     // One timer for the task's life, moved only when the deadline changes: a fresh `sleep_until`
     // per wake-up would register and cancel a timer-wheel entry for every delivery.
     let timer = sleep_until(timers.next_ping.into());
@@ -719,7 +819,7 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
     loop {
         // One look at the queue per wake-up: refill also reports whether the socket is closing.
         let next = batch.refill(&conn.out);
-        timers.note_closing(&hub, batch.closing);
+        timers.note(&hub, matches!(next, Next::Write), batch.closing);
         let deadline = timers.deadline(&hub, &conn).into();
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
@@ -739,6 +839,7 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
                     r = batch.write_some(&mut w) => match r {
                         Ok(0) | Err(_) => { conn.kill(); return; }
                         Ok(n) => {
+                            timers.progress = Instant::now();
                             if batch.advance(&conn.out, n) && batch.ends { break; }
                         }
                     },

@@ -17,6 +17,10 @@ pub enum CoreError {
     Closed,
     #[error("no socket with id {0}")]
     NoSuchSocket(String),
+    #[error("the fan-out queue is full (maxPendingCommands/maxPendingBytes); retry after drained()")]
+    Busy,
+    #[error("message of {size} bytes is larger than maxBackpressure ({max} bytes): no socket could take it")]
+    TooBig { size: usize, max: usize },
 }
 
 impl CoreError {
@@ -29,6 +33,8 @@ impl CoreError {
             CoreError::InvalidRoom(_) => "EROOM",
             CoreError::Closed => "ECLOSED",
             CoreError::NoSuchSocket(_) => "ENOSOCKET",
+            CoreError::Busy => "EBUSY",
+            CoreError::TooBig { .. } => "EMSGSIZE",
         }
     }
 }

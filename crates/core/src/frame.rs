@@ -73,14 +73,42 @@ pub fn pong(payload: &[u8]) -> Bytes {
     encode_parts(OP_PONG, &[payload])
 }
 
-/// The payload of a frame built by this module.
+/// The payload of a frame built by this module (empty for anything shorter than a header).
 pub(crate) fn payload_of(frame: &Bytes) -> Bytes {
-    let start = match frame[1] & 0x7f {
-        126 => 4,
-        127 => 10,
-        _ => 2,
+    let start = match frame.get(1).map(|b| b & 0x7f) {
+        None => return Bytes::new(),
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
     };
-    frame.slice(start..)
+    frame.slice(start.min(frame.len())..)
+}
+
+/// Whether `frame` is exactly one frame as this module builds them for apps: final, unmasked,
+/// no reserved bits, text (valid UTF-8) or binary, header length matching the bytes, payload at
+/// most `max` bytes. Frames from outside the process (the backplane) must pass this before any
+/// socket sees them, so nobody can inject a close, a ping or half a frame into a stream.
+pub(crate) fn is_data_frame(frame: &[u8], max: usize) -> bool {
+    let (Some(&b0), Some(&b1)) = (frame.first(), frame.get(1)) else { return false };
+    let opcode = b0 & 0x0f;
+    if b0 & 0xf0 != 0x80 || b1 & 0x80 != 0 || !matches!(opcode, OP_TEXT | OP_BINARY) {
+        return false;
+    }
+    let (len, header) = match b1 & 0x7f {
+        126 => match frame.get(2..4) {
+            Some(l) => (u64::from(u16::from_be_bytes([l[0], l[1]])), 4),
+            None => return false,
+        },
+        127 => match frame.get(2..10) {
+            Some(l) => (u64::from_be_bytes(l.try_into().unwrap_or([0xff; 8])), 10),
+            None => return false,
+        },
+        n => (u64::from(n), 2),
+    };
+    if len > max as u64 || frame.len() as u64 != header as u64 + len {
+        return false;
+    }
+    opcode == OP_BINARY || std::str::from_utf8(&frame[header..]).is_ok()
 }
 
 #[cfg(test)]
@@ -97,6 +125,32 @@ mod tests {
         assert_eq!(f[0], 0x82);
         assert_eq!(f[1], 127);
         assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+    }
+
+    #[test]
+    fn only_whole_data_frames_pass() {
+        assert!(is_data_frame(&text(b"{}"), 10));
+        assert!(is_data_frame(&text(&[b'a'; 300]), 300));
+        assert!(is_data_frame(&binary(&vec![0xffu8; 70_000]), 70_000));
+        assert!(!is_data_frame(&text(&[b'a'; 300]), 299), "over max");
+        for bad in [
+            &b""[..],
+            b"\x81",
+            b"\x81\x03{}",       // shorter than announced
+            b"\x81\x01{}",       // trailing bytes
+            b"\x88\x02\x0f\xa0", // close
+            b"\x89\x00",         // ping
+            b"\x01\x02{}",       // not final
+            b"\xc1\x02{}",       // reserved bit
+            b"\x81\x82abcd{}",   // masked
+            b"\x81\x02\xff\xfe", // invalid UTF-8
+            b"\x81\x7e\x00",     // cut header
+            b"\x81\x7f\xff\xff\xff\xff\xff\xff\xff\xff",
+        ] {
+            assert!(!is_data_frame(bad, 1 << 20), "{bad:?}");
+        }
+        assert_eq!(payload_of(&Bytes::new()), Bytes::new());
+        assert_eq!(payload_of(&Bytes::from_static(b"\x81\x7e")), Bytes::new());
     }
 
     #[test]

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use fastwebsockets::upgrade::{is_upgrade_request, upgrade, UpgradeFut};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use hyper::header::{
+    CONTENT_TYPE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -78,6 +80,10 @@ pub(crate) async fn handle(
         return Ok(r);
     }
     if is_upgrade_request(&req) {
+        if let Some(bad) = handshake_error(&req) {
+            hub.stats.refused(Refusal::Handshake);
+            return Ok(bad);
+        }
         return Ok(match admit(&hub, &req, remote).await {
             Err(r) => {
                 hub.stats.refused(r.why);
@@ -103,14 +109,23 @@ pub(crate) async fn handle(
     Ok(match (req.method(), endpoint) {
         (&Method::GET, Some(false)) => {
             let s = hub.snapshot();
+            // A required background task that ended (the fan-out dispatcher, the backplane's
+            // receiver) means events are not delivered: unhealthy, so an orchestrator restarts us.
+            let (status, code) = if hub.shutting_down.load(Relaxed) {
+                ("shutting_down", StatusCode::OK)
+            } else if s.tasks_down > 0 {
+                ("degraded", StatusCode::SERVICE_UNAVAILABLE)
+            } else {
+                ("ok", StatusCode::OK)
+            };
             let body = format!(
-                "{{\"status\":\"{}\",\"connections\":{},\"uptime\":{},\"instance\":{}}}",
-                if hub.shutting_down.load(Relaxed) { "shutting_down" } else { "ok" },
+                "{{\"status\":\"{status}\",\"connections\":{},\"uptime\":{},\"instance\":{},\"tasksDown\":{}}}",
                 s.connections,
                 s.uptime_ms as f64 / 1000.0,
-                crate::protocol::json_str(&hub.instance)
+                crate::protocol::json_str(&hub.instance),
+                s.tasks_down
             );
-            respond(StatusCode::OK, "application/json", body)
+            respond(code, "application/json", body)
         }
         (&Method::GET, Some(true)) => {
             respond(StatusCode::OK, "text/plain; version=0.0.4", hub.snapshot().to_prometheus())
@@ -122,10 +137,34 @@ pub(crate) async fn handle(
                 "this endpoint speaks WebSocket only",
             );
             r.headers_mut().insert(UPGRADE, hyper::header::HeaderValue::from_static("websocket"));
+            r.headers_mut().insert(SEC_WEBSOCKET_VERSION, hyper::header::HeaderValue::from_static("13"));
             r
         }
         _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found"),
     })
+}
+
+/// RFC 6455 §4.2.1: version 13 only (426 naming it otherwise, §4.4), and a key that is the
+/// base64 of 16 bytes (400). Both answers say which version the server speaks.
+fn handshake_error<B>(req: &Request<B>) -> Option<Resp> {
+    let h = req.headers();
+    let answer = |status, body: &'static str| {
+        let mut r = respond(status, "text/plain; charset=utf-8", body);
+        r.headers_mut().insert(SEC_WEBSOCKET_VERSION, hyper::header::HeaderValue::from_static("13"));
+        Some(r)
+    };
+    if h.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return answer(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported");
+    }
+    let key_ok = h.get(SEC_WEBSOCKET_KEY).is_some_and(|k| {
+        use base64::Engine as _;
+        k.len() == 24
+            && base64::engine::general_purpose::STANDARD.decode(k.as_bytes()).is_ok_and(|d| d.len() == 16)
+    });
+    if !key_ok {
+        return answer(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be the base64 of 16 bytes");
+    }
+    None
 }
 
 /// Completes the upgrade and starts the socket's reader and writer tasks.
@@ -146,7 +185,7 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     ));
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
-    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size);
+    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, hub.input.share());
     tokio::spawn(write_loop(hub.clone(), conn.clone(), w));
     let reader = tokio::spawn(read_loop(guard, frames, admitted.info));
     conn.set_reader(reader.abort_handle());

@@ -1,6 +1,6 @@
 //! Shared server state: open sockets, rooms, stats, hooks, and fan-out.
-//! Fan-out commands from the app go through one dispatcher task so that messages from one
-//! caller reach each room in the order they were sent, and never run on the caller's thread.
+//! Fan-out commands from the app are scheduled by `dispatch` (order kept per room, bounded,
+//! never run on the caller's thread) and run here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
+
+use crate::dispatch::Dispatch;
+use crate::presence::Presence;
 
 use crate::audience::{Audience, AudienceCache};
 use crate::auth::{JwtVerifier, UserClaims};
@@ -44,6 +47,15 @@ pub struct Event {
 }
 
 impl Event {
+    /// The rooms it goes to: `collection:<slug>`, `doc:<slug>:<id>`, then the valid extra rooms.
+    pub(crate) fn rooms(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(2 + self.extra_rooms.len());
+        names.push(format!("collection:{}", self.collection));
+        names.push(format!("doc:{}:{}", self.collection, self.id_text()));
+        names.extend(self.extra_rooms.iter().filter(|r| protocol::valid_room(r)).cloned());
+        names
+    }
+
     /// The id as text for room names.
     fn id_text(&self) -> String {
         if self.id_json.starts_with('"') {
@@ -74,8 +86,6 @@ pub(crate) enum Command {
         frame: Bytes,
     },
     Emit(Event),
-    /// Answers once every command queued before it has run.
-    Flush(tokio::sync::oneshot::Sender<()>),
     /// Something another instance published.
     Remote(Remote),
 }
@@ -96,7 +106,16 @@ pub(crate) struct Hub {
     pub slots: AtomicUsize,
     conns: RwLock<HashMap<u64, Arc<Conn>>>,
     next_key: AtomicU64,
-    dispatch: mpsc::UnboundedSender<Command>,
+    pub(crate) dispatch: Dispatch,
+    /// Memory budget of client input (incomplete frames and messages, messages awaiting JS).
+    pub(crate) input: Arc<crate::reader::InputBudget>,
+    /// Presence changes being merged per room.
+    presence: crate::presence::PresenceCoalescer,
+    /// The server's runtime and the hub itself, for timers started from any thread.
+    pub(crate) runtime: OnceLock<tokio::runtime::Handle>,
+    pub(crate) me: OnceLock<std::sync::Weak<Hub>>,
+    /// HTTP connections not upgraded (shed oldest first when out of descriptors).
+    pub(crate) http_conns: crate::accept::HttpConns,
     /// Set once at start when instances share a backplane; `Local` otherwise.
     backplane: OnceLock<Arc<dyn Backplane>>,
     /// The last authorized event's recipients, kept while membership and claims stand still.
@@ -110,7 +129,8 @@ impl Hub {
         instance: String,
         origins: Vec<OriginRule>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (dispatch, rx) = Dispatch::new(config.max_pending_commands, config.max_pending_bytes);
+        let input = crate::reader::InputBudget::new(config.max_input_bytes);
         let verifier = JwtVerifier::new(config.jwt_key.as_deref(), config.auth_version);
         let trusted_origins =
             config.trusted_origins.iter().filter_map(|o| OriginRule::parse(o).ok()).collect();
@@ -128,10 +148,16 @@ impl Hub {
             slots: AtomicUsize::new(0),
             conns: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(1),
-            dispatch: tx,
+            dispatch,
+            input,
+            http_conns: Default::default(),
+            presence: Default::default(),
+            runtime: OnceLock::new(),
+            me: OnceLock::new(),
             backplane: OnceLock::new(),
             audience: AudienceCache::default(),
         });
+        let _ = hub.me.set(Arc::downgrade(&hub));
         (hub, rx)
     }
 
@@ -175,13 +201,11 @@ impl Hub {
             && self.config.presence_events.iter().any(|p| crate::config::glob_match(p, room))
         {
             let user = conn.user().map_or_else(|| "null".to_string(), |u| u.id_json.clone());
-            let what = if on { "joined" } else { "left" };
-            let json = format!(
-                "{{\"type\":\"presence\",\"room\":{},\"{what}\":{{\"socketId\":{},\"userId\":{user}}}}}",
-                protocol::json_str(room),
-                protocol::json_str(&conn.id)
-            );
-            self.broadcast_everywhere(room, crate::frame::text(json.as_bytes()), Some(&conn.id));
+            let interval = self.config.presence_interval;
+            if let Presence::Now(json, delay) = self.presence.change(room, &conn.id, &user, on, interval) {
+                self.broadcast_everywhere(room, crate::frame::text(json.as_bytes()), Some(&conn.id));
+                self.schedule_presence_flush(room.to_string(), delay);
+            }
         }
         if !self.distributed() {
             return;
@@ -190,6 +214,29 @@ impl Hub {
             self.backplane().interest(room, on);
         }
         self.backplane().presence(room, &self.member_of(conn), on);
+    }
+
+    /// Sends a room's merged presence changes when its interval ends (on the server's runtime:
+    /// joins also come from the JS thread, which has none).
+    fn schedule_presence_flush(&self, room: String, delay: Duration) {
+        let (Some(rt), Some(me)) = (self.runtime.get(), self.me.get().and_then(std::sync::Weak::upgrade))
+        else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut delay = delay;
+            loop {
+                tokio::time::sleep(delay).await;
+                let (frame, again) = me.presence.flush(&room, me.config.presence_interval);
+                if let Some(json) = frame {
+                    me.broadcast_everywhere(&room, crate::frame::text(json.as_bytes()), None);
+                }
+                match again {
+                    Some(d) => delay = d,
+                    None => return,
+                }
+            }
+        });
     }
 
     /// The instance part of a socket id (`<instance>-<n>`).
@@ -380,11 +427,7 @@ impl Hub {
         }
     }
 
-    pub(crate) fn command(&self, cmd: Command) -> bool {
-        self.dispatch.send(cmd).is_ok()
-    }
-
-    /// Runs one fan-out command (on the dispatcher task).
+    /// Runs one fan-out command (on the dispatcher task or a lane).
     pub(crate) async fn run_command(self: &Arc<Self>, cmd: Command) {
         match cmd {
             Command::Broadcast { room, frame, except } => {
@@ -392,21 +435,14 @@ impl Hub {
             }
             Command::Send { socket_id, frame } => self.send_anywhere(&socket_id, frame),
             Command::Emit(ev) => self.emit(ev).await,
-            Command::Flush(done) => {
-                let _ = done.send(());
-            }
             Command::Remote(msg) => self.on_remote(msg).await,
         }
     }
 
     async fn emit(self: &Arc<Self>, ev: Event) {
         self.stats.events_emitted.fetch_add(1, Relaxed);
-        let id = ev.id_text();
         let frame = protocol::event_frame(ev.operation, &ev.collection, &ev.id_json, &ev.doc_json);
-        let mut names = Vec::with_capacity(2 + ev.extra_rooms.len());
-        names.push(format!("collection:{}", ev.collection));
-        names.push(format!("doc:{}:{id}", ev.collection));
-        names.extend(ev.extra_rooms.iter().filter(|r| protocol::valid_room(r)).cloned());
+        let names = ev.rooms();
         if self.distributed() {
             for (i, room) in names.iter().enumerate().take(255) {
                 let msg = Remote::Event {
@@ -470,12 +506,19 @@ impl Hub {
             Some(i) => {
                 let Some(r) = self.rooms.get(&rooms[i]) else { return Vec::new() };
                 let earlier = &rooms[..i];
-                r.for_each(|c| {
-                    let mine = c.rooms.lock();
-                    if !earlier.iter().any(|e| mine.contains(e.as_str())) {
-                        recipients.insert(c.key, c.clone());
+                // Members first, then each socket's rooms, never both locks at once: a join holds
+                // its socket's rooms while it takes the room's write lock, so reading a socket's
+                // rooms under the room's read lock deadlocked against a concurrent join (found by
+                // the soak: a remote event of an authorized collection while sockets joined it).
+                for c in r.members() {
+                    let seen_earlier = {
+                        let mine = c.rooms.lock();
+                        earlier.iter().any(|e| mine.contains(e.as_str()))
+                    };
+                    if !seen_earlier {
+                        recipients.insert(c.key, c);
                     }
-                });
+                }
             }
             None => {
                 for r in rooms.iter().filter_map(|r| self.rooms.get(r)) {
@@ -567,6 +610,8 @@ impl Hub {
         s.largest_room = largest;
         s.uptime_ms = self.now_ms();
         s.backplane = self.backplane().stats();
+        s.pending_commands = self.dispatch.pending() as u64;
+        s.input_bytes = self.input.used() as u64;
         s
     }
 

@@ -3,22 +3,26 @@
 //! Start one with [`Server::start`]; fan out through the returned [`ServerHandle`]; plug app
 //! logic in through [`AppHooks`].
 
+mod accept;
 mod audience;
 mod auth;
 mod backplane;
 mod config;
 mod connection;
+mod dispatch;
 mod error;
 pub mod frame;
 mod hooks;
 mod http;
 mod hub;
 mod outbound;
+mod presence;
 pub mod protocol;
 mod reader;
 mod rooms;
 mod server;
 mod stats;
+mod supervise;
 mod upgrade;
 
 pub use audience::UserList;

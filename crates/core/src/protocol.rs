@@ -24,6 +24,8 @@ pub mod codes {
     pub const HANDLER_FAILED: &str = "handler_failed";
     pub const HANDLER_TIMEOUT: &str = "handler_timeout";
     pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+    /// Client input is over the server's memory budget: the message was not handled; retry.
+    pub const BUSY: &str = "busy";
 }
 
 /// Close codes the server sends.
@@ -35,9 +37,17 @@ pub mod close_codes {
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SLOW_CONSUMER: u16 = 1013;
+    /// Same code as `SLOW_CONSUMER`: "try again later" (the app was too busy to decide).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const AUTH_EXPIRED: u16 = 4001;
     pub const FORBIDDEN: u16 = 4003;
     pub const RATE_LIMITED: u16 = 4008;
+}
+
+/// Close codes an app may ask for: 1000, 1008 (policy violation, which the client SDK treats as
+/// final) and the 3000-4999 range for libraries and apps.
+pub fn app_close_code(code: u16) -> bool {
+    code == close_codes::NORMAL || code == 1008 || (3000..=4999).contains(&code)
 }
 
 /// The fields of a client message the core reads; everything else is left to the app.

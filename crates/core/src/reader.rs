@@ -3,9 +3,77 @@
 //! is incomplete, so an idle socket owns no read buffer at all. (fastwebsockets' reader keeps
 //! 8 KiB per socket for its whole life; we keep its handshake and its unmasking.)
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
 use fastwebsockets::OpCode;
 use tokio::net::tcp::OwnedReadHalf;
+
+/// The server-wide memory budget for client input: bytes of incomplete frames and messages,
+/// and of messages waiting for the app's JS handlers. Every holder takes its share through a
+/// `Held`; a share that would go over the budget is refused (the caller closes or answers busy).
+pub(crate) struct InputBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl InputBudget {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { used: AtomicUsize::new(0), max })
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+
+    /// The budget in bytes.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// An empty share.
+    pub(crate) fn share(self: &Arc<Self>) -> Held {
+        Held { budget: self.clone(), n: 0 }
+    }
+}
+
+/// One holder's share of the `InputBudget`, given back when dropped.
+pub(crate) struct Held {
+    budget: Arc<InputBudget>,
+    n: usize,
+}
+
+impl Held {
+    /// Moves the share to `n` bytes; false (share unchanged) when growing would pass the budget.
+    pub(crate) fn resize(&mut self, n: usize) -> bool {
+        self.resize_within(n, self.budget.max)
+    }
+
+    /// `resize`, growing only while the whole budget stays within `limit` (messages waiting for
+    /// JS may fill half of it, so that half is always left for frames being read).
+    pub(crate) fn resize_within(&mut self, n: usize, limit: usize) -> bool {
+        if n > self.n {
+            let more = n - self.n;
+            let before = self.budget.used.fetch_add(more, Relaxed);
+            if before + more > limit.min(self.budget.max) {
+                self.budget.used.fetch_sub(more, Relaxed);
+                return false;
+            }
+        } else {
+            self.budget.used.fetch_sub(self.n - n, Relaxed);
+        }
+        self.n = n;
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.n, Relaxed);
+    }
+}
 
 /// Bytes read per syscall (into a per-thread buffer, never one kept in a socket's future).
 const READ_CHUNK: usize = 16 * 1024;
@@ -26,6 +94,8 @@ pub(crate) enum ReadError {
     Protocol(&'static str),
     /// A frame larger than the message limit (close 1009).
     TooBig,
+    /// Client input over the server's memory budget (close 1013).
+    OverBudget,
 }
 
 pub(crate) struct FrameReader {
@@ -33,22 +103,30 @@ pub(crate) struct FrameReader {
     /// Bytes of an incomplete frame; empty (no allocation) between frames.
     buf: BytesMut,
     max_payload: usize,
+    /// `buf`'s capacity, taken from the server's input budget.
+    held: Held,
 }
 
 impl FrameReader {
     /// `read_ahead`: bytes the HTTP layer had already read past the handshake.
-    pub(crate) fn new(stream: OwnedReadHalf, read_ahead: Bytes, max_payload: usize) -> Self {
+    pub(crate) fn new(stream: OwnedReadHalf, read_ahead: Bytes, max_payload: usize, held: Held) -> Self {
         let buf = if read_ahead.is_empty() { BytesMut::new() } else { BytesMut::from(&read_ahead[..]) };
-        Self { stream, buf, max_payload }
+        Self { stream, buf, max_payload, held }
     }
 
     /// The next frame. Not cancel-safe across `fill` (one reader task per socket).
     pub(crate) async fn next(&mut self) -> Result<InFrame, ReadError> {
         loop {
-            if let Some(frame) = parse(&mut self.buf, self.max_payload)? {
-                if self.buf.is_empty() {
-                    self.buf = BytesMut::new(); // give the memory back while idle
-                }
+            let parsed = parse(&mut self.buf, self.max_payload)?;
+            if parsed.is_some() && self.buf.is_empty() {
+                self.buf = BytesMut::new(); // give the memory back while idle
+            }
+            // What an incomplete frame pins (parse reserves a whole announced frame) counts.
+            if !self.held.resize(self.buf.capacity()) {
+                self.buf = BytesMut::new();
+                return Err(ReadError::OverBudget);
+            }
+            if let Some(frame) = parsed {
                 return Ok(frame);
             }
             self.fill().await?;

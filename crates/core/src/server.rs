@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use std::net::ToSocketAddrs;
 
@@ -65,15 +62,11 @@ impl Server {
             .next()
             .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
 
-        let mut rt = tokio::runtime::Builder::new_multi_thread();
-        rt.thread_name("realtime-worker").enable_all();
-        if let Some(n) = config.worker_threads.filter(|n| *n > 0) {
-            rt.worker_threads(n);
-        }
-        let runtime = rt.build().map_err(CoreError::Runtime)?;
+        let runtime = build_runtime(config.worker_threads)?;
 
         let instance = config.instance_id.clone().unwrap_or_else(random_instance_id);
-        let (hub, mut commands) = Hub::new(config, hooks, instance, origins);
+        let (hub, commands) = Hub::new(config, hooks, instance, origins);
+        let _ = hub.runtime.set(runtime.handle().clone());
         let stop = Arc::new(Notify::new());
         let bound = {
             let _enter = runtime.enter();
@@ -110,15 +103,20 @@ impl Server {
         let monitoring_addr = monitoring.as_ref().map(|(_, a)| *a);
         let stop_monitoring = Arc::new(Notify::new());
         if let Some((l, _)) = monitoring {
-            runtime.spawn(accept_loop(l, hub.clone(), stop_monitoring.clone(), http::Listener::Monitoring));
+            runtime.spawn(crate::accept::accept_loop(
+                l,
+                hub.clone(),
+                stop_monitoring.clone(),
+                http::Listener::Monitoring,
+            ));
         }
-        let accept = runtime.spawn(accept_loop(listener, hub.clone(), stop.clone(), http::Listener::Main));
-        let dispatcher_hub = hub.clone();
-        runtime.spawn(async move {
-            while let Some(cmd) = commands.recv().await {
-                dispatcher_hub.run_command(cmd).await;
-            }
-        });
+        let accept = runtime.spawn(crate::accept::accept_loop(
+            listener,
+            hub.clone(),
+            stop.clone(),
+            http::Listener::Main,
+        ));
+        runtime.spawn(crate::dispatch::run(hub.clone(), commands));
         Ok(ServerHandle {
             inner: Arc::new(Inner {
                 hub,
@@ -131,6 +129,68 @@ impl Server {
             }),
         })
     }
+}
+
+/// The core's runtime, or an error when the OS will not give it its threads. tokio panics
+/// (instead of failing) when a worker thread is refused (a container's pids limit), and while
+/// unwinding it waits forever for the workers it did start; across the napi boundary the panic
+/// would abort Node. So: first check that the threads can exist at all (all at once, then let
+/// go), and build on a helper thread, so that even a refusal racing the check leaves the
+/// caller with an error after `BUILD_WAIT`, not a hang or an abort.
+fn build_runtime(worker_threads: Option<usize>) -> Result<Runtime> {
+    const BUILD_WAIT: Duration = Duration::from_secs(10);
+    let workers = worker_threads
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let refused = |e: std::io::Error| {
+        CoreError::Runtime(std::io::Error::new(
+            e.kind(),
+            format!("the OS refused a thread for {workers} workers (pids or thread limit? lower workerThreads): {e}"),
+        ))
+    };
+    threads_available(workers + 2).map_err(refused)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("realtime-start".into())
+        .spawn(move || {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.thread_name("realtime-worker").enable_all().worker_threads(workers);
+            let _ = tx.send(rt.build());
+        })
+        .map_err(refused)?;
+    match rx.recv_timeout(BUILD_WAIT) {
+        Ok(built) => built.map_err(CoreError::Runtime),
+        Err(_) => Err(refused(std::io::Error::other("the runtime did not start"))),
+    }
+}
+
+/// Whether `n` more threads can run at once: starts them (small stacks), then lets them end.
+fn threads_available(n: usize) -> std::io::Result<()> {
+    let gate = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+    let mut started = Vec::with_capacity(n);
+    let mut refusal = None;
+    for _ in 0..n {
+        let g = gate.clone();
+        let spawned = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+            let mut open = g.0.lock();
+            while !*open {
+                g.1.wait(&mut open);
+            }
+        });
+        match spawned {
+            Ok(h) => started.push(h),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    *gate.0.lock() = true;
+    gate.1.notify_all();
+    for h in started {
+        let _ = h.join();
+    }
+    refusal.map_or(Ok(()), Err)
 }
 
 /// A listening socket; with `reuse_port`, several processes may listen on the same port.
@@ -153,33 +213,6 @@ fn random_instance_id() -> String {
     );
     h.write_u32(std::process::id());
     format!("{:08x}", h.finish() as u32)
-}
-
-async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<Notify>, on: http::Listener) {
-    loop {
-        let (tcp, remote) = tokio::select! {
-            _ = stop.notified() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| http::handle(hub.clone(), remote, req, on));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades()
-                .await;
-        });
-    }
 }
 
 struct Inner {
@@ -229,8 +262,10 @@ impl ServerHandle {
         &self.inner.hub.instance
     }
 
-    /// Sends `msg` to every socket in `room` except the socket with id `except`.
-    pub fn broadcast(&self, room: &str, msg: &Message, except: Option<&str>) -> Result<()> {
+    /// Sends `msg` to every socket in `room` except the socket with id `except`. `Ok(false)`:
+    /// queued, but the fan-out queue is over half full (await `drained` before sending more).
+    pub fn broadcast(&self, room: &str, msg: &Message, except: Option<&str>) -> Result<bool> {
+        self.check_size(msg.0.len())?;
         self.command(Command::Broadcast {
             room: room.to_string(),
             frame: msg.0.clone(),
@@ -247,20 +282,63 @@ impl ServerHandle {
         if !reachable {
             return Ok(false);
         }
+        self.check_size(msg.0.len())?;
         self.command(Command::Send { socket_id: socket_id.to_string(), frame: msg.0.clone() }).map(|_| true)
     }
 
     /// Delivers a create/update/delete to `collection:<slug>`, `doc:<slug>:<id>` and the
     /// event's extra rooms (each socket once), asking the app's authorize hook when it has one.
-    pub fn emit_event(&self, event: Event) -> Result<()> {
+    /// `Ok(false)`: queued, but the fan-out queue is over half full (await `drained`).
+    pub fn emit_event(&self, event: Event) -> Result<bool> {
+        // The frame adds the envelope's few fields to the doc.
+        self.check_size(event.doc_json.len() + event.id_json.len() + event.collection.len() + 80)?;
         self.command(Command::Emit(event))
     }
 
-    fn command(&self, cmd: Command) -> Result<()> {
-        if self.inner.hub.shutting_down.load(Relaxed) || !self.inner.hub.command(cmd) {
-            return Err(CoreError::Closed);
+    /// A message no socket's queue could ever hold is refused to the app, not turned into
+    /// slow-consumer closes of every recipient.
+    fn check_size(&self, size: usize) -> Result<()> {
+        let max = self.inner.hub.config.max_backpressure;
+        if size > max {
+            return Err(CoreError::TooBig { size, max });
         }
         Ok(())
+    }
+
+    fn command(&self, cmd: Command) -> Result<bool> {
+        let hub = &self.inner.hub;
+        if hub.shutting_down.load(Relaxed) {
+            return Err(CoreError::Closed);
+        }
+        match hub.dispatch.submit(cmd) {
+            Ok(relaxed) => Ok(relaxed),
+            Err(crate::dispatch::Refused::Busy) => {
+                hub.stats.busy_refusals.fetch_add(1, Relaxed);
+                Err(CoreError::Busy)
+            }
+            Err(crate::dispatch::Refused::Closed) => Err(CoreError::Closed),
+        }
+    }
+
+    /// Resolves once the fan-out queue is back under a quarter of its bounds (at once when it
+    /// is): what to await after a call answered `false` or failed with EBUSY.
+    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = self.inner.clone();
+        async move { inner.hub.dispatch.drained().await }
+    }
+
+    /// `drained`, calling `done` when it resolves.
+    pub fn drained_with(&self, done: impl FnOnce() + Send + 'static) {
+        match self.runtime() {
+            Some(rt) => {
+                let wait = self.drained();
+                rt.spawn(async move {
+                    wait.await;
+                    done();
+                });
+            }
+            None => done(),
+        }
     }
 
     /// A socket of this instance by id.
@@ -283,24 +361,32 @@ impl ServerHandle {
         self.inner.hub.members(room)
     }
 
-    /// Members of `room` on every instance (this one's alone without a backplane).
+    /// Members of `room` on every instance (this one's alone without a backplane); during a
+    /// backplane outage, this instance's members only.
     pub fn room_members_everywhere(&self, room: &str) -> impl Future<Output = Vec<Member>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.room_members_with(room, move |members| {
+        self.room_members_with(room, move |members, _partial| {
             let _ = tx.send(members);
         });
         async move { rx.await.unwrap_or_default() }
     }
 
-    /// `room_members_everywhere`, calling `done` with the result.
-    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>) + Send + 'static) {
+    /// `room_members_everywhere`, calling `done` with the members and whether the list is
+    /// partial (the backplane could not be read: this instance's members only).
+    pub fn room_members_with(&self, room: &str, done: impl FnOnce(Vec<Member>, bool) + Send + 'static) {
         let hub = &self.inner.hub;
         match (hub.backplane().members(room), self.runtime()) {
             // fred needs the runtime its clients live on.
             (Some(remote), Some(rt)) => {
-                rt.spawn(async move { done(remote.await) });
+                let (hub, room) = (hub.clone(), room.to_string());
+                rt.spawn(async move {
+                    match remote.await {
+                        Some(all) => done(all, false),
+                        None => done(hub.members(&room), true),
+                    }
+                });
             }
-            _ => done(hub.members(room)),
+            _ => done(hub.members(room), false),
         }
     }
 
@@ -355,24 +441,30 @@ impl ServerHandle {
             if let Some(a) = accept {
                 let _ = a.await;
             }
-            // What the app sent before close() still goes out, ahead of the 1001.
-            let (flushed, wait) = oneshot::channel();
-            if hub.command(Command::Flush(flushed)) {
-                let _ = tokio::time::timeout(hub.config.shutdown_timeout, wait).await;
+            // One deadline for everything: what the app sent before close() is fanned out and
+            // flushed to each socket ahead of its 1001 while time remains; at the deadline what
+            // is still queued is dropped and the 1001 goes out right after the frame on the wire.
+            let deadline = Instant::now() + hub.config.shutdown_timeout;
+            let _ = tokio::time::timeout_at(deadline.into(), hub.dispatch.wait_until(0)).await;
+            // Sockets still being upgraded count in `slots`; they close 1001 once registered.
+            while hub.slots.load(Relaxed) > 0 && Instant::now() < deadline {
+                for c in hub.all_conns() {
+                    c.close(close_codes::GOING_AWAY, "server shutting down", false);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             for c in hub.all_conns() {
-                c.close(close_codes::GOING_AWAY, "server shutting down", false);
+                c.close(close_codes::GOING_AWAY, "server shutting down", true);
             }
-            let deadline = Instant::now() + hub.config.shutdown_timeout;
-            while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let grace = Instant::now() + hub.config.close_timeout;
+            while hub.slots.load(Relaxed) > 0 && Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             for c in hub.all_conns() {
                 c.kill();
             }
-            while hub.stats.connections.load(Relaxed) > 0
-                && Instant::now() < deadline + Duration::from_secs(1)
-            {
+            let gone = Instant::now() + Duration::from_secs(1);
+            while hub.stats.connections.load(Relaxed) > 0 && Instant::now() < gone {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             hub.backplane().shutdown().await;

@@ -59,6 +59,18 @@ pub(crate) struct Stats {
     pub events_emitted: AtomicU64,
     pub deliveries: AtomicU64,
     pub unauthorized_skips: AtomicU64,
+    /// Panics caught in one unit of work (a command, a message) of a long-lived task.
+    pub panics: AtomicU64,
+    /// Required long-lived tasks not running now (`/healthz` answers 503 while > 0).
+    pub tasks_down: AtomicU64,
+    /// App sends refused with EBUSY: the fan-out queue was full.
+    pub busy_refusals: AtomicU64,
+    /// Sockets closed because client input went over the global memory budget.
+    pub input_budget_closes: AtomicU64,
+    /// Client messages refused with `busy` (too many waiting for the JS thread).
+    pub busy_messages: AtomicU64,
+    /// Idle HTTP connections dropped to accept new ones when out of file descriptors.
+    pub idle_sheds: AtomicU64,
     /// Auth cookies ignored because the upgrade's Origin was not trusted.
     pub untrusted_cookies: AtomicU64,
 }
@@ -118,6 +130,22 @@ pub struct StatsSnapshot {
     pub events_emitted: u64,
     pub deliveries: u64,
     pub unauthorized_skips: u64,
+    /// Panics caught and survived (each one message or command lost, logged).
+    pub panics: u64,
+    /// Required background tasks down now (`/healthz` is 503 while > 0).
+    pub tasks_down: u64,
+    /// `emitEvent`/`broadcastToRoom`/`sendToSocket` calls refused with EBUSY (queue full).
+    pub busy_refusals: u64,
+    /// Fan-out commands queued and not yet run.
+    pub pending_commands: u64,
+    /// Sockets closed 1013 because client input went over `maxInputBytes`.
+    pub input_budget_closes: u64,
+    /// Client messages answered `busy` (too many waiting for the JS thread).
+    pub busy_messages: u64,
+    /// Bytes of client input held now (partial messages, messages waiting for JS).
+    pub input_bytes: u64,
+    /// Idle HTTP connections dropped to accept new ones when out of file descriptors.
+    pub idle_sheds: u64,
     /// Auth cookies ignored because the upgrade's Origin was not trusted.
     pub untrusted_cookies: u64,
     pub uptime_ms: u64,
@@ -160,6 +188,12 @@ impl Stats {
             events_emitted: g(&self.events_emitted),
             deliveries: g(&self.deliveries),
             unauthorized_skips: g(&self.unauthorized_skips),
+            panics: g(&self.panics),
+            tasks_down: g(&self.tasks_down),
+            busy_refusals: g(&self.busy_refusals),
+            input_budget_closes: g(&self.input_budget_closes),
+            busy_messages: g(&self.busy_messages),
+            idle_sheds: g(&self.idle_sheds),
             untrusted_cookies: g(&self.untrusted_cookies),
             ..Default::default()
         }
@@ -193,6 +227,24 @@ impl StatsSnapshot {
             self.slow_consumer_closes,
         );
         metric("rate_limited_total", "counter", "Messages dropped by the rate limit.", self.rate_limited);
+        metric("panics_total", "counter", "Panics caught in one message or command.", self.panics);
+        metric("tasks_down", "gauge", "Required background tasks not running.", self.tasks_down);
+        metric("busy_refusals_total", "counter", "App sends refused (queue full).", self.busy_refusals);
+        metric("pending_commands", "gauge", "Fan-out commands not yet run.", self.pending_commands);
+        metric(
+            "input_budget_closes_total",
+            "counter",
+            "Sockets closed 1013 over the client input memory budget.",
+            self.input_budget_closes,
+        );
+        metric("busy_messages_total", "counter", "Client messages answered busy.", self.busy_messages);
+        metric("input_bytes", "gauge", "Client input bytes held.", self.input_bytes);
+        metric(
+            "idle_sheds_total",
+            "counter",
+            "Idle HTTP connections dropped when out of file descriptors.",
+            self.idle_sheds,
+        );
         metric(
             "rate_limit_closes_total",
             "counter",
@@ -273,6 +325,13 @@ impl StatsSnapshot {
             b.dropped,
         );
         metric("backplane_reconnects_total", "counter", "Reconnections to Redis.", b.reconnects);
+        metric("backplane_invalid_total", "counter", "Malformed envelopes dropped.", b.invalid);
+        metric(
+            "backplane_lost_total",
+            "counter",
+            "Messages of other instances that never arrived (sequence gaps).",
+            b.lost,
+        );
         metric(
             "backplane_subscribed_rooms",
             "gauge",

@@ -175,6 +175,12 @@ pub(crate) async fn admit<B>(
     let headers = header_list(req, &cfg.auth_cookie);
     let mut info = UpgradeInfo { url, origin, remote, headers, credential: None };
     let unauthorized = || refuse(StatusCode::UNAUTHORIZED, Refusal::Auth, "missing or invalid credentials");
+    // A hook that did not answer in time says nothing about the credentials: a busy event loop
+    // must not look like a bad token (401/403 make clients give up), so it is a retryable 503.
+    let late = || {
+        hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+        refuse(StatusCode::SERVICE_UNAVAILABLE, Refusal::Capacity, "the app did not answer in time; retry")
+    };
     let mut user = None;
     // A non-JWT `Authorization` (another scheme, an API key) the app did not resolve: the next
     // source (the cookie) may still authenticate, as with Payload's strategies; alone it is a 401.
@@ -191,8 +197,10 @@ pub(crate) async fn admit<B>(
             match hub.verifier.verify(&c.token) {
                 Ok(claims) => {
                     if let Some(check) = hub.hooks.validate_session(&claims) {
-                        if !timeout(cfg.hook_timeout, check).await.unwrap_or(false) {
-                            return Err(release(unauthorized()));
+                        match timeout(cfg.hook_timeout, check).await {
+                            Ok(true) => {}
+                            Ok(false) => return Err(release(unauthorized())),
+                            Err(_) => return Err(release(late())),
                         }
                     }
                     user = Some(claims)
@@ -209,7 +217,11 @@ pub(crate) async fn admit<B>(
                 _ => c.token,
             });
             let resolved = match hub.hooks.resolve_credentials(&info) {
-                Some(fut) => Some(timeout(cfg.hook_timeout, fut).await.ok().flatten()),
+                // Late is not a refusal: 503 (retry), like the other upgrade hooks.
+                Some(fut) => match timeout(cfg.hook_timeout, fut).await {
+                    Ok(u) => Some(u),
+                    Err(_) => return Err(release(late())),
+                },
                 None => None,
             };
             info.credential = None;
@@ -228,8 +240,16 @@ pub(crate) async fn admit<B>(
         return Err(release(unauthorized()));
     }
     if let Some(fut) = hub.hooks.verify_client(&info) {
-        if !timeout(cfg.hook_timeout, fut).await.unwrap_or(false) {
-            return Err(release(refuse(StatusCode::FORBIDDEN, Refusal::Verify, "refused by verifyClient")));
+        match timeout(cfg.hook_timeout, fut).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(release(refuse(
+                    StatusCode::FORBIDDEN,
+                    Refusal::Verify,
+                    "refused by verifyClient",
+                )))
+            }
+            Err(_) => return Err(release(late())),
         }
     }
     Ok(Admitted { user, protocol: choose_protocol(hub, req), info })

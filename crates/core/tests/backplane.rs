@@ -140,19 +140,6 @@ async fn emit_until_delivered(
     t0.elapsed()
 }
 
-/// Polls an async condition.
-async fn eventually_async<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sends_disconnects_broadcasts_and_presence_across_instances() {
     let Some(redis) = Redis::shared_or_spawned().await else { return };

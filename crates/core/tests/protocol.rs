@@ -346,6 +346,7 @@ async fn presence_events_in_enabled_rooms() {
     let cfg = ServerConfig {
         presence_events: vec!["room:chat:*".into()],
         room_patterns: vec!["*".into()],
+        presence_interval: Duration::from_millis(100),
         ..config()
     };
     let s = start(cfg, Arc::new(NoHooks));
@@ -357,10 +358,22 @@ async fn presence_events_in_enabled_rooms() {
     let idb = b.welcome().await["socketId"].clone();
     b.send_json(json!({"type":"join-room","room":"chat:1"})).await;
     b.recv_type("joined").await;
+    // a's own join went out at once (to nobody else); b's, within the interval, is merged.
     let p = a.recv_type("presence").await;
-    assert_eq!(p, json!({"type":"presence","room":"room:chat:1","joined":{"socketId": idb, "userId": 3}}));
+    assert_eq!(
+        p,
+        json!({"type":"presence","room":"room:chat:1","joined":[{"socketId": idb, "userId": 3}],"left":[]})
+    );
     drop(b);
-    assert_eq!(a.recv_type("presence").await["left"]["socketId"], idb);
+    assert_eq!(a.recv_type("presence").await["left"][0]["socketId"], idb);
+    // A quiet room's next change goes out at once, in the single-change shape.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let mut d = Client::connect(s.port()).await;
+    let idd = d.welcome().await["socketId"].clone();
+    d.send_json(json!({"type":"join-room","room":"chat:1"})).await;
+    d.recv_type("joined").await;
+    let p = a.recv_type("presence").await;
+    assert_eq!(p, json!({"type":"presence","room":"room:chat:1","joined":{"socketId": idd, "userId": null}}));
     // Rooms not enabled stay quiet.
     a.send_json(json!({"type":"join-room","room":"other"})).await;
     a.recv_type("joined").await;

@@ -61,6 +61,11 @@ pub struct BackplaneStats {
     pub received: u64,
     /// Messages not published (Redis down, queue full) or lost by a lagging receiver.
     pub dropped: u64,
+    /// Envelopes refused as malformed (bad shape, frame, size or origin); never delivered.
+    pub invalid: u64,
+    /// Messages other instances published on channels this one listens to that never arrived
+    /// (gaps in their per-channel sequence numbers, e.g. while reconnecting after a Redis fault).
+    pub lost: u64,
     pub reconnects: u64,
     pub subscribed_rooms: u64,
     /// Cluster topology changes seen (each re-issues the sharded subscriptions).
@@ -79,8 +84,9 @@ pub(crate) trait Backplane: Send + Sync + 'static {
     fn publish_all(&self, origin: &str, msg: &Remote);
     /// A socket joined (`true`) or left a room, for cluster-wide presence.
     fn presence(&self, room: &str, member: &Member, on: bool);
-    /// Members of `room` on every instance; `None` when there are no other instances.
-    fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>>;
+    /// Members of `room` on every instance; `None` when there are no other instances. The
+    /// future yields `None` when the shared view cannot be read (an outage).
+    fn members(&self, room: &str) -> Option<BoxFuture<Option<Vec<Member>>>>;
     /// Resolves once the room subscriptions asked for so far are in place (or failed); `None`:
     /// nothing to wait for.
     fn settled(&self) -> Option<BoxFuture<()>> {
@@ -100,7 +106,7 @@ impl Backplane for Local {
     fn publish_instance(&self, _instance: &str, _origin: &str, _msg: &Remote) {}
     fn publish_all(&self, _origin: &str, _msg: &Remote) {}
     fn presence(&self, _room: &str, _member: &Member, _on: bool) {}
-    fn members(&self, _room: &str) -> Option<BoxFuture<Vec<Member>>> {
+    fn members(&self, _room: &str) -> Option<BoxFuture<Option<Vec<Member>>>> {
         None
     }
     fn stats(&self) -> BackplaneStats {
@@ -111,7 +117,20 @@ impl Backplane for Local {
     }
 }
 
-const VERSION: u8 = 1;
+/// 2: a per-channel sequence number follows the version (receivers count gaps as `lost`).
+const VERSION: u8 = 2;
+
+/// Where the sequence number sits in an encoded envelope.
+const SEQ_AT: std::ops::Range<usize> = 1..9;
+
+/// Writes the channel's sequence number into an encoded envelope (in place when not shared).
+pub(crate) fn with_seq(payload: Bytes, seq: u64) -> Bytes {
+    let mut b = payload.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    if b.len() >= SEQ_AT.end {
+        b[SEQ_AT].copy_from_slice(&seq.to_be_bytes());
+    }
+    b.freeze()
+}
 
 fn put_str8(b: &mut BytesMut, s: &str) {
     let s = &s.as_bytes()[..s.len().min(255)];
@@ -157,10 +176,12 @@ fn op_byte(op: Operation) -> u8 {
 }
 
 impl Remote {
-    /// `[version][kind][origin]…[frame]`.
+    /// `[version][seq][kind][origin]…[frame]`; the sequence number (0 here) is set by the
+    /// publisher, per channel, with `with_seq`.
     pub(crate) fn encode(&self, origin: &str) -> Bytes {
         let mut b = BytesMut::with_capacity(64 + self.frame_len());
         b.put_u8(VERSION);
+        b.put_u64(0);
         match self {
             Remote::Room { room, except, frame } => {
                 b.put_u8(1);
@@ -214,11 +235,40 @@ impl Remote {
         }
     }
 
-    /// (origin, message); `None` for anything malformed or of another version.
-    pub(crate) fn decode(mut b: Bytes) -> Option<(String, Remote)> {
-        if b.remaining() < 2 || b.get_u8() != VERSION {
+    /// (origin, message); `None` for anything malformed or of another version, and for anything
+    /// that would not be safe to hand to a socket: every envelope comes from outside the
+    /// process (anyone who can PUBLISH on the channel), so its frame must be one whole data
+    /// frame of at most `max_frame` payload bytes, its origin an instance id, its rooms valid
+    /// room names and its close codes ones an app may use.
+    pub(crate) fn decode(b: Bytes, max_frame: usize) -> Option<(String, u64, Remote)> {
+        let (origin, seq, msg) = Self::parse(b)?;
+        let valid_origin = !origin.is_empty()
+            && origin.len() <= 64
+            && origin.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
+        let ok = valid_origin
+            && match &msg {
+                Remote::Room { room, frame, .. } => {
+                    crate::protocol::valid_room(room) && crate::frame::is_data_frame(frame, max_frame)
+                }
+                Remote::Event { collection, rooms, frame, .. } => {
+                    !collection.is_empty()
+                        && rooms.iter().all(|r| crate::protocol::valid_room(r))
+                        && frame.first() == Some(&(0x80 | crate::frame::OP_TEXT))
+                        && crate::frame::is_data_frame(frame, max_frame)
+                }
+                Remote::Socket { frame, .. } => crate::frame::is_data_frame(frame, max_frame),
+                Remote::DisconnectUser { code, .. } | Remote::DisconnectSession { code, .. } => {
+                    crate::protocol::app_close_code(*code)
+                }
+            };
+        ok.then_some((origin, seq, msg))
+    }
+
+    fn parse(mut b: Bytes) -> Option<(String, u64, Remote)> {
+        if b.remaining() < 10 || b.get_u8() != VERSION {
             return None;
         }
+        let seq = b.get_u64();
         let kind = b.get_u8();
         let origin = get_str8(&mut b)?;
         let msg = match kind {
@@ -275,7 +325,7 @@ impl Remote {
             }
             _ => return None,
         };
-        Some((origin, msg))
+        Some((origin, seq, msg))
     }
 }
 
@@ -291,23 +341,24 @@ mod tests {
                 except: Some("a-1".into()),
                 frame: Bytes::from_static(b"\x81\x02{}"),
             },
-            Remote::Room { room: "r".into(), except: None, frame: Bytes::new() },
+            Remote::Room { room: "r".into(), except: None, frame: Bytes::from_static(b"\x82\x00") },
             Remote::Event {
                 operation: Operation::Delete,
                 collection: "posts".into(),
                 id_json: "\"x\"".into(),
                 rooms: vec!["collection:posts".into(), "doc:posts:x".into()],
                 index: 1,
-                frame: Bytes::from_static(b"frame"),
+                frame: Bytes::from_static(b"\x81\x02{}"),
             },
-            Remote::Socket { socket_id: "b-2".into(), frame: Bytes::from_static(b"f") },
+            Remote::Socket { socket_id: "b-2".into(), frame: Bytes::from_static(b"\x81\x01f") },
             Remote::DisconnectUser { id: "7".into(), collection: None, code: 4001 },
             Remote::DisconnectUser { id: "7".into(), collection: Some("users".into()), code: 4003 },
             Remote::DisconnectSession { sid: "s".into(), code: 4001 },
         ];
         for m in msgs {
-            let (origin, back) = Remote::decode(m.encode("inst")).expect("decodes");
-            assert_eq!(origin, "inst");
+            let (origin, seq, back) =
+                Remote::decode(with_seq(m.encode("inst"), 7), 1 << 20).expect("decodes");
+            assert_eq!((origin.as_str(), seq), ("inst", 7));
             assert_eq!(back, m);
         }
     }
@@ -315,7 +366,7 @@ mod tests {
     #[test]
     fn garbage_is_refused() {
         for bad in [&b""[..], b"\x02\x01", b"\x01\x09\x00", b"\x01\x02\x01a\x07", b"\x01\x01\xffab"] {
-            assert!(Remote::decode(Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
+            assert!(Remote::decode(Bytes::copy_from_slice(bad), 1 << 20).is_none(), "{bad:?}");
         }
         let e = Remote::Event {
             operation: Operation::Create,
@@ -323,12 +374,32 @@ mod tests {
             id_json: "1".into(),
             rooms: vec!["a".into()],
             index: 0,
-            frame: Bytes::new(),
+            frame: Bytes::from_static(b"\x81\x00"),
         };
+        assert!(Remote::decode(e.encode("o"), 1 << 20).is_some());
         let mut raw = e.encode("o").to_vec();
-        // From the end: room "a" (3 bytes), the room count (1), then the index.
-        let at = raw.len() - 5;
+        // From the end: the frame (2 bytes), room "a" (3 bytes), the room count (1), the index.
+        let at = raw.len() - 7;
         raw[at] = 5; // an index past the room list
-        assert!(Remote::decode(Bytes::from(raw)).is_none());
+        assert!(Remote::decode(Bytes::from(raw), 1 << 20).is_none());
+        // Well-formed envelopes with hostile contents.
+        let room = |frame: &'static [u8]| Remote::Room {
+            room: "r".into(),
+            except: None,
+            frame: Bytes::from_static(frame),
+        };
+        for (m, origin) in [
+            (room(b"\x88\x02\x0f\xa0"), "o"),
+            (room(b"\x81\x02{}"), ""),
+            (room(b"\x81\x02{}"), "a b"),
+            (room(b"\x81\x04{}"), "o"),
+            (Remote::DisconnectUser { id: "1".into(), collection: None, code: 1005 }, "o"),
+            (Remote::DisconnectSession { sid: "s".into(), code: 2000 }, "o"),
+            (Remote::Socket { socket_id: "x".into(), frame: Bytes::from_static(b"\x89\x00") }, "o"),
+        ] {
+            assert!(Remote::decode(m.encode(origin), 1 << 20).is_none(), "{m:?} from {origin:?}");
+        }
+        let big = Remote::Socket { socket_id: "x".into(), frame: crate::frame::text(&[b'a'; 100]) };
+        assert!(Remote::decode(big.encode("o"), 99).is_none(), "over the size budget");
     }
 }

@@ -83,6 +83,8 @@ struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
+    invalid: AtomicU64,
+    lost: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
     topology_changes: AtomicU64,
@@ -100,6 +102,8 @@ pub(crate) struct RedisBackplane {
     sub_tx: mpsc::UnboundedSender<Sub>,
     presence_tx: mpsc::Sender<Presence>,
     counters: Arc<Counters>,
+    /// Last sequence number seen per subscribed channel and origin (gaps are `lost`).
+    seen: parking_lot::Mutex<HashMap<String, HashMap<String, u64>>>,
     stopped: Arc<AtomicBool>,
     stop: Arc<Notify>,
     started: Instant,
@@ -156,6 +160,7 @@ impl RedisBackplane {
             sub_tx,
             presence_tx,
             counters: Arc::new(Counters::default()),
+            seen: parking_lot::Mutex::new(HashMap::new()),
             stopped: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(Notify::new()),
             started: Instant::now(),
@@ -244,12 +249,22 @@ impl RedisBackplane {
 
     async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Bytes)>) {
         let mut batch = Vec::with_capacity(BATCH);
+        // Per channel, so a receiver can tell a gap on the channels it listens to. Bounded: past
+        // SEQ_CHANNELS the map starts over, which receivers read as a restart, not as losses.
+        const SEQ_CHANNELS: usize = 100_000;
+        let mut seqs: HashMap<String, u64> = HashMap::new();
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             let n = batch.len() as u64;
             // Fail-fast commands: while Redis is down they fail at once (or within the 1 s
             // timeout if the connection has not noticed yet); nothing is kept for later.
             let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
             for (channel, payload) in batch.drain(..) {
+                if seqs.len() >= SEQ_CHANNELS && !seqs.contains_key(&channel) {
+                    seqs.clear();
+                }
+                let seq = seqs.entry(channel.clone()).or_insert(0);
+                *seq += 1;
+                let payload = super::with_seq(payload, *seq);
                 let queued = if self.cluster {
                     pipe.spublish::<(), _, _>(channel, payload).await
                 } else {
@@ -352,6 +367,13 @@ impl RedisBackplane {
                         }
                     }
                     if !add.is_empty() || !del.is_empty() {
+                        // Not listening in between is not a loss: count gaps from the next message.
+                        {
+                            let mut seen = self.seen.lock();
+                            for c in add.iter().chain(del.iter()) {
+                                seen.remove(c);
+                            }
+                        }
                         // Disconnected: nothing to send now; the resync after reconnecting covers it.
                         if !self.subscriber.is_connected() {
                             synced = false;
@@ -415,18 +437,33 @@ impl RedisBackplane {
     }
 
     async fn receive_loop(self: Arc<Self>, hub: Weak<Hub>) {
+        let Some(h) = hub.upgrade() else { return };
+        let _up = RequiredTask { hub: Arc::downgrade(&h), stopped: self.stopped.clone() };
+        drop(h);
         let mut rx = self.subscriber.message_rx();
         loop {
             match rx.recv().await {
                 Ok(msg) => {
-                    let Some(bytes) = msg.value.as_bytes().map(Bytes::copy_from_slice) else { continue };
-                    let Some((origin, remote)) = Remote::decode(bytes) else { continue };
+                    let Some(hub) = hub.upgrade() else { return };
+                    let decoded = msg
+                        .value
+                        .as_bytes()
+                        .map(Bytes::copy_from_slice)
+                        .and_then(|b| Remote::decode(b, hub.config.max_backpressure));
+                    let Some((origin, seq, remote)) = decoded else {
+                        self.counters.invalid.fetch_add(1, Relaxed);
+                        self.warn("malformed envelope on a backplane channel; dropped");
+                        continue;
+                    };
                     if origin == self.instance {
                         continue; // our own message coming back: delivered locally already
                     }
                     self.counters.received.fetch_add(1, Relaxed);
-                    let Some(hub) = hub.upgrade() else { return };
-                    hub.command(Command::Remote(remote));
+                    self.note_seq(&msg.channel, &origin, seq);
+                    if hub.dispatch.submit(Command::Remote(remote)).is_err() {
+                        self.counters.dropped.fetch_add(1, Relaxed);
+                        self.warn("fan-out queue full; remote messages dropped");
+                    }
                 }
                 Err(RecvError::Lagged(n)) => {
                     self.counters.dropped.fetch_add(n, Relaxed);
@@ -440,6 +477,27 @@ impl RedisBackplane {
                     rx = self.subscriber.message_rx();
                 }
             }
+        }
+    }
+
+    /// Counts the messages of `origin` on `channel` that never arrived (a gap in its sequence).
+    /// A sequence that goes back is a restart of the origin (or of its numbering), not a loss.
+    fn note_seq(&self, channel: &str, origin: &str, seq: u64) {
+        let mut seen = self.seen.lock();
+        let last = seen.entry(channel.to_string()).or_default().entry(origin.to_string()).or_insert(0);
+        if *last != 0 && seq > *last + 1 {
+            let gap = seq - *last - 1;
+            self.counters.lost.fetch_add(gap, Relaxed);
+            drop(seen);
+            self.warn("messages from another instance never arrived (counted in lost)");
+            return self.set_seen(channel, origin, seq);
+        }
+        *last = seq;
+    }
+
+    fn set_seen(&self, channel: &str, origin: &str, seq: u64) {
+        if let Some(m) = self.seen.lock().get_mut(channel) {
+            m.insert(origin.to_string(), seq);
         }
     }
 
@@ -497,6 +555,25 @@ impl RedisBackplane {
     }
 }
 
+/// Reports the receiver down (`/healthz` 503) if it ends before shutdown.
+struct RequiredTask {
+    hub: Weak<Hub>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for RequiredTask {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            let stopping = self.stopped.load(Relaxed) || hub.shutting_down.load(Relaxed);
+            let _ = crate::supervise::Required {
+                stats: &hub.stats,
+                name: "backplane receiver",
+                stopping: &AtomicBool::new(stopping),
+            };
+        }
+    }
+}
+
 /// Names of this instance's keys (what `members` needs without the whole backplane).
 struct Keys {
     prefix: String,
@@ -504,10 +581,11 @@ struct Keys {
 }
 
 /// Members of `room` on live instances; entries of dead instances are removed on the way.
-async fn lookup_members(publisher: Client, keys: Keys, room: String) -> Vec<Member> {
+/// `None` when Redis cannot be read (fails fast during an outage).
+async fn lookup_members(publisher: Client, keys: Keys, room: String) -> Option<Vec<Member>> {
     let key = format!("{}:p:{room}", keys.prefix);
     let alive_key = |i: &str| format!("{}:alive:{i}", keys.prefix);
-    let entries: HashMap<String, String> = publisher.hgetall(&key).await.unwrap_or_default();
+    let entries: HashMap<String, String> = publisher.with_options(&fail_fast()).hgetall(&key).await.ok()?;
     let mut alive: HashMap<String, bool> = HashMap::new();
     alive.insert(keys.instance.clone(), true);
     let mut out = Vec::with_capacity(entries.len());
@@ -534,7 +612,7 @@ async fn lookup_members(publisher: Client, keys: Keys, room: String) -> Vec<Memb
     if !dead.is_empty() {
         let _ = publisher.hdel::<(), _, _>(&key, dead).await;
     }
-    out
+    Some(out)
 }
 
 impl Backplane for RedisBackplane {
@@ -569,7 +647,7 @@ impl Backplane for RedisBackplane {
         }
     }
 
-    fn members(&self, room: &str) -> Option<BoxFuture<Vec<Member>>> {
+    fn members(&self, room: &str) -> Option<BoxFuture<Option<Vec<Member>>>> {
         let keys = Keys { prefix: self.prefix.clone(), instance: self.instance.clone() };
         Some(Box::pin(lookup_members(self.publisher.clone(), keys, room.to_string())))
     }
@@ -601,6 +679,8 @@ impl Backplane for RedisBackplane {
             published: c.published.load(Relaxed),
             received: c.received.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
+            invalid: c.invalid.load(Relaxed),
+            lost: c.lost.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
             topology_changes: c.topology_changes.load(Relaxed),

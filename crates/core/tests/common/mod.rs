@@ -25,6 +25,13 @@ pub const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 /// Generous: the machines here are shared and have 2 cores.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The path of one of the core's examples (`cargo test` builds them beside the test binaries).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+}
+
 /// A server on a free loopback port.
 pub fn start(mut config: ServerConfig, hooks: Arc<dyn AppHooks>) -> ServerHandle {
     config.host = "127.0.0.1".into();
@@ -164,6 +171,11 @@ impl Client {
     pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
         let f = masked_frame(fin, opcode, payload);
         let _ = self.stream.write_all(&f).await;
+    }
+
+    /// Writes raw bytes (a hand-made or cut frame).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
     }
 
     /// Sends text messages in one write, so the server reads them as one burst.
@@ -307,6 +319,19 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Polls an async condition (bounded by `WAIT`).
+pub async fn eventually_async<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 type Handler = Arc<dyn Fn(SocketRef, Value) -> BoxFuture<HandlerOutcome> + Send + Sync>;
 
 /// Hooks whose behaviour each test sets.
@@ -327,6 +352,10 @@ pub struct TestHooks {
     pub authorize_calls: Mutex<Vec<(String, usize)>>,
     /// Per authorize call: the list's id and each user as "id exp" ("-" when anonymous).
     pub authorize_lists: Mutex<Vec<(u64, Vec<String>)>>,
+    /// How long each authorize call takes (a slow app hook).
+    pub authorize_delay: Mutex<Duration>,
+    /// How long verify, session and open hooks take to answer (a busy JS thread).
+    pub hook_delay: Mutex<Duration>,
     /// When set, the whole authorize answer (views of the document) instead of `authorize`'s booleans.
     pub authorize_views: Mutex<Option<Arc<dyn Fn(&UserList) -> Verdicts + Send + Sync>>>,
     pub closed: AtomicUsize,
@@ -347,7 +376,11 @@ impl AppHooks for TestHooks {
         self.seen.lock().push(info.clone());
         let f = self.verify.lock().clone()?;
         let ok = f(info);
-        Some(Box::pin(async move { ok }))
+        let delay = *self.hook_delay.lock();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ok
+        }))
     }
     fn resolve_credentials(&self, info: &UpgradeInfo) -> Option<BoxFuture<Option<UserClaims>>> {
         let f = self.resolve.lock().clone()?;
@@ -357,12 +390,20 @@ impl AppHooks for TestHooks {
     fn validate_session(&self, user: &UserClaims) -> Option<BoxFuture<bool>> {
         let f = self.session.lock().clone()?;
         let ok = f(user);
-        Some(Box::pin(async move { ok }))
+        let delay = *self.hook_delay.lock();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ok
+        }))
     }
     fn on_open(&self, socket: &SocketRef, _info: &UpgradeInfo) -> Option<BoxFuture<bool>> {
         let f = self.on_open.lock().clone()?;
         let ok = f(socket);
-        Some(Box::pin(async move { ok }))
+        let delay = *self.hook_delay.lock();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ok
+        }))
     }
     fn has_handler(&self, kind: &str) -> bool {
         self.handlers.lock().contains_key(kind)
@@ -400,7 +441,13 @@ impl AppHooks for TestHooks {
             return Box::pin(async move { v });
         }
         let v: Vec<bool> = users.users.iter().map(|u| f(u.as_deref())).collect();
-        Box::pin(async move { v.into() })
+        let delay = *self.authorize_delay.lock();
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            v.into()
+        })
     }
     fn on_close(&self, _socket_id: &str) {
         self.closed.fetch_add(1, Ordering::SeqCst);

@@ -90,6 +90,11 @@ impl Redis {
         a
     }
 
+    /// The URL instances connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// A channel or key name under this Redis's prefix.
     pub fn name(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
@@ -128,8 +133,14 @@ impl Redis {
         self.try_cmd(args).await.expect("redis answers")
     }
 
+    /// A command whose arguments are arbitrary bytes (hostile PUBLISH payloads).
+    pub async fn cmd_bytes(&self, args: &[&[u8]]) -> Resp {
+        resp(&self.host, self.port, self.password.as_deref(), args).await.expect("redis answers")
+    }
+
     async fn try_cmd(&self, args: &[&str]) -> std::io::Result<Resp> {
-        resp(&self.host, self.port, self.password.as_deref(), args).await
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        resp(&self.host, self.port, self.password.as_deref(), &args).await
     }
 }
 
@@ -263,11 +274,11 @@ impl Resp {
 }
 
 /// Sends one command on a fresh connection (after AUTH when a password is given) and reads the reply.
-async fn resp(host: &str, port: u16, password: Option<&str>, args: &[&str]) -> std::io::Result<Resp> {
+async fn resp(host: &str, port: u16, password: Option<&str>, args: &[&[u8]]) -> std::io::Result<Resp> {
     let s = TcpStream::connect((host, port)).await?;
     let mut r = BufReader::new(s);
     if let Some(p) = password {
-        r.get_mut().write_all(&encode(&["AUTH", p])).await?;
+        r.get_mut().write_all(&encode(&[b"AUTH", p.as_bytes()])).await?;
         if let Resp::Error(e) = read_resp(&mut r).await? {
             return Err(std::io::Error::other(format!("AUTH: {e}")));
         }
@@ -276,12 +287,14 @@ async fn resp(host: &str, port: u16, password: Option<&str>, args: &[&str]) -> s
     read_resp(&mut r).await
 }
 
-fn encode(args: &[&str]) -> Vec<u8> {
-    let mut req = format!("*{}\r\n", args.len());
+fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
-        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a);
+        req.extend_from_slice(b"\r\n");
     }
-    req.into_bytes()
+    req
 }
 
 fn read_resp<'a>(
@@ -326,9 +339,7 @@ pub struct Node {
 }
 
 fn node_binary() -> PathBuf {
-    // target/<profile>/deps/<test> -> target/<profile>/examples/backplane_node
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join("backplane_node")
+    super::example_binary("backplane_node")
 }
 
 impl Node {
