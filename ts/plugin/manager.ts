@@ -912,7 +912,10 @@ export async function initUWebSocket(portOrOptions: number | ServerOptions = {})
     )
   }
   if (typeof portOrOptions === 'number') checkInt('port', portOrOptions, 0, 65535)
-  else checkOptions(portOrOptions)
+  else if (portOrOptions === null || typeof portOrOptions !== 'object') checkOptions(portOrOptions)
+  // Checked in the native forms, after other servers' forms (Infinity, 0 = off, path arrays,
+  // RegExp origins; compat/options.ts) are translated, so those stay accepted.
+  else checkOptions(normalizeServerOptions(portOrOptions) as ServerOptions)
   const options: ServerOptions =
     typeof portOrOptions === 'number' ? { port: portOrOptions } : { ...portOrOptions }
   const port = options.port ?? 3002
