@@ -6,7 +6,13 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { postgresAdapter } from '@payloadcms/db-postgres'
-import { createPostgresDatabase, createUser, startPayload, testCollections } from './helpers/payload.mjs'
+import {
+  createPostgresDatabase,
+  createUser,
+  lateFailurePlugin,
+  startPayload,
+  testCollections,
+} from './helpers/payload.mjs'
 
 const pages = {
   slug: 'pages',
@@ -14,27 +20,6 @@ const pages = {
   versions: { drafts: { autosave: true } },
   fields: [{ name: 'title', type: 'text' }],
 }
-
-// A plugin placed after ours whose afterChange throws: the write rolls back after our hook ran.
-const lateFailure = (config) => ({
-  ...config,
-  collections: config.collections.map((c) =>
-    c.slug !== 'posts'
-      ? c
-      : {
-          ...c,
-          hooks: {
-            ...c.hooks,
-            afterChange: [
-              ...(c.hooks?.afterChange ?? []),
-              ({ doc }) => {
-                if (doc.title === 'explode-late') throw new Error('late hook failure')
-              },
-            ],
-          },
-        },
-  ),
-})
 
 // A nested write: creating a post titled `nested` creates a note inside the same request.
 const nestedHook = {
@@ -70,7 +55,7 @@ for (const adapter of ADAPTERS) {
         transactions: adapter.transactions,
         collections: [...testCollections(), pages],
         hooks: { posts: nestedHook },
-        plugins: [lateFailure],
+        plugins: [lateFailurePlugin],
         realtime: { collections: { posts: {}, notes: {}, pages: {} } },
       })
       const ann = await createUser(app.payload, `author-${adapter.transactions}@example.com`, { name: 'Ann' })

@@ -2,7 +2,7 @@
 // transaction commits, and never carry hidden or auth fields.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { assertNoKeys, createUser, startPayload } from './helpers/payload.mjs'
+import { assertNoKeys, createUser, lateFailurePlugin, startPayload } from './helpers/payload.mjs'
 
 const SECRET_KEYS = [
   'hash',
@@ -39,28 +39,7 @@ describe('events from a Payload with the plugin (port option, transactions on)',
         },
         rooms: { patterns: ['team:*'] },
       },
-      // A plugin after ours whose afterChange throws: the write rolls back after our hook ran.
-      plugins: [
-        (config) => ({
-          ...config,
-          collections: config.collections.map((c) =>
-            c.slug !== 'posts'
-              ? c
-              : {
-                  ...c,
-                  hooks: {
-                    ...c.hooks,
-                    afterChange: [
-                      ...(c.hooks?.afterChange ?? []),
-                      ({ doc }) => {
-                        if (doc.title === 'explode-late') throw new Error('late hook failure')
-                      },
-                    ],
-                  },
-                },
-          ),
-        }),
-      ],
+      plugins: [lateFailurePlugin],
     })
   })
   after(async () => app?.stop())

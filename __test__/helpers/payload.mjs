@@ -526,3 +526,27 @@ export async function startProcess(
   }
   return proc
 }
+
+/**
+ * A Payload plugin placed after ours whose `posts` afterChange throws for the title
+ * `explode-late`: the write rolls back after our hook ran (nothing may be emitted).
+ */
+export const lateFailurePlugin = (config) => ({
+  ...config,
+  collections: config.collections.map((c) =>
+    c.slug !== 'posts'
+      ? c
+      : {
+          ...c,
+          hooks: {
+            ...c.hooks,
+            afterChange: [
+              ...(c.hooks?.afterChange ?? []),
+              ({ doc }) => {
+                if (doc.title === 'explode-late') throw new Error('late hook failure')
+              },
+            ],
+          },
+        },
+  ),
+})

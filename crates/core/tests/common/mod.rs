@@ -103,6 +103,30 @@ pub struct Client {
     pub handshake: Handshake,
 }
 
+/// Reads an HTTP answer's head from `stream`: the status, the headers (lower-cased names) and
+/// the bytes read past the head (the first WebSocket frames after a 101).
+pub async fn read_http_head<H: FromIterator<(String, String)>>(stream: &mut TcpStream) -> (u16, H, Vec<u8>) {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = timeout(WAIT, stream.read(&mut chunk)).await.expect("an HTTP answer in time").unwrap();
+        assert!(n > 0, "closed before the end of the HTTP answer's head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head[9..12].parse().unwrap();
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, buf[head_end..].to_vec())
+}
+
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
@@ -142,28 +166,10 @@ impl Client {
         }
         req.push_str("\r\n");
         stream.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = timeout(WAIT, stream.read(&mut chunk)).await.expect("handshake answer in time").unwrap();
-            assert!(n > 0, "server closed during handshake");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let status: u16 = head[9..12].parse().unwrap();
-        let headers = head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
+        let (status, headers, rest) = read_http_head(&mut stream).await;
         if status != 101 {
             return Err(status);
         }
-        let rest = buf[head_end..].to_vec();
         Ok(Client { stream, buf: rest, handshake: Handshake { status, headers } })
     }
 
