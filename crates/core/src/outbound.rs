@@ -1,12 +1,20 @@
-//! A socket's outbound queue: bounded in bytes, drained by the socket's one writer task, which
-//! coalesces queued frames into vectored writes.
+//! A socket's outbound side: its write half, and a queue for what the kernel would not take yet.
+//!
+//! A producer (a fan-out pass, a reply) writes a frame straight to the socket when nothing is
+//! waiting before it (one `send`, no queue, no task wake-up); only what the kernel refuses is
+//! queued, bounded in bytes, for the socket's writer task, which drains it with vectored writes
+//! once the socket is writable again. Order holds because a producer writes directly only while
+//! no byte is pending anywhere (`queued == 0`, checked under the queue's lock, which also
+//! serializes direct writes).
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{ErrorKind, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Most frames handed to one `writev` call.
@@ -15,6 +23,7 @@ const MAX_IOV: usize = 64;
 /// What became of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
+    /// Written, or queued for the writer.
     Queued,
     /// The socket is closing; the frame was dropped.
     Closed,
@@ -24,6 +33,9 @@ pub(crate) enum Push {
 
 struct Queue {
     frames: VecDeque<Bytes>,
+    /// `frames[0]` is the rest of a frame already partly on the wire: never discarded, or the
+    /// stream would break mid-frame.
+    head_partial: bool,
     /// Close frame to write after `frames` (None with `closed` = just stop).
     close: Option<Bytes>,
     closed: bool,
@@ -37,30 +49,67 @@ pub(crate) struct Outbound {
     /// Bytes pushed and not yet written (the writer's batch included).
     queued: AtomicUsize,
     max: usize,
+    /// The socket's write half, once attached (absent: everything is queued).
+    sock: OnceLock<OwnedWriteHalf>,
     pub(crate) notify: Notify,
 }
 
 impl Outbound {
     pub(crate) fn new(max: usize) -> Self {
         Self {
-            queue: Mutex::new(Queue { frames: VecDeque::new(), close: None, closed: false, discard: false }),
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                head_partial: false,
+                close: None,
+                closed: false,
+                discard: false,
+            }),
             queued: AtomicUsize::new(0),
             max,
+            sock: OnceLock::new(),
             notify: Notify::new(),
         }
     }
 
-    /// Queues a frame unless that would exceed the byte bound.
+    /// Gives the queue the socket to write to directly (once, before it is shared).
+    pub(crate) fn attach(&self, sock: OwnedWriteHalf) {
+        let _ = self.sock.set(sock);
+    }
+
+    /// The socket's write half, for the writer task.
+    pub(crate) fn sock(&self) -> Option<&OwnedWriteHalf> {
+        self.sock.get()
+    }
+
+    /// Writes a frame now if nothing waits before it, else queues it (unless that would exceed
+    /// the byte bound); the writer is woken only when something was queued.
     pub(crate) fn push(&self, frame: Bytes) -> Push {
         let len = frame.len();
         let mut q = self.queue.lock();
         if q.closed {
             return Push::Closed;
         }
-        if self.queued.load(Relaxed) + len > self.max {
+        let queued = self.queued.load(Relaxed);
+        if queued + len > self.max {
             return Push::Overflow;
         }
-        self.queued.fetch_add(len, Relaxed);
+        let mut frame = frame;
+        if queued == 0 {
+            if let Some(sock) = self.sock.get() {
+                match sock.try_write(&frame) {
+                    Ok(n) if n == len => return Push::Queued,
+                    Ok(n) => {
+                        // The kernel took part of it: the rest goes first, and stays whole.
+                        frame = frame.slice(n..);
+                        q.head_partial = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    // A broken connection: queue it; the writer sees the error and ends the socket.
+                    Err(_) => {}
+                }
+            }
+        }
+        self.queued.fetch_add(frame.len(), Relaxed);
         let was_empty = q.frames.is_empty();
         q.frames.push_back(frame);
         drop(q);
@@ -86,7 +135,8 @@ impl Outbound {
         q.closed = true;
         q.discard = discard;
         if discard {
-            let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            let keep = usize::from(q.head_partial).min(q.frames.len());
+            let dropped: usize = q.frames.drain(keep..).map(|f| f.len()).sum();
             self.queued.fetch_sub(dropped, Relaxed);
         }
         if let Some(f) = &close_frame {
@@ -107,6 +157,8 @@ impl Outbound {
 pub(crate) struct Batch {
     frames: VecDeque<Bytes>,
     head_written: usize,
+    /// `frames[0]` continues a frame already partly on the wire (see `Queue::head_partial`).
+    head_partial: bool,
     /// The close frame is part of this batch: after it, stop.
     pub(crate) ends: bool,
     /// The queue was closed at the last refill (the socket is closing).
@@ -124,7 +176,7 @@ pub(crate) enum Next {
 
 impl Batch {
     pub(crate) fn new() -> Self {
-        Self { frames: VecDeque::new(), head_written: 0, ends: false, closing: false }
+        Self { frames: VecDeque::new(), head_written: 0, head_partial: false, ends: false, closing: false }
     }
 
     /// Refills from the queue when empty; applies a pending discard.
@@ -133,14 +185,16 @@ impl Batch {
         self.closing = q.closed;
         if q.discard && !self.ends {
             // Keep only the frame already partly on the wire, so the stream stays well-formed.
-            let keep = usize::from(self.head_written > 0).min(self.frames.len());
+            let keep = usize::from(self.head_written > 0 || self.head_partial).min(self.frames.len());
             let dropped: usize = self.frames.drain(keep..).map(|f| f.len()).sum();
             out.queued.fetch_sub(dropped, Relaxed);
-            let qd: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            let qkeep = usize::from(self.frames.is_empty() && q.head_partial).min(q.frames.len());
+            let qd: usize = q.frames.drain(qkeep..).map(|f| f.len()).sum();
             out.queued.fetch_sub(qd, Relaxed);
         }
         if self.frames.is_empty() && !self.ends {
             std::mem::swap(&mut self.frames, &mut q.frames);
+            self.head_partial = std::mem::take(&mut q.head_partial);
         }
         if q.closed && q.frames.is_empty() && !self.ends {
             if let Some(c) = q.close.take() {
@@ -157,23 +211,17 @@ impl Batch {
         }
     }
 
-    /// Writes as much as one vectored write takes; returns bytes written (0 = peer gone).
-    /// The iovec array lives only inside one poll, not in the socket's future, so an idle
+    /// Writes as much as one vectored write takes now; returns bytes written (0 = peer gone).
+    /// The iovec array lives only inside this call, not in the socket's future, so an idle
     /// socket does not carry it.
-    pub(crate) async fn write_some<W: tokio::io::AsyncWrite + Unpin>(
-        &mut self,
-        w: &mut W,
-    ) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| {
-            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
-                slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
-                n += 1;
-            }
-            std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n])
-        })
-        .await
+    pub(crate) fn try_write(&self, sock: &OwnedWriteHalf) -> std::io::Result<usize> {
+        let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+            slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
+            n += 1;
+        }
+        sock.try_write_vectored(&slices[..n])
     }
 
     /// Accounts `written` bytes; returns whether the batch (and, if `ends`, the socket) is done.
@@ -186,6 +234,7 @@ impl Batch {
                 written -= left;
                 self.frames.pop_front();
                 self.head_written = 0;
+                self.head_partial = false;
             } else {
                 self.head_written += written;
                 written = 0;
