@@ -15,7 +15,9 @@ impl Hub {
     pub(crate) async fn run_command(self: &Arc<Self>, cmd: Command) {
         match cmd {
             Command::Broadcast { room, frame, except } => {
-                self.broadcast_everywhere(&room, frame, except.as_deref());
+                self.publish_broadcast(&room, &frame, except.as_deref());
+                let except = except.and_then(|id| self.key_of(&id));
+                self.broadcast_spread(&room, frame, except).await;
             }
             Command::Send { socket_id, frame } => self.send_anywhere(&socket_id, frame),
             Command::Emit(ev) => self.emit(ev).await,
@@ -24,10 +26,11 @@ impl Hub {
     }
 
     /// Delivers what another instance published; nothing is published again.
-    async fn on_remote(&self, msg: Remote) {
+    async fn on_remote(self: &Arc<Self>, msg: Remote) {
         match msg {
             Remote::Room { room, except, frame } => {
-                self.broadcast(&room, frame, except.and_then(|id| self.key_of(&id)));
+                let except = except.and_then(|id| self.key_of(&id));
+                self.broadcast_spread(&room, frame, except).await;
             }
             Remote::Event { operation, collection, id_json, rooms, index, frame } => {
                 let info = EventInfo {

@@ -68,7 +68,7 @@ impl Hub {
     /// from another instance, to the members of `rooms[i]` that are in none of `rooms[..i]`
     /// (those get the copy published on that earlier room).
     pub(crate) async fn deliver_event(
-        &self,
+        self: &Arc<Self>,
         info: &EventInfo,
         rooms: &[String],
         only: Option<usize>,
@@ -91,9 +91,8 @@ impl Hub {
         if only.is_none() {
             let present: Vec<_> = rooms.iter().filter_map(|r| self.rooms.get(r)).collect();
             if present.len() == 1 {
-                let mut n = 0u64;
-                present[0].for_each(|c| n += u64::from(self.push(c, frame.clone())));
-                self.count_fanout(n, frame.len());
+                let room = present.into_iter().next().expect("one room");
+                self.deliver_room(room, frame, None).await;
                 return;
             }
         }

@@ -2,6 +2,7 @@
 //! copied), locally and through the backplane, and closing sockets by user or session.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -10,10 +11,14 @@ use crate::backplane::Remote;
 use crate::hub::Hub;
 use crate::outbound::Push;
 use crate::protocol::close_codes;
-use crate::rooms::ALL_SOCKETS;
+use crate::rooms::{Room, ALL_SOCKETS};
 use crate::socket::Conn;
 use crate::socketio_framing;
 use crate::sockets::Sockets;
+
+/// Rooms with fewer members are delivered on the calling task: below this, handing parts to
+/// other workers costs more than it saves.
+const SPREAD_MIN: usize = 256;
 
 impl Hub {
     /// Queues a frame to one socket; a socket over its byte bound is closed 1013.
@@ -88,7 +93,12 @@ impl Hub {
 
     /// Local delivery plus one publish to the other instances.
     pub(crate) fn broadcast_everywhere(&self, room: &str, frame: Bytes, except: Option<&str>) {
-        let except_key = except.and_then(|id| self.key_of(id));
+        self.publish_broadcast(room, &frame, except);
+        self.broadcast(room, frame, except.and_then(|id| self.key_of(id)));
+    }
+
+    /// The other instances' share of a broadcast: one publish (nothing without a backplane).
+    pub(crate) fn publish_broadcast(&self, room: &str, frame: &Bytes, except: Option<&str>) {
         if self.distributed() {
             let msg = Remote::Room {
                 room: room.to_string(),
@@ -101,7 +111,55 @@ impl Hub {
                 self.backplane().publish_room(room, &self.instance, &msg);
             }
         }
-        self.broadcast(room, frame, except_key);
+    }
+
+    /// `broadcast` for a fan-out command: a large room's parts run on every worker at once
+    /// (see `deliver_room`).
+    pub(crate) async fn broadcast_spread(self: &Arc<Self>, room: &str, frame: Bytes, except: Option<u64>) {
+        if room == ALL_SOCKETS {
+            self.broadcast_all(frame, except);
+        } else if let Some(r) = self.rooms.get(room) {
+            self.deliver_room(r, frame, except).await;
+        }
+    }
+
+    /// Delivers `frame` to the members of `room` but `except`; returns how many got it. A large
+    /// room's parts are spread over the runtime's workers, one task per part (a fan-out reaches
+    /// each worker once, and no one task or lock carries every delivery). The pass ends only
+    /// once every part is done, so the next command for the room starts after it: order holds.
+    pub(crate) async fn deliver_room(
+        self: &Arc<Self>,
+        room: Arc<Room>,
+        frame: Bytes,
+        except: Option<u64>,
+    ) -> usize {
+        let parts = room.parts();
+        if parts == 1 || room.len() < SPREAD_MIN {
+            return (0..parts).map(|i| self.deliver_part(&room, i, &frame, except)).sum();
+        }
+        let tasks: Vec<_> = (1..parts)
+            .map(|i| {
+                let (hub, room, frame) = (self.clone(), room.clone(), frame.clone());
+                tokio::spawn(async move { hub.deliver_part(&room, i, &frame, except) })
+            })
+            .collect();
+        let mut n = self.deliver_part(&room, 0, &frame, except);
+        for t in tasks {
+            n += t.await.unwrap_or(0);
+        }
+        n
+    }
+
+    /// One part of a room's pass (counted once for the part).
+    fn deliver_part(&self, room: &Room, i: usize, frame: &Bytes, except: Option<u64>) -> usize {
+        let mut n = 0;
+        room.for_each_in(i, |c| {
+            if Some(c.key) != except && self.push(c, frame.clone()) {
+                n += 1;
+            }
+        });
+        self.count_fanout(n as u64, frame.len());
+        n
     }
 
     /// To a socket here, or through the backplane to the instance that holds it.

@@ -243,3 +243,106 @@ impl Batch {
         self.frames.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// An outbound side attached to a real loopback connection, and the peer's end.
+    async fn pair(max: usize) -> (Outbound, tokio::net::tcp::OwnedReadHalf, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (r, w) = server.into_split();
+        w.writable().await.unwrap(); // what an accepted socket's reactor has long since seen
+        let out = Outbound::new(max);
+        out.attach(w);
+        (out, r, peer)
+    }
+
+    /// The whole frames in `bytes` (opcode, payload length), and whether any bytes were left over.
+    fn frames(mut bytes: &[u8]) -> (Vec<(u8, usize)>, bool) {
+        let mut out = Vec::new();
+        while bytes.len() >= 2 {
+            let (len, head) = match bytes[1] & 0x7f {
+                126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 if bytes.len() >= 10 => {
+                    (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10)
+                }
+                n if n < 126 => (n as usize, 2),
+                _ => break,
+            };
+            if bytes.len() < head + len {
+                break;
+            }
+            out.push((bytes[0] & 0x0f, len));
+            bytes = &bytes[head + len..];
+        }
+        (out, !bytes.is_empty())
+    }
+
+    #[tokio::test]
+    async fn a_frame_for_a_writable_socket_is_sent_without_queueing() {
+        let (out, _r, mut peer) = pair(1 << 20).await;
+        let f = crate::frame::text(b"{\"type\":\"x\"}");
+        assert_eq!(out.push(f.clone()), Push::Queued);
+        assert_eq!(out.queued.load(Relaxed), 0, "nothing left for the writer");
+        assert!(out.queue.lock().frames.is_empty());
+        let mut got = vec![0u8; f.len()];
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, f);
+    }
+
+    /// A peer that stops reading: what the kernel refuses is queued, and a discarding close
+    /// (slow consumer) still leaves a stream of whole frames ending with the close frame, even
+    /// when the kernel took only part of a frame.
+    #[tokio::test]
+    async fn a_discarding_close_never_cuts_a_frame() {
+        let (out, _r, mut peer) = pair(64 << 20).await;
+        // Odd-sized frames make a partial write at the kernel's limit all but certain.
+        let f = crate::frame::binary(&vec![7u8; 40_001]);
+        let mut pushed = 0;
+        while out.queued.load(Relaxed) == 0 {
+            assert_eq!(out.push(f.clone()), Push::Queued);
+            pushed += 1;
+            assert!(pushed < 100_000, "the kernel never refused");
+        }
+        for _ in 0..3 {
+            out.push(f.clone());
+        }
+        let close = crate::frame::close(1013, "slow consumer");
+        assert!(out.close(Some(close.clone()), true));
+        // Drain as the writer task does while the peer reads everything.
+        let sock = out.sock().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut all)).await;
+            all
+        });
+        let mut batch = Batch::new();
+        loop {
+            match batch.refill(&out) {
+                Next::Done => break,
+                Next::Wait => unreachable!("closed: a close frame is always queued"),
+                Next::Write => match batch.try_write(sock) {
+                    Ok(n) => {
+                        batch.advance(&out, n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await.unwrap(),
+                    Err(e) => panic!("{e}"),
+                },
+            }
+        }
+        socket2::SockRef::from(sock.as_ref()).shutdown(std::net::Shutdown::Write).unwrap();
+        let all = reader.await.unwrap();
+        let (got, leftover) = frames(&all);
+        assert!(!leftover, "a frame was cut");
+        assert_eq!(got.last(), Some(&(0x8, close.len() - 2)), "ends with the close frame");
+        assert!(got[..got.len() - 1].iter().all(|&(op, len)| op == 0x2 && len == 40_001));
+        assert!(got.len() - 1 < pushed + 3, "the queued frames were discarded");
+        assert_eq!(out.queued.load(Relaxed), 0);
+    }
+}

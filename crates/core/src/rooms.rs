@@ -1,7 +1,8 @@
 //! The room registry: which sockets are in which room, with O(1) membership changes; how a
 //! member is reported to the app.
 //!
-//! Lock order: a socket's own room set, then the registry map, then one room's member map.
+//! Lock order: a socket's own room set, then the registry map, then one part of one room's
+//! members (never two parts at once).
 //! A join inserts its member while holding the map's read lock and a room is removed only
 //! under the map's write lock after re-checking it is empty, so no join is ever lost to a
 //! concurrent removal of an empty room.
@@ -33,42 +34,81 @@ pub struct Member {
     pub instance: String,
 }
 
-/// Members of one room, by connection key.
+/// Members of one room, by connection key, split into parts by key (one per runtime worker),
+/// so a large room's fan-out can run on every worker at once, each part under its own lock.
 pub(crate) struct Room {
-    members: RwLock<HashMap<u64, Arc<Conn>>>,
+    parts: Box<[Part]>,
 }
 
+/// One part of a room's members, by connection key.
+type Part = RwLock<HashMap<u64, Arc<Conn>>>;
+
 impl Room {
-    /// Calls `f` for every member (under the room's read lock: `f` must not touch the registry).
+    fn new(parts: usize) -> Self {
+        Self { parts: (0..parts.max(1)).map(|_| RwLock::new(HashMap::new())).collect() }
+    }
+
+    fn part_of(&self, key: u64) -> &Part {
+        &self.parts[(key % self.parts.len() as u64) as usize]
+    }
+
+    /// How many parts the members are split into.
+    pub(crate) fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Calls `f` for every member (one part's read lock at a time: `f` must not touch the
+    /// registry).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Conn>)) {
-        for c in self.members.read().values() {
+        for part in self.parts.iter() {
+            for c in part.read().values() {
+                f(c);
+            }
+        }
+    }
+
+    /// Calls `f` for every member in part `i` (under that part's read lock).
+    pub(crate) fn for_each_in(&self, i: usize, mut f: impl FnMut(&Arc<Conn>)) {
+        for c in self.parts[i].read().values() {
             f(c);
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.members.read().len()
+        self.parts.iter().map(|p| p.read().len()).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.iter().all(|p| p.read().is_empty())
     }
 
     pub(crate) fn members(&self) -> Vec<Arc<Conn>> {
-        self.members.read().values().cloned().collect()
+        let mut all = Vec::with_capacity(self.len());
+        self.for_each(|c| all.push(c.clone()));
+        all
     }
 }
 
 /// All rooms with at least one member.
-#[derive(Default)]
 pub struct RoomRegistry {
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
+    /// Parts per room (the runtime's worker count).
+    parts: usize,
 }
 
 impl RoomRegistry {
+    /// A registry whose rooms split their members into `parts` parts.
+    pub(crate) fn new(parts: usize) -> Self {
+        Self { rooms: RwLock::new(HashMap::new()), parts: parts.max(1) }
+    }
+
     /// Adds `conn` to `room` (the caller has already recorded the room in the socket's set);
     /// true when this created the room.
     pub(crate) fn insert(&self, room: &Arc<str>, conn: &Arc<Conn>) -> bool {
         {
             let map = self.rooms.read();
             if let Some(r) = map.get(room) {
-                r.members.write().insert(conn.key, conn.clone());
+                r.part_of(conn.key).write().insert(conn.key, conn.clone());
                 return false;
             }
         }
@@ -76,9 +116,9 @@ impl RoomRegistry {
         let mut created = false;
         let r = map.entry(room.clone()).or_insert_with(|| {
             created = true;
-            Arc::new(Room { members: RwLock::new(HashMap::new()) })
+            Arc::new(Room::new(self.parts))
         });
-        r.members.write().insert(conn.key, conn.clone());
+        r.part_of(conn.key).write().insert(conn.key, conn.clone());
         created
     }
 
@@ -88,13 +128,13 @@ impl RoomRegistry {
         let emptied = {
             let map = self.rooms.read();
             let Some(r) = map.get(room) else { return false };
-            let mut m = r.members.write();
-            m.remove(&key);
-            m.is_empty()
+            r.part_of(key).write().remove(&key);
+            // The part's lock is released first: never two parts' locks at once.
+            r.is_empty()
         };
         if emptied {
             let mut map = self.rooms.write();
-            if map.get(room).is_some_and(|r| r.members.read().is_empty()) {
+            if map.get(room).is_some_and(|r| r.is_empty()) {
                 map.remove(room);
                 return true;
             }
