@@ -11,14 +11,10 @@ use crate::backplane::Remote;
 use crate::hub::Hub;
 use crate::outbound::Push;
 use crate::protocol::close_codes;
-use crate::rooms::{Room, ALL_SOCKETS};
+use crate::rooms::{Room, ALL_SOCKETS, SPLIT_AT};
 use crate::socket::Conn;
 use crate::socketio_framing;
 use crate::sockets::Sockets;
-
-/// Rooms with fewer members are delivered on the calling task: below this, handing parts to
-/// other workers costs more than it saves.
-const SPREAD_MIN: usize = 256;
 
 impl Hub {
     /// Queues a frame to one socket; a socket over its byte bound is closed 1013.
@@ -134,7 +130,9 @@ impl Hub {
         except: Option<u64>,
     ) -> usize {
         let parts = room.parts();
-        if parts == 1 || room.len() < SPREAD_MIN {
+        // Below `SPLIT_AT` members (a room split earlier may have shrunk), handing parts to other
+        // workers costs more than it saves.
+        if parts == 1 || room.len() < SPLIT_AT {
             return (0..parts).map(|i| self.deliver_part(&room, i, &frame, except)).sum();
         }
         let tasks: Vec<_> = (1..parts)

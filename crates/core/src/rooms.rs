@@ -34,8 +34,9 @@ pub struct Member {
     pub instance: String,
 }
 
-/// Members of one room, by connection key, split into parts by key (one per runtime worker),
-/// so a large room's fan-out can run on every worker at once, each part under its own lock.
+/// Members of one room, by connection key. A large room's members are split into parts by key
+/// (one per runtime worker), so its fan-out can run on every worker at once, each part under
+/// its own lock; a small room has one part.
 pub(crate) struct Room {
     parts: Box<[Part]>,
 }
@@ -74,6 +75,13 @@ impl Room {
         }
     }
 
+    /// Adds a member; true when a one-part room reached `SPLIT_AT` (time to split it).
+    fn add(&self, conn: &Arc<Conn>) -> bool {
+        let mut part = self.part_of(conn.key).write();
+        part.insert(conn.key, conn.clone());
+        self.parts.len() == 1 && part.len() >= SPLIT_AT
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.parts.iter().map(|p| p.read().len()).sum()
     }
@@ -89,15 +97,18 @@ impl Room {
     }
 }
 
+/// Members at which a room is split into a part per worker (see `Hub::deliver_room`).
+pub(crate) const SPLIT_AT: usize = 256;
+
 /// All rooms with at least one member.
 pub struct RoomRegistry {
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
-    /// Parts per room (the runtime's worker count).
+    /// Parts of a large room (the runtime's worker count).
     parts: usize,
 }
 
 impl RoomRegistry {
-    /// A registry whose rooms split their members into `parts` parts.
+    /// A registry whose large rooms split their members into `parts` parts.
     pub(crate) fn new(parts: usize) -> Self {
         Self { rooms: RwLock::new(HashMap::new()), parts: parts.max(1) }
     }
@@ -105,21 +116,43 @@ impl RoomRegistry {
     /// Adds `conn` to `room` (the caller has already recorded the room in the socket's set);
     /// true when this created the room.
     pub(crate) fn insert(&self, room: &Arc<str>, conn: &Arc<Conn>) -> bool {
-        {
-            let map = self.rooms.read();
-            if let Some(r) = map.get(room) {
-                r.part_of(conn.key).write().insert(conn.key, conn.clone());
+        let grew = self.rooms.read().get(room).map(|r| r.add(conn));
+        match grew {
+            Some(false) => return false,
+            Some(true) => {
+                self.split(&mut self.rooms.write(), room);
                 return false;
             }
+            None => {}
         }
         let mut map = self.rooms.write();
         let mut created = false;
+        // A new room has one part: most rooms stay small (a user's own room), and a part per
+        // worker in each would cost every socket memory for nothing.
         let r = map.entry(room.clone()).or_insert_with(|| {
             created = true;
-            Arc::new(Room::new(self.parts))
+            Arc::new(Room::new(1))
         });
-        r.part_of(conn.key).write().insert(conn.key, conn.clone());
+        if r.add(conn) {
+            self.split(&mut map, room);
+        }
         created
+    }
+
+    /// Replaces a one-part room that reached `SPLIT_AT` members with one of a part per worker.
+    /// Under the map's write lock no join or leave runs (both hold the map's lock while they
+    /// change a part); a fan-out still holding the old room delivers to the members it had,
+    /// as a fan-out that started before the last join would.
+    fn split(&self, map: &mut HashMap<Arc<str>, Arc<Room>>, room: &str) {
+        if self.parts == 1 {
+            return;
+        }
+        let Some(old) = map.get(room).filter(|r| r.parts() == 1) else { return };
+        let new = Room::new(self.parts);
+        old.for_each(|c| {
+            new.part_of(c.key).write().insert(c.key, c.clone());
+        });
+        map.insert(Arc::from(room), Arc::new(new));
     }
 
     /// Removes the socket with `key` from `room`, dropping the room when it empties; true when
@@ -163,5 +196,47 @@ impl RoomRegistry {
     /// Room names with their sizes.
     pub fn sizes(&self) -> Vec<(String, usize)> {
         self.rooms.read().iter().map(|(k, r)| (k.to_string(), r.len())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(key: u64) -> Arc<Conn> {
+        let remote = "127.0.0.1:1".parse().unwrap();
+        Arc::new(Conn::new(key, Arc::from(format!("i-{key:x}")), "/", remote, None, 1 << 20, 0))
+    }
+
+    #[test]
+    fn a_room_splits_into_a_part_per_worker_once_large_and_loses_no_one() {
+        let reg = RoomRegistry::new(4);
+        let big: Arc<str> = Arc::from("collection:posts");
+        let small: Arc<str> = Arc::from("user:users:1");
+        let conns: Vec<_> = (1..=SPLIT_AT as u64 + 50).map(conn).collect();
+        assert!(reg.insert(&big, &conns[0]));
+        assert!(reg.insert(&small, &conns[0]));
+        for c in &conns[1..] {
+            assert!(!reg.insert(&big, c));
+        }
+        let r = reg.get(&big).unwrap();
+        assert_eq!((r.parts(), r.len()), (4, conns.len()));
+        let mut seen: Vec<u64> = r.members().iter().map(|c| c.key).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=conns.len() as u64).collect::<Vec<_>>());
+        let in_parts: usize = (0..4)
+            .map(|i| {
+                let mut n = 0;
+                r.for_each_in(i, |_| n += 1);
+                n
+            })
+            .sum();
+        assert_eq!(in_parts, conns.len());
+        assert_eq!(reg.get(&small).unwrap().parts(), 1, "a small room keeps one part");
+        for c in &conns[..conns.len() - 1] {
+            assert!(!reg.remove(&big, c.key));
+        }
+        assert!(reg.remove(&big, conns.last().unwrap().key), "the last leave removes the room");
+        assert!(reg.get(&big).is_none());
     }
 }
