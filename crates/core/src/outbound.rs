@@ -1,11 +1,13 @@
 //! A socket's outbound side: its write half, and a queue for what the kernel would not take yet.
 //!
-//! A producer (a fan-out pass, a reply) writes a frame straight to the socket when nothing is
-//! waiting before it (one `send`, no queue, no task wake-up); only what the kernel refuses is
-//! queued, bounded in bytes, for the socket's writer task, which drains it with vectored writes
-//! once the socket is writable again. Order holds because a producer writes directly only while
-//! no byte is pending anywhere (`queued == 0`, checked under the queue's lock, which also
-//! serializes direct writes).
+//! A producer (a reply, a single send) writes a frame straight to the socket when nothing is
+//! waiting before it (one `send`, no queue, no task wake-up). A fan-out pass instead holds its
+//! frames in the queue (`hold`) and writes each socket's once at the pass's end (`flush`: one
+//! vectored write per socket per pass, however many commands the pass ran). Only what the
+//! kernel refuses stays queued, bounded in bytes, for the socket's writer task, which drains it
+//! once the socket is writable again. Order holds because bytes are written only from the
+//! queue's head, and only while nothing older is in the writer's hands (checked under the
+//! queue's lock, which also serializes the direct writes).
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice};
@@ -33,6 +35,8 @@ pub(crate) enum Push {
 
 struct Queue {
     frames: VecDeque<Bytes>,
+    /// Bytes in `frames` (what is not in the writer's hands).
+    bytes: usize,
     /// `frames[0]` is the rest of a frame already partly on the wire: never discarded, or the
     /// stream would break mid-frame.
     head_partial: bool,
@@ -59,6 +63,7 @@ impl Outbound {
         Self {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
+                bytes: 0,
                 head_partial: false,
                 close: None,
                 closed: false,
@@ -110,6 +115,7 @@ impl Outbound {
             }
         }
         self.queued.fetch_add(frame.len(), Relaxed);
+        q.bytes += frame.len();
         let was_empty = q.frames.is_empty();
         q.frames.push_back(frame);
         drop(q);
@@ -117,6 +123,78 @@ impl Outbound {
             self.notify.notify_one();
         }
         Push::Queued
+    }
+
+    /// Queues a frame for the pass that is filling it, without writing or waking the writer
+    /// (the pass calls `flush` at its end: one write per socket per pass). `Ok(true)`: the
+    /// queue was empty, so the pass must remember this socket.
+    pub(crate) fn hold(&self, frame: Bytes) -> Result<bool, Push> {
+        let len = frame.len();
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Err(Push::Closed);
+        }
+        if self.queued.load(Relaxed) + len > self.max {
+            return Err(Push::Overflow);
+        }
+        self.queued.fetch_add(len, Relaxed);
+        q.bytes += len;
+        let first = q.frames.is_empty();
+        q.frames.push_back(frame);
+        Ok(first)
+    }
+
+    /// Writes what passes held (vectored, as much as the kernel takes now) unless the writer
+    /// still has bytes of its own to write first; whatever is left goes to the writer.
+    pub(crate) fn flush(&self) {
+        let mut q = self.queue.lock();
+        let Some(sock) = self.sock.get() else { return };
+        // The writer's batch (older bytes) goes first; a closing socket is the writer's.
+        if q.frames.is_empty() || q.closed || self.queued.load(Relaxed) != q.bytes {
+            let wake = !q.frames.is_empty();
+            drop(q);
+            if wake {
+                self.notify.notify_one();
+            }
+            return;
+        }
+        while !q.frames.is_empty() {
+            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let n = q.frames.len().min(MAX_IOV);
+            for (slot, f) in slices.iter_mut().zip(q.frames.iter()) {
+                *slot = IoSlice::new(f);
+            }
+            let want: usize = slices[..n].iter().map(|s| s.len()).sum();
+            let written = match sock.try_write_vectored(&slices[..n]) {
+                Ok(w) => w,
+                // Refused (or broken: the writer sees the error and ends the socket).
+                Err(_) => break,
+            };
+            self.queued.fetch_sub(written, Relaxed);
+            q.bytes -= written;
+            let mut left = written;
+            while left > 0 {
+                let head = q.frames.front_mut().expect("written bytes come from queued frames");
+                if left >= head.len() {
+                    left -= head.len();
+                    q.frames.pop_front();
+                    q.head_partial = false;
+                } else {
+                    // The rest of a frame partly on the wire stays whole at the head.
+                    *head = head.slice(left..);
+                    q.head_partial = true;
+                    left = 0;
+                }
+            }
+            if written < want {
+                break;
+            }
+        }
+        let wake = !q.frames.is_empty();
+        drop(q);
+        if wake {
+            self.notify.notify_one();
+        }
     }
 
     /// Starts closing: `close_frame` is written after the queued frames (or right after the frame
@@ -138,6 +216,7 @@ impl Outbound {
             let keep = usize::from(q.head_partial).min(q.frames.len());
             let dropped: usize = q.frames.drain(keep..).map(|f| f.len()).sum();
             self.queued.fetch_sub(dropped, Relaxed);
+            q.bytes -= dropped;
         }
         if let Some(f) = &close_frame {
             self.queued.fetch_add(f.len(), Relaxed);
@@ -191,10 +270,12 @@ impl Batch {
             let qkeep = usize::from(self.frames.is_empty() && q.head_partial).min(q.frames.len());
             let qd: usize = q.frames.drain(qkeep..).map(|f| f.len()).sum();
             out.queued.fetch_sub(qd, Relaxed);
+            q.bytes -= qd;
         }
         if self.frames.is_empty() && !self.ends {
             std::mem::swap(&mut self.frames, &mut q.frames);
             self.head_partial = std::mem::take(&mut q.head_partial);
+            q.bytes = 0;
         }
         if q.closed && q.frames.is_empty() && !self.ends {
             if let Some(c) = q.close.take() {

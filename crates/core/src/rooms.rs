@@ -108,6 +108,11 @@ pub struct RoomRegistry {
 }
 
 impl RoomRegistry {
+    /// How many parts a large room is split into (the runtime's worker count).
+    pub(crate) fn parts(&self) -> usize {
+        self.parts
+    }
+
     /// A registry whose large rooms split their members into `parts` parts.
     pub(crate) fn new(parts: usize) -> Self {
         Self { rooms: RwLock::new(HashMap::new()), parts: parts.max(1) }
