@@ -296,7 +296,7 @@ impl NativeServer {
         &self,
         types: Vec<String>,
         #[napi(
-            ts_arg_type = "((socketIds: string[], types: string[], messages: string[]) => Array<string | Promise<string>>) | null | undefined"
+            ts_arg_type = "((batch: string) => Array<string | Promise<string>>) | null | undefined"
         )]
         handler: Option<Function<BatchArgs, BatchReturn>>,
     ) -> Result<()> {
