@@ -650,7 +650,11 @@ export class UWebSocketManager {
     })
   }
 
-  private dispatch(socketId: string, kind: string, message: Record<string, unknown>): string | Promise<string> {
+  private dispatch(
+    socketId: string,
+    kind: string,
+    message: Record<string, unknown>,
+  ): string | Promise<string> {
     try {
       const handler = this.handlers.get(kind)
       if (!handler) return `Eunknown_type\nno handler for ${kind}`
