@@ -35,6 +35,9 @@ use crate::hub::{Command, Hub, Member};
 const RECEIVE_CAPACITY: usize = 65_536;
 /// Most messages sent in one pipeline.
 const BATCH: usize = 512;
+/// Longest publishes wait for the first connection to Redis before failing fast like during an
+/// outage.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// How often a cluster's slot map is checked for moves.
 const TOPOLOGY_POLL: Duration = Duration::from_secs(1);
 
@@ -76,6 +79,56 @@ fn presence_value(member: &Member) -> String {
         member.user_id.as_deref().unwrap_or(""),
         member.user_collection.as_deref().unwrap_or("")
     )
+}
+
+/// A channel's sequence numbering starts over after it went unused this long (at most twice
+/// this), so the table holds only channels in use: an event publishes on its document's room,
+/// and a long run would otherwise keep one entry per document ever changed. Receivers read a
+/// sequence that goes back as a restart, not as losses.
+const SEQ_IDLE: Duration = Duration::from_secs(30);
+
+/// The publisher's per-channel sequence numbers, in two generations (`current` is what was
+/// used since the last rotation): looking a channel up moves it to `current`, and a rotation
+/// forgets what stayed in `previous`, so idle channels cost nothing.
+struct Seqs {
+    current: HashMap<String, u64>,
+    previous: HashMap<String, u64>,
+    rotated: Instant,
+}
+
+impl Default for Seqs {
+    fn default() -> Self {
+        Self { current: HashMap::new(), previous: HashMap::new(), rotated: Instant::now() }
+    }
+}
+
+impl Seqs {
+    /// Forgets the channels unused for a whole generation; call between batches only, so a
+    /// number handed out is still there to be given back.
+    fn rotate_if_due(&mut self) {
+        if self.rotated.elapsed() >= SEQ_IDLE {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated = Instant::now();
+        }
+    }
+
+    /// The next number on `channel` (1 for a channel new or forgotten).
+    fn next(&mut self, channel: &str) -> u64 {
+        if let Some(seq) = self.current.get_mut(channel) {
+            *seq += 1;
+            return *seq;
+        }
+        let seq = self.previous.remove(channel).unwrap_or(0) + 1;
+        self.current.insert(channel.to_string(), seq);
+        seq
+    }
+
+    /// Takes back the last number handed out on `channel` (its PUBLISH failed).
+    fn give_back(&mut self, channel: &str) {
+        if let Some(seq) = self.current.get_mut(channel) {
+            *seq = seq.saturating_sub(1);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -249,36 +302,57 @@ impl RedisBackplane {
 
     async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Bytes)>) {
         let mut batch = Vec::with_capacity(BATCH);
-        // Per channel, so a receiver can tell a gap on the channels it listens to. Bounded: past
-        // SEQ_CHANNELS the map starts over, which receivers read as a restart, not as losses.
-        const SEQ_CHANNELS: usize = 100_000;
-        let mut seqs: HashMap<String, u64> = HashMap::new();
+        let mut seqs = Seqs::default();
+        let mut sent: Vec<String> = Vec::with_capacity(BATCH);
+        // The server takes sockets (and events) before the first connection to Redis is made:
+        // what is published meanwhile waits in the queue for it, up to `FIRST_CONNECT_WAIT`,
+        // instead of failing fast as during an outage (a join answered at once could otherwise
+        // miss an event another instance emitted right after starting).
+        let deadline = Instant::now() + FIRST_CONNECT_WAIT;
+        while !self.publisher.is_connected() && Instant::now() < deadline && !self.stopped.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            let n = batch.len() as u64;
+            seqs.rotate_if_due();
             // Fail-fast commands: while Redis is down they fail at once (or within the 1 s
             // timeout if the connection has not noticed yet); nothing is kept for later.
             let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
             for (channel, payload) in batch.drain(..) {
-                if seqs.len() >= SEQ_CHANNELS && !seqs.contains_key(&channel) {
-                    seqs.clear();
-                }
-                let seq = seqs.entry(channel.clone()).or_insert(0);
-                *seq += 1;
-                let payload = super::with_seq(payload, *seq);
+                let payload = super::with_seq(payload, seqs.next(&channel));
                 let queued = if self.cluster {
-                    pipe.spublish::<(), _, _>(channel, payload).await
+                    pipe.spublish::<(), _, _>(channel.as_str(), payload).await
                 } else {
-                    pipe.publish::<(), _, _>(channel, payload).await
+                    pipe.publish::<(), _, _>(channel.as_str(), payload).await
                 };
                 let _ = queued;
+                sent.push(channel);
             }
             let results = pipe.try_all::<i64>().await;
-            let failed = results.iter().filter(|r| r.is_err()).count() as u64;
-            self.counters.published.fetch_add(n - failed, Relaxed);
+            let acked = results.iter().filter(|r| r.is_ok()).count() as u64;
+            self.counters.published.fetch_add(acked, Relaxed);
+            let failed = sent.len() as u64 - acked;
             if failed > 0 {
                 self.counters.dropped.fetch_add(failed, Relaxed);
+                // Sequence numbers count what Redis took: a failed PUBLISH at the end of its
+                // channel's share of the batch gives its number back, so receivers see no gap
+                // for what is already counted here as dropped (`lost` there is only what Redis
+                // acknowledged and they missed). A failure followed by a success on the same
+                // channel leaves a hole that both sides count (rare: a connection that broke
+                // and came back within one pipeline).
+                let mut settled: HashSet<&str> = HashSet::new();
+                for (i, channel) in sent.iter().enumerate().rev() {
+                    if settled.contains(channel.as_str()) {
+                        continue;
+                    }
+                    if matches!(results.get(i), Some(Ok(_))) {
+                        settled.insert(channel);
+                    } else {
+                        seqs.give_back(channel);
+                    }
+                }
                 self.warn("Redis unavailable; cross-instance messages dropped, local delivery continues");
             }
+            sent.clear();
         }
     }
 
@@ -465,8 +539,10 @@ impl RedisBackplane {
                         self.warn("fan-out queue full; remote messages dropped");
                     }
                 }
-                Err(RecvError::Lagged(n)) => {
-                    self.counters.dropped.fetch_add(n, Relaxed);
+                Err(RecvError::Lagged(_)) => {
+                    // Not counted here: what another instance published shows as a gap in its
+                    // sequence (`lost`) when its next message arrives, and our own echoes
+                    // were never ours to deliver; counting both would count twice.
                     self.warn("receiver lagged; messages lost");
                 }
                 Err(RecvError::Closed) => {
