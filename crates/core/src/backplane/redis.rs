@@ -25,7 +25,7 @@ use fred::prelude::{
 use fred::types::Expiration;
 use tokio::sync::{broadcast::error::RecvError, mpsc, Notify};
 
-use super::{Backplane, BackplaneStats, Remote};
+use super::{Backplane, BackplaneStats, Remote, REISSUED};
 use crate::config::RedisConfig;
 use crate::error::{CoreError, Result};
 use crate::hooks::BoxFuture;
@@ -91,9 +91,19 @@ const SEQ_IDLE: Duration = Duration::from_secs(30);
 /// used since the last rotation): looking a channel up moves it to `current`, and a rotation
 /// forgets what stayed in `previous`, so idle channels cost nothing.
 struct Seqs {
-    current: HashMap<String, u64>,
-    previous: HashMap<String, u64>,
+    current: HashMap<String, Seq>,
+    previous: HashMap<String, Seq>,
     rotated: Instant,
+}
+
+/// One channel's numbering.
+#[derive(Clone, Copy, Default)]
+struct Seq {
+    /// The last number handed out and kept.
+    last: u64,
+    /// The highest number ever handed out: numbers up to it were given back and go out again
+    /// marked `REISSUED`.
+    issued: u64,
 }
 
 impl Default for Seqs {
@@ -112,21 +122,30 @@ impl Seqs {
         }
     }
 
-    /// The next number on `channel` (1 for a channel new or forgotten).
+    /// The next number on `channel` (1 for a channel new or forgotten), with `REISSUED` set
+    /// when it was handed out before and given back.
     fn next(&mut self, channel: &str) -> u64 {
-        if let Some(seq) = self.current.get_mut(channel) {
-            *seq += 1;
-            return *seq;
+        let seq = match self.current.get_mut(channel) {
+            Some(seq) => seq,
+            None => {
+                let seq = self.previous.remove(channel).unwrap_or_default();
+                self.current.entry(channel.to_string()).or_insert(seq)
+            }
+        };
+        seq.last += 1;
+        let reissued = seq.last <= seq.issued;
+        seq.issued = seq.issued.max(seq.last);
+        if reissued {
+            seq.last | REISSUED
+        } else {
+            seq.last
         }
-        let seq = self.previous.remove(channel).unwrap_or(0) + 1;
-        self.current.insert(channel.to_string(), seq);
-        seq
     }
 
     /// Takes back the last number handed out on `channel` (its PUBLISH failed).
     fn give_back(&mut self, channel: &str) {
         if let Some(seq) = self.current.get_mut(channel) {
-            *seq = seq.saturating_sub(1);
+            seq.last = seq.last.saturating_sub(1);
         }
     }
 }
@@ -138,6 +157,7 @@ struct Counters {
     dropped: AtomicU64,
     invalid: AtomicU64,
     lost: AtomicU64,
+    unconfirmed_arrived: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
     topology_changes: AtomicU64,
@@ -558,23 +578,25 @@ impl RedisBackplane {
 
     /// Counts the messages of `origin` on `channel` that never arrived (a gap in its sequence).
     /// A sequence that goes back is a restart of the origin (or of its numbering), not a loss.
+    /// A reissued number equal to the last one seen means the message first sent under it
+    /// arrived, though its publisher got no answer from Redis and counted it dropped.
     fn note_seq(&self, channel: &str, origin: &str, seq: u64) {
+        let (seq, reissued) = (seq & !REISSUED, seq & REISSUED != 0);
         let mut seen = self.seen.lock();
         let last = seen.entry(channel.to_string()).or_default().entry(origin.to_string()).or_insert(0);
+        if reissued && seq == *last {
+            self.counters.unconfirmed_arrived.fetch_add(1, Relaxed);
+            return;
+        }
         if *last != 0 && seq > *last + 1 {
             let gap = seq - *last - 1;
             self.counters.lost.fetch_add(gap, Relaxed);
+            *last = seq;
             drop(seen);
             self.warn("messages from another instance never arrived (counted in lost)");
-            return self.set_seen(channel, origin, seq);
+            return;
         }
         *last = seq;
-    }
-
-    fn set_seen(&self, channel: &str, origin: &str, seq: u64) {
-        if let Some(m) = self.seen.lock().get_mut(channel) {
-            m.insert(origin.to_string(), seq);
-        }
     }
 
     async fn presence_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Presence>, hub: Weak<Hub>, ttl: Duration) {
@@ -757,6 +779,7 @@ impl Backplane for RedisBackplane {
             dropped: c.dropped.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
             lost: c.lost.load(Relaxed),
+            unconfirmed_arrived: c.unconfirmed_arrived.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
             topology_changes: c.topology_changes.load(Relaxed),
@@ -776,5 +799,30 @@ impl Backplane for RedisBackplane {
             let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), publisher.quit()).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_given_back_go_out_again_marked_and_idle_channels_are_forgotten() {
+        let mut s = Seqs::default();
+        assert_eq!((s.next("a"), s.next("a"), s.next("b")), (1, 2, 1));
+        // 3 and 4 failed: given back, they go out again marked, then numbering goes on.
+        assert_eq!((s.next("a"), s.next("a")), (3, 4));
+        s.give_back("a");
+        s.give_back("a");
+        assert_eq!((s.next("a"), s.next("a"), s.next("a")), (3 | REISSUED, 4 | REISSUED, 5));
+        // Used within a generation: kept across one rotation; idle for two: forgotten.
+        s.rotated -= SEQ_IDLE;
+        s.rotate_if_due();
+        assert_eq!(s.next("a"), 6);
+        s.rotated -= SEQ_IDLE;
+        s.rotate_if_due();
+        s.rotated -= SEQ_IDLE;
+        s.rotate_if_due();
+        assert_eq!((s.next("a"), s.next("b")), (1, 1), "both idle for two rotations");
     }
 }
