@@ -35,8 +35,8 @@ use crate::rooms::Member;
 const RECEIVE_CAPACITY: usize = 65_536;
 /// Most messages sent in one pipeline.
 const BATCH: usize = 512;
-/// Longest publishes wait for the first connection to Redis before failing fast like during an
-/// outage.
+/// Longest publishes (and joins, for their subscription) wait for the first connection to
+/// Redis before Redis counts as down, as during an outage.
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// How often a cluster's slot map is checked for moves.
 const TOPOLOGY_POLL: Duration = Duration::from_secs(1);
@@ -757,8 +757,10 @@ impl Backplane for RedisBackplane {
 
     fn settled(&self) -> Option<BoxFuture<()>> {
         // During an outage joins must not wait on Redis: local delivery goes on. At startup
-        // (never connected yet) they wait for the first connection, bounded by the caller.
-        if *self.up.borrow() && !self.subscriber.is_connected() {
+        // (never connected yet) they wait for the first connection, bounded by the caller, for
+        // as long as publishes do; a Redis still unreachable after that is an outage.
+        let up = *self.up.borrow();
+        if (up && !self.subscriber.is_connected()) || (!up && self.started.elapsed() > FIRST_CONNECT_WAIT) {
             return None;
         }
         let mut up = self.up.subscribe();
