@@ -133,6 +133,29 @@ impl FrameReader {
         }
     }
 
+    /// Reads and discards what the peer sends until it closes its side or `within` passes:
+    /// after a close of ours, so the socket is not closed with unread input (the kernel would
+    /// answer with a reset, dropping whatever it had not sent yet, our close frame included).
+    /// Holds no buffer: the bytes go through the per-thread chunk.
+    pub(crate) async fn drain(&mut self, within: std::time::Duration) {
+        self.buf = BytesMut::new();
+        let _ = self.held.resize(0);
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                if self.stream.readable().await.is_err() {
+                    return;
+                }
+                match discard_now(&self.stream) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+
     async fn fill(&mut self) -> Result<(), ReadError> {
         loop {
             self.stream.readable().await.map_err(|_| ReadError::Gone)?;
@@ -159,6 +182,10 @@ fn read_now(stream: &OwnedReadHalf, out: &mut BytesMut) -> std::io::Result<usize
         out.extend_from_slice(&chunk[..n]);
         Ok(n)
     })
+}
+
+fn discard_now(stream: &OwnedReadHalf) -> std::io::Result<usize> {
+    CHUNK.with(|chunk| stream.try_read(&mut chunk.borrow_mut()))
 }
 
 fn opcode(bits: u8) -> Option<OpCode> {

@@ -663,3 +663,43 @@ async fn backplane_counters_match_what_the_receiver_got_through_redis_faults() {
     );
     assert_eq!(sb.dropped, 0, "B had nothing it could not deliver");
 }
+
+/// Error closes (1009 too big, 1002 protocol error, 1007 bad UTF-8) used to stop reading with
+/// the peer's data unread. A socket closed with unread input is reset by the kernel, and a
+/// reset discards what the kernel had not sent yet: a close frame queued behind replies the
+/// peer had not read yet never left. The server now drains the peer until it closes (or
+/// `close_timeout`), so the close frame goes out after the replies. Echo mode: 4 MiB of
+/// replies the client does not read while it sends, then the offending frame, then more.
+#[tokio::test]
+async fn error_closes_reach_a_peer_that_was_still_sending() {
+    let cfg = ServerConfig { echo: true, max_message_size: 64 * 1024, ..config() };
+    let s = start(cfg, Arc::new(TestHooks::default()));
+    let burst: Vec<u8> = (0..64).flat_map(|_| masked_frame(true, 2, &[1u8; 64 * 1024])).collect();
+    let tail = masked_frame(true, 2, &[7u8; 60 * 1024]).repeat(4);
+    let cases: [(&str, Vec<u8>, u16); 3] = [
+        ("oversize", masked_frame(true, 2, &vec![0u8; 65 * 1024]), 1009),
+        ("unmasked", vec![0x82, 0x02, 1, 2], 1002),
+        ("bad UTF-8", masked_frame(true, 1, &[0xff, 0xfe]), 1007),
+    ];
+    for round in 0..3 {
+        for (what, bad, code) in &cases {
+            let mut c = Client::connect(s.port()).await;
+            let all = [&burst[..], bad, &tail].concat();
+            // Bounded: a server that stopped reading leaves the tail unsent; read what came anyway.
+            let _ = tokio::time::timeout(WAIT, c.send_raw(&all)).await;
+            let mut echoed = 0;
+            let got = loop {
+                match c.recv().await {
+                    Some(f) if f.opcode == 8 => break f.close_code(),
+                    Some(f) => echoed += f.payload.len(),
+                    None => break None,
+                }
+            };
+            assert_eq!(
+                got,
+                Some(*code),
+                "{what}, round {round}: the close frame was lost ({echoed} bytes echoed before)"
+            );
+        }
+    }
+}
