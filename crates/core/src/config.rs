@@ -154,7 +154,7 @@ pub struct ServerConfig {
     /// Default: 256 MiB.
     pub max_pending_bytes: usize,
     /// Memory budget of all client input held at once: incomplete frames and fragmented
-    /// messages (a socket growing its share past it is closed 1013) and messages waiting for a
+    /// messages (over it, the socket holding the most is closed 1013) and messages waiting for a
     /// JS handler (past it a message is answered `busy`). Default: 1/8 of the machine's RAM
     /// (1 GiB where that is unknown).
     pub max_input_bytes: usize,

@@ -127,7 +127,7 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
                         opcode: frame.opcode,
                         buf: BytesMut::from(&frame.payload[..]),
                         utf8_checked: 0,
-                        held: hub.input.share(),
+                        held: reader.share(),
                     };
                     if !p.held.resize(p.buf.capacity()) {
                         over_budget(&hub, &conn);

@@ -703,3 +703,44 @@ async fn error_closes_reach_a_peer_that_was_still_sending() {
         }
     }
 }
+
+/// The input budget's policy: over it, the socket holding the most is closed (1013) and
+/// counted, not whichever socket happened to ask next. One socket pins 1.8 MB of a 2 MiB budget
+/// with an incomplete frame; four small ones then start 200 kB messages: the big one is closed,
+/// every small one completes its message and is answered.
+#[tokio::test]
+async fn over_the_input_budget_the_largest_offender_is_closed_not_small_sockets() {
+    let mut cfg = config();
+    cfg.max_input_bytes = 2 << 20;
+    cfg.max_message_size = 4 << 20;
+    cfg.rate_limit = None;
+    let server = start(cfg, Arc::new(TestHooks::default()));
+    // A text frame announcing `len` bytes of {"type":"ping","pad":"xxx…"}, split after `at`.
+    let ping = |len: usize| {
+        let head = r#"{"type":"ping","pad":""#;
+        let text = format!("{head}{}\"}}", "x".repeat(len - head.len() - 2));
+        masked_frame(true, 1, text.as_bytes())
+    };
+    let mut big = Client::connect(server.port()).await;
+    big.welcome().await;
+    let big_frame = ping(1_800_000);
+    big.send_raw(&big_frame[..1000]).await;
+    eventually("the big one's frame is reserved", || server.stats().input_bytes >= 1_800_000).await;
+
+    let mut small = Vec::new();
+    for _ in 0..4 {
+        let mut c = Client::connect(server.port()).await;
+        c.welcome().await;
+        let f = ping(200_000);
+        c.send_raw(&f[..1000]).await;
+        small.push((c, f));
+    }
+    assert_eq!(big.expect_close().await, Some(1013), "the largest holder pays");
+    for (c, f) in &mut small {
+        c.send_raw(&f[1000..]).await;
+        assert_eq!(c.recv_json().await["type"], "pong", "a small socket reads on");
+    }
+    let s = server.stats();
+    assert_eq!(s.input_budget_closes, 1, "one socket closed, and counted");
+    eventually("memory given back", || server.stats().input_bytes == 0).await;
+}
