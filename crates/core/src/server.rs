@@ -250,6 +250,12 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// The server's state, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn hub(&self) -> Arc<Hub> {
+        self.inner.hub.clone()
+    }
+
     /// The bound address (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
