@@ -94,6 +94,10 @@ test('finding 9: ports and options are checked, never wrapped', async () => {
     await assert.rejects(initUWebSocket({ port }), { name: 'TypeError', message: /port/ }, String(port))
   }
   await assert.rejects(initUWebSocket(70_000), { name: 'TypeError' })
+  await assert.rejects(initUWebSocket({ port: 0, headerTimeoutMs: 0 }), {
+    name: 'TypeError',
+    message: /headerTimeoutMs/,
+  })
   await assert.rejects(
     initUWebSocket({ port: 0, rateLimit: { messages: -1, windowMs: 1 } }),
     /rateLimit\.messages/,
