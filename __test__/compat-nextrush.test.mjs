@@ -18,6 +18,7 @@ before(async () => {
     allowOrigins: [/^https:\/\/app\d\.example\.com$/, 'https://admin.example.com'],
     heartbeatMs: 0,
     maxConnections: Number.POSITIVE_INFINITY,
+    verifyClient: (req) => !new URL(req.url, 'http://x').searchParams.has('blocked'),
   })
   srv.manager.onDisconnect((socket, code, reason) => closed.push({ id: socket.id, code, reason }))
   // NextRush's application API, as its docs use it.
@@ -141,4 +142,12 @@ test('a wsUse middleware that does not call next() refuses the socket', async ()
   const c = await TestClient.connect(srv.url('/chat?deny=1'), { origin: 'https://app1.example.com' })
   const code = await c.expectClose(3000)
   assert.equal(code, 1008)
+})
+
+test('verifyClient in the options refuses upgrades, with 403 (NextRush: 401, on purpose)', async () => {
+  await assert.rejects(
+    TestClient.connect(srv.url('/ws?blocked=1'), { origin: 'https://app1.example.com' }),
+    { status: 403 },
+  )
+  ;(await connect('/ws')).close()
 })

@@ -1,7 +1,7 @@
 // Option forms other servers accepted (NextRush's among them), turned into the native server's:
 // `Infinity` for "no limit", 0 for "off", a path array, RegExp origins. Each form is documented
 // in docs/migrating/nextrush.md; everything else passes through unchanged.
-import type { ServerOptions } from '../manager.js'
+import type { ServerOptions, UpgradeRequest } from '../manager.js'
 
 declare module '../manager.js' {
   interface ServerOptions {
@@ -21,6 +21,11 @@ declare module '../manager.js' {
     maxPayload?: number
     /** `@nextrush/websocket`'s name for `allowOrigins` (`https://*.example.com` wildcards). [all] */
     allowedOrigins?: string[]
+    /**
+     * NextRush's option form of `manager.setVerifyClient(fn)`: `false` refuses the upgrade (403).
+     * The request has no credentials (see `UpgradeRequest`). [none]
+     */
+    verifyClient?: (req: UpgradeRequest) => boolean | Promise<boolean>
   }
 }
 
