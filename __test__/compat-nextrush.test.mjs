@@ -145,9 +145,8 @@ test('a wsUse middleware that does not call next() refuses the socket', async ()
 })
 
 test('verifyClient in the options refuses upgrades, with 403 (NextRush: 401, on purpose)', async () => {
-  await assert.rejects(
-    TestClient.connect(srv.url('/ws?blocked=1'), { origin: 'https://app1.example.com' }),
-    { status: 403 },
-  )
+  await assert.rejects(TestClient.connect(srv.url('/ws?blocked=1'), { origin: 'https://app1.example.com' }), {
+    status: 403,
+  })
   ;(await connect('/ws')).close()
 })
