@@ -45,7 +45,7 @@ pub(crate) type BinaryArgs = FnArgs<(String, Buffer)>;
 /// The JS functions currently installed.
 #[derive(Default)]
 pub(crate) struct JsHooks {
-    /// Batches of (socketId, type, message JSON) → per message "R<reply JSON>" | "E<code>\n<message>".
+    /// Batches `[socketId, type, message, …]` (JSON text) → per message "R<reply JSON>" | "E<code>\n<message>".
     pub message: Slot<crate::batch::BatchTsfn>,
     pub batch: Arc<crate::batch::Queue>,
     pub handler_types: RwLock<HashSet<String>>,
@@ -169,8 +169,9 @@ impl AppHooks for JsHooks {
         let Some(tsfn) = get(&self.message) else {
             return Box::pin(async { outcome(Err("no handler is installed".into())) });
         };
-        let text = String::from_utf8_lossy(&text).into_owned();
-        let f = crate::batch::call(tsfn, self.batch.clone(), socket.id().to_string(), kind.to_string(), text);
+        // The core hands over only text it parsed as JSON (so valid UTF-8).
+        let text = String::from_utf8_lossy(&text);
+        let f = crate::batch::call(tsfn, self.batch.clone(), socket.id(), kind, &text);
         Box::pin(async move { outcome(f.await) })
     }
 

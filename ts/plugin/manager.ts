@@ -637,21 +637,28 @@ export class UWebSocketManager {
     checkString('type', type)
     checkFunction('handler', handler)
     this.handlers.set(type, handler)
-    // One call per batch of messages (those that arrived while JS was busy); one answer each,
-    // a string at once for synchronous handlers, a promise for asynchronous ones.
-    this.server.setMessageHandler(
-      [...this.handlers.keys()],
-      (ids: string[], kinds: string[], texts: string[]) =>
-        ids.map((id, i) => this.dispatch(id, kinds[i], texts[i])),
-    )
+    // One call per batch of messages (those that arrived while JS was busy), as one JSON text
+    // `[socketId, type, message, …]` parsed once; one answer each, a string at once for
+    // synchronous handlers, a promise for asynchronous ones.
+    this.server.setMessageHandler([...this.handlers.keys()], (batch: string) => {
+      const a = JSON.parse(batch) as unknown[]
+      const answers: (string | Promise<string>)[] = new Array(a.length / 3)
+      for (let i = 0, j = 0; i < a.length; i += 3, j++) {
+        answers[j] = this.dispatch(a[i] as string, a[i + 1] as string, a[i + 2] as Record<string, unknown>)
+      }
+      return answers
+    })
   }
 
-  private dispatch(socketId: string, kind: string, text: string): string | Promise<string> {
+  private dispatch(
+    socketId: string,
+    kind: string,
+    message: Record<string, unknown>,
+  ): string | Promise<string> {
     try {
       const handler = this.handlers.get(kind)
       if (!handler) return `Eunknown_type\nno handler for ${kind}`
-      const message = JSON.parse(text)
-      const result = handler(this.socket(socketId), message?.data, message)
+      const result = handler(this.socket(socketId), message.data, message)
       if (
         result !== null &&
         typeof result === 'object' &&

@@ -134,7 +134,7 @@ fn run(args: &Args) -> Result<()> {
         duration: args.get("duration", 5.0)?,
         warmup: args.get("warmup", 1.0)?,
         window: args.get("window", 16)?,
-        depth: args.get("depth", 16)?,
+        depth: args.get("depth", if scenario == "handler" { 1 } else { 16 })?,
         cycles: args.get("cycles", 100_000)?,
         first_cycles: args.get("first-cycles", 10_000)?,
         concurrency: args.get("concurrency", 0)?,

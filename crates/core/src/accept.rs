@@ -4,39 +4,18 @@
 //! connections cannot lock out upgrades until their header timeout; other accept errors back
 //! off exponentially (5 ms to 1 s) instead of spinning.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 
 use crate::http;
 use crate::hub::Hub;
-
-/// Live HTTP connections (before or without an upgrade), by accept order.
-#[derive(Default)]
-pub(crate) struct HttpConns {
-    next: AtomicU64,
-    live: Mutex<BTreeMap<u64, AbortHandle>>,
-}
-
-impl HttpConns {
-    /// Drops the oldest listed connection; false if there is none.
-    fn shed_oldest(&self) -> bool {
-        let oldest = self.live.lock().pop_first();
-        oldest.is_some_and(|(_, h)| {
-            h.abort();
-            true
-        })
-    }
-}
 
 /// Removes a connection from the list however its task ends.
 struct Unlist(Arc<Hub>, u64);

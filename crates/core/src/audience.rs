@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::auth::UserClaims;
-use crate::connection::Conn;
+use crate::socket::Conn;
 
 /// The distinct users among an event's recipients, in a stable order. Two lists with the same
 /// `id` are the same users in the same order with the same claims.

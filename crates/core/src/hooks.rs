@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::audience::UserList;
 use crate::auth::UserClaims;
-use crate::connection::SocketRef;
+use crate::socket_ref::SocketRef;
 
 /// A boxed, sendable future (async trait methods that stay object-safe).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

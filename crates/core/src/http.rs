@@ -17,12 +17,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::connection::{read_loop, write_loop, Conn, ConnGuard};
+use crate::connection::{read_loop, ConnGuard};
 use crate::hub::Hub;
 use crate::protocol::close_codes;
 use crate::reader::FrameReader;
+use crate::socket::Conn;
+use crate::socketio_framing::Session;
 use crate::stats::Refusal;
 use crate::upgrade::{admit, path_served, Admitted};
+use crate::writer::write_loop;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -186,13 +189,14 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     let conn = Arc::new(Conn::new(
         key,
         hub.socket_id(key),
-        &admitted.info,
+        &admitted.info.url,
+        admitted.info.remote,
         admitted.user,
         hub.config.max_backpressure,
         hub.now_ms(),
     ));
     if admitted.socketio {
-        let _ = conn.socketio.set(crate::socketio::Session::default());
+        let _ = conn.socketio.set(Session::default());
     }
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };

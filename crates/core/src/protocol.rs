@@ -1,5 +1,7 @@
 //! Wire protocol v1: parsing client messages and building server messages (JSON text frames).
 
+mod join_shapes;
+
 use std::borrow::Cow;
 
 use bytes::Bytes;
@@ -63,7 +65,7 @@ pub(crate) struct Envelope<'a> {
     pub room: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub token: Option<Cow<'a, str>>,
-    /// Read only by other clients' join shapes (`crate::join_shapes`).
+    /// Read only by other clients' join shapes (`join_shapes`).
     #[serde(borrow, default)]
     pub data: Option<&'a RawValue>,
     /// PXL-style sub-type (`ServerConfig::action_routing`).
@@ -158,12 +160,12 @@ impl<'a> Envelope<'a> {
             room_or_refuse(format!("room:{r}"))
         };
         let collection_rooms = || -> Result<Vec<String>, Refused> {
-            crate::join_shapes::collection_slugs(&self.kind, self.collection.as_deref(), self.data)?
+            join_shapes::collection_slugs(&self.kind, self.collection.as_deref(), self.data)?
                 .into_iter()
                 .map(|c| room_or_refuse(format!("collection:{c}")))
                 .collect()
         };
-        Ok(match crate::join_shapes::canonical_type(&self.kind) {
+        Ok(match join_shapes::canonical_type(&self.kind) {
             "join-collection" => Request::JoinMany(collection_rooms()?),
             "leave-collection" => Request::LeaveMany(collection_rooms()?),
             "join-doc" => Request::Join(doc_room()?),

@@ -1,4 +1,5 @@
-//! The room registry: which sockets are in which room, with O(1) membership changes.
+//! The room registry: which sockets are in which room, with O(1) membership changes; how a
+//! member is reported to the app.
 //!
 //! Lock order: a socket's own room set, then the registry map, then one room's member map.
 //! A join inserts its member while holding the map's read lock and a room is removed only
@@ -10,7 +11,27 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::connection::Conn;
+use crate::socket::Conn;
+
+/// The pseudo-room naming every socket on every instance (`broadcast`); no socket can join it
+/// (`*` is not a room-name character).
+pub const ALL_SOCKETS: &str = "*";
+
+/// Why a join failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinError {
+    Invalid,
+    TooMany,
+}
+
+/// A member of a room, as reported to the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub socket_id: String,
+    pub user_id: Option<String>,
+    pub user_collection: Option<String>,
+    pub instance: String,
+}
 
 /// Members of one room, by connection key.
 pub(crate) struct Room {

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,13 +16,17 @@ use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, Notify};
 
 use crate::backplane::redis::RedisBackplane;
-use crate::backplane::Remote;
+use crate::backplane::{Inbox, Remote};
 use crate::config::{OriginRule, ServerConfig};
-use crate::connection::SocketRef;
+use crate::dispatch::Command;
 use crate::error::{CoreError, Result};
+use crate::event::Event;
 use crate::hooks::AppHooks;
-use crate::hub::{Command, Event, Hub, Member};
+use crate::hub::Hub;
 use crate::protocol::close_codes;
+use crate::rooms::Member;
+use crate::socket_ref::SocketRef;
+use crate::sockets::Sockets;
 use crate::stats::StatsSnapshot;
 use crate::{frame, http};
 
@@ -73,7 +77,11 @@ impl Server {
             listen(sock_addr, hub.config.reuse_port).map_err(bind_err).and_then(|l| {
                 let local = l.local_addr().map_err(bind_err)?;
                 if let Some(redis) = &hub.config.redis {
-                    hub.set_backplane(RedisBackplane::start(redis, &hub.instance, Arc::downgrade(&hub))?);
+                    hub.set_backplane(RedisBackplane::start(
+                        redis,
+                        &hub.instance,
+                        Arc::downgrade(&hub) as Weak<dyn Inbox>,
+                    )?);
                 }
                 Ok((l, local))
             })
@@ -116,7 +124,7 @@ impl Server {
             stop.clone(),
             http::Listener::Main,
         ));
-        runtime.spawn(crate::dispatch::run(hub.clone(), commands));
+        runtime.spawn(crate::lanes::run(hub.clone(), commands));
         Ok(ServerHandle {
             inner: Arc::new(Inner {
                 hub,
@@ -278,7 +286,7 @@ impl ServerHandle {
     pub fn send(&self, socket_id: &str, msg: &Message) -> Result<bool> {
         let hub = &self.inner.hub;
         let reachable = hub.conn(socket_id).is_some()
-            || (hub.distributed() && Hub::instance_of(socket_id).is_some_and(|i| i != hub.instance));
+            || (hub.distributed() && Sockets::instance_of(socket_id).is_some_and(|i| i != hub.instance));
         if !reachable {
             return Ok(false);
         }

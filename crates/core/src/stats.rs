@@ -150,7 +150,7 @@ pub struct StatsSnapshot {
     pub untrusted_cookies: u64,
     pub uptime_ms: u64,
     /// Cross-instance figures (`kind: "local"` without Redis).
-    pub backplane: crate::backplane::BackplaneStats,
+    pub backplane: BackplaneStats,
 }
 
 impl Stats {
@@ -359,4 +359,26 @@ impl StatsSnapshot {
         }
         out
     }
+}
+
+/// Backplane counters.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackplaneStats {
+    /// `local` or `redis`.
+    pub kind: &'static str,
+    pub connected: bool,
+    pub published: u64,
+    pub received: u64,
+    /// Messages not published (Redis down, queue full) or lost by a lagging receiver.
+    pub dropped: u64,
+    /// Envelopes refused as malformed (bad shape, frame, size or origin); never delivered.
+    pub invalid: u64,
+    /// Messages other instances published on channels this one listens to that never arrived
+    /// (gaps in their per-channel sequence numbers, e.g. while reconnecting after a Redis fault).
+    pub lost: u64,
+    pub reconnects: u64,
+    pub subscribed_rooms: u64,
+    /// Cluster topology changes seen (each re-issues the sharded subscriptions).
+    pub topology_changes: u64,
 }

@@ -9,11 +9,10 @@
 pub(crate) mod redis;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::Serialize;
 
 use crate::hooks::BoxFuture;
-use crate::hub::Member;
 use crate::protocol::Operation;
+use crate::rooms::Member;
 
 /// What crosses instances.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,27 +49,7 @@ pub(crate) enum Remote {
     },
 }
 
-/// Backplane counters.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BackplaneStats {
-    /// `local` or `redis`.
-    pub kind: &'static str,
-    pub connected: bool,
-    pub published: u64,
-    pub received: u64,
-    /// Messages not published (Redis down, queue full) or lost by a lagging receiver.
-    pub dropped: u64,
-    /// Envelopes refused as malformed (bad shape, frame, size or origin); never delivered.
-    pub invalid: u64,
-    /// Messages other instances published on channels this one listens to that never arrived
-    /// (gaps in their per-channel sequence numbers, e.g. while reconnecting after a Redis fault).
-    pub lost: u64,
-    pub reconnects: u64,
-    pub subscribed_rooms: u64,
-    /// Cluster topology changes seen (each re-issues the sharded subscriptions).
-    pub topology_changes: u64,
-}
+pub(crate) use crate::stats::BackplaneStats;
 
 /// One way to reach the other instances.
 pub(crate) trait Backplane: Send + Sync + 'static {
@@ -95,6 +74,24 @@ pub(crate) trait Backplane: Send + Sync + 'static {
     fn stats(&self) -> BackplaneStats;
     /// Stops background work (presence heartbeat, subscriptions).
     fn shutdown(&self) -> BoxFuture<()>;
+}
+
+/// Where a backplane hands what other instances published: the hub seen from below (a broker
+/// never reaches into the hub itself; the hub implements this, see `links`).
+pub(crate) trait Inbox: Send + Sync + 'static {
+    /// Largest frame (bytes) an envelope from another instance may carry.
+    fn max_frame(&self) -> usize;
+    /// Queues a message from another instance for delivery here; false when refused (the
+    /// fan-out queue is full or gone).
+    fn receive(&self, msg: Remote) -> bool;
+    /// This instance's rooms with local members, with their sizes.
+    fn room_sizes(&self) -> Vec<(String, usize)>;
+    /// The local members of `room`.
+    fn members(&self, room: &str) -> Vec<Member>;
+    /// Counters (a required backplane task that ends reports here).
+    fn stats(&self) -> &crate::stats::Stats;
+    /// The server is shutting down (a task ending now is not a failure).
+    fn stopping(&self) -> bool;
 }
 
 /// Single-process default.

@@ -25,11 +25,11 @@ use fred::prelude::{
 use fred::types::Expiration;
 use tokio::sync::{broadcast::error::RecvError, mpsc, Notify};
 
-use super::{Backplane, BackplaneStats, Remote};
+use super::{Backplane, BackplaneStats, Inbox, Remote};
 use crate::config::RedisConfig;
 use crate::error::{CoreError, Result};
 use crate::hooks::BoxFuture;
-use crate::hub::{Command, Hub, Member};
+use crate::rooms::Member;
 
 /// Messages a receiver may fall behind by before it starts losing them (counted).
 const RECEIVE_CAPACITY: usize = 65_536;
@@ -128,7 +128,7 @@ fn redis_err(e: fred::error::Error) -> CoreError {
 impl RedisBackplane {
     /// Builds the clients and starts the background tasks; call inside the server's runtime.
     /// Returns at once: connecting (and reconnecting) happens in the background.
-    pub(crate) fn start(cfg: &RedisConfig, instance: &str, hub: Weak<Hub>) -> Result<Arc<Self>> {
+    pub(crate) fn start(cfg: &RedisConfig, instance: &str, hub: Weak<dyn Inbox>) -> Result<Arc<Self>> {
         let config = Config::from_url(&cfg.url).map_err(redis_err)?;
         let cluster = config.server.is_clustered();
         let mut builder = Builder::from_config(config);
@@ -436,7 +436,7 @@ impl RedisBackplane {
         }
     }
 
-    async fn receive_loop(self: Arc<Self>, hub: Weak<Hub>) {
+    async fn receive_loop(self: Arc<Self>, hub: Weak<dyn Inbox>) {
         let Some(h) = hub.upgrade() else { return };
         let _up = RequiredTask { hub: Arc::downgrade(&h), stopped: self.stopped.clone() };
         drop(h);
@@ -449,7 +449,7 @@ impl RedisBackplane {
                         .value
                         .as_bytes()
                         .map(Bytes::copy_from_slice)
-                        .and_then(|b| Remote::decode(b, hub.config.max_backpressure));
+                        .and_then(|b| Remote::decode(b, hub.max_frame()));
                     let Some((origin, seq, remote)) = decoded else {
                         self.counters.invalid.fetch_add(1, Relaxed);
                         self.warn("malformed envelope on a backplane channel; dropped");
@@ -460,7 +460,7 @@ impl RedisBackplane {
                     }
                     self.counters.received.fetch_add(1, Relaxed);
                     self.note_seq(&msg.channel, &origin, seq);
-                    if hub.dispatch.submit(Command::Remote(remote)).is_err() {
+                    if !hub.receive(remote) {
                         self.counters.dropped.fetch_add(1, Relaxed);
                         self.warn("fan-out queue full; remote messages dropped");
                     }
@@ -501,7 +501,12 @@ impl RedisBackplane {
         }
     }
 
-    async fn presence_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Presence>, hub: Weak<Hub>, ttl: Duration) {
+    async fn presence_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Presence>,
+        hub: Weak<dyn Inbox>,
+        ttl: Duration,
+    ) {
         let mut beat = tokio::time::interval(ttl / 3);
         let mut batch = Vec::with_capacity(BATCH);
         let ttl_ms = ttl.as_millis() as i64;
@@ -514,7 +519,7 @@ impl RedisBackplane {
                     let _ = pipe.set::<(), _, _>(self.alive_key(&self.instance), 1, Some(Expiration::PX(ttl_ms)), None, false).await;
                     if let Some(h) = hub.upgrade() {
                         // Room hashes outlive a dead instance by at most 3 TTLs.
-                        for (room, _) in h.rooms.sizes() {
+                        for (room, _) in h.room_sizes() {
                             let _ = pipe.pexpire::<(), _>(self.presence_key(&room), ttl_ms * 3, None).await;
                         }
                     }
@@ -538,7 +543,7 @@ impl RedisBackplane {
                                 let alive = self.alive_key(&self.instance);
                                 let _ = pipe.set::<(), _, _>(alive, 1, Some(Expiration::PX(ttl_ms)), None, false).await;
                                 let Some(h) = hub.upgrade() else { continue };
-                                for (room, _) in h.rooms.sizes() {
+                                for (room, _) in h.room_sizes() {
                                     let key = self.presence_key(&room);
                                     for m in h.members(&room) {
                                         let _ = pipe.hset::<(), _, _>(&key, (m.socket_id.clone(), presence_value(&m))).await;
@@ -557,16 +562,16 @@ impl RedisBackplane {
 
 /// Reports the receiver down (`/healthz` 503) if it ends before shutdown.
 struct RequiredTask {
-    hub: Weak<Hub>,
+    hub: Weak<dyn Inbox>,
     stopped: Arc<AtomicBool>,
 }
 
 impl Drop for RequiredTask {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
-            let stopping = self.stopped.load(Relaxed) || hub.shutting_down.load(Relaxed);
+            let stopping = self.stopped.load(Relaxed) || hub.stopping();
             let _ = crate::supervise::Required {
-                stats: &hub.stats,
+                stats: hub.stats(),
                 name: "backplane receiver",
                 stopping: &AtomicBool::new(stopping),
             };

@@ -1,0 +1,280 @@
+//! One complete message from a client: counting, rate limit, Socket.IO translation, then our
+//! protocol's requests (joins and leaves with their access checks, `auth`, `ping`); a type the
+//! protocol does not know goes to the app's handler (`handler`).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fastwebsockets::OpCode;
+use tokio::time::timeout;
+
+use crate::auth::UserClaims;
+use crate::config::glob_match;
+use crate::frame;
+use crate::handler;
+use crate::hooks::BoxFuture;
+use crate::hub::Hub;
+use crate::membership::adopt_user;
+use crate::protocol::{self, close_codes, codes, Envelope, Request};
+use crate::refusals::{invalid_utf8, refuse};
+use crate::rooms::JoinError;
+use crate::socket::Conn;
+use crate::socketio;
+
+/// Fixed-window message counter.
+pub(crate) struct RateWindow {
+    pub(crate) started: Instant,
+    pub(crate) count: u32,
+    pub(crate) warned: bool,
+}
+
+/// Handles one complete data message; false stops the reader (the socket is being closed).
+/// `wait`: an answer the reader must finish before it reads on (a join behind a backplane).
+pub(crate) fn on_message(
+    hub: &Arc<Hub>,
+    conn: &Arc<Conn>,
+    opcode: OpCode,
+    data: Bytes,
+    rate: &mut RateWindow,
+    wait: &mut Option<BoxFuture<()>>,
+) -> bool {
+    let cfg = &hub.config;
+    hub.stats.messages_in.fetch_add(1, Relaxed);
+    hub.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
+    if conn.out.is_closed() {
+        return true; // closing: drain the peer's frames until its close reply
+    }
+    if opcode == OpCode::Text && std::str::from_utf8(&data).is_err() {
+        invalid_utf8(hub, conn);
+        return false;
+    }
+    if cfg.echo {
+        let f = if opcode == OpCode::Text { frame::text(&data) } else { frame::binary(&data) };
+        hub.deliver(conn, f);
+        return true;
+    }
+    // Engine.IO's pong only proves the peer alive (noted by the reader): not an app message.
+    if conn.socketio.get().is_some() && data[..] == *b"3" {
+        return true;
+    }
+    conn.last_app_ms.store(hub.now_ms(), Relaxed);
+    if let Some(limit) = cfg.rate_limit {
+        if rate.started.elapsed() >= limit.window {
+            *rate = RateWindow { started: Instant::now(), count: 0, warned: false };
+        }
+        rate.count += 1;
+        if rate.count > limit.messages.saturating_mul(2) {
+            hub.stats.rate_limit_closes.fetch_add(1, Relaxed);
+            // Not discarding: the `rate_limited` warning queued a moment ago tells the peer why,
+            // and the queue is bounded (maxBackpressure, then close_timeout). Reading on (the
+            // peer's further frames are dropped above) until its close reply keeps the rest of
+            // its burst from lying unread at the close, where the kernel would answer with a reset
+            // that can destroy the close frame before the peer reads it.
+            conn.close(close_codes::RATE_LIMITED, "rate limited", false);
+            return true;
+        }
+        if rate.count > limit.messages {
+            hub.stats.rate_limited.fetch_add(1, Relaxed);
+            if !rate.warned {
+                rate.warned = true;
+                hub.deliver(
+                    conn,
+                    protocol::error_frame(codes::RATE_LIMITED, "too many messages; slow down", None),
+                );
+            }
+            return true;
+        }
+    }
+    // Socket.IO packets become our messages here, after the rate limit (CONNECT verifies a token).
+    let (opcode, data) = match conn.socketio.get() {
+        None => (opcode, data),
+        Some(_) => match socketio::inbound(hub, conn, opcode == OpCode::Binary, &data) {
+            Some(ours) => (OpCode::Text, ours),
+            None => return true,
+        },
+    };
+    if opcode == OpCode::Binary {
+        handler::on_binary(hub, conn, data);
+        return true;
+    }
+    let Ok(text) = std::str::from_utf8(&data) else { return false }; // checked above
+    let env = match Envelope::parse(text) {
+        Ok(env) => env,
+        Err(r) => {
+            refuse(hub, conn, r.code, &r.message, None);
+            return true;
+        }
+    };
+    // In join-doc/leave-doc "id" names the doc, not a request to answer.
+    let req_id = env.id.filter(|_| !matches!(env.kind.as_ref(), "join-doc" | "leave-doc")).map(|r| r.get());
+    let request = match env.request() {
+        Ok(r) => r,
+        Err(r) => {
+            refuse(hub, conn, r.code, &r.message, req_id);
+            return true;
+        }
+    };
+    match request {
+        Request::Join(room) => *wait = join_event_room(hub, conn, room),
+        Request::JoinMany(rooms) => {
+            // Each collection passes the same access check as a single join, in order.
+            let waits: Vec<_> = rooms.into_iter().filter_map(|r| join_event_room(hub, conn, r)).collect();
+            if !waits.is_empty() {
+                *wait = Some(Box::pin(async move {
+                    for w in waits {
+                        w.await;
+                    }
+                }));
+            }
+        }
+        Request::LeaveMany(rooms) => {
+            for room in rooms {
+                hub.leave(conn, &room);
+                hub.deliver(conn, protocol::room_ack("left", &room));
+            }
+        }
+        Request::Leave(room) | Request::LeaveRoom(room) => {
+            hub.leave(conn, &room);
+            hub.deliver(conn, protocol::room_ack("left", &room));
+        }
+        Request::JoinRoom(room) => {
+            let name = &room["room:".len()..];
+            if cfg.room_patterns.iter().any(|p| glob_match(p, name)) {
+                *wait = join_and_ack(hub, conn, &room);
+            } else if let Some(fut) = hub.hooks.can_join(conn.user(), name) {
+                let (hub, conn, t) = (hub.clone(), conn.clone(), cfg.hook_timeout);
+                tokio::spawn(async move {
+                    match timeout(t, fut).await {
+                        Ok(true) => {
+                            if let Some(ack) = join_and_ack(&hub, &conn, &room) {
+                                ack.await;
+                            }
+                        }
+                        Ok(false) => {
+                            refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to join this room", None)
+                        }
+                        Err(_) => {
+                            hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                            refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "room policy timed out", None)
+                        }
+                    }
+                });
+            } else {
+                refuse(hub, conn, codes::FORBIDDEN, "not allowed to join this room", None);
+            }
+        }
+        Request::Ping => {
+            hub.deliver(conn, Bytes::from_static(b"\x81\x0f{\"type\":\"pong\"}"));
+        }
+        Request::Auth(token) => refresh_auth(hub, conn, &token),
+        Request::Custom(kind) => handler::on_custom(hub, conn, kind, env.action.as_deref(), &data, req_id),
+    }
+    true
+}
+
+/// Longest a `joined` answer waits for this instance's subscription to the room.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// Joins and answers `joined`. Behind a backplane the answer waits (≤ `SUBSCRIBE_WAIT`) until
+/// this instance's subscription to the room is in place, so whatever any instance publishes
+/// after `joined` reaches the socket; that wait is returned for the caller to await.
+fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFuture<()>> {
+    match hub.join(conn, room) {
+        Ok(_) => {
+            let ack = protocol::room_ack("joined", room);
+            let Some(settled) = hub.backplane_settled() else {
+                hub.deliver(conn, ack);
+                return None;
+            };
+            let (hub, conn) = (hub.clone(), conn.clone());
+            Some(Box::pin(async move {
+                let _ = timeout(SUBSCRIBE_WAIT, settled).await;
+                hub.deliver(&conn, ack);
+            }))
+        }
+        Err(JoinError::TooMany) => {
+            refuse(hub, conn, codes::TOO_MANY_ROOMS, "maxRoomsPerSocket reached", None);
+            None
+        }
+        Err(JoinError::Invalid) => {
+            refuse(hub, conn, codes::INVALID_ROOM, "invalid room name", None);
+            None
+        }
+    }
+}
+
+/// `join-collection`/`join-doc`: joins unless the app's `can_subscribe` refuses (`forbidden`, no
+/// `joined`). The answer is awaited before the next message is read, so a `leave-*` sent after
+/// it applies after it.
+fn join_event_room(hub: &Arc<Hub>, conn: &Arc<Conn>, room: String) -> Option<BoxFuture<()>> {
+    let Some(check) = hub.hooks.can_subscribe(conn.user(), &room) else {
+        return join_and_ack(hub, conn, &room);
+    };
+    let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
+    Some(Box::pin(async move {
+        match timeout(t, check).await {
+            Ok(true) => {
+                if let Some(ack) = join_and_ack(&hub, &conn, &room) {
+                    ack.await;
+                }
+            }
+            Ok(false) => {
+                refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to read this collection or document", None)
+            }
+            Err(_) => {
+                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "access check timed out", None)
+            }
+        }
+    }))
+}
+
+/// `{"type":"auth","token"}`: a fresh token for the same user moves the expiry.
+fn refresh_auth(hub: &Arc<Hub>, conn: &Arc<Conn>, token: &str) {
+    let claims = match hub.verifier.verify(token) {
+        Ok(c) => c,
+        Err(e) => return refuse(hub, conn, codes::AUTH_FAILED, &e.to_string(), None),
+    };
+    if let Some(cur) = conn.user() {
+        if !cur.same_user(&claims) {
+            return refuse(hub, conn, codes::AUTH_FAILED, "token is for another user", None);
+        }
+    }
+    match hub.hooks.validate_session(&claims) {
+        None => apply_auth(hub, conn, claims),
+        Some(check) => {
+            let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
+            tokio::spawn(async move {
+                match timeout(t, check).await {
+                    Ok(true) => apply_auth(&hub, &conn, claims),
+                    Ok(false) => {
+                        if conn.close(close_codes::AUTH_EXPIRED, "session revoked", false) {
+                            hub.stats.auth_expired_closes.fetch_add(1, Relaxed);
+                        }
+                    }
+                    // Too busy to check: the socket keeps its current credentials; the client
+                    // may send the token again.
+                    Err(_) => {
+                        hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                        refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "session check timed out; retry", None);
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn apply_auth(hub: &Hub, conn: &Arc<Conn>, claims: UserClaims) {
+    let first = conn.user().is_none();
+    let exp = claims.exp.unwrap_or(0);
+    let summary = claims.summary_json();
+    let room = claims.user_room();
+    adopt_user(hub, conn, claims);
+    if first {
+        let _ = hub.join(conn, &room);
+    }
+    let msg = format!("{{\"type\":\"authenticated\",\"user\":{summary},\"exp\":{exp}}}");
+    hub.deliver(conn, frame::text(msg.as_bytes()));
+}
