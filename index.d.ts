@@ -64,7 +64,7 @@ export declare class NativeServer {
   /** Closes every socket of a session id (default code 4001); returns how many. */
   disconnectSession(sid: string, code?: number | undefined | null): number
   /** Installs the custom-message hook and the types it handles (others get `unknown_type`). */
-  setMessageHandler(types: Array<string>, handler?: ((socketIds: string[], types: string[], messages: string[]) => Array<string | Promise<string>>) | null | undefined): void
+  setMessageHandler(types: Array<string>, handler?: ((batch: string) => Array<string | Promise<string>>) | null | undefined): void
   /** Installs the binary-message hook. */
   setBinaryHandler(handler?: ((socketId: string, data: Buffer) => Promise<string>) | null | undefined): void
   /** Installs the upgrade verify hook. */
@@ -147,6 +147,7 @@ export interface NativeOptions {
   idleTimeoutMs?: number
   maxBackpressure?: number
   slowConsumerMs?: number
+  headerTimeoutMs?: number
   maxPendingCommands?: number
   maxPendingBytes?: number
   maxInputBytes?: number

@@ -295,9 +295,7 @@ impl NativeServer {
     pub fn set_message_handler(
         &self,
         types: Vec<String>,
-        #[napi(
-            ts_arg_type = "((socketIds: string[], types: string[], messages: string[]) => Array<string | Promise<string>>) | null | undefined"
-        )]
+        #[napi(ts_arg_type = "((batch: string) => Array<string | Promise<string>>) | null | undefined")]
         handler: Option<Function<BatchArgs, BatchReturn>>,
     ) -> Result<()> {
         let queue = self.hooks.batch.clone();

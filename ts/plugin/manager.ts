@@ -64,6 +64,8 @@ export interface ServerOptions {
   maxBackpressure?: number
   /** A socket with data queued that takes nothing for this long is closed 1013. [10000] */
   slowConsumerMs?: number
+  /** Longest a client may take to send its HTTP request headers; then it is dropped. [10000] */
+  headerTimeoutMs?: number
   /**
    * Fan-out calls (`emitEvent`, `broadcastToRoom`, `sendToSocket`) waiting at once; past it they
    * throw `EBUSY`. Past half, they return false: `await manager.drained()`. [65536]
@@ -261,6 +263,7 @@ const INT_OPTIONS: Record<string, [number, number]> = {
   idleTimeoutMs: [0, U32],
   maxBackpressure: [1, U32],
   slowConsumerMs: [1, U32],
+  headerTimeoutMs: [1, U32],
   maxPendingCommands: [1, U32],
   maxPendingBytes: [1, U32],
   maxInputBytes: [1, Number.MAX_SAFE_INTEGER],
@@ -637,21 +640,28 @@ export class UWebSocketManager {
     checkString('type', type)
     checkFunction('handler', handler)
     this.handlers.set(type, handler)
-    // One call per batch of messages (those that arrived while JS was busy); one answer each,
-    // a string at once for synchronous handlers, a promise for asynchronous ones.
-    this.server.setMessageHandler(
-      [...this.handlers.keys()],
-      (ids: string[], kinds: string[], texts: string[]) =>
-        ids.map((id, i) => this.dispatch(id, kinds[i], texts[i])),
-    )
+    // One call per batch of messages (those that arrived while JS was busy), as one JSON text
+    // `[socketId, type, message, …]` parsed once; one answer each, a string at once for
+    // synchronous handlers, a promise for asynchronous ones.
+    this.server.setMessageHandler([...this.handlers.keys()], (batch: string) => {
+      const a = JSON.parse(batch) as unknown[]
+      const answers: (string | Promise<string>)[] = new Array(a.length / 3)
+      for (let i = 0, j = 0; i < a.length; i += 3, j++) {
+        answers[j] = this.dispatch(a[i] as string, a[i + 1] as string, a[i + 2] as Record<string, unknown>)
+      }
+      return answers
+    })
   }
 
-  private dispatch(socketId: string, kind: string, text: string): string | Promise<string> {
+  private dispatch(
+    socketId: string,
+    kind: string,
+    message: Record<string, unknown>,
+  ): string | Promise<string> {
     try {
       const handler = this.handlers.get(kind)
       if (!handler) return `Eunknown_type\nno handler for ${kind}`
-      const message = JSON.parse(text)
-      const result = handler(this.socket(socketId), message?.data, message)
+      const result = handler(this.socket(socketId), message.data, message)
       if (
         result !== null &&
         typeof result === 'object' &&

@@ -6,10 +6,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use memchr::memmem::Finder;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -29,7 +27,7 @@ pub struct Params {
     pub warmup: f64,
     /// Fanout: events in flight (credits) at most.
     pub window: usize,
-    /// Echo: messages in flight per connection.
+    /// Echo and handler: messages in flight per connection (`--depth`; 16 for echo, 1 for handler).
     pub depth: usize,
     /// Churn: total cycles, and the cycle count of the first RSS reading.
     pub cycles: usize,
@@ -115,6 +113,10 @@ impl Window {
             format!("server_cpu_us_per_{unit}"): per(self.server_cpu_us as f64),
             "server_cpu_cores": round2(self.server_cpu_us as f64 / 1e6 / self.secs),
             "gen_cpu_frac": frac(self.gen_cpu_us),
+            // The generator's own cost per unit: 1 / this is its ceiling on one core.
+            format!("gen_cpu_us_per_{unit}"): if work == 0 { Value::Null } else {
+                json!((self.gen_cpu_us as f64 / work as f64 * 1000.0).round() / 1000.0)
+            },
         })
     }
 }
@@ -289,12 +291,10 @@ struct Fan {
     stopped: Cell<bool>,
 }
 
-static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"_seq\":"));
-static TS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"_ts\":"));
-
 impl Fan {
-    fn deliver(&self, json: &[u8], allowed: bool) {
-        let (Some(seq), Some(ts)) = (wire::u64_after(json, &SEQ), wire::u64_after(json, &TS)) else {
+    /// Counts one message a subscriber read at `now` (µs; one clock read per batch of reads).
+    fn deliver(&self, json: &[u8], allowed: bool, now: u64) {
+        let Some((seq, ts)) = wire::seq_ts(json) else {
             if !wire::is_type(json, b"joined") && !wire::is_type(json, b"welcome") {
                 self.malformed.set(self.malformed.get() + 1);
             }
@@ -306,7 +306,7 @@ impl Fan {
         }
         self.delivered.set(self.delivered.get() + 1);
         if self.measuring.get() {
-            self.latency.borrow_mut().record(now_us().saturating_sub(ts));
+            self.latency.borrow_mut().record(now.saturating_sub(ts));
         }
         let mut per_seq = self.per_seq.borrow_mut();
         let i = seq as usize;
@@ -346,8 +346,18 @@ pub async fn fanout(
         let ok = allowed(user);
         spawn_local(async move {
             let Some(mut conn) = joined.track(connect_joined(&target, &token, &sem)).await else { return };
-            while let Ok(Some(m)) = conn.recv().await {
-                fan.deliver(m.json(), ok);
+            // Every message one read brought, at once; one clock read per batch.
+            let mut now = 0;
+            while let Ok(true) = conn
+                .read_batch(|m| {
+                    if now == 0 {
+                        now = now_us();
+                    }
+                    fan.deliver(m, ok, now)
+                })
+                .await
+            {
+                now = 0;
             }
             fan.dropped.set(fan.dropped.get() + 1);
         });
@@ -501,13 +511,16 @@ async fn measure_loop(server: &mut Server, state: &Loop, p: &Params) -> Result<(
     Ok((w, out))
 }
 
-/// `handler`: C clients, each sends `{type:'echo',id,data}` and waits for the JS handler's reply.
+/// `handler`: C clients, each keeps `depth` messages `{type:'echo',id,data}` in flight (1 by
+/// default) and sends the next as each JS handler reply comes back. Replies are matched by id:
+/// a server may answer a socket's messages out of order.
 pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result<Value> {
     let state = Loop::new();
     let joined = Rc::new(Joined::default());
     let sem = Rc::new(Semaphore::new(p.concurrency));
     for client in 0..p.clients {
-        let (state, joined, sem, target) = (state.clone(), joined.clone(), sem.clone(), target.clone());
+        let (state, joined, sem, target, depth) =
+            (state.clone(), joined.clone(), sem.clone(), target.clone(), p.depth.max(1));
         let token = token_for(p, client)?;
         spawn_local(async move {
             let Some(mut conn) = joined.track(connect_limited(&target, Some(&token), &sem)).await else {
@@ -515,38 +528,46 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
             };
             state.ready().await;
             let mut n = 0u64;
+            // Send time of each message in flight, by its number n (the id is "{client}-{n}").
+            let mut sent = std::collections::HashMap::with_capacity(depth);
+            let prefix = format!("{client}-");
             while !state.done.get() {
-                n += 1;
-                let id = format!("{client}-{n}");
-                let msg = format!(
-                    r#"{{"type":"echo","id":"{id}","data":{{"n":{n},"text":"the quick brown fox jumps over the lazy dog 0123456789"}}}}"#
-                );
-                let sent = Instant::now();
-                if conn.send(msg.as_bytes()).await.is_err() {
-                    state.errors.set(state.errors.get() + 1);
-                    return;
-                }
-                loop {
-                    match conn.recv().await {
-                        Ok(Some(m)) if wire::str_field(m.json(), b"\"id\":\"") == Some(id.as_bytes()) => {
-                            if !wire::is_type(m.json(), b"reply") {
-                                state.errors.set(state.errors.get() + 1);
-                            }
-                            break;
-                        }
-                        Ok(Some(_)) => continue,
-                        _ => {
-                            state.errors.set(state.errors.get() + 1);
-                            return;
-                        }
+                while sent.len() < depth {
+                    n += 1;
+                    let msg = format!(
+                        r#"{{"type":"echo","id":"{client}-{n}","data":{{"n":{n},"text":"the quick brown fox jumps over the lazy dog 0123456789"}}}}"#
+                    );
+                    if conn.send(msg.as_bytes()).await.is_err() {
+                        state.errors.set(state.errors.get() + 1);
+                        return;
                     }
+                    sent.insert(n, Instant::now());
                 }
-                state.record(sent);
+                let m = match conn.recv().await {
+                    Ok(Some(m)) => m,
+                    _ => {
+                        state.errors.set(state.errors.get() + 1);
+                        return;
+                    }
+                };
+                let Some(at) = wire::str_field(m.json(), b"\"id\":\"")
+                    .and_then(|id| id.strip_prefix(prefix.as_bytes()))
+                    .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok())
+                    .and_then(|k| sent.remove(&k))
+                else {
+                    continue;
+                };
+                if !wire::is_type(m.json(), b"reply") {
+                    state.errors.set(state.errors.get() + 1);
+                }
+                state.record(at);
             }
         });
     }
     until("clients to connect", Duration::from_secs(120), || joined.all(p.clients)).await?;
-    Ok(measure_loop(server, &state, p).await?.1)
+    let (_, mut out) = measure_loop(server, &state, p).await?;
+    merge(&mut out, json!({"depth": p.depth}));
+    Ok(out)
 }
 
 /// `echo`: raw transport; C connections each keep `depth` messages in flight.
