@@ -3,49 +3,76 @@
 //! instead of one per message. The batch is one JSON text, `[socketId, type, message, …]`,
 //! built on the tokio threads as messages arrive, so JS makes one string and one `JSON.parse`
 //! per batch instead of three strings and a parse per message (each message was validated as
-//! JSON by the core, so the batch parses). Each message still gets its own answer: JS returns
-//! one entry per message, either the outcome string or a promise of it, so a slow handler
-//! delays only its own reply.
+//! JSON by the core, so the batch parses).
+//!
+//! JS returns one answer per message: the outcome string of a synchronous handler, or a promise
+//! of it. The synchronous answers of a batch are all sent in one pass when the call returns (a
+//! socket's replies leave in one write; no task, channel or timer per message); only a promise
+//! gets a task of its own, so a slow handler delays only its own reply. One timer per batch
+//! keeps the deadlines (`HandlerCall::deadline`) while the JS thread has not answered.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use napi::bindgen_prelude::{Either, Function, Promise};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction};
 use napi::Status;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use realtime_core::{HandlerCall, HandlerOutcome};
 
-use crate::hooks::QUEUE;
+use crate::hooks::{outcome, settled, QUEUE};
 
 /// The batch's JSON text: a flat array `[socketId, type, message, …]`, three entries a message.
 pub(crate) type BatchArgs = String;
 /// One entry per message: the outcome ("R…"/"E…"), or a promise of it.
 pub(crate) type BatchReturn = Vec<Either<String, Promise<String>>>;
 
-type Reply = oneshot::Sender<Result<String, String>>;
+/// The messages of one JS call.
+#[derive(Default)]
+pub(crate) struct Batch {
+    inner: Mutex<BatchInner>,
+}
 
-/// Messages waiting for the JS thread, and the senders the callback hands back.
+#[derive(Default)]
+struct BatchInner {
+    /// The JSON text so far (`[` and the entries, without the closing `]`); taken by the call.
+    json: String,
+    /// One call per message of `json`, in order; `None` once answered early (its deadline).
+    calls: Vec<Option<HandlerCall>>,
+}
+
+/// The batch being filled: messages join it until its JS call runs (or its first deadline).
 #[derive(Default)]
 pub(crate) struct Queue {
-    pending: Mutex<Pending>,
+    open: Mutex<Option<Arc<Batch>>>,
 }
 
-#[derive(Default)]
-struct Pending {
-    /// The batch's JSON text so far (empty, or `[` and the entries without the closing `]`).
-    json: String,
-    /// One sender per message in `json`, in order.
-    replies: Vec<Reply>,
-    /// A call is queued that will take the batch when the JS thread runs it.
-    scheduled: bool,
-}
-
-impl Pending {
-    fn take(&mut self) -> (String, Vec<Reply>) {
-        let mut json = std::mem::take(&mut self.json);
-        json.push_str(if json.is_empty() { "[]" } else { "]" });
-        (json, std::mem::take(&mut self.replies))
+impl Queue {
+    /// Stops `batch` taking messages (the next message starts a new batch), if it still does.
+    fn close(&self, batch: &Arc<Batch>) {
+        let mut open = self.open.lock();
+        if open.as_ref().is_some_and(|b| Arc::ptr_eq(b, batch)) {
+            *open = None;
+        }
     }
+}
+
+pub(crate) type BatchTsfn =
+    ThreadsafeFunction<Arc<Batch>, BatchReturn, BatchArgs, Status, false, true, QUEUE>;
+
+/// The JS handler function as a batching ThreadsafeFunction over `queue`.
+pub(crate) fn build(f: Function<BatchArgs, BatchReturn>, queue: Arc<Queue>) -> napi::Result<BatchTsfn> {
+    f.build_threadsafe_function::<Arc<Batch>>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .max_queue_size::<QUEUE>()
+        .build_callback(move |ctx: ThreadsafeCallContext<Arc<Batch>>| {
+            // From here on the batch is what JS answers: later messages start another.
+            queue.close(&ctx.value);
+            let mut json = std::mem::take(&mut ctx.value.inner.lock().json);
+            json.push_str(if json.is_empty() { "[]" } else { "]" });
+            Ok(json)
+        })
 }
 
 /// Appends `s` as a JSON string.
@@ -59,117 +86,120 @@ fn push_json_str(out: &mut String, s: &str) {
     }
 }
 
-/// Where the JS-thread callback leaves the senders of the batch it took.
-type Taken = Arc<Mutex<Vec<Reply>>>;
-
-pub(crate) type BatchTsfn = ThreadsafeFunction<Taken, BatchReturn, BatchArgs, Status, false, true, QUEUE>;
-
-/// The JS handler function as a batching ThreadsafeFunction over `queue`.
-pub(crate) fn build(f: Function<BatchArgs, BatchReturn>, queue: Arc<Queue>) -> napi::Result<BatchTsfn> {
-    f.build_threadsafe_function::<Taken>()
-        .weak::<true>()
-        .callee_handled::<false>()
-        .max_queue_size::<QUEUE>()
-        .build_callback(move |ctx: ThreadsafeCallContext<Taken>| {
-            let (json, replies) = {
-                let mut p = queue.pending.lock();
-                p.scheduled = false;
-                p.take()
-            };
-            *ctx.value.lock() = replies;
-            Ok(json)
-        })
-}
-
-/// Queues one message; the future resolves with its outcome string, or an error text.
-pub(crate) fn call(
-    tsfn: Arc<BatchTsfn>,
-    queue: Arc<Queue>,
-    socket_id: &str,
-    kind: &str,
-    text: &str,
-) -> impl std::future::Future<Output = Result<String, String>> + Send + 'static {
-    let (tx, rx) = oneshot::channel();
-    let first = {
-        let mut p = queue.pending.lock();
-        let json = &mut p.json;
+/// Queues one message (`text`: its JSON) for the handler of `kind`; `call` is answered when JS
+/// answers, or at its deadline.
+pub(crate) fn push(tsfn: Arc<BatchTsfn>, queue: &Arc<Queue>, call: HandlerCall, kind: &str, text: &str) {
+    let started = {
+        let mut open = queue.open.lock();
+        let (batch, started) = match &*open {
+            Some(b) => (b.clone(), None),
+            None => {
+                let b = Arc::new(Batch::default());
+                *open = Some(b.clone());
+                (b.clone(), Some((b, call.deadline())))
+            }
+        };
+        let mut b = batch.inner.lock();
+        let json = &mut b.json;
         json.push(if json.is_empty() { '[' } else { ',' });
-        push_json_str(json, socket_id);
+        push_json_str(json, call.socket().id());
         json.push(',');
         push_json_str(json, kind);
         json.push(',');
         json.push_str(text);
-        p.replies.push(tx);
-        !std::mem::replace(&mut p.scheduled, true)
+        b.calls.push(Some(call));
+        started
     };
-    if first {
-        tokio::spawn(flush(tsfn, queue));
-    }
-    async move {
-        match rx.await {
-            Ok(outcome) => outcome,
-            // Never reached JS (its queue was full: a busy server) or was dropped: the core's
-            // hook timeout answers `handler_timeout`, as for any handler too slow to answer.
-            Err(_) => std::future::pending().await,
-        }
+    if let Some((batch, deadline)) = started {
+        tokio::spawn(flush(tsfn, queue.clone(), batch, deadline));
     }
 }
 
-/// Runs one JS call for whatever is queued when the JS thread gets to it.
-async fn flush(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>) {
-    let taken: Taken = Arc::default();
-    let result = tsfn.call_async_catch(taken.clone()).await;
-    let replies = std::mem::take(&mut *taken.lock());
+/// Runs one JS call for `batch` and sends its answers; until JS answers, expires its messages
+/// as their deadlines pass (the first one's is `deadline`).
+async fn flush(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>, batch: Arc<Batch>, deadline: Instant) {
+    let call = tsfn.call_async_catch(batch.clone());
+    tokio::pin!(call);
+    let mut next = Some(deadline);
+    let result = loop {
+        let Some(at) = next else {
+            // Every message of the batch is answered (expired): nothing left to wait for.
+            return;
+        };
+        tokio::select! {
+            r = &mut call => break r,
+            _ = tokio::time::sleep_until(at.into()) => {
+                // The JS thread is that far behind: messages arriving from now on start another
+                // batch, with a timer of its own.
+                queue.close(&batch);
+                next = expire_due(&batch);
+            }
+        }
+    };
+    queue.close(&batch);
+    let calls = std::mem::take(&mut batch.inner.lock().calls);
     match result {
-        Ok(answers) if answers.len() == replies.len() => {
-            for (answer, reply) in answers.into_iter().zip(replies) {
+        Ok(answers) if answers.len() == calls.len() => {
+            for (answer, call) in answers.into_iter().zip(calls) {
+                let Some(call) = call else { continue };
                 match answer {
-                    Either::A(outcome) => {
-                        let _ = reply.send(Ok(outcome));
-                    }
+                    Either::A(s) => call.answer(outcome(Ok(s))),
                     Either::B(promise) => {
-                        let mut reply = reply;
                         tokio::spawn(async move {
-                            // Ends when the core stops waiting (its hook timeout), so a promise
-                            // that never settles does not keep this task forever.
-                            tokio::select! {
-                                r = crate::hooks::settled(promise) => { let _ = reply.send(r); }
-                                _ = reply.closed() => {}
+                            match tokio::time::timeout_at(call.deadline().into(), settled(promise)).await {
+                                Ok(r) => call.answer(outcome(r)),
+                                Err(_) => call.expire(),
                             }
                         });
                     }
                 }
             }
         }
-        Ok(_) => fail(replies, "the JS batch handler returned the wrong number of answers"),
-        Err(e) if !replies.is_empty() => fail(replies, &e.reason),
-        // Queue full: leave the messages unanswered here (dropping their senders); each is
-        // answered `handler_timeout` by the core, like any handler the JS thread had no time for.
+        Ok(_) => fail(calls, "the JS batch handler returned the wrong number of answers"),
+        // The call never reached JS (its queue is full: a busy server): each message is answered
+        // `handler_timeout` at its deadline, like any handler the JS thread had no time for.
         Err(e) if e.status == Status::QueueFull => {
-            let mut p = queue.pending.lock();
-            if p.scheduled {
-                p.scheduled = false;
-                drop(p.take());
+            batch.inner.lock().calls = calls;
+            while let Some(at) = earliest(&batch) {
+                tokio::time::sleep_until(at.into()).await;
+                expire_due(&batch);
             }
         }
-        Err(e) => {
-            // The call never reached JS (queue full, closing): fail what it would have taken.
-            let stranded = {
-                let mut p = queue.pending.lock();
-                if p.scheduled {
-                    p.scheduled = false;
-                    p.take().1
-                } else {
-                    Vec::new()
-                }
-            };
-            fail(stranded, &e.reason);
-        }
+        Err(e) => fail(calls, &e.reason),
     }
 }
 
-fn fail(replies: Vec<Reply>, why: &str) {
-    for r in replies {
-        let _ = r.send(Err(why.to_string()));
+/// The earliest deadline among the batch's unanswered messages.
+fn earliest(batch: &Batch) -> Option<Instant> {
+    batch.inner.lock().calls.iter().flatten().map(HandlerCall::deadline).min()
+}
+
+/// Answers `handler_timeout` to the batch's messages past their deadline; returns the next
+/// deadline, if any message is left.
+fn expire_due(batch: &Batch) -> Option<Instant> {
+    let now = Instant::now();
+    let mut due = Vec::new();
+    let next = {
+        let mut b = batch.inner.lock();
+        let mut next: Option<Instant> = None;
+        for slot in b.calls.iter_mut() {
+            match slot {
+                Some(c) if c.deadline() <= now => due.extend(slot.take()),
+                Some(c) => next = Some(next.map_or(c.deadline(), |n| n.min(c.deadline()))),
+                None => {}
+            }
+        }
+        next
+    };
+    // Answered outside the lock: a send may wake the socket's writer.
+    for c in due {
+        c.expire();
+    }
+    next
+}
+
+fn fail(calls: Vec<Option<HandlerCall>>, why: &str) {
+    for c in calls.into_iter().flatten() {
+        c.answer(HandlerOutcome::Error { code: "handler_failed".into(), message: why.to_string() });
     }
 }

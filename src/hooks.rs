@@ -12,7 +12,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use parking_lot::RwLock;
 use realtime_core::{
-    AppHooks, BoxFuture, EventInfo, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims, UserList, Verdicts,
+    AppHooks, BoxFuture, EventInfo, HandlerCall, HandlerOutcome, SocketRef, UpgradeInfo, UserClaims,
+    UserList, Verdicts,
 };
 
 /// Calls to one hook that may wait for the JS thread at once; past it a call fails fast.
@@ -106,7 +107,8 @@ pub(crate) async fn settled<R: napi::bindgen_prelude::FromNapiValue>(
     }
 }
 
-fn outcome(r: Result<String, String>) -> HandlerOutcome {
+/// A JS handler's answer: "R<reply JSON>" | "E<code>\n<message>", or what it threw.
+pub(crate) fn outcome(r: Result<String, String>) -> HandlerOutcome {
     match r {
         Ok(s) if s.starts_with('R') => {
             HandlerOutcome::Reply((s.len() > 1).then(|| Bytes::from(s).slice(1..)))
@@ -165,14 +167,12 @@ impl AppHooks for JsHooks {
         self.handler_types.read().contains(kind)
     }
 
-    fn on_message(&self, socket: SocketRef, kind: &str, text: Bytes) -> BoxFuture<HandlerOutcome> {
+    fn handle_message(&self, call: HandlerCall, kind: &str, text: Bytes) {
         let Some(tsfn) = get(&self.message) else {
-            return Box::pin(async { outcome(Err("no handler is installed".into())) });
+            return call.answer(outcome(Err("no handler is installed".into())));
         };
-        // The core hands over only text it parsed as JSON (so valid UTF-8).
-        let text = String::from_utf8_lossy(&text);
-        let f = crate::batch::call(tsfn, self.batch.clone(), socket.id(), kind, &text);
-        Box::pin(async move { outcome(f.await) })
+        // The core hands over only text it parsed as JSON (so valid UTF-8: no copy here).
+        crate::batch::push(tsfn, &self.batch, call, kind, &String::from_utf8_lossy(&text));
     }
 
     fn on_binary(&self, socket: SocketRef, data: Bytes) -> Option<BoxFuture<HandlerOutcome>> {

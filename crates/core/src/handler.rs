@@ -7,9 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::time::timeout;
 
-use crate::hooks::{BoxFuture, HandlerOutcome};
+use crate::handler_call::HandlerCall;
 use crate::hub::Hub;
 use crate::protocol::{self, codes};
 use crate::reader::Held;
@@ -20,14 +19,15 @@ use crate::socket::Conn;
 pub(crate) fn on_binary(hub: &Arc<Hub>, conn: &Arc<Conn>, data: Bytes) {
     let Some(held) = hold_for_js(hub, conn, data.len(), None) else { return };
     let socket = hub.handle(conn.clone());
-    match hub.hooks.on_binary(socket, data) {
-        Some(fut) => spawn_outcome(hub, conn, None, fut, held),
+    match hub.hooks.on_binary(socket.clone(), data) {
+        Some(fut) => HandlerCall::new(socket, None, held, hub.config.hook_timeout).spawn(fut),
         None => refuse(hub, conn, codes::BINARY_UNSUPPORTED, "binary messages are not accepted", None),
     }
 }
 
 /// A text message of type `kind` (`action`: its `"action"` field; `data`: the whole message;
 /// `req_id`: the `"id"` asking for a reply): to the app's handler, or refused as unknown.
+/// The app answers the call (see `AppHooks::handle_message`): no task or timer here.
 pub(crate) fn on_custom(
     hub: &Arc<Hub>,
     conn: &Arc<Conn>,
@@ -43,9 +43,8 @@ pub(crate) fn on_custom(
     };
     if hub.hooks.has_handler(&kind) {
         let Some(held) = hold_for_js(hub, conn, data.len(), req_id) else { return };
-        let socket = hub.handle(conn.clone());
-        let fut = hub.hooks.on_message(socket, &kind, data.clone());
-        spawn_outcome(hub, conn, req_id.map(str::to_string), fut, held);
+        let call = HandlerCall::new(hub.handle(conn.clone()), req_id, held, hub.config.hook_timeout);
+        hub.hooks.handle_message(call, &kind, data.clone());
     } else {
         refuse(hub, conn, codes::UNKNOWN_TYPE, &format!("no handler for type {kind:?}"), req_id);
     }
@@ -62,36 +61,4 @@ fn hold_for_js(hub: &Hub, conn: &Arc<Conn>, len: usize, id: Option<&str>) -> Opt
     hub.stats.busy_messages.fetch_add(1, Relaxed);
     hub.deliver(conn, protocol::error_frame(codes::BUSY, "server busy; retry later", id));
     None
-}
-
-/// Runs an app handler off the reader, answering with its reply or error within the timeout.
-/// `held` (the message's share of the input budget) is given back when it is answered.
-fn spawn_outcome(
-    hub: &Arc<Hub>,
-    conn: &Arc<Conn>,
-    id: Option<String>,
-    fut: BoxFuture<HandlerOutcome>,
-    held: Held,
-) {
-    let (hub, conn) = (hub.clone(), conn.clone());
-    tokio::spawn(async move {
-        let _held = held;
-        let t = hub.config.hook_timeout;
-        match timeout(t, fut).await {
-            Ok(HandlerOutcome::Reply(data)) => {
-                if let Some(id) = &id {
-                    hub.deliver(&conn, protocol::reply_frame(id, data.as_deref()));
-                }
-            }
-            Ok(HandlerOutcome::Error { code, message }) => {
-                hub.stats.handler_errors.fetch_add(1, Relaxed);
-                hub.deliver(&conn, protocol::error_frame(&code, &message, id.as_deref()));
-            }
-            Err(_) => {
-                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
-                let msg = format!("handler took longer than {} ms", t.as_millis());
-                hub.deliver(&conn, protocol::error_frame(codes::HANDLER_TIMEOUT, &msg, id.as_deref()));
-            }
-        }
-    });
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::audience::UserList;
 use crate::auth::UserClaims;
+use crate::handler_call::{HandlerCall, HandlerOutcome};
 use crate::socket_ref::SocketRef;
 
 /// A boxed, sendable future (async trait methods that stay object-safe).
@@ -27,15 +28,6 @@ pub struct UpgradeInfo {
     /// A non-JWT credential found in the request (for `resolve_credentials`): a whole
     /// `Authorization` value (scheme included), or a bare token from the cookie or the query.
     pub credential: Option<String>,
-}
-
-/// How an app handler answered one message.
-#[derive(Debug)]
-pub enum HandlerOutcome {
-    /// Reply data as JSON text (`None` = `null`); sent only when the message carried an `id`.
-    Reply(Option<Bytes>),
-    /// The handler failed; the client gets `{"type":"error","code":code,…}`.
-    Error { code: String, message: String },
 }
 
 /// An app-side event that the core asks about.
@@ -101,7 +93,16 @@ pub trait AppHooks: Send + Sync + 'static {
         false
     }
 
-    /// Handles a custom message (`text` is the whole message JSON).
+    /// Takes a custom message (`text` is the whole message JSON; `kind` the handler's type) and
+    /// answers `call` once, by its deadline (`HandlerCall::expire` after it). The default runs
+    /// `on_message`'s future on a task; an app that answers many messages at once (the napi
+    /// binding's batches) overrides this instead.
+    fn handle_message(&self, call: HandlerCall, kind: &str, text: Bytes) {
+        let fut = self.on_message(call.socket().clone(), kind, text);
+        call.spawn(fut);
+    }
+
+    /// Handles a custom message (`text` is the whole message JSON); see `handle_message`.
     fn on_message(&self, _socket: SocketRef, _kind: &str, _text: Bytes) -> BoxFuture<HandlerOutcome> {
         Box::pin(async {
             HandlerOutcome::Error { code: "unknown_type".into(), message: "no handler".into() }

@@ -28,6 +28,8 @@ const ORDER: &[&str] = &[
     "socket_ref",
     "audience",
     "event",
+    // A custom message waiting for the app's answer.
+    "handler_call",
     // The app's hooks and the backplane, as traits (`backplane/redis` reaches the hub only as
     // an `Inbox`); the bounded fan-out queue; unupgraded HTTP connections.
     "hooks",

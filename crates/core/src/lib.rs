@@ -21,6 +21,7 @@ mod supervise;
 // Socket state and the room registry.
 mod audience;
 mod event;
+mod handler_call;
 mod rooms;
 mod socket;
 mod socket_ref;
@@ -56,7 +57,8 @@ pub use auth::{AuthError, JwtVerifier, UserClaims};
 pub use config::{EventFormat, Monitoring, RateLimit, RedisConfig, ServerConfig, SocketIoEvents};
 pub use error::{CoreError, Result};
 pub use event::Event;
-pub use hooks::{AppHooks, BoxFuture, EventInfo, HandlerOutcome, NoHooks, UpgradeInfo, Verdicts};
+pub use handler_call::{HandlerCall, HandlerOutcome};
+pub use hooks::{AppHooks, BoxFuture, EventInfo, NoHooks, UpgradeInfo, Verdicts};
 pub use protocol::Operation;
 pub use rooms::{Member, ALL_SOCKETS};
 pub use server::{Message, Server, ServerHandle};

@@ -27,6 +27,9 @@ impl SocketOps for Hub {
     fn broadcast_everywhere(&self, room: &str, frame: Bytes, except: Option<&str>) {
         Hub::broadcast_everywhere(self, room, frame, except)
     }
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
 }
 
 impl Inbox for Hub {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::auth::UserClaims;
 use crate::rooms::JoinError;
 use crate::socket::Conn;
+use crate::stats::Stats;
 
 /// The server as a socket handle sees it.
 pub(crate) trait SocketOps: Send + Sync + 'static {
@@ -22,6 +23,8 @@ pub(crate) trait SocketOps: Send + Sync + 'static {
     fn leave(&self, conn: &Arc<Conn>, room: &str) -> bool;
     /// Sends to every member of `room` on every instance but the socket `except`.
     fn broadcast_everywhere(&self, room: &str, frame: Bytes, except: Option<&str>);
+    /// The server's counters (a handler's answer counts its errors and timeouts).
+    fn stats(&self) -> &Stats;
 }
 
 /// What the app holds of a socket: read its state, send to it, move it between rooms.
