@@ -344,7 +344,13 @@ impl RedisBackplane {
                 } else {
                     pipe.publish::<(), _, _>(channel.as_str(), payload).await
                 };
-                let _ = queued;
+                if queued.is_err() {
+                    // Not in the pipeline (so not in its results either): dropped, and its
+                    // number, the last handed out on the channel, is taken back.
+                    seqs.give_back(&channel);
+                    self.counters.dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
                 sent.push(channel);
             }
             let results = pipe.try_all::<i64>().await;
@@ -356,9 +362,12 @@ impl RedisBackplane {
                 // Sequence numbers count what Redis took: a failed PUBLISH at the end of its
                 // channel's share of the batch gives its number back, so receivers see no gap
                 // for what is already counted here as dropped (`lost` there is only what Redis
-                // acknowledged and they missed). A failure followed by a success on the same
-                // channel leaves a hole that both sides count (rare: a connection that broke
-                // and came back within one pipeline).
+                // acknowledged and they missed). A number given back goes out again marked
+                // `REISSUED`: a receiver that got its first use (Redis published it, but the
+                // answer was lost with the connection) counts that in `unconfirmedArrived`.
+                // A failure followed by a success on the same channel leaves a hole that both
+                // sides count (rare: one pipeline goes out on one connection, so failures end
+                // it).
                 let mut settled: HashSet<&str> = HashSet::new();
                 for (i, channel) in sent.iter().enumerate().rev() {
                     if settled.contains(channel.as_str()) {
