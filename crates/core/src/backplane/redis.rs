@@ -157,7 +157,7 @@ struct Counters {
     dropped: AtomicU64,
     invalid: AtomicU64,
     lost: AtomicU64,
-    unconfirmed_arrived: AtomicU64,
+    unconfirmed: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
     topology_changes: AtomicU64,
@@ -364,7 +364,7 @@ impl RedisBackplane {
                 // for what is already counted here as dropped (`lost` there is only what Redis
                 // acknowledged and they missed). A number given back goes out again marked
                 // `REISSUED`: a receiver that got its first use (Redis published it, but the
-                // answer was lost with the connection) counts that in `unconfirmedArrived`.
+                // answer was lost with the connection) counts it in `unconfirmed`.
                 // A failure followed by a success on the same channel leaves a hole that both
                 // sides count (rare: one pipeline goes out on one connection, so failures end
                 // it).
@@ -587,14 +587,15 @@ impl RedisBackplane {
 
     /// Counts the messages of `origin` on `channel` that never arrived (a gap in its sequence).
     /// A sequence that goes back is a restart of the origin (or of its numbering), not a loss.
-    /// A reissued number equal to the last one seen means the message first sent under it
-    /// arrived, though its publisher got no answer from Redis and counted it dropped.
+    /// A reissued number not past the last one seen means the message first sent under it was
+    /// accounted for here (it arrived, or was counted lost when a later one did), though its
+    /// publisher got no answer from Redis and counted it dropped: `unconfirmed`.
     fn note_seq(&self, channel: &str, origin: &str, seq: u64) {
         let (seq, reissued) = (seq & !REISSUED, seq & REISSUED != 0);
         let mut seen = self.seen.lock();
         let last = seen.entry(channel.to_string()).or_default().entry(origin.to_string()).or_insert(0);
-        if reissued && seq == *last {
-            self.counters.unconfirmed_arrived.fetch_add(1, Relaxed);
+        if reissued && seq <= *last {
+            self.counters.unconfirmed.fetch_add(1, Relaxed);
             return;
         }
         if *last != 0 && seq > *last + 1 {
@@ -795,7 +796,7 @@ impl Backplane for RedisBackplane {
             dropped: c.dropped.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
             lost: c.lost.load(Relaxed),
-            unconfirmed_arrived: c.unconfirmed_arrived.load(Relaxed),
+            unconfirmed: c.unconfirmed.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
             topology_changes: c.topology_changes.load(Relaxed),
