@@ -316,12 +316,17 @@ impl StatsSnapshot {
             "1 when the backplane (Redis) is reachable.",
             u64::from(b.connected),
         );
-        metric("backplane_published_total", "counter", "Messages published to other instances.", b.published);
+        metric(
+            "backplane_published_total",
+            "counter",
+            "Messages published that Redis acknowledged.",
+            b.published,
+        );
         metric("backplane_received_total", "counter", "Messages received from other instances.", b.received);
         metric(
             "backplane_dropped_total",
             "counter",
-            "Cross-instance messages lost (Redis down, queue full, lagging receiver).",
+            "Messages not published (Redis down or not answering, queue full) or not deliverable here.",
             b.dropped,
         );
         metric("backplane_reconnects_total", "counter", "Reconnections to Redis.", b.reconnects);
@@ -331,6 +336,12 @@ impl StatsSnapshot {
             "counter",
             "Messages of other instances that never arrived (sequence gaps).",
             b.lost,
+        );
+        metric(
+            "backplane_unconfirmed_total",
+            "counter",
+            "Messages other instances counted dropped that Redis had published (seen here).",
+            b.unconfirmed,
         );
         metric(
             "backplane_subscribed_rooms",
