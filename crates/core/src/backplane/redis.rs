@@ -31,8 +31,15 @@ use crate::error::{CoreError, Result};
 use crate::hooks::BoxFuture;
 use crate::rooms::Member;
 
-/// Messages a receiver may fall behind by before it starts losing them (counted).
+/// Messages a receiver may fall behind by before it starts losing them (counted). fred gives
+/// every one of a client's notification channels (messages, errors, reconnects, …, about nine)
+/// this capacity, allocated and initialised up front: ~35 MB for the subscriber.
 const RECEIVE_CAPACITY: usize = 65_536;
+/// The publisher receives no messages; its notifications (reconnects, read by
+/// `watch_connection`, which tolerates lagging) need fred's default. With `RECEIVE_CAPACITY`
+/// it held another ~35 MB per instance (heaptrack over the soak: 160 MB of its 167 MB RSS were
+/// these channels, two instances with two clients each).
+const PUBLISHER_NOTIFY_CAPACITY: usize = 32;
 /// Most messages sent in one pipeline.
 const BATCH: usize = 512;
 /// Longest publishes (and joins, for their subscription) wait for the first connection to
@@ -208,7 +215,7 @@ impl RedisBackplane {
         builder
             .with_config(|c| c.fail_fast = false)
             .with_performance_config(|p| {
-                p.broadcast_channel_capacity = RECEIVE_CAPACITY;
+                p.broadcast_channel_capacity = PUBLISHER_NOTIFY_CAPACITY;
                 p.default_command_timeout = Duration::from_secs(2);
             })
             .with_connection_config(|c| {
@@ -218,6 +225,7 @@ impl RedisBackplane {
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
         let publisher = builder.build().map_err(redis_err)?;
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = RECEIVE_CAPACITY);
         let subscriber = builder.build_subscriber_client().map_err(redis_err)?;
 
         let (pub_tx, pub_rx) = mpsc::channel(cfg.publish_queue.max(1));
