@@ -27,6 +27,9 @@ pub struct Params {
     pub warmup: f64,
     /// Fanout: events in flight (credits) at most.
     pub window: usize,
+    /// Fanout: when > 0, events are emitted at this fixed rate (events/s, open loop) instead of
+    /// one per completed event; CPU per delivery is then compared at equal rates.
+    pub rate: f64,
     /// Echo and handler: messages in flight per connection (`--depth`; 16 for echo, 1 for handler).
     pub depth: usize,
     /// Churn: total cycles, and the cycle count of the first RSS reading.
@@ -277,6 +280,10 @@ struct Fan {
     /// Deliveries each event should make.
     expected: u32,
     delivered: Cell<u64>,
+    /// Deliveries of an event beyond the recipient count (a message delivered twice).
+    duplicates: Cell<u64>,
+    /// Closed loop: a fully delivered event returns a credit (false at a fixed rate).
+    closed_loop: bool,
     /// Deliveries to a subscriber that `authorize` should have excluded.
     leaked: Cell<u64>,
     /// Messages carrying no `_seq` / `_ts` although they were not acks.
@@ -314,7 +321,9 @@ impl Fan {
             per_seq.resize(i + 1024, 0);
         }
         per_seq[i] += 1;
-        if per_seq[i] == self.expected {
+        if per_seq[i] > self.expected {
+            self.duplicates.set(self.duplicates.get() + 1);
+        } else if per_seq[i] == self.expected && self.closed_loop {
             self.completed.set(self.completed.get() + 1);
             self.credit.notify_one();
         }
@@ -336,7 +345,7 @@ pub async fn fanout(
 ) -> Result<Value> {
     let allowed = |user: usize| !p.authorized || user.is_multiple_of(2);
     let expected = (0..p.clients).filter(|&u| allowed(u)).count() as u32;
-    let fan = Rc::new(Fan { expected, ..Fan::default() });
+    let fan = Rc::new(Fan { expected, closed_loop: p.rate <= 0.0, ..Fan::default() });
     let joined = Rc::new(Joined::default());
     let sem = Rc::new(Semaphore::new(p.concurrency));
     for user in 0..p.clients {
@@ -365,7 +374,25 @@ pub async fn fanout(
     until("subscribers to join", Duration::from_secs(180), || joined.all(p.clients)).await?;
 
     let writer = Writer::start(servers, fan.clone())?;
-    writer.credit(p.window as u64)?;
+    if p.rate > 0.0 {
+        // Open loop: the credits due at `rate` events/s since the start, every 10 ms.
+        let (tx, fan, rate) = (writer.tx.clone(), fan.clone(), p.rate);
+        spawn_local(async move {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while !fan.stopped.get() {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                if due > sent && tx.send(Line::Credit(due - sent)).is_err() {
+                    return;
+                }
+                sent = sent.max(due);
+            }
+        });
+    } else {
+        writer.credit(p.window as u64)?;
+    }
     tokio::time::sleep(Duration::from_secs_f64(p.warmup)).await;
     writer.send(json!({"cmd": "start"}))?;
     for s in servers.iter_mut() {
@@ -406,7 +433,9 @@ pub async fn fanout(
             "latency_mean_us": lat.mean().round(),
             "latency_max_us": lat.max(),
             "events_emitted": emitted,
-            "lost": want.saturating_sub(fan.delivered.get()),
+            "lost": want.saturating_sub(fan.delivered.get().saturating_sub(fan.duplicates.get())),
+            "duplicates": fan.duplicates.get(),
+            "rate": p.rate,
             "leaked": fan.leaked.get(),
             "malformed": fan.malformed.get(),
             "dropped_connections": fan.dropped.get(),
