@@ -5,6 +5,7 @@
 //! `Rc<Cell/RefCell>` and the generator's CPU use is one core's worth at most.
 
 use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -560,36 +561,46 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
             // Send time of each message in flight, by its number n (the id is "{client}-{n}").
             let mut sent = std::collections::HashMap::with_capacity(depth);
             let prefix = format!("{client}-");
+            let mut msg = String::with_capacity(160);
             while !state.done.get() {
-                while sent.len() < depth {
-                    n += 1;
-                    let msg = format!(
-                        r#"{{"type":"echo","id":"{client}-{n}","data":{{"n":{n},"text":"the quick brown fox jumps over the lazy dog 0123456789"}}}}"#
-                    );
-                    if conn.send(msg.as_bytes()).await.is_err() {
-                        state.errors.set(state.errors.get() + 1);
-                        return;
+                // Top up to `depth` in flight: this round's messages leave in one write.
+                if sent.len() < depth {
+                    let now = Instant::now();
+                    while sent.len() < depth {
+                        n += 1;
+                        msg.clear();
+                        let _ = write!(
+                            msg,
+                            r#"{{"type":"echo","id":"{client}-{n}","data":{{"n":{n},"text":"the quick brown fox jumps over the lazy dog 0123456789"}}}}"#
+                        );
+                        conn.queue(msg.as_bytes());
+                        sent.insert(n, now);
                     }
-                    sent.insert(n, Instant::now());
-                }
-                let m = match conn.recv().await {
-                    Ok(Some(m)) => m,
-                    _ => {
-                        state.errors.set(state.errors.get() + 1);
-                        return;
+                    if conn.flush().await.is_err() {
+                        return state.errors.set(state.errors.get() + 1);
                     }
-                };
-                let Some(at) = wire::str_field(m.json(), b"\"id\":\"")
-                    .and_then(|id| id.strip_prefix(prefix.as_bytes()))
-                    .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok())
-                    .and_then(|k| sent.remove(&k))
-                else {
-                    continue;
-                };
-                if !wire::is_type(m.json(), b"reply") {
-                    state.errors.set(state.errors.get() + 1);
                 }
-                state.record(at);
+                // Every reply one read brought; others (acks, pushes) are skipped.
+                let mut wrong_type = 0;
+                let open = conn
+                    .read_batch(|m| {
+                        let Some(at) = wire::str_field(m, b"\"id\":\"")
+                            .and_then(|id| id.strip_prefix(prefix.as_bytes()))
+                            .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok())
+                            .and_then(|k| sent.remove(&k))
+                        else {
+                            return;
+                        };
+                        if !wire::is_type(m, b"reply") {
+                            wrong_type += 1;
+                        }
+                        state.record(at);
+                    })
+                    .await;
+                state.errors.set(state.errors.get() + wrong_type);
+                if !matches!(open, Ok(true)) {
+                    return state.errors.set(state.errors.get() + 1);
+                }
             }
         });
     }
@@ -613,22 +624,27 @@ pub async fn echo(server: &mut Server, target: &Target, p: &Params) -> Result<Va
             state.ready().await;
             // Replies come back in order, so the send time of each is at the front of the queue.
             let mut sent = std::collections::VecDeque::with_capacity(depth);
-            for _ in 0..depth {
-                if conn.send(payload).await.is_err() {
-                    return state.errors.set(state.errors.get() + 1);
-                }
-                sent.push_back(Instant::now());
-            }
             while !state.done.get() {
-                match conn.recv().await {
-                    Ok(Some(_)) => {}
-                    _ => return state.errors.set(state.errors.get() + 1),
+                // Top up to `depth` in flight: this round's messages leave in one write.
+                if sent.len() < depth {
+                    let now = Instant::now();
+                    while sent.len() < depth {
+                        conn.queue(payload);
+                        sent.push_back(now);
+                    }
+                    if conn.flush().await.is_err() {
+                        return state.errors.set(state.errors.get() + 1);
+                    }
                 }
-                state.record(sent.pop_front().unwrap_or_else(Instant::now));
-                if conn.send(payload).await.is_err() {
+                let open = conn
+                    .read_batch(|_| {
+                        let at = sent.pop_front().unwrap_or_else(Instant::now);
+                        state.record(at);
+                    })
+                    .await;
+                if !matches!(open, Ok(true)) {
                     return state.errors.set(state.errors.get() + 1);
                 }
-                sent.push_back(Instant::now());
             }
         });
     }
