@@ -94,6 +94,10 @@ test('finding 9: ports and options are checked, never wrapped', async () => {
     await assert.rejects(initUWebSocket({ port }), { name: 'TypeError', message: /port/ }, String(port))
   }
   await assert.rejects(initUWebSocket(70_000), { name: 'TypeError' })
+  await assert.rejects(initUWebSocket({ port: 0, headerTimeoutMs: 0 }), {
+    name: 'TypeError',
+    message: /headerTimeoutMs/,
+  })
   await assert.rejects(
     initUWebSocket({ port: 0, rateLimit: { messages: -1, windowMs: 1 } }),
     /rateLimit\.messages/,
@@ -126,6 +130,29 @@ test('finding 9: bad registrations throw a TypeError and poison nothing', async 
   assert.throws(() => socket.close(1000, 'x'.repeat(200)), /reason/)
   socket.close(4321, 'bye')
   assert.equal((await waitFor(() => c.closed)).code, 4321)
+})
+
+test('finding 9: close codes an app may send are 1000, 1008 and 3000-4999, each reaching the peer', async () => {
+  for (const code of [1000, 1008, 3000, 4999]) {
+    const c = await connect()
+    m.socket(c.welcome.socketId).close(code, 'why')
+    const closed = await waitFor(() => c.closed, { message: `close ${code}` })
+    assert.deepEqual(closed, { code, reason: 'why' })
+  }
+  const c = await connect()
+  const socket = m.socket(c.welcome.socketId)
+  for (const code of [999, 1001, 1005, 1011, 2999, 5000, 4000.5, '4000', null]) {
+    assert.throws(() => socket.close(code), { name: 'TypeError', message: /code/ }, String(code))
+    assert.throws(
+      () => m.disconnectUser('nobody', code),
+      { name: 'TypeError', message: /code/ },
+      String(code),
+    )
+  }
+  // None of the refusals closed anything.
+  c.send({ type: 'ping' })
+  assert.equal((await c.next('pong')).type, 'pong')
+  c.close()
 })
 
 test('finding 9: a handler throwing a hostile object fails only its own message', async () => {

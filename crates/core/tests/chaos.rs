@@ -637,12 +637,12 @@ async fn backplane_counters_match_what_the_receiver_got_through_redis_faults() {
 
     let (sa, sb) = (a.stats().backplane, b.stats().backplane);
     eprintln!(
-        "emitted {emitted}; A published {} dropped {}; B received {} lost {} unconfirmed-arrived {} (client got {}); reconnects {}",
+        "emitted {emitted}; A published {} dropped {}; B received {} lost {} unconfirmed {} (client got {}); reconnects {}",
         sa.published,
         sa.dropped,
         sb.received,
         sb.lost,
-        sb.unconfirmed_arrived,
+        sb.unconfirmed,
         got.len(),
         sb.reconnects
     );
@@ -652,14 +652,95 @@ async fn backplane_counters_match_what_the_receiver_got_through_redis_faults() {
     assert!(got.windows(2).all(|w| w[0] < w[1]), "in order");
     assert!(sa.dropped > 0, "the outage dropped publishes");
     assert_eq!(
-        sa.published + sb.unconfirmed_arrived,
+        sa.published + sb.unconfirmed,
         sb.received + sb.lost,
-        "acknowledged (+ arrived unacknowledged) = arrived + counted gaps"
+        "acknowledged (+ published unacknowledged) = arrived + counted gaps"
     );
     assert_eq!(
-        emitted - got.len() as u64 + sb.unconfirmed_arrived,
+        emitted - got.len() as u64 + sb.unconfirmed,
         sa.dropped + sb.lost,
         "every missing message counted once"
     );
     assert_eq!(sb.dropped, 0, "B had nothing it could not deliver");
+}
+
+/// Error closes (1009 too big, 1002 protocol error, 1007 bad UTF-8) used to stop reading with
+/// the peer's data unread. A socket closed with unread input is reset by the kernel, and a
+/// reset discards what the kernel had not sent yet: a close frame queued behind replies the
+/// peer had not read yet never left. The server now drains the peer until it closes (or
+/// `close_timeout`), so the close frame goes out after the replies. Echo mode: 4 MiB of
+/// replies the client does not read while it sends, then the offending frame, then more.
+#[tokio::test]
+async fn error_closes_reach_a_peer_that_was_still_sending() {
+    let cfg = ServerConfig { echo: true, max_message_size: 64 * 1024, ..config() };
+    let s = start(cfg, Arc::new(TestHooks::default()));
+    let burst: Vec<u8> = (0..64).flat_map(|_| masked_frame(true, 2, &[1u8; 64 * 1024])).collect();
+    let tail = masked_frame(true, 2, &[7u8; 60 * 1024]).repeat(4);
+    let cases: [(&str, Vec<u8>, u16); 3] = [
+        ("oversize", masked_frame(true, 2, &vec![0u8; 65 * 1024]), 1009),
+        ("unmasked", vec![0x82, 0x02, 1, 2], 1002),
+        ("bad UTF-8", masked_frame(true, 1, &[0xff, 0xfe]), 1007),
+    ];
+    for round in 0..3 {
+        for (what, bad, code) in &cases {
+            let mut c = Client::connect(s.port()).await;
+            let all = [&burst[..], bad, &tail].concat();
+            // Bounded: a server that stopped reading leaves the tail unsent; read what came anyway.
+            let _ = tokio::time::timeout(WAIT, c.send_raw(&all)).await;
+            let mut echoed = 0;
+            let got = loop {
+                match c.recv().await {
+                    Some(f) if f.opcode == 8 => break f.close_code(),
+                    Some(f) => echoed += f.payload.len(),
+                    None => break None,
+                }
+            };
+            assert_eq!(
+                got,
+                Some(*code),
+                "{what}, round {round}: the close frame was lost ({echoed} bytes echoed before)"
+            );
+        }
+    }
+}
+
+/// The input budget's policy: over it, the socket holding the most is closed (1013) and
+/// counted, not whichever socket happened to ask next. One socket pins 1.8 MB of a 2 MiB budget
+/// with an incomplete frame; four small ones then start 200 kB messages: the big one is closed,
+/// every small one completes its message and is answered.
+#[tokio::test]
+async fn over_the_input_budget_the_largest_offender_is_closed_not_small_sockets() {
+    let mut cfg = config();
+    cfg.max_input_bytes = 2 << 20;
+    cfg.max_message_size = 4 << 20;
+    cfg.rate_limit = None;
+    let server = start(cfg, Arc::new(TestHooks::default()));
+    // A text frame announcing `len` bytes of {"type":"ping","pad":"xxx…"}, split after `at`.
+    let ping = |len: usize| {
+        let head = r#"{"type":"ping","pad":""#;
+        let text = format!("{head}{}\"}}", "x".repeat(len - head.len() - 2));
+        masked_frame(true, 1, text.as_bytes())
+    };
+    let mut big = Client::connect(server.port()).await;
+    big.welcome().await;
+    let big_frame = ping(1_800_000);
+    big.send_raw(&big_frame[..1000]).await;
+    eventually("the big one's frame is reserved", || server.stats().input_bytes >= 1_800_000).await;
+
+    let mut small = Vec::new();
+    for _ in 0..4 {
+        let mut c = Client::connect(server.port()).await;
+        c.welcome().await;
+        let f = ping(200_000);
+        c.send_raw(&f[..1000]).await;
+        small.push((c, f));
+    }
+    assert_eq!(big.expect_close().await, Some(1013), "the largest holder pays");
+    for (c, f) in &mut small {
+        c.send_raw(&f[1000..]).await;
+        assert_eq!(c.recv_json().await["type"], "pong", "a small socket reads on");
+    }
+    let s = server.stats();
+    assert_eq!(s.input_budget_closes, 1, "one socket closed, and counted");
+    eventually("memory given back", || server.stats().input_bytes == 0).await;
 }
