@@ -335,7 +335,7 @@ fn ratio_of(g: &Groups<'_>, key: (usize, u64), a: &str, b: &str, field: &str) ->
     let lb = lower(g, key, a) || lower(g, key, b);
     match (x, y) {
         (x, y) if y > 0.0 => Some((x / y, lb)),
-        (x, _) if x == 0.0 => Some((0.0, lb)),
+        (0.0, _) => Some((0.0, lb)),
         _ => None,
     }
 }
