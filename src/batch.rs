@@ -117,6 +117,13 @@ pub(crate) fn push(tsfn: Arc<BatchTsfn>, queue: &Arc<Queue>, call: HandlerCall, 
     }
 }
 
+/// Extra scheduler rounds a runner waits while its batch keeps growing.
+const GROW_ROUNDS: usize = 3;
+
+fn open_len(queue: &Queue) -> usize {
+    queue.state.lock().open.as_ref().map_or(0, |b| b.inner.lock().calls.len())
+}
+
 /// The runner: one JS call at a time, for whatever is open when JS gets to it, until nothing
 /// is left. While JS has not answered, expires messages (of the call and of the open batch) as
 /// their deadlines pass.
@@ -126,6 +133,15 @@ async fn run(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>) {
     // thread for a batch of one.
     tokio::task::yield_now().await;
     loop {
+        // A few more rounds while the batch still grows (replies just written come back as new
+        // messages): each JS call wakes the JS thread once, whatever its size.
+        for _ in 0..GROW_ROUNDS {
+            let before = open_len(&queue);
+            tokio::task::yield_now().await;
+            if open_len(&queue) == before {
+                break;
+            }
+        }
         let taken: Taken = Arc::default();
         let call = tsfn.call_async_catch(taken.clone());
         tokio::pin!(call);
