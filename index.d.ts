@@ -147,6 +147,7 @@ export interface NativeOptions {
   idleTimeoutMs?: number
   maxBackpressure?: number
   slowConsumerMs?: number
+  headerTimeoutMs?: number
   maxPendingCommands?: number
   maxPendingBytes?: number
   maxInputBytes?: number

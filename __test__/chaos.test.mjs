@@ -2,7 +2,10 @@
 // stalls of the event loop, a full fan-out queue, and the OS refusing threads. A real server on
 // loopback, real `ws` clients; every wait is bounded.
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { runInNewContext } from 'node:vm'
 import { setFlagsFromString } from 'node:v8'
@@ -14,6 +17,7 @@ import { startServer, waitFor, sleep } from './helpers/server.mjs'
 import { TestClient } from './helpers/ws.mjs'
 
 const pluginEntry = fileURLToPath(new URL('../dist/plugin/index.js', import.meta.url))
+const flood = fileURLToPath(new URL('./fixtures/chaos-upgrade-flood.mjs', import.meta.url))
 const HANDLER_TIMEOUT_MS = 300
 const MAX_PENDING = 64
 let srv
@@ -90,6 +94,10 @@ test('finding 9: ports and options are checked, never wrapped', async () => {
     await assert.rejects(initUWebSocket({ port }), { name: 'TypeError', message: /port/ }, String(port))
   }
   await assert.rejects(initUWebSocket(70_000), { name: 'TypeError' })
+  await assert.rejects(initUWebSocket({ port: 0, headerTimeoutMs: 0 }), {
+    name: 'TypeError',
+    message: /headerTimeoutMs/,
+  })
   await assert.rejects(
     initUWebSocket({ port: 0, rateLimit: { messages: -1, windowMs: 1 } }),
     /rateLimit\.messages/,
@@ -122,6 +130,29 @@ test('finding 9: bad registrations throw a TypeError and poison nothing', async 
   assert.throws(() => socket.close(1000, 'x'.repeat(200)), /reason/)
   socket.close(4321, 'bye')
   assert.equal((await waitFor(() => c.closed)).code, 4321)
+})
+
+test('finding 9: close codes an app may send are 1000, 1008 and 3000-4999, each reaching the peer', async () => {
+  for (const code of [1000, 1008, 3000, 4999]) {
+    const c = await connect()
+    m.socket(c.welcome.socketId).close(code, 'why')
+    const closed = await waitFor(() => c.closed, { message: `close ${code}` })
+    assert.deepEqual(closed, { code, reason: 'why' })
+  }
+  const c = await connect()
+  const socket = m.socket(c.welcome.socketId)
+  for (const code of [999, 1001, 1005, 1011, 2999, 5000, 4000.5, '4000', null]) {
+    assert.throws(() => socket.close(code), { name: 'TypeError', message: /code/ }, String(code))
+    assert.throws(
+      () => m.disconnectUser('nobody', code),
+      { name: 'TypeError', message: /code/ },
+      String(code),
+    )
+  }
+  // None of the refusals closed anything.
+  c.send({ type: 'ping' })
+  assert.equal((await c.next('pong')).type, 'pong')
+  c.close()
 })
 
 test('finding 9: a handler throwing a hostile object fails only its own message', async () => {
@@ -232,6 +263,45 @@ test('backpressure: emitEvent reports saturation, EBUSY when full, drained() whe
   for (let i = 0; i < results.length; i++) assert.equal((await c.next('update')).doc.i, i)
   assert.equal((await c.next('update')).id, 'after')
   m.setAuthorize('gated', null)
+  c.close()
+})
+
+test('a full JS hook queue (more upgrades waiting than it holds) closes 1013 like any late hook, never 4003', async () => {
+  // src/hooks.rs QUEUE: the calls one JS hook may have waiting; past it napi refuses the call
+  // (QueueFull), which must read as "busy", not as the middleware saying no.
+  const QUEUE = 4096
+  const n = QUEUE + 400
+  const dir = mkdtempSync(join(tmpdir(), 'chaos-flood-'))
+  const done = join(dir, 'done')
+  let stallNext = true
+  m.use(() => {
+    if (stallNext) {
+      stallNext = false
+      // Stalled until every upgrade of the child ended (bounded): all of them meet a JS thread
+      // that answers nothing, as under a CPU-heavy request.
+      const until = Date.now() + 120_000
+      while (!existsSync(done) && Date.now() < until) stall(5)
+    }
+    return true
+  })
+  const child = spawn(process.execPath, [flood, String(srv.port), String(n), done], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  child.stdout.on('data', (d) => {
+    out += d
+  })
+  const code = await new Promise((r) => child.on('exit', r))
+  rmSync(dir, { recursive: true, force: true })
+  assert.equal(code, 0)
+  const tally = JSON.parse(out)
+  assert.deepEqual(tally, { 1013: n }, 'every socket: try again later (retryable), none refused 4003')
+  // The queue drains and nothing stays poisoned: the next socket opens.
+  const c = await waitFor(() => connect().catch(() => null), {
+    timeoutMs: 30_000,
+    message: 'a socket opens after the flood',
+  })
+  assert.equal(c.welcome.type, 'welcome')
   c.close()
 })
 

@@ -1,9 +1,12 @@
-// Users of NextRush's WebSocketPlugin, taken literally: its option forms (several paths,
-// RegExp origins, heartbeatMs: 0 for "no pings", maxConnections: Infinity), broadcast without a
-// room, and a close hook. docs/migrating/nextrush.md shows each before/after.
+// Users of NextRush's WebSocketPlugin (nextrush 2), taken literally from its source and docs: its
+// option forms (several paths, RegExp origins, heartbeatMs: 0, maxConnections: Infinity), its
+// application API through withWebSocket(manager) (ws(path, handler) per path, wsUse with next(),
+// wsBroadcast(message, room?), getStats() with its field names), socket.onClose, and broadcast
+// without a room. docs/migrating/nextrush.md shows each before/after.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
+import { withWebSocket } from '../dist/plugin/index.js'
 import { startServer, waitFor } from './helpers/server.mjs'
 import { TestClient } from './helpers/ws.mjs'
 
@@ -11,13 +14,34 @@ let srv
 const closed = []
 before(async () => {
   srv = await startServer({
-    path: ['/ws', '/chat'],
+    path: ['/ws', '/chat', '/game/*'],
     allowOrigins: [/^https:\/\/app\d\.example\.com$/, 'https://admin.example.com'],
     heartbeatMs: 0,
     maxConnections: Number.POSITIVE_INFINITY,
+    verifyClient: (req) => !new URL(req.url, 'http://x').searchParams.has('blocked'),
   })
   srv.manager.onDisconnect((socket, code, reason) => closed.push({ id: socket.id, code, reason }))
+  // NextRush's application API, as its docs use it.
+  wsApp = withWebSocket(srv.manager)
+  wsApp.wsUse((socket, req, next) => {
+    if (new URL(req.url, 'http://x').searchParams.get('deny')) {
+      socket.close(1008, 'Authentication required')
+      return
+    }
+    next()
+  })
+  wsApp.ws('/chat', (socket) => {
+    socket.join('general')
+    socket.onClose((code, reason) => chatCloses.push({ id: socket.id, code, reason }))
+    socket.send(JSON.stringify({ type: 'user_list', path: socket.url }))
+  })
+  wsApp.ws('/game/*', (socket) => {
+    const gameId = new URL(socket.url, 'http://x').pathname.split('/')[2]
+    socket.join(`game:${gameId}`)
+  })
 })
+let wsApp
+const chatCloses = []
 after(() => srv.close())
 
 const connect = async (path, origin = 'https://app1.example.com') => {
@@ -73,4 +97,56 @@ test('broadcast without a room reaches every socket; the close hook sees the cod
   a.close()
   await waitFor(() => closed.find((c) => c.id === id), { message: 'close hook' })
   assert.equal(closed.find((c) => c.id === id).code, 1005) // a close frame without a code
+})
+
+test('withWebSocket(manager): ws(path) handlers per path, wsUse with next(), wsBroadcast, onClose', async () => {
+  // The path handler's message and our `welcome`, in whichever order they come.
+  const chat = await TestClient.connect(srv.url('/chat'), { origin: 'https://app1.example.com' })
+  const first = [await chat.next(), await chat.next()]
+  chat.welcome = first.find((m) => m.type === 'welcome')
+  const game = await connect('/game/42')
+  const plain = await connect('/ws')
+  try {
+    assert.deepEqual(
+      first.find((m) => m.type === 'user_list'),
+      { type: 'user_list', path: '/chat' },
+    )
+    await waitFor(() => srv.manager.getSocketsInRoom('game:42').length === 1, { message: 'game join' })
+    wsApp.wsBroadcast(JSON.stringify({ type: 'message', text: 'hi general' }), 'general')
+    assert.deepEqual(await chat.next('message'), { type: 'message', text: 'hi general' })
+    await game.expectNothing(150, 'message')
+    wsApp.wsBroadcast(JSON.stringify({ type: 'announcement', text: 'all' }))
+    for (const c of [chat, game, plain]) assert.equal((await c.next('announcement')).text, 'all')
+    const stats = wsApp.getStats()
+    assert.equal(stats.totalConnections, 3)
+    assert.deepEqual(stats.rooms.filter((r) => r === 'general' || r.startsWith('game:')).sort(), [
+      'game:42',
+      'general',
+    ])
+    assert.equal(stats.handlers, 2)
+    const id = chat.welcome.socketId
+    chat.ws.close(4000, 'bye')
+    await waitFor(() => chatCloses.find((c) => c.id === id), { message: 'onClose listener' })
+    assert.deepEqual(
+      chatCloses.find((c) => c.id === id),
+      { id, code: 4000, reason: 'bye' },
+    )
+  } finally {
+    chat.close()
+    game.close()
+    plain.close()
+  }
+})
+
+test('a wsUse middleware that does not call next() refuses the socket', async () => {
+  const c = await TestClient.connect(srv.url('/chat?deny=1'), { origin: 'https://app1.example.com' })
+  const code = await c.expectClose(3000)
+  assert.equal(code, 1008)
+})
+
+test('verifyClient in the options refuses upgrades, with 403 (NextRush: 401, on purpose)', async () => {
+  await assert.rejects(TestClient.connect(srv.url('/ws?blocked=1'), { origin: 'https://app1.example.com' }), {
+    status: 403,
+  })
+  ;(await connect('/ws')).close()
 })

@@ -7,13 +7,14 @@ import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
 import { startServer, waitFor } from './helpers/server.mjs'
-import { TestClient } from './helpers/ws.mjs'
+import { JWT_KEY, signToken, TestClient } from './helpers/ws.mjs'
 
 let srv
 const disconnects = []
 before(async () => {
   srv = await startServer({
     eventFormat: 'uwebsocket-plugin',
+    jwtKey: JWT_KEY,
     maxMessageSize: 16 * 1024 * 1024,
     maxBackpressure: 32 * 1024 * 1024, // the 12 MiB reply must fit the socket's queue
   })
@@ -23,6 +24,10 @@ before(async () => {
     socket.data.path = new URL(req.url, 'http://x').pathname
   })
   srv.manager.on('whereami', (socket) => socket.data.path)
+  srv.manager.on('whoami', (ws) => {
+    const { id, user, rooms } = ws.getUserData()
+    return { id, user, rooms: [...rooms].filter((r) => !r.startsWith('user:')) }
+  })
   srv.manager.onBinary((_socket, data) => ({ type: 'got-bytes', bytes: data.length, first: data[0] }))
 })
 after(() => srv.close())
@@ -52,7 +57,7 @@ test('join shapes: data as a slug, data as an array, subscribe / unsubscribe', a
   }
 })
 
-test("events in the plugin's shape: {type:'payload:event', data:{operation, collection, id, doc, timestamp}}", async () => {
+test("events in the plugin's shape: {type:'payload:event', data:{type, collection, id, doc, timestamp}}", async () => {
   const c = await connect()
   try {
     c.send({ type: 'join-collection', data: 'posts' })
@@ -60,9 +65,11 @@ test("events in the plugin's shape: {type:'payload:event', data:{operation, coll
     const before = Date.now()
     srv.manager.emitEvent({ operation: 'update', collection: 'posts', id: 3, doc: { id: 3, title: 'T' } })
     const e = await c.next('payload:event')
+    // The plugin's RealtimeEventPayload: `type` is the operation, `timestamp` an ISO string.
     assert.deepEqual(
       { ...e.data, timestamp: 0 },
       {
+        type: 'update',
         operation: 'update',
         collection: 'posts',
         id: 3,
@@ -70,36 +77,53 @@ test("events in the plugin's shape: {type:'payload:event', data:{operation, coll
         timestamp: 0,
       },
     )
-    assert.ok(e.data.timestamp >= before && e.data.timestamp <= Date.now() + 1)
+    assert.match(e.data.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+    const at = Date.parse(e.data.timestamp)
+    assert.ok(at >= before - 1 && at <= Date.now() + 1, e.data.timestamp)
+    srv.manager.emitEvent({ operation: 'delete', collection: 'posts', id: 3, doc: { id: 3 } })
+    assert.equal((await c.next('payload:event')).data.type, 'delete')
   } finally {
     c.close()
   }
 })
 
-test('joinRoom / leaveRoom / getSocketsInRoom / getSockets', async () => {
+test('joinRoom / leaveRoom take socket ids; getSocketsInRoom gives ids, getSockets a Map', async () => {
   const a = await connect()
   const b = await connect()
   try {
     const ids = [a.welcome.socketId, b.welcome.socketId]
     assert.equal(srv.manager.joinRoom(ids[0], 'room:lobby'), true)
     assert.equal(srv.manager.joinRoom(srv.manager.socket(ids[1]), 'room:lobby'), true)
-    assert.deepEqual(
-      srv.manager
-        .getSocketsInRoom('room:lobby')
-        .map((s) => s.id)
-        .sort(),
-      [...ids].sort(),
-    )
-    assert.ok(ids.every((id) => srv.manager.getSockets().some((s) => s.id === id)))
+    // The plugin's getSocketsInRoom(roomName): string[] of socket ids.
+    assert.deepEqual(srv.manager.getSocketsInRoom('room:lobby').sort(), [...ids].sort())
+    // The plugin's getSockets(): Map<socketId, ws>.
+    const sockets = srv.manager.getSockets()
+    assert.ok(sockets instanceof Map)
+    for (const id of ids) assert.equal(sockets.get(id).id, id)
     assert.equal(srv.manager.leaveRoom(ids[1], 'room:lobby'), true)
-    assert.deepEqual(
-      srv.manager.getSocketsInRoom('room:lobby').map((s) => s.id),
-      [ids[0]],
-    )
+    assert.deepEqual(srv.manager.getSocketsInRoom('room:lobby'), [ids[0]])
     assert.equal(srv.manager.joinRoom('no-such-socket', 'room:lobby'), false)
   } finally {
     a.close()
     b.close()
+  }
+})
+
+test('ws.getUserData() in handlers: {id, user, rooms} as the plugin kept them', async () => {
+  const token = signToken({ id: 7, collection: 'users', email: 'u7@example.com' })
+  const c = await TestClient.connect(srv.url(`/?token=${token}`))
+  try {
+    c.welcome = await c.next('welcome')
+    c.send({ type: 'join-collection', data: 'posts' })
+    await c.next('joined')
+    const r = await c.request('whoami', null)
+    assert.deepEqual(r.data, {
+      id: c.welcome.socketId,
+      user: { id: 7, email: 'u7@example.com', collection: 'users' },
+      rooms: ['collection:posts'],
+    })
+  } finally {
+    c.close()
   }
 })
 

@@ -54,6 +54,32 @@ test('acks carry handler replies and errors', async () => {
   }
 })
 
+test("a join's or leave's ack callback gets its answer (joined, left, or the refusal)", async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    assert.deepEqual(await s.timeout(2000).emitWithAck('join', 'collection:posts'), {
+      type: 'joined',
+      room: 'collection:posts',
+    })
+    // A list of slugs is acked once, on its last answer.
+    assert.deepEqual(await s.timeout(2000).emitWithAck('join-collection', ['a', 'b']), {
+      type: 'joined',
+      room: 'collection:b',
+    })
+    assert.deepEqual(await s.timeout(2000).emitWithAck('leave', 'collection:posts'), {
+      type: 'left',
+      room: 'collection:posts',
+    })
+    // No room policy here: an app room is refused, and the ack says so.
+    const refused = await s.timeout(2000).emitWithAck('join', 'chat:1')
+    assert.equal(refused.error.code, 'forbidden')
+    // Acks of other events are not taken by joins.
+    assert.deepEqual(await s.timeout(2000).emitWithAck('echo', 9), { echoed: 9 })
+  } finally {
+    s.close()
+  }
+})
+
 test('auth.token authenticates at CONNECT; a bad one is a connect_error', async () => {
   const token = signToken({ id: 7, collection: 'users' })
   const s = await connectSocketIo(srv.port, { auth: { token } })

@@ -56,6 +56,7 @@ pub struct NativeOptions {
     pub idle_timeout_ms: Option<u32>,
     pub max_backpressure: Option<u32>,
     pub slow_consumer_ms: Option<u32>,
+    pub header_timeout_ms: Option<u32>,
     pub max_pending_commands: Option<u32>,
     pub max_pending_bytes: Option<u32>,
     pub max_input_bytes: Option<f64>,
@@ -153,6 +154,7 @@ impl TryFrom<NativeOptions> for ServerConfig {
             hook_timeout: o.handler_timeout_ms.map_or(d.hook_timeout, ms),
             shutdown_timeout: o.shutdown_timeout_ms.map_or(d.shutdown_timeout, ms),
             close_timeout: d.close_timeout,
+            header_timeout: o.header_timeout_ms.map_or(d.header_timeout, ms),
             instance_id: o.instance_id.or(d.instance_id),
             echo: o.echo.unwrap_or(d.echo),
             redis: o.redis.map(|r| {

@@ -3,11 +3,14 @@ export { native } from './native.js'
 export * from './manager.js'
 // Other servers' method names on the manager (side effect: installs them).
 import './compat/aliases.js'
+import './compat/pxl.js'
 // The plugin-aware start (uses the Payload config's JWT key, cookie and limits); shadows the
 // manager's own `initUWebSocket` re-exported above.
 export { initUWebSocket } from './runtime.js'
 export { uWebSocketPlugin, qualifyRoom } from './plugin.js'
 export { payloadRealTime } from './compat/payload-real-time.js'
+export { withWebSocket } from './compat/nextrush.js'
+export type { NextRushStats, WebSocketApp, WSHandler, WSMiddleware } from './compat/nextrush.js'
 export type {
   PayloadRealTimeOptions,
   PayloadRealTimeCollection,

@@ -64,6 +64,8 @@ export interface ServerOptions {
   maxBackpressure?: number
   /** A socket with data queued that takes nothing for this long is closed 1013. [10000] */
   slowConsumerMs?: number
+  /** Longest a client may take to send its HTTP request headers; then it is dropped. [10000] */
+  headerTimeoutMs?: number
   /**
    * Fan-out calls (`emitEvent`, `broadcastToRoom`, `sendToSocket`) waiting at once; past it they
    * throw `EBUSY`. Past half, they return false: `await manager.drained()`. [65536]
@@ -261,6 +263,7 @@ const INT_OPTIONS: Record<string, [number, number]> = {
   idleTimeoutMs: [0, U32],
   maxBackpressure: [1, U32],
   slowConsumerMs: [1, U32],
+  headerTimeoutMs: [1, U32],
   maxPendingCommands: [1, U32],
   maxPendingBytes: [1, U32],
   maxInputBytes: [1, Number.MAX_SAFE_INTEGER],

@@ -247,6 +247,8 @@ export async function initUWebSocket(portOrOptions?: number | ServerOptions): Pr
     }
   }
   if (runtime) configureManager(manager, runtime)
+  // NextRush passed `verifyClient` with the server options; the plugin's own option wins.
+  if (given.verifyClient && !runtime?.options.verifyClient) manager.setVerifyClient(given.verifyClient)
   return manager
 }
 

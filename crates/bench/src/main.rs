@@ -3,6 +3,7 @@
 //! ```text
 //! realtime-bench run --scenario S --server NAME [options] -- <server command…>
 //! realtime-bench echo-server ADDR
+//! realtime-bench core-server
 //! realtime-bench report --out BENCHMARKS.md --meta meta.json RESULTS.jsonl…
 //! ```
 //! `run` spawns the server (pinned with --server-cpus), pins itself to --gen-cpus, runs one
@@ -13,6 +14,7 @@
 //! subscribers split among them.
 
 mod client;
+mod core_server;
 mod echo_server;
 mod hist;
 mod jwt;
@@ -45,6 +47,7 @@ const USAGE: &str = "usage:
       [--socket-io] [--no-control] [--rep N] [--set NAME]
       [--instances K] [--redis] [--redis-server BIN] -- <server command, {port} replaced>
   realtime-bench echo-server ADDR
+  realtime-bench core-server   (the Rust core alone, with the control protocol; see core_server.rs)
   realtime-bench soak [--duration S]   (needs redis-server; see BENCHMARKS.md)
   realtime-bench report --out FILE [--meta FILE] RESULTS.jsonl...";
 
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             Some(addr) => echo_server::run(addr).map_err(Into::into),
             None => Err(USAGE.into()),
         },
+        "core-server" => core_server::run(),
         "report" => report::main(&args.opts, &args.positional),
         "soak" => args.get("duration", 600.0).map_err(Into::into).and_then(soak::run),
         _ => Err(USAGE.into()),

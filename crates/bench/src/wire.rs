@@ -55,16 +55,47 @@ pub fn response_head(buf: &[u8]) -> Result<Head, String> {
     Ok(Head::Done { status, len: end + 4 })
 }
 
-/// The unsigned integer after the key `"name":` that `key` searches for (a prebuilt searcher:
-/// the per-delivery path builds none).
-pub fn u64_after(buf: &[u8], key: &memmem::Finder<'_>) -> Option<u64> {
-    let at = key.find(buf)? + key.needle().len();
-    let digits = &buf[at..];
+/// The unsigned integer after the last `key` (e.g. `"_ts":`) in `buf`. The generator's
+/// `_seq`/`_ts` sit at the end of the event document in every server's encoding, so a plain
+/// backward scan touches a few dozen bytes where a forward search would read the whole message.
+/// (The last occurrence wins; the benchmark documents hold one.)
+pub fn u64_after_rev(buf: &[u8], key: &[u8]) -> Option<u64> {
+    let at = rfind(buf, key)? + key.len();
+    parse_u64(&buf[at..])
+}
+
+/// `(_seq, _ts)` of an event message: `_ts` searched from the end, then `_seq` before it (they
+/// are adjacent in every server's encoding, so the whole lookup reads ~35 bytes).
+pub fn seq_ts(buf: &[u8]) -> Option<(u64, u64)> {
+    const SEQ: &[u8] = b"\"_seq\":";
+    const TS: &[u8] = b"\"_ts\":";
+    let ts_at = rfind(buf, TS)?;
+    let ts = parse_u64(&buf[ts_at + TS.len()..])?;
+    let seq = u64_after_rev(&buf[..ts_at], SEQ).or_else(|| u64_after_rev(buf, SEQ))?;
+    Some((seq, ts))
+}
+
+/// Where the last `key` starts in `buf` (a backward byte loop: cheaper than a SIMD searcher's
+/// set-up when the match is near the end).
+pub fn rfind(buf: &[u8], key: &[u8]) -> Option<usize> {
+    let (&last, _) = key.split_last()?;
+    let mut i = buf.len();
+    while i >= key.len() {
+        i -= 1;
+        if buf[i] == last && buf[i + 1 - key.len()..=i] == *key {
+            return Some(i + 1 - key.len());
+        }
+    }
+    None
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
     let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
     if n == 0 || n > 19 {
         return None;
     }
-    digits[..n].iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add((d - b'0') as u64))
+    // 19 digits stay below u64::MAX (1.8e19): no overflow check per digit.
+    Some(digits[..n].iter().fold(0u64, |acc, &d| acc * 10 + (d - b'0') as u64))
 }
 
 /// The string after `"key":"` up to the next quote (no escapes expected in the values we read).
@@ -139,6 +170,81 @@ pub fn sio_wrap(json: &[u8]) -> Vec<u8> {
     v
 }
 
+/// WebSocket opcodes the generator handles (RFC 6455 §5.2).
+pub mod op {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// One complete frame at the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrameHead {
+    pub fin: bool,
+    pub opcode: u8,
+    /// Where the payload starts and ends in the buffer.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Parses one server-to-client frame at the start of `buf`: `Ok(None)` when it is not all there
+/// yet. Servers never mask (RFC 6455 §5.1) and the generator negotiates no extension, so a mask
+/// bit, RSV bits or a payload over `max` are protocol errors.
+pub fn parse_frame(buf: &[u8], max: usize) -> Result<Option<FrameHead>, String> {
+    let [b0, b1, ..] = *buf else { return Ok(None) };
+    if b0 & 0x70 != 0 {
+        return Err(format!("frame with RSV bits {:#04x}", b0 & 0x70));
+    }
+    if b1 & 0x80 != 0 {
+        return Err("masked frame from the server".into());
+    }
+    let (len, at) = match b1 & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(b) => (u16::from_be_bytes([b[0], b[1]]) as u64, 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => (u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8])), 10),
+            None => return Ok(None),
+        },
+        n => (n as u64, 2),
+    };
+    if len > max as u64 {
+        return Err(format!("frame of {len} bytes (limit {max})"));
+    }
+    let end = at + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    Ok(Some(FrameHead { fin: b0 & 0x80 != 0, opcode: b0 & 0x0f, start: at, end }))
+}
+
+/// Appends one final client-to-server frame (masked with `mask`, as RFC 6455 §5.3 requires of
+/// clients) to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    let at = out.len();
+    out.extend_from_slice(payload);
+    for (i, b) in out[at..].iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +273,7 @@ mod tests {
     }
 
     fn u64_field(buf: &[u8], key: &[u8]) -> Option<u64> {
-        u64_after(buf, &memmem::Finder::new(key))
+        u64_after_rev(buf, key)
     }
 
     #[test]
@@ -176,6 +282,20 @@ mod tests {
         assert_eq!(u64_field(m, b"\"_seq\":"), Some(42));
         assert_eq!(u64_field(m, b"\"_ts\":"), Some(1_700_000_000_123_456));
         assert_eq!(u64_field(m, b"\"nope\":"), None);
+        let sorted = br#"{"doc":{"_seq":7,"_ts":9,"title":"t:x"},"type":"update"}"#;
+        assert_eq!(u64_field(sorted, b"\"_seq\":"), Some(7));
+        assert_eq!(u64_field(sorted, b"\"_ts\":"), Some(9));
+        assert_eq!(u64_field(b"\"_ts\":", b"\"_ts\":"), None);
+        assert_eq!(u64_field(b"", b"\"_ts\":"), None);
+        assert_eq!(seq_ts(m), Some((42, 1_700_000_000_123_456)));
+        assert_eq!(seq_ts(sorted), Some((7, 9)));
+        assert_eq!(seq_ts(br#"{"_ts":5,"x":{"_seq":6}}"#), Some((6, 5)));
+        assert_eq!(seq_ts(br#"{"_ts":5}"#), None);
+        assert_eq!(seq_ts(br#"{"_seq":5}"#), None);
+        assert_eq!(rfind(b"abcabc", b"abc"), Some(3));
+        assert_eq!(rfind(b"abcab", b"abc"), Some(0));
+        assert_eq!(rfind(b"ab", b"abc"), None);
+        assert_eq!(rfind(b"abc", b""), None);
         assert_eq!(u64_field(br#"{"_seq":"x"}"#, b"\"_seq\":"), None);
         assert_eq!(u64_field(br#"{"_seq":99999999999999999999}"#, b"\"_seq\":"), None);
         assert_eq!(str_field(m, b"\"id\":\""), Some(&b"c3-9"[..]));
@@ -200,5 +320,47 @@ mod tests {
         assert_eq!(sio_parse(br#"42["update",{"a":1}]"#), Sio::Message(br#"{"a":1}"#));
         assert_eq!(sio_parse(br#"42["a\"b",2]"#), Sio::Message(b"2"));
         assert_eq!(sio_parse(br#"42["alone"]"#), Sio::Other);
+    }
+
+    #[test]
+    fn frames_parse_at_every_length_form() {
+        assert_eq!(parse_frame(b"", 100), Ok(None));
+        assert_eq!(parse_frame(b"\x81", 100), Ok(None));
+        assert_eq!(parse_frame(b"\x81\x02h", 100), Ok(None));
+        let f = parse_frame(b"\x81\x02hi\x89\x00", 100).unwrap().unwrap();
+        assert_eq!(f, FrameHead { fin: true, opcode: op::TEXT, start: 2, end: 4 });
+        let mut long = vec![0x82, 126, 0x01, 0x00];
+        long.extend(std::iter::repeat_n(b'x', 256));
+        assert_eq!(parse_frame(&long[..200], 1000), Ok(None));
+        assert_eq!(parse_frame(&long, 1000).unwrap().unwrap().end, 260);
+        assert!(parse_frame(&long, 255).is_err());
+        let mut huge = vec![0x01, 127];
+        huge.extend_from_slice(&70_000u64.to_be_bytes());
+        assert_eq!(parse_frame(&huge, 1 << 20), Ok(None));
+        huge.extend(std::iter::repeat_n(b'y', 70_000));
+        let f = parse_frame(&huge, 1 << 20).unwrap().unwrap();
+        assert_eq!((f.fin, f.opcode, f.start, f.end), (false, op::TEXT, 10, 70_010));
+        assert!(parse_frame(b"\x81\x82abcdxx", 100).is_err(), "masked");
+        assert!(parse_frame(b"\xc1\x00", 100).is_err(), "RSV1");
+    }
+
+    #[test]
+    fn client_frames_are_masked_and_round_trip() {
+        for n in [0usize, 5, 125, 126, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let mut out = Vec::new();
+            encode_frame(&mut out, op::TEXT, &payload, [1, 2, 3, 4]);
+            assert_eq!(out[0], 0x81);
+            assert_ne!(out[1] & 0x80, 0, "mask bit");
+            let (len, at) = match out[1] & 0x7f {
+                126 => (u16::from_be_bytes([out[2], out[3]]) as usize, 4),
+                127 => (u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize, 10),
+                l => (l as usize, 2),
+            };
+            assert_eq!(len, n);
+            let mask = &out[at..at + 4];
+            let unmasked: Vec<u8> = out[at + 4..].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            assert_eq!(unmasked, payload);
+        }
     }
 }

@@ -62,10 +62,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, hub: Arc<Hub>, stop: Arc<
             if wait.await.is_err() {
                 return;
             }
+            let header_timeout = conn_hub.config.header_timeout;
             let service = service_fn(move |req| http::handle(conn_hub.clone(), remote, req, on));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades()
                 .await;

@@ -132,6 +132,10 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// How long a closing socket waits for the peer's close reply. Default: 2 s.
     pub close_timeout: Duration,
+    /// Longest a client may take to send an HTTP request's headers (the upgrade request, or a
+    /// `/healthz` probe) before the connection is dropped: a connection sending nothing holds a
+    /// descriptor and a task. Default: 10 s.
+    pub header_timeout: Duration,
     /// Prefix of socket ids, unique per instance. Default: random 8 hex digits.
     pub instance_id: Option<String>,
     /// Echo every data message back instead of speaking the protocol (Autobahn, benchmarks).
@@ -154,7 +158,7 @@ pub struct ServerConfig {
     /// Default: 256 MiB.
     pub max_pending_bytes: usize,
     /// Memory budget of all client input held at once: incomplete frames and fragmented
-    /// messages (a socket growing its share past it is closed 1013) and messages waiting for a
+    /// messages (over it, the socket holding the most is closed 1013) and messages waiting for a
     /// JS handler (past it a message is answered `busy`). Default: 1/8 of the machine's RAM
     /// (1 GiB where that is unknown).
     pub max_input_bytes: usize,
@@ -223,6 +227,7 @@ impl Default for ServerConfig {
             hook_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(10),
             instance_id: None,
             echo: false,
             redis: None,

@@ -15,7 +15,7 @@ use crate::hooks::{BoxFuture, UpgradeInfo};
 use crate::hub::Hub;
 use crate::messages::{on_message, RateWindow};
 use crate::protocol::{self, close_codes};
-use crate::reader::{FrameReader, Held};
+use crate::reader::{FrameReader, Held, ReadError};
 use crate::refusals::{fail, invalid_utf8, over_budget, protocol_error, too_big};
 use crate::socket::Conn;
 use crate::socketio;
@@ -97,9 +97,10 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
         }
         let frame = match reader.next().await {
             Ok(f) => f,
+            Err(ReadError::Gone) => return,
             Err(e) => {
                 fail(&hub, &conn, e);
-                return;
+                break;
             }
         };
         conn.last_seen_ms.store(hub.now_ms(), Relaxed);
@@ -115,26 +116,26 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
             OpCode::Text | OpCode::Binary => {
                 if partial.is_some() {
                     protocol_error(&hub, &conn, "new message inside a fragmented one");
-                    return;
+                    break;
                 }
                 if frame.fin {
                     if !on_message(&hub, &conn, frame.opcode, frame.payload, &mut rate, &mut wait) {
-                        return;
+                        break;
                     }
                 } else {
                     let mut p = Partial {
                         opcode: frame.opcode,
                         buf: BytesMut::from(&frame.payload[..]),
                         utf8_checked: 0,
-                        held: hub.input.share(),
+                        held: reader.share(),
                     };
                     if !p.held.resize(p.buf.capacity()) {
                         over_budget(&hub, &conn);
-                        return;
+                        break;
                     }
                     if p.opcode == OpCode::Text && !check_utf8(&mut p) {
                         invalid_utf8(&hub, &conn);
-                        return;
+                        break;
                     }
                     partial = Some(p);
                 }
@@ -142,34 +143,39 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: U
             OpCode::Continuation => {
                 let Some(p) = partial.as_mut() else {
                     protocol_error(&hub, &conn, "continuation without a message");
-                    return;
+                    break;
                 };
                 if p.buf.len() + frame.payload.len() > cfg.max_message_size {
                     too_big(&hub, &conn);
-                    return;
+                    break;
                 }
                 p.buf.extend_from_slice(&frame.payload);
                 if !p.held.resize(p.buf.capacity()) {
                     over_budget(&hub, &conn);
-                    return;
+                    break;
                 }
                 if p.opcode == OpCode::Text && !check_utf8(p) {
                     invalid_utf8(&hub, &conn);
-                    return;
+                    break;
                 }
                 if frame.fin {
                     let p = partial.take().expect("checked above");
                     if p.opcode == OpCode::Text && p.utf8_checked != p.buf.len() {
                         invalid_utf8(&hub, &conn);
-                        return;
+                        break;
                     }
                     if !on_message(&hub, &conn, p.opcode, p.buf.freeze(), &mut rate, &mut wait) {
-                        return;
+                        break;
                     }
                 }
             }
         }
     }
+    // We closed (a protocol violation, a message too big, the input budget): read on until
+    // the peer closes its side, within `close_timeout`. Closing with its data unread would make
+    // the kernel reset the connection and drop our close frame if it was not sent yet.
+    drop(partial); // its share of the input budget
+    reader.drain(cfg.close_timeout).await;
 }
 
 /// Validates the UTF-8 added since the last check; a sequence cut at the end may complete later.

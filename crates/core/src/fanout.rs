@@ -33,7 +33,7 @@ impl Hub {
         // Socket.IO sockets get the frame in their framing (built once per fan-out and thread).
         let frame = match conn.socketio.get() {
             None => frame,
-            Some(_) => match socketio_framing::outbound(&self.config, frame) {
+            Some(s) => match socketio_framing::outbound(&self.config, s, frame) {
                 Some(f) => f,
                 None => return true, // nothing for Socket.IO clients (e.g. `welcome`)
             },

@@ -200,7 +200,7 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     }
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
-    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, hub.input.share());
+    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, hub.input.account());
     tokio::spawn(write_loop(hub.clone(), conn.clone(), w));
     let reader = tokio::spawn(read_loop(guard, frames, admitted.info));
     conn.set_reader(reader.abort_handle());

@@ -174,8 +174,12 @@ pub(crate) fn on_message(
     true
 }
 
-/// Longest a `joined` answer waits for this instance's subscription to the room.
-const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+/// Longest a `joined` answer waits for this instance's subscription to the room: as long as
+/// connecting to Redis and one command may take (2 s each, backplane/redis.rs), plus a margin.
+/// A shorter wait let `joined` out before the subscription whenever Redis was slow (an instance
+/// starting on a loaded machine), and the next event was lost. During an outage joins do not
+/// wait at all (`settled` is `None`).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
 /// Joins and answers `joined`. Behind a backplane the answer waits (≤ `SUBSCRIBE_WAIT`) until
 /// this instance's subscription to the room is in place, so whatever any instance publishes

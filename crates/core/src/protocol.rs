@@ -247,8 +247,9 @@ pub fn event_frame(operation: Operation, collection: &str, id_json: &str, doc_js
     )
 }
 
-/// The event frame in the uWebSockets.js Payload plugin's shape:
-/// `{"type":"payload:event","data":{"operation","collection","id","doc","timestamp"}}`.
+/// The event frame in the uWebSockets.js Payload plugin's shape (its `RealtimeEventPayload`:
+/// `type` is the operation, `timestamp` an ISO 8601 string), plus our `operation`:
+/// `{"type":"payload:event","data":{"type","operation","collection","id","doc","timestamp"}}`.
 pub fn uws_plugin_event_frame(
     operation: Operation,
     collection: &str,
@@ -256,11 +257,13 @@ pub fn uws_plugin_event_frame(
     doc_json: &[u8],
     timestamp_ms: u64,
 ) -> Bytes {
-    let ts = timestamp_ms.to_string();
+    let ts = iso8601_utc(timestamp_ms);
     frame::encode_parts(
         frame::OP_TEXT,
         &[
-            b"{\"type\":\"payload:event\",\"data\":{\"operation\":\"",
+            b"{\"type\":\"payload:event\",\"data\":{\"type\":\"",
+            operation.as_str().as_bytes(),
+            b"\",\"operation\":\"",
             operation.as_str().as_bytes(),
             b"\",\"collection\":",
             json_str(collection).as_bytes(),
@@ -268,10 +271,33 @@ pub fn uws_plugin_event_frame(
             id_json.as_bytes(),
             b",\"doc\":",
             doc_json,
-            b",\"timestamp\":",
+            b",\"timestamp\":\"",
             ts.as_bytes(),
-            b"}}",
+            b"\"}}",
         ],
+    )
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (JavaScript's
+/// `Date.prototype.toISOString`), by the proleptic Gregorian civil-from-days conversion.
+fn iso8601_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64 + 719_468; // days since 0000-03-01
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let sod = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        ms % 1000
     )
 }
 
@@ -307,6 +333,14 @@ impl Operation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso8601_matches_javascript() {
+        // new Date(0).toISOString(), a leap day, and 2026-11-30T01:02:03.456Z.
+        assert_eq!(iso8601_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601_utc(1_796_000_523_456), "2026-11-30T01:02:03.456Z");
+    }
 
     fn req(text: &str) -> Result<String, &'static str> {
         let env = Envelope::parse(text).map_err(|r| r.code)?;

@@ -3,8 +3,12 @@
 //! is incomplete, so an idle socket owns no read buffer at all. (fastwebsockets' reader keeps
 //! 8 KiB per socket for its whole life; we keep its handshake and its unmasking.)
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use bytes::{Buf, Bytes, BytesMut};
 use fastwebsockets::OpCode;
@@ -13,14 +17,30 @@ use tokio::net::tcp::OwnedReadHalf;
 /// The server-wide memory budget for client input: bytes of incomplete frames and messages,
 /// and of messages waiting for the app's JS handlers. Every holder takes its share through a
 /// `Held`; a share that would go over the budget is refused (the caller closes or answers busy).
+///
+/// Which socket pays: when a socket's reader needs more and the budget is spent, the socket
+/// holding the most (if it holds more than the one asking would) is told to close (1013) and
+/// its bytes count as on their way back, so the one asking goes on; otherwise the one asking
+/// is refused. So one large offender cannot get small, well-behaved sockets closed.
 pub(crate) struct InputBudget {
     used: AtomicUsize,
     max: usize,
+    /// Bytes of sockets told to close that they have not given back yet.
+    reclaiming: AtomicUsize,
+    /// Every open socket's account, by id (scanned only when the budget is spent).
+    accounts: Mutex<HashMap<u64, Weak<Account>>>,
+    next_id: AtomicU64,
 }
 
 impl InputBudget {
     pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self { used: AtomicUsize::new(0), max })
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            max,
+            reclaiming: AtomicUsize::new(0),
+            accounts: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        })
     }
 
     /// Bytes held now.
@@ -33,36 +53,134 @@ impl InputBudget {
         self.max
     }
 
-    /// An empty share.
+    /// An empty share that belongs to no socket (never chosen to pay).
     pub(crate) fn share(self: &Arc<Self>) -> Held {
-        Held { budget: self.clone(), n: 0 }
+        Held { budget: self.clone(), account: None, n: 0 }
+    }
+
+    /// A socket's account: its shares are summed, and it may be chosen to pay.
+    pub(crate) fn account(self: &Arc<Self>) -> Arc<Account> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let a = Arc::new(Account {
+            budget: self.clone(),
+            id,
+            used: AtomicUsize::new(0),
+            evicted: AtomicBool::new(false),
+            reclaim: AtomicUsize::new(0),
+            notify: Notify::new(),
+        });
+        self.accounts.lock().insert(id, Arc::downgrade(&a));
+        a
+    }
+
+    /// Tells the socket holding the most (more than `than` bytes, and not `me`) to close; false
+    /// when there is none.
+    fn evict_larger_than(&self, me: u64, than: usize) -> bool {
+        let victim = {
+            let accounts = self.accounts.lock();
+            accounts
+                .iter()
+                .filter(|(id, _)| **id != me)
+                .filter_map(|(_, a)| a.upgrade())
+                .filter(|a| !a.evicted())
+                .max_by_key(|a| a.used.load(Relaxed))
+        };
+        let Some(victim) = victim else { return false };
+        let bytes = victim.used.load(Relaxed);
+        if bytes <= than || victim.evicted.swap(true, Relaxed) {
+            return false;
+        }
+        self.reclaiming.fetch_add(bytes, Relaxed);
+        victim.reclaim.store(bytes, Relaxed);
+        victim.notify.notify_one();
+        victim.settle();
+        true
+    }
+}
+
+/// One socket's part of the `InputBudget`.
+pub(crate) struct Account {
+    budget: Arc<InputBudget>,
+    id: u64,
+    /// Bytes of this socket's shares.
+    used: AtomicUsize,
+    /// Told to close to give its memory back.
+    evicted: AtomicBool,
+    /// Bytes it held when told, counted in the budget's `reclaiming` until it gave them back.
+    reclaim: AtomicUsize,
+    notify: Notify,
+}
+
+impl Account {
+    /// An empty share on this socket's account.
+    pub(crate) fn share(self: &Arc<Self>) -> Held {
+        Held { budget: self.budget.clone(), account: Some(self.clone()), n: 0 }
+    }
+
+    /// Whether this socket was chosen to close to give memory back.
+    pub(crate) fn evicted(&self) -> bool {
+        self.evicted.load(Relaxed)
+    }
+
+    /// Once an evicted socket gave everything back, its bytes are no longer on their way.
+    fn settle(&self) {
+        if self.used.load(Relaxed) == 0 {
+            let r = self.reclaim.swap(0, Relaxed);
+            self.budget.reclaiming.fetch_sub(r, Relaxed);
+        }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        self.budget.accounts.lock().remove(&self.id);
+        let r = self.reclaim.swap(0, Relaxed);
+        self.budget.reclaiming.fetch_sub(r, Relaxed);
     }
 }
 
 /// One holder's share of the `InputBudget`, given back when dropped.
 pub(crate) struct Held {
     budget: Arc<InputBudget>,
+    account: Option<Arc<Account>>,
     n: usize,
 }
 
 impl Held {
-    /// Moves the share to `n` bytes; false (share unchanged) when growing would pass the budget.
+    /// Moves the share to `n` bytes; false (share unchanged) when growing would pass the budget
+    /// and no larger socket could be told to pay for it.
     pub(crate) fn resize(&mut self, n: usize) -> bool {
-        self.resize_within(n, self.budget.max)
+        if self.resize_within(n, self.budget.max) {
+            return true;
+        }
+        let Some(a) = &self.account else { return false };
+        let mine = a.used.load(Relaxed) + (n - self.n);
+        self.budget.evict_larger_than(a.id, mine) && self.resize_within(n, self.budget.max)
     }
 
     /// `resize`, growing only while the whole budget stays within `limit` (messages waiting for
-    /// JS may fill half of it, so that half is always left for frames being read).
+    /// JS may fill half of it, so that half is always left for frames being read); no one is
+    /// told to pay.
     pub(crate) fn resize_within(&mut self, n: usize, limit: usize) -> bool {
         if n > self.n {
             let more = n - self.n;
             let before = self.budget.used.fetch_add(more, Relaxed);
-            if before + more > limit.min(self.budget.max) {
+            // Bytes of sockets already told to close are on their way back.
+            let room = limit.min(self.budget.max) + self.budget.reclaiming.load(Relaxed);
+            if before + more > room {
                 self.budget.used.fetch_sub(more, Relaxed);
                 return false;
             }
+            if let Some(a) = &self.account {
+                a.used.fetch_add(more, Relaxed);
+            }
         } else {
-            self.budget.used.fetch_sub(self.n - n, Relaxed);
+            let less = self.n - n;
+            self.budget.used.fetch_sub(less, Relaxed);
+            if let Some(a) = &self.account {
+                a.used.fetch_sub(less, Relaxed);
+                a.settle();
+            }
         }
         self.n = n;
         true
@@ -72,6 +190,10 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.n, Relaxed);
+        if let Some(a) = &self.account {
+            a.used.fetch_sub(self.n, Relaxed);
+            a.settle();
+        }
     }
 }
 
@@ -105,13 +227,25 @@ pub(crate) struct FrameReader {
     max_payload: usize,
     /// `buf`'s capacity, taken from the server's input budget.
     held: Held,
+    /// The socket's account, which its other shares (a message being reassembled) use too.
+    account: Arc<Account>,
 }
 
 impl FrameReader {
     /// `read_ahead`: bytes the HTTP layer had already read past the handshake.
-    pub(crate) fn new(stream: OwnedReadHalf, read_ahead: Bytes, max_payload: usize, held: Held) -> Self {
+    pub(crate) fn new(
+        stream: OwnedReadHalf,
+        read_ahead: Bytes,
+        max_payload: usize,
+        account: Arc<Account>,
+    ) -> Self {
         let buf = if read_ahead.is_empty() { BytesMut::new() } else { BytesMut::from(&read_ahead[..]) };
-        Self { stream, buf, max_payload, held }
+        Self { stream, buf, max_payload, held: account.share(), account }
+    }
+
+    /// An empty share on this socket's account of the input budget.
+    pub(crate) fn share(&self) -> Held {
+        self.account.share()
     }
 
     /// The next frame. Not cancel-safe across `fill` (one reader task per socket).
@@ -133,9 +267,40 @@ impl FrameReader {
         }
     }
 
+    /// Reads and discards what the peer sends until it closes its side or `within` passes:
+    /// after a close of ours, so the socket is not closed with unread input (the kernel would
+    /// answer with a reset, dropping whatever it had not sent yet, our close frame included).
+    /// Holds no buffer: the bytes go through the per-thread chunk.
+    pub(crate) async fn drain(&mut self, within: std::time::Duration) {
+        self.buf = BytesMut::new();
+        let _ = self.held.resize(0);
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                if self.stream.readable().await.is_err() {
+                    return;
+                }
+                match discard_now(&self.stream) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+
     async fn fill(&mut self) -> Result<(), ReadError> {
         loop {
-            self.stream.readable().await.map_err(|_| ReadError::Gone)?;
+            // Told to close so that others may read on: whatever this socket was reading.
+            if self.account.evicted() {
+                self.buf = BytesMut::new();
+                return Err(ReadError::OverBudget);
+            }
+            tokio::select! {
+                r = self.stream.readable() => r.map_err(|_| ReadError::Gone)?,
+                _ = self.account.notify.notified() => continue,
+            }
             match read_now(&self.stream, &mut self.buf) {
                 Ok(0) => return Err(ReadError::Gone),
                 Ok(_) => return Ok(()),
@@ -159,6 +324,10 @@ fn read_now(stream: &OwnedReadHalf, out: &mut BytesMut) -> std::io::Result<usize
         out.extend_from_slice(&chunk[..n]);
         Ok(n)
     })
+}
+
+fn discard_now(stream: &OwnedReadHalf) -> std::io::Result<usize> {
+    CHUNK.with(|chunk| stream.try_read(&mut chunk.borrow_mut()))
 }
 
 fn opcode(bits: u8) -> Option<OpCode> {

@@ -485,3 +485,39 @@ impl ServerHandle {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `/healthz` over real HTTP: 200 while every required task runs, 503 ("degraded") once one
+    /// ended outside shutdown (here: a thread holding the guard panics, as a task would).
+    #[test]
+    fn healthz_answers_503_over_http_while_a_required_task_is_down() {
+        use std::io::{Read, Write};
+        let get = |port: u16| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        };
+        let config =
+            crate::ServerConfig { host: "127.0.0.1".into(), worker_threads: Some(1), ..Default::default() };
+        let server = crate::Server::start(config, std::sync::Arc::new(crate::hooks::NoHooks)).unwrap();
+        let ok = get(server.port());
+        assert!(ok.starts_with("HTTP/1.1 200") && ok.contains(r#""tasksDown":0"#), "{ok}");
+        let hub = server.inner.hub.clone();
+        let died = std::thread::spawn(move || {
+            let _up = crate::supervise::Required {
+                stats: &hub.stats,
+                name: "test task",
+                stopping: &hub.shutting_down,
+            };
+            panic!("a required task dies");
+        })
+        .join();
+        assert!(died.is_err());
+        let down = get(server.port());
+        assert!(down.starts_with("HTTP/1.1 503") && down.contains(r#""status":"degraded""#), "{down}");
+    }
+}

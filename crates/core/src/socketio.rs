@@ -12,7 +12,8 @@
 //! `leave-collection`, `subscribe`/`unsubscribe` (same), `join-doc`/`leave-doc` (`{collection,
 //! id}`), `join-room`/`leave-room` and `join`/`leave` (a room name), `auth` (a token), `ping`,
 //! and any other event name → the app handler of that type with the first argument as `data`;
-//! an ack callback gets the handler's reply, or `{error:{code,message}}`.
+//! an ack callback gets the handler's reply, or `{error:{code,message}}`; the ack of a join or
+//! leave gets its answer (`{type:'joined'|'left', room}`, or `{error}` when refused).
 //! Server → client: every message `{"type":t,…}` becomes the event `t` with the whole object
 //! as its argument (`reply`/`error` answering an ack go to that ack), other text the event
 //! `message` with the text, bytes the event `message` with one binary attachment.
@@ -283,6 +284,15 @@ fn event_message(
             format!("{{\"type\":{name_json},{fields}")
         }
     };
+    if let Some(id) = ack.filter(|_| ROOM_EVENTS.contains(&name.as_ref())) {
+        // One answer per collection of a list of slugs (a list with a non-string is refused
+        // whole, by one error).
+        let answers = match arg.map(serde_json::from_str::<Vec<&RawValue>>) {
+            Some(Ok(list)) if list.iter().all(|v| v.get().starts_with('"')) => list.len(),
+            _ => 1,
+        };
+        session(conn).expect_room_answers(id, answers);
+    }
     let msg = match name.as_ref() {
         "join-collection" | "leave-collection" | "subscribe" | "unsubscribe" | "join-doc" | "leave-doc"
             if is_object =>
@@ -341,6 +351,20 @@ fn event_message(
     };
     Ok(Some(Bytes::from(msg)))
 }
+
+/// Events answered by `joined`/`left` (or an error): their acks wait for that answer.
+const ROOM_EVENTS: &[&str] = &[
+    "join-collection",
+    "leave-collection",
+    "subscribe",
+    "unsubscribe",
+    "join-doc",
+    "leave-doc",
+    "join-room",
+    "leave-room",
+    "join",
+    "leave",
+];
 
 fn own_user_room(conn: &Conn, room: &str) -> bool {
     let Some(u) = conn.user() else { return false };

@@ -368,15 +368,26 @@ pub struct BackplaneStats {
     /// `local` or `redis`.
     pub kind: &'static str,
     pub connected: bool,
+    /// Messages this instance published that Redis acknowledged.
     pub published: u64,
+    /// Messages from other instances that arrived here (whether or not a socket wanted them).
     pub received: u64,
-    /// Messages not published (Redis down, queue full) or lost by a lagging receiver.
+    /// Messages this instance did not get published (Redis down or not answering, publish queue
+    /// full), and messages from other instances that arrived but could not be delivered here
+    /// (fan-out queue full). For one publisher and one receiver on a channel, the publisher's
+    /// `published` plus the receiver's `unconfirmedArrived` equals the receiver's
+    /// `received + lost`.
     pub dropped: u64,
     /// Envelopes refused as malformed (bad shape, frame, size or origin); never delivered.
     pub invalid: u64,
-    /// Messages other instances published on channels this one listens to that never arrived
-    /// (gaps in their per-channel sequence numbers, e.g. while reconnecting after a Redis fault).
+    /// Messages other instances got acknowledged by Redis on channels this one listens to that
+    /// never arrived (gaps in their per-channel sequence numbers, e.g. while resubscribing after
+    /// a Redis fault). What the publisher counted `dropped` leaves no gap: its number is reused.
+    /// A loss is seen when the channel's next message arrives.
     pub lost: u64,
+    /// Messages another instance counted `dropped` (the connection broke before Redis answered)
+    /// that arrived here all the same: Redis had published them.
+    pub unconfirmed_arrived: u64,
     pub reconnects: u64,
     pub subscribed_rooms: u64,
     /// Cluster topology changes seen (each re-issues the sharded subscriptions).

@@ -150,3 +150,32 @@ async fn reuse_port_lets_two_servers_share_a_port() {
     .unwrap();
     assert_eq!(err.code(), "EADDR");
 }
+
+/// `header_timeout` (`headerTimeoutMs`; it was a fixed 10 s): a connection that has not sent
+/// its request headers within it is dropped, one that sends them in time is served.
+#[tokio::test]
+async fn a_client_slower_than_header_timeout_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+    let s = start(ServerConfig { header_timeout: HEADER_TIMEOUT, ..config() }, Arc::new(NoHooks));
+    for partial in [&b""[..], b"GET / HTTP/1.1\r\nHost: localhost\r\n"] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
+        tcp.write_all(partial).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        // Dropped: EOF (or a reset, or hyper's 408) well before the old fixed 10 s.
+        let r = tokio::time::timeout(WAIT / 2, async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok(), "{partial:?}: still open after {:?}", t0.elapsed());
+        assert!(t0.elapsed() >= HEADER_TIMEOUT / 2, "{partial:?}: dropped too early: {:?}", t0.elapsed());
+    }
+    let mut c = Client::connect(s.port()).await;
+    c.welcome().await;
+}

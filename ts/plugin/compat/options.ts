@@ -1,7 +1,33 @@
 // Option forms other servers accepted (NextRush's among them), turned into the native server's:
 // `Infinity` for "no limit", 0 for "off", a path array, RegExp origins. Each form is documented
 // in docs/migrating/nextrush.md; everything else passes through unchanged.
-import type { ServerOptions } from '../manager.js'
+import type { ServerOptions, UpgradeRequest } from '../manager.js'
+
+declare module '../manager.js' {
+  interface ServerOptions {
+    /**
+     * PXL's inactivity cleanup: with `enabled`, `inactiveTime` becomes `idleTimeoutMs`
+     * (`intervalCheckTime` and `log` are not needed: the core times each socket). [off]
+     */
+    disconnectInactiveClients?: {
+      enabled?: boolean
+      inactiveTime?: number
+      intervalCheckTime?: number
+      log?: boolean
+    }
+    /** `@nextrush/websocket`'s name for `heartbeatMs` (0 = off). [30000] */
+    heartbeatInterval?: number
+    /** `@nextrush/websocket`'s name for `maxMessageSize`. [1048576] */
+    maxPayload?: number
+    /** `@nextrush/websocket`'s name for `allowOrigins` (`https://*.example.com` wildcards). [all] */
+    allowedOrigins?: string[]
+    /**
+     * NextRush's option form of `manager.setVerifyClient(fn)`: `false` refuses the upgrade (403).
+     * The request has no credentials (see `UpgradeRequest`). [none]
+     */
+    verifyClient?: (req: UpgradeRequest) => boolean | Promise<boolean>
+  }
+}
 
 /** The largest value a native u32 option takes: "no limit" in practice. */
 const U32_MAX = 0xffff_ffff
@@ -20,7 +46,22 @@ function originRule(o: string | RegExp): string {
 }
 
 /** Native options from the accepted forms. */
-export function normalizeServerOptions(o: ServerOptions): Record<string, unknown> {
+export function normalizeServerOptions(given: ServerOptions): Record<string, unknown> {
+  const {
+    disconnectInactiveClients: inactive,
+    heartbeatInterval,
+    maxPayload,
+    allowedOrigins,
+    ...rest
+  } = given
+  // Other servers' names for our options; ours win when both are given.
+  const o: ServerOptions = {
+    heartbeatMs: heartbeatInterval,
+    maxMessageSize: maxPayload,
+    allowOrigins: allowedOrigins,
+    idleTimeoutMs: inactive?.enabled ? inactive.inactiveTime : undefined,
+    ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
+  }
   const out: Record<string, unknown> = { ...o }
   if (Array.isArray(o.path)) {
     const [first, ...more] = o.path

@@ -117,6 +117,10 @@ impl Backplane for Local {
 /// 2: a per-channel sequence number follows the version (receivers count gaps as `lost`).
 const VERSION: u8 = 2;
 
+/// Set in a sequence number handed out again: the message first sent under it got no answer
+/// from Redis (counted dropped by its publisher), so it may or may not have arrived.
+pub(crate) const REISSUED: u64 = 1 << 63;
+
 /// Where the sequence number sits in an encoded envelope.
 const SEQ_AT: std::ops::Range<usize> = 1..9;
 

@@ -25,7 +25,7 @@ use fred::prelude::{
 use fred::types::Expiration;
 use tokio::sync::{broadcast::error::RecvError, mpsc, Notify};
 
-use super::{Backplane, BackplaneStats, Inbox, Remote};
+use super::{Backplane, BackplaneStats, Inbox, Remote, REISSUED};
 use crate::config::RedisConfig;
 use crate::error::{CoreError, Result};
 use crate::hooks::BoxFuture;
@@ -35,6 +35,9 @@ use crate::rooms::Member;
 const RECEIVE_CAPACITY: usize = 65_536;
 /// Most messages sent in one pipeline.
 const BATCH: usize = 512;
+/// Longest publishes (and joins, for their subscription) wait for the first connection to
+/// Redis before Redis counts as down, as during an outage.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// How often a cluster's slot map is checked for moves.
 const TOPOLOGY_POLL: Duration = Duration::from_secs(1);
 
@@ -78,6 +81,75 @@ fn presence_value(member: &Member) -> String {
     )
 }
 
+/// A channel's sequence numbering starts over after it went unused this long (at most twice
+/// this), so the table holds only channels in use: an event publishes on its document's room,
+/// and a long run would otherwise keep one entry per document ever changed. Receivers read a
+/// sequence that goes back as a restart, not as losses.
+const SEQ_IDLE: Duration = Duration::from_secs(30);
+
+/// The publisher's per-channel sequence numbers, in two generations (`current` is what was
+/// used since the last rotation): looking a channel up moves it to `current`, and a rotation
+/// forgets what stayed in `previous`, so idle channels cost nothing.
+struct Seqs {
+    current: HashMap<String, Seq>,
+    previous: HashMap<String, Seq>,
+    rotated: Instant,
+}
+
+/// One channel's numbering.
+#[derive(Clone, Copy, Default)]
+struct Seq {
+    /// The last number handed out and kept.
+    last: u64,
+    /// The highest number ever handed out: numbers up to it were given back and go out again
+    /// marked `REISSUED`.
+    issued: u64,
+}
+
+impl Default for Seqs {
+    fn default() -> Self {
+        Self { current: HashMap::new(), previous: HashMap::new(), rotated: Instant::now() }
+    }
+}
+
+impl Seqs {
+    /// Forgets the channels unused for a whole generation; call between batches only, so a
+    /// number handed out is still there to be given back.
+    fn rotate_if_due(&mut self) {
+        if self.rotated.elapsed() >= SEQ_IDLE {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated = Instant::now();
+        }
+    }
+
+    /// The next number on `channel` (1 for a channel new or forgotten), with `REISSUED` set
+    /// when it was handed out before and given back.
+    fn next(&mut self, channel: &str) -> u64 {
+        let seq = match self.current.get_mut(channel) {
+            Some(seq) => seq,
+            None => {
+                let seq = self.previous.remove(channel).unwrap_or_default();
+                self.current.entry(channel.to_string()).or_insert(seq)
+            }
+        };
+        seq.last += 1;
+        let reissued = seq.last <= seq.issued;
+        seq.issued = seq.issued.max(seq.last);
+        if reissued {
+            seq.last | REISSUED
+        } else {
+            seq.last
+        }
+    }
+
+    /// Takes back the last number handed out on `channel` (its PUBLISH failed).
+    fn give_back(&mut self, channel: &str) {
+        if let Some(seq) = self.current.get_mut(channel) {
+            seq.last = seq.last.saturating_sub(1);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     published: AtomicU64,
@@ -85,6 +157,7 @@ struct Counters {
     dropped: AtomicU64,
     invalid: AtomicU64,
     lost: AtomicU64,
+    unconfirmed_arrived: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
     topology_changes: AtomicU64,
@@ -249,36 +322,57 @@ impl RedisBackplane {
 
     async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Bytes)>) {
         let mut batch = Vec::with_capacity(BATCH);
-        // Per channel, so a receiver can tell a gap on the channels it listens to. Bounded: past
-        // SEQ_CHANNELS the map starts over, which receivers read as a restart, not as losses.
-        const SEQ_CHANNELS: usize = 100_000;
-        let mut seqs: HashMap<String, u64> = HashMap::new();
+        let mut seqs = Seqs::default();
+        let mut sent: Vec<String> = Vec::with_capacity(BATCH);
+        // The server takes sockets (and events) before the first connection to Redis is made:
+        // what is published meanwhile waits in the queue for it, up to `FIRST_CONNECT_WAIT`,
+        // instead of failing fast as during an outage (a join answered at once could otherwise
+        // miss an event another instance emitted right after starting).
+        let deadline = Instant::now() + FIRST_CONNECT_WAIT;
+        while !self.publisher.is_connected() && Instant::now() < deadline && !self.stopped.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            let n = batch.len() as u64;
+            seqs.rotate_if_due();
             // Fail-fast commands: while Redis is down they fail at once (or within the 1 s
             // timeout if the connection has not noticed yet); nothing is kept for later.
             let pipe = Pipeline::from(self.publisher.with_options(&fail_fast()));
             for (channel, payload) in batch.drain(..) {
-                if seqs.len() >= SEQ_CHANNELS && !seqs.contains_key(&channel) {
-                    seqs.clear();
-                }
-                let seq = seqs.entry(channel.clone()).or_insert(0);
-                *seq += 1;
-                let payload = super::with_seq(payload, *seq);
+                let payload = super::with_seq(payload, seqs.next(&channel));
                 let queued = if self.cluster {
-                    pipe.spublish::<(), _, _>(channel, payload).await
+                    pipe.spublish::<(), _, _>(channel.as_str(), payload).await
                 } else {
-                    pipe.publish::<(), _, _>(channel, payload).await
+                    pipe.publish::<(), _, _>(channel.as_str(), payload).await
                 };
                 let _ = queued;
+                sent.push(channel);
             }
             let results = pipe.try_all::<i64>().await;
-            let failed = results.iter().filter(|r| r.is_err()).count() as u64;
-            self.counters.published.fetch_add(n - failed, Relaxed);
+            let acked = results.iter().filter(|r| r.is_ok()).count() as u64;
+            self.counters.published.fetch_add(acked, Relaxed);
+            let failed = sent.len() as u64 - acked;
             if failed > 0 {
                 self.counters.dropped.fetch_add(failed, Relaxed);
+                // Sequence numbers count what Redis took: a failed PUBLISH at the end of its
+                // channel's share of the batch gives its number back, so receivers see no gap
+                // for what is already counted here as dropped (`lost` there is only what Redis
+                // acknowledged and they missed). A failure followed by a success on the same
+                // channel leaves a hole that both sides count (rare: a connection that broke
+                // and came back within one pipeline).
+                let mut settled: HashSet<&str> = HashSet::new();
+                for (i, channel) in sent.iter().enumerate().rev() {
+                    if settled.contains(channel.as_str()) {
+                        continue;
+                    }
+                    if matches!(results.get(i), Some(Ok(_))) {
+                        settled.insert(channel);
+                    } else {
+                        seqs.give_back(channel);
+                    }
+                }
                 self.warn("Redis unavailable; cross-instance messages dropped, local delivery continues");
             }
+            sent.clear();
         }
     }
 
@@ -465,8 +559,10 @@ impl RedisBackplane {
                         self.warn("fan-out queue full; remote messages dropped");
                     }
                 }
-                Err(RecvError::Lagged(n)) => {
-                    self.counters.dropped.fetch_add(n, Relaxed);
+                Err(RecvError::Lagged(_)) => {
+                    // Not counted here: what another instance published shows as a gap in its
+                    // sequence (`lost`) when its next message arrives, and our own echoes
+                    // were never ours to deliver; counting both would count twice.
                     self.warn("receiver lagged; messages lost");
                 }
                 Err(RecvError::Closed) => {
@@ -482,23 +578,25 @@ impl RedisBackplane {
 
     /// Counts the messages of `origin` on `channel` that never arrived (a gap in its sequence).
     /// A sequence that goes back is a restart of the origin (or of its numbering), not a loss.
+    /// A reissued number equal to the last one seen means the message first sent under it
+    /// arrived, though its publisher got no answer from Redis and counted it dropped.
     fn note_seq(&self, channel: &str, origin: &str, seq: u64) {
+        let (seq, reissued) = (seq & !REISSUED, seq & REISSUED != 0);
         let mut seen = self.seen.lock();
         let last = seen.entry(channel.to_string()).or_default().entry(origin.to_string()).or_insert(0);
+        if reissued && seq == *last {
+            self.counters.unconfirmed_arrived.fetch_add(1, Relaxed);
+            return;
+        }
         if *last != 0 && seq > *last + 1 {
             let gap = seq - *last - 1;
             self.counters.lost.fetch_add(gap, Relaxed);
+            *last = seq;
             drop(seen);
             self.warn("messages from another instance never arrived (counted in lost)");
-            return self.set_seen(channel, origin, seq);
+            return;
         }
         *last = seq;
-    }
-
-    fn set_seen(&self, channel: &str, origin: &str, seq: u64) {
-        if let Some(m) = self.seen.lock().get_mut(channel) {
-            m.insert(origin.to_string(), seq);
-        }
     }
 
     async fn presence_loop(
@@ -659,8 +757,10 @@ impl Backplane for RedisBackplane {
 
     fn settled(&self) -> Option<BoxFuture<()>> {
         // During an outage joins must not wait on Redis: local delivery goes on. At startup
-        // (never connected yet) they wait for the first connection, bounded by the caller.
-        if *self.up.borrow() && !self.subscriber.is_connected() {
+        // (never connected yet) they wait for the first connection, bounded by the caller, for
+        // as long as publishes do; a Redis still unreachable after that is an outage.
+        let up = *self.up.borrow();
+        if (up && !self.subscriber.is_connected()) || (!up && self.started.elapsed() > FIRST_CONNECT_WAIT) {
             return None;
         }
         let mut up = self.up.subscribe();
@@ -686,6 +786,7 @@ impl Backplane for RedisBackplane {
             dropped: c.dropped.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
             lost: c.lost.load(Relaxed),
+            unconfirmed_arrived: c.unconfirmed_arrived.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
             topology_changes: c.topology_changes.load(Relaxed),
@@ -705,5 +806,30 @@ impl Backplane for RedisBackplane {
             let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), publisher.quit()).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_given_back_go_out_again_marked_and_idle_channels_are_forgotten() {
+        let mut s = Seqs::default();
+        assert_eq!((s.next("a"), s.next("a"), s.next("b")), (1, 2, 1));
+        // 3 and 4 failed: given back, they go out again marked, then numbering goes on.
+        assert_eq!((s.next("a"), s.next("a")), (3, 4));
+        s.give_back("a");
+        s.give_back("a");
+        assert_eq!((s.next("a"), s.next("a"), s.next("a")), (3 | REISSUED, 4 | REISSUED, 5));
+        // Used within a generation: kept across one rotation; idle for two: forgotten.
+        s.rotated -= SEQ_IDLE;
+        s.rotate_if_due();
+        assert_eq!(s.next("a"), 6);
+        s.rotated -= SEQ_IDLE;
+        s.rotate_if_due();
+        s.rotated -= SEQ_IDLE;
+        s.rotate_if_due();
+        assert_eq!((s.next("a"), s.next("b")), (1, 1), "both idle for two rotations");
     }
 }

@@ -298,7 +298,7 @@ impl Client {
 }
 
 /// One masked client frame (clients must mask, RFC 6455 §5.3).
-fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
     let len = payload.len();
     if len <= 125 {
