@@ -5,29 +5,34 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::backplane::Remote;
+use crate::cork::Cork;
 use crate::dispatch::Command;
 use crate::frame;
 use crate::hooks::EventInfo;
 use crate::hub::Hub;
 
 impl Hub {
-    /// Runs one fan-out command (on the dispatcher task or a lane).
-    pub(crate) async fn run_command(self: &Arc<Self>, cmd: Command) {
+    /// Runs one fan-out command (on the dispatcher task or a lane), holding its frames in the
+    /// pass's `cork`.
+    pub(crate) async fn run_command(self: &Arc<Self>, cmd: Command, cork: &mut Cork) {
         match cmd {
             Command::Broadcast { room, frame, except } => {
-                self.broadcast_everywhere(&room, frame, except.as_deref());
+                self.publish_broadcast(&room, &frame, except.as_deref());
+                let except = except.and_then(|id| self.key_of(&id));
+                self.broadcast_spread(&room, frame, except, cork).await;
             }
             Command::Send { socket_id, frame } => self.send_anywhere(&socket_id, frame),
-            Command::Emit(ev) => self.emit(ev).await,
-            Command::Remote(msg) => self.on_remote(msg).await,
+            Command::Emit(ev) => self.emit(ev, cork).await,
+            Command::Remote(msg) => self.on_remote(msg, cork).await,
         }
     }
 
     /// Delivers what another instance published; nothing is published again.
-    async fn on_remote(&self, msg: Remote) {
+    async fn on_remote(self: &Arc<Self>, msg: Remote, cork: &mut Cork) {
         match msg {
             Remote::Room { room, except, frame } => {
-                self.broadcast(&room, frame, except.and_then(|id| self.key_of(&id)));
+                let except = except.and_then(|id| self.key_of(&id));
+                self.broadcast_spread(&room, frame, except, cork).await;
             }
             Remote::Event { operation, collection, id_json, rooms, index, frame } => {
                 let info = EventInfo {
@@ -36,7 +41,7 @@ impl Hub {
                     id_json: Arc::from(id_json.as_str()),
                     json: frame::payload_of(&frame),
                 };
-                self.deliver_event(&info, &rooms, Some(usize::from(index)), frame).await;
+                self.deliver_event(&info, &rooms, Some(usize::from(index)), frame, cork).await;
             }
             Remote::Socket { socket_id, frame } => {
                 if let Some(c) = self.conn(&socket_id) {

@@ -327,6 +327,13 @@ pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 impl ServerConfig {
+    /// The runtime's worker threads: `worker_threads`, else one per CPU this process may use.
+    pub(crate) fn workers(&self) -> usize {
+        self.worker_threads
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Checks values that would make the server misbehave, before anything is bound.
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(CoreError::Config(m.to_string()));

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::audience::Audience;
 use crate::backplane::Remote;
 use crate::config::EventFormat;
+use crate::cork::Cork;
 use crate::event::Event;
 use crate::frame;
 use crate::hooks::EventInfo;
@@ -38,7 +39,7 @@ impl Hub {
         }
     }
 
-    pub(crate) async fn emit(self: &Arc<Self>, ev: Event) {
+    pub(crate) async fn emit(self: &Arc<Self>, ev: Event, cork: &mut Cork) {
         self.stats.events_emitted.fetch_add(1, Relaxed);
         let frame = self.event_frame(ev.operation, &ev.collection, &ev.id_json, &ev.doc_json);
         let names = ev.rooms();
@@ -61,18 +62,19 @@ impl Hub {
             id_json: Arc::from(ev.id_json.as_str()),
             json: frame::payload_of(&frame),
         };
-        self.deliver_event(&info, &names, None, frame).await;
+        self.deliver_event(&info, &names, None, frame, cork).await;
     }
 
     /// Delivers an event frame to the members of `rooms` (each socket once), or, for a copy
     /// from another instance, to the members of `rooms[i]` that are in none of `rooms[..i]`
     /// (those get the copy published on that earlier room).
     pub(crate) async fn deliver_event(
-        &self,
+        self: &Arc<Self>,
         info: &EventInfo,
         rooms: &[String],
         only: Option<usize>,
         frame: Bytes,
+        cork: &mut Cork,
     ) {
         if self.hooks.authorizes(&info.collection) {
             // The cache key: the rooms that have members (each event names its own doc room).
@@ -84,22 +86,21 @@ impl Hub {
             }
             let audience = self.audience.get(present, only.is_some(), || self.recipients(rooms, only));
             if !audience.recipients.is_empty() {
-                self.deliver_authorized(info, &audience, frame).await;
+                self.deliver_authorized(info, &audience, frame, cork).await;
             }
             return;
         }
         if only.is_none() {
             let present: Vec<_> = rooms.iter().filter_map(|r| self.rooms.get(r)).collect();
             if present.len() == 1 {
-                let mut n = 0u64;
-                present[0].for_each(|c| n += u64::from(self.push(c, frame.clone())));
-                self.count_fanout(n, frame.len());
+                let room = present.into_iter().next().expect("one room");
+                self.deliver_room(room, frame, None, cork).await;
                 return;
             }
         }
         let mut n = 0u64;
         for c in &self.recipients(rooms, only) {
-            n += u64::from(self.push(c, frame.clone()));
+            n += u64::from(self.push_held(c, frame.clone(), cork.group_of(c.key)));
         }
         self.count_fanout(n, frame.len());
     }
@@ -139,7 +140,7 @@ impl Hub {
     /// Asks the app once about the distinct users of `audience` and delivers to the sockets of
     /// the users it allows, each the view of the document it was given (one frame per view);
     /// fails closed (a malformed, failed or late answer allows no one).
-    async fn deliver_authorized(&self, info: &EventInfo, audience: &Audience, frame: Bytes) {
+    async fn deliver_authorized(&self, info: &EventInfo, audience: &Audience, frame: Bytes, cork: &mut Cork) {
         let n_users = audience.users.users.len();
         let verdicts = match tokio::time::timeout(
             self.config.hook_timeout,
@@ -169,7 +170,7 @@ impl Hub {
         for (c, &u) in audience.recipients.iter().zip(&audience.user_of) {
             match verdicts.per_user[u as usize] as usize {
                 0 => skipped += 1,
-                k => sent[k] += u64::from(self.push(c, frames[k].clone())),
+                k => sent[k] += u64::from(self.push_held(c, frames[k].clone(), cork.group_of(c.key))),
             }
         }
         for (n, f) in sent.iter().zip(&frames) {

@@ -1,16 +1,19 @@
-//! Fan-out: putting one encoded frame on many sockets' queues (each `Bytes` shared, never
-//! copied), locally and through the backplane, and closing sockets by user or session.
+//! Fan-out: putting one encoded frame on many sockets (each `Bytes` shared, never copied),
+//! locally and through the backplane, and closing sockets by user or session. A command's pass
+//! holds its frames in a `Cork`, written once per socket when the pass ends.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::auth::UserClaims;
 use crate::backplane::Remote;
+use crate::cork::Cork;
 use crate::hub::Hub;
 use crate::outbound::Push;
 use crate::protocol::close_codes;
-use crate::rooms::ALL_SOCKETS;
+use crate::rooms::{Room, ALL_SOCKETS, SPLIT_AT};
 use crate::socket::Conn;
 use crate::socketio_framing;
 use crate::sockets::Sockets;
@@ -47,6 +50,33 @@ impl Hub {
                 false
             }
             Push::Closed => false,
+        }
+    }
+
+    /// `push` for a fan-out pass: the frame is held in the socket's queue (written when the
+    /// pass's cork is flushed); a socket seen first in this pass joins `held`.
+    pub(crate) fn push_held(&self, conn: &Arc<Conn>, frame: Bytes, held: &mut Vec<Arc<Conn>>) -> bool {
+        let frame = match conn.socketio.get() {
+            None => frame,
+            Some(s) => match socketio_framing::outbound(&self.config, s, frame) {
+                Some(f) => f,
+                None => return true,
+            },
+        };
+        match conn.out.hold(frame) {
+            Ok(first) => {
+                if first {
+                    held.push(conn.clone());
+                }
+                true
+            }
+            Err(Push::Overflow) => {
+                if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
+                    self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
+                }
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -88,7 +118,12 @@ impl Hub {
 
     /// Local delivery plus one publish to the other instances.
     pub(crate) fn broadcast_everywhere(&self, room: &str, frame: Bytes, except: Option<&str>) {
-        let except_key = except.and_then(|id| self.key_of(id));
+        self.publish_broadcast(room, &frame, except);
+        self.broadcast(room, frame, except.and_then(|id| self.key_of(id)));
+    }
+
+    /// The other instances' share of a broadcast: one publish (nothing without a backplane).
+    pub(crate) fn publish_broadcast(&self, room: &str, frame: &Bytes, except: Option<&str>) {
         if self.distributed() {
             let msg = Remote::Room {
                 room: room.to_string(),
@@ -101,7 +136,94 @@ impl Hub {
                 self.backplane().publish_room(room, &self.instance, &msg);
             }
         }
-        self.broadcast(room, frame, except_key);
+    }
+
+    /// `broadcast` for a fan-out pass: frames held in `cork`, a large room's parts run on every
+    /// worker at once (see `deliver_room`).
+    pub(crate) async fn broadcast_spread(
+        self: &Arc<Self>,
+        room: &str,
+        frame: Bytes,
+        except: Option<u64>,
+        cork: &mut Cork,
+    ) {
+        if room == ALL_SOCKETS {
+            let mut n = 0u64;
+            for c in self.all_conns() {
+                if Some(c.key) != except && self.push_held(&c, frame.clone(), cork.group_of(c.key)) {
+                    n += 1;
+                }
+            }
+            self.count_fanout(n, frame.len());
+        } else if let Some(r) = self.rooms.get(room) {
+            self.deliver_room(r, frame, except, cork).await;
+        }
+    }
+
+    /// Holds `frame` for the members of `room` but `except` (written when `cork` is flushed);
+    /// returns how many got it. A large room's parts are spread over the runtime's workers, one
+    /// task per part (a fan-out reaches each worker once, and no one task or lock carries every
+    /// delivery). The pass ends only once every part is done, so the next command for the room
+    /// starts after it: order holds.
+    pub(crate) async fn deliver_room(
+        self: &Arc<Self>,
+        room: Arc<Room>,
+        frame: Bytes,
+        except: Option<u64>,
+        cork: &mut Cork,
+    ) -> usize {
+        let parts = room.parts();
+        // Below `SPLIT_AT` members (a room split earlier may have shrunk), handing parts to other
+        // workers costs more than it saves.
+        if parts == 1 || room.len() < SPLIT_AT {
+            let mut n = 0;
+            for i in 0..parts {
+                room.for_each_in(i, |c| {
+                    if Some(c.key) != except && self.push_held(c, frame.clone(), cork.group_of(c.key)) {
+                        n += 1;
+                    }
+                });
+            }
+            self.count_fanout(n as u64, frame.len());
+            return n;
+        }
+        let tasks: Vec<_> = (1..parts)
+            .map(|i| {
+                let (hub, room, frame) = (self.clone(), room.clone(), frame.clone());
+                tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    let n = hub.deliver_part(&room, i, &frame, except, &mut held);
+                    (i, n, held)
+                })
+            })
+            .collect();
+        let mut n = self.deliver_part(&room, 0, &frame, except, cork.group_of(0));
+        for t in tasks {
+            if let Ok((i, k, held)) = t.await {
+                n += k;
+                cork.absorb(i, held);
+            }
+        }
+        n
+    }
+
+    /// One part of a room's pass (counted once for the part).
+    fn deliver_part(
+        &self,
+        room: &Room,
+        i: usize,
+        frame: &Bytes,
+        except: Option<u64>,
+        held: &mut Vec<Arc<Conn>>,
+    ) -> usize {
+        let mut n = 0;
+        room.for_each_in(i, |c| {
+            if Some(c.key) != except && self.push_held(c, frame.clone(), held) {
+                n += 1;
+            }
+        });
+        self.count_fanout(n as u64, frame.len());
+        n
     }
 
     /// To a socket here, or through the backplane to the instance that holds it.

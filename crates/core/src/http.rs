@@ -195,13 +195,15 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
         hub.config.max_backpressure,
         hub.now_ms(),
     ));
+    // Before anyone can reach the socket: producers write to it directly (see `outbound`).
+    conn.out.attach(w);
     if admitted.socketio {
         let _ = conn.socketio.set(Session::default());
     }
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
     let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, hub.input.account());
-    tokio::spawn(write_loop(hub.clone(), conn.clone(), w));
+    tokio::spawn(write_loop(hub.clone(), conn.clone()));
     let reader = tokio::spawn(read_loop(guard, frames, admitted.info));
     conn.set_reader(reader.abort_handle());
     if hub.shutting_down.load(Relaxed) {

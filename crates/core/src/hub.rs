@@ -67,11 +67,13 @@ impl Hub {
         let verifier = JwtVerifier::new(config.jwt_key.as_deref(), config.auth_version);
         let trusted_origins =
             config.trusted_origins.iter().filter_map(|o| OriginRule::parse(o).ok()).collect();
+        // A large room's fan-out runs on every worker at once, one part of its members each.
+        let parts = config.workers();
         let hub = Arc::new(Self {
             config,
             hooks,
             stats: Stats::default(),
-            rooms: RoomRegistry::default(),
+            rooms: RoomRegistry::new(parts),
             verifier,
             origins,
             trusted_origins,

@@ -9,8 +9,13 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::cork::Cork;
 use crate::dispatch::{rooms_of, Command, Queued};
 use crate::hub::Hub;
+
+/// Most commands one pass of the dispatcher runs before it writes what they held: enough to
+/// batch a burst, few enough that the first command's frames do not wait long.
+const PASS_MAX: usize = 64;
 
 /// The dispatcher task: runs what can run now, hands the rest to lanes.
 pub(crate) async fn run(hub: Arc<Hub>, mut rx: mpsc::UnboundedReceiver<Command>) {
@@ -19,30 +24,47 @@ pub(crate) async fn run(hub: Arc<Hub>, mut rx: mpsc::UnboundedReceiver<Command>)
         name: "fan-out dispatcher",
         stopping: &hub.shutting_down,
     };
-    while let Some(cmd) = rx.recv().await {
-        let (rooms, js_lane) = rooms_of(hub.hooks.as_ref(), &cmd);
-        let spawn = {
-            let mut lanes = hub.dispatch.lanes.lock();
-            let held = rooms.iter().find_map(|r| lanes.owners.get(r).map(|(l, _)| l.clone()));
-            match held.or(js_lane) {
-                None => Err(cmd),
-                Some(lane) => {
-                    for r in &rooms {
-                        lanes.owners.entry(r.clone()).or_insert_with(|| (lane.clone(), 0)).1 += 1;
-                    }
-                    let fresh = !lanes.queues.contains_key(&lane);
-                    lanes.queues.entry(lane.clone()).or_default().push_back(Queued { cmd, rooms });
-                    Ok(fresh.then_some(lane))
-                }
+    while let Some(first) = rx.recv().await {
+        // One pass: this command and those already waiting (up to `PASS_MAX`), their frames
+        // held and written once per socket at the end.
+        let mut cork = Cork::new(hub.rooms.parts());
+        let mut next = Some(first);
+        let mut ran = 0;
+        while let Some(cmd) = next.take() {
+            dispatch_one(&hub, cmd, &mut cork).await;
+            ran += 1;
+            if ran < PASS_MAX {
+                next = rx.try_recv().ok();
             }
-        };
-        match spawn {
-            Err(cmd) => run_one(&hub, cmd).await,
-            Ok(Some(lane)) => {
-                tokio::spawn(run_lane(hub.clone(), lane));
-            }
-            Ok(None) => {}
         }
+        cork.flush().await;
+    }
+}
+
+/// Runs `cmd` in the current pass, or hands it to the lane that must run it.
+async fn dispatch_one(hub: &Arc<Hub>, cmd: Command, cork: &mut Cork) {
+    let (rooms, js_lane) = rooms_of(hub.hooks.as_ref(), &cmd);
+    let spawn = {
+        let mut lanes = hub.dispatch.lanes.lock();
+        let held = rooms.iter().find_map(|r| lanes.owners.get(r).map(|(l, _)| l.clone()));
+        match held.or(js_lane) {
+            None => Err(cmd),
+            Some(lane) => {
+                for r in &rooms {
+                    lanes.owners.entry(r.clone()).or_insert_with(|| (lane.clone(), 0)).1 += 1;
+                }
+                let fresh = !lanes.queues.contains_key(&lane);
+                lanes.queues.entry(lane.clone()).or_default().push_back(Queued { cmd, rooms });
+                Ok(fresh.then_some(lane))
+            }
+        }
+    };
+    match spawn {
+        Err(cmd) => run_one(hub, cmd, cork).await,
+        Ok(Some(lane)) => {
+            tokio::spawn(run_lane(hub.clone(), lane));
+        }
+        Ok(None) => {}
     }
 }
 
@@ -59,7 +81,9 @@ async fn run_lane(hub: Arc<Hub>, lane: Arc<str>) {
                 }
             }
         };
-        run_one(&hub, next.cmd).await;
+        let mut cork = Cork::new(hub.rooms.parts());
+        run_one(&hub, next.cmd, &mut cork).await;
+        cork.flush().await;
         let mut lanes = hub.dispatch.lanes.lock();
         for r in next.rooms {
             if let Some(o) = lanes.owners.get_mut(&r) {
@@ -72,8 +96,8 @@ async fn run_lane(hub: Arc<Hub>, lane: Arc<str>) {
     }
 }
 
-async fn run_one(hub: &Arc<Hub>, cmd: Command) {
+async fn run_one(hub: &Arc<Hub>, cmd: Command, cork: &mut Cork) {
     let bytes = cmd.bytes();
-    crate::supervise::guarded(&hub.stats, "a fan-out command", hub.run_command(cmd)).await;
+    crate::supervise::guarded(&hub.stats, "a fan-out command", hub.run_command(cmd, cork)).await;
     hub.dispatch.done(bytes);
 }

@@ -20,6 +20,7 @@ mod stats;
 mod supervise;
 // Socket state and the room registry.
 mod audience;
+mod cork;
 mod event;
 mod handler_call;
 mod rooms;

@@ -1,12 +1,22 @@
-//! A socket's outbound queue: bounded in bytes, drained by the socket's one writer task, which
-//! coalesces queued frames into vectored writes.
+//! A socket's outbound side: its write half, and a queue for what the kernel would not take yet.
+//!
+//! A producer (a reply, a single send) writes a frame straight to the socket when nothing is
+//! waiting before it (one `send`, no queue, no task wake-up). A fan-out pass instead holds its
+//! frames in the queue (`hold`) and writes each socket's once at the pass's end (`flush`: one
+//! vectored write per socket per pass, however many commands the pass ran). Only what the
+//! kernel refuses stays queued, bounded in bytes, for the socket's writer task, which drains it
+//! once the socket is writable again. Order holds because bytes are written only from the
+//! queue's head, and only while nothing older is in the writer's hands (checked under the
+//! queue's lock, which also serializes the direct writes).
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{ErrorKind, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Most frames handed to one `writev` call.
@@ -15,6 +25,7 @@ const MAX_IOV: usize = 64;
 /// What became of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
+    /// Written, or queued for the writer.
     Queued,
     /// The socket is closing; the frame was dropped.
     Closed,
@@ -24,6 +35,11 @@ pub(crate) enum Push {
 
 struct Queue {
     frames: VecDeque<Bytes>,
+    /// Bytes in `frames` (what is not in the writer's hands).
+    bytes: usize,
+    /// `frames[0]` is the rest of a frame already partly on the wire: never discarded, or the
+    /// stream would break mid-frame.
+    head_partial: bool,
     /// Close frame to write after `frames` (None with `closed` = just stop).
     close: Option<Bytes>,
     closed: bool,
@@ -37,30 +53,69 @@ pub(crate) struct Outbound {
     /// Bytes pushed and not yet written (the writer's batch included).
     queued: AtomicUsize,
     max: usize,
+    /// The socket's write half, once attached (absent: everything is queued).
+    sock: OnceLock<OwnedWriteHalf>,
     pub(crate) notify: Notify,
 }
 
 impl Outbound {
     pub(crate) fn new(max: usize) -> Self {
         Self {
-            queue: Mutex::new(Queue { frames: VecDeque::new(), close: None, closed: false, discard: false }),
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                bytes: 0,
+                head_partial: false,
+                close: None,
+                closed: false,
+                discard: false,
+            }),
             queued: AtomicUsize::new(0),
             max,
+            sock: OnceLock::new(),
             notify: Notify::new(),
         }
     }
 
-    /// Queues a frame unless that would exceed the byte bound.
+    /// Gives the queue the socket to write to directly (once, before it is shared).
+    pub(crate) fn attach(&self, sock: OwnedWriteHalf) {
+        let _ = self.sock.set(sock);
+    }
+
+    /// The socket's write half, for the writer task.
+    pub(crate) fn sock(&self) -> Option<&OwnedWriteHalf> {
+        self.sock.get()
+    }
+
+    /// Writes a frame now if nothing waits before it, else queues it (unless that would exceed
+    /// the byte bound); the writer is woken only when something was queued.
     pub(crate) fn push(&self, frame: Bytes) -> Push {
         let len = frame.len();
         let mut q = self.queue.lock();
         if q.closed {
             return Push::Closed;
         }
-        if self.queued.load(Relaxed) + len > self.max {
+        let queued = self.queued.load(Relaxed);
+        if queued + len > self.max {
             return Push::Overflow;
         }
-        self.queued.fetch_add(len, Relaxed);
+        let mut frame = frame;
+        if queued == 0 {
+            if let Some(sock) = self.sock.get() {
+                match sock.try_write(&frame) {
+                    Ok(n) if n == len => return Push::Queued,
+                    Ok(n) => {
+                        // The kernel took part of it: the rest goes first, and stays whole.
+                        frame = frame.slice(n..);
+                        q.head_partial = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    // A broken connection: queue it; the writer sees the error and ends the socket.
+                    Err(_) => {}
+                }
+            }
+        }
+        self.queued.fetch_add(frame.len(), Relaxed);
+        q.bytes += frame.len();
         let was_empty = q.frames.is_empty();
         q.frames.push_back(frame);
         drop(q);
@@ -68,6 +123,78 @@ impl Outbound {
             self.notify.notify_one();
         }
         Push::Queued
+    }
+
+    /// Queues a frame for the pass that is filling it, without writing or waking the writer
+    /// (the pass calls `flush` at its end: one write per socket per pass). `Ok(true)`: the
+    /// queue was empty, so the pass must remember this socket.
+    pub(crate) fn hold(&self, frame: Bytes) -> Result<bool, Push> {
+        let len = frame.len();
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Err(Push::Closed);
+        }
+        if self.queued.load(Relaxed) + len > self.max {
+            return Err(Push::Overflow);
+        }
+        self.queued.fetch_add(len, Relaxed);
+        q.bytes += len;
+        let first = q.frames.is_empty();
+        q.frames.push_back(frame);
+        Ok(first)
+    }
+
+    /// Writes what passes held (vectored, as much as the kernel takes now) unless the writer
+    /// still has bytes of its own to write first; whatever is left goes to the writer.
+    pub(crate) fn flush(&self) {
+        let mut q = self.queue.lock();
+        let Some(sock) = self.sock.get() else { return };
+        // The writer's batch (older bytes) goes first; a closing socket is the writer's.
+        if q.frames.is_empty() || q.closed || self.queued.load(Relaxed) != q.bytes {
+            let wake = !q.frames.is_empty();
+            drop(q);
+            if wake {
+                self.notify.notify_one();
+            }
+            return;
+        }
+        while !q.frames.is_empty() {
+            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let n = q.frames.len().min(MAX_IOV);
+            for (slot, f) in slices.iter_mut().zip(q.frames.iter()) {
+                *slot = IoSlice::new(f);
+            }
+            let want: usize = slices[..n].iter().map(|s| s.len()).sum();
+            let written = match sock.try_write_vectored(&slices[..n]) {
+                Ok(w) => w,
+                // Refused (or broken: the writer sees the error and ends the socket).
+                Err(_) => break,
+            };
+            self.queued.fetch_sub(written, Relaxed);
+            q.bytes -= written;
+            let mut left = written;
+            while left > 0 {
+                let head = q.frames.front_mut().expect("written bytes come from queued frames");
+                if left >= head.len() {
+                    left -= head.len();
+                    q.frames.pop_front();
+                    q.head_partial = false;
+                } else {
+                    // The rest of a frame partly on the wire stays whole at the head.
+                    *head = head.slice(left..);
+                    q.head_partial = true;
+                    left = 0;
+                }
+            }
+            if written < want {
+                break;
+            }
+        }
+        let wake = !q.frames.is_empty();
+        drop(q);
+        if wake {
+            self.notify.notify_one();
+        }
     }
 
     /// Starts closing: `close_frame` is written after the queued frames (or right after the frame
@@ -86,8 +213,10 @@ impl Outbound {
         q.closed = true;
         q.discard = discard;
         if discard {
-            let dropped: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            let keep = usize::from(q.head_partial).min(q.frames.len());
+            let dropped: usize = q.frames.drain(keep..).map(|f| f.len()).sum();
             self.queued.fetch_sub(dropped, Relaxed);
+            q.bytes -= dropped;
         }
         if let Some(f) = &close_frame {
             self.queued.fetch_add(f.len(), Relaxed);
@@ -107,6 +236,8 @@ impl Outbound {
 pub(crate) struct Batch {
     frames: VecDeque<Bytes>,
     head_written: usize,
+    /// `frames[0]` continues a frame already partly on the wire (see `Queue::head_partial`).
+    head_partial: bool,
     /// The close frame is part of this batch: after it, stop.
     pub(crate) ends: bool,
     /// The queue was closed at the last refill (the socket is closing).
@@ -124,7 +255,7 @@ pub(crate) enum Next {
 
 impl Batch {
     pub(crate) fn new() -> Self {
-        Self { frames: VecDeque::new(), head_written: 0, ends: false, closing: false }
+        Self { frames: VecDeque::new(), head_written: 0, head_partial: false, ends: false, closing: false }
     }
 
     /// Refills from the queue when empty; applies a pending discard.
@@ -133,14 +264,18 @@ impl Batch {
         self.closing = q.closed;
         if q.discard && !self.ends {
             // Keep only the frame already partly on the wire, so the stream stays well-formed.
-            let keep = usize::from(self.head_written > 0).min(self.frames.len());
+            let keep = usize::from(self.head_written > 0 || self.head_partial).min(self.frames.len());
             let dropped: usize = self.frames.drain(keep..).map(|f| f.len()).sum();
             out.queued.fetch_sub(dropped, Relaxed);
-            let qd: usize = q.frames.drain(..).map(|f| f.len()).sum();
+            let qkeep = usize::from(self.frames.is_empty() && q.head_partial).min(q.frames.len());
+            let qd: usize = q.frames.drain(qkeep..).map(|f| f.len()).sum();
             out.queued.fetch_sub(qd, Relaxed);
+            q.bytes -= qd;
         }
         if self.frames.is_empty() && !self.ends {
             std::mem::swap(&mut self.frames, &mut q.frames);
+            self.head_partial = std::mem::take(&mut q.head_partial);
+            q.bytes = 0;
         }
         if q.closed && q.frames.is_empty() && !self.ends {
             if let Some(c) = q.close.take() {
@@ -157,23 +292,17 @@ impl Batch {
         }
     }
 
-    /// Writes as much as one vectored write takes; returns bytes written (0 = peer gone).
-    /// The iovec array lives only inside one poll, not in the socket's future, so an idle
+    /// Writes as much as one vectored write takes now; returns bytes written (0 = peer gone).
+    /// The iovec array lives only inside this call, not in the socket's future, so an idle
     /// socket does not carry it.
-    pub(crate) async fn write_some<W: tokio::io::AsyncWrite + Unpin>(
-        &mut self,
-        w: &mut W,
-    ) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| {
-            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
-                slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
-                n += 1;
-            }
-            std::pin::Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n])
-        })
-        .await
+    pub(crate) fn try_write(&self, sock: &OwnedWriteHalf) -> std::io::Result<usize> {
+        let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+            slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
+            n += 1;
+        }
+        sock.try_write_vectored(&slices[..n])
     }
 
     /// Accounts `written` bytes; returns whether the batch (and, if `ends`, the socket) is done.
@@ -186,11 +315,115 @@ impl Batch {
                 written -= left;
                 self.frames.pop_front();
                 self.head_written = 0;
+                self.head_partial = false;
             } else {
                 self.head_written += written;
                 written = 0;
             }
         }
         self.frames.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// An outbound side attached to a real loopback connection, and the peer's end.
+    async fn pair(max: usize) -> (Outbound, tokio::net::tcp::OwnedReadHalf, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (r, w) = server.into_split();
+        w.writable().await.unwrap(); // what an accepted socket's reactor has long since seen
+        let out = Outbound::new(max);
+        out.attach(w);
+        (out, r, peer)
+    }
+
+    /// The whole frames in `bytes` (opcode, payload length), and whether any bytes were left over.
+    fn frames(mut bytes: &[u8]) -> (Vec<(u8, usize)>, bool) {
+        let mut out = Vec::new();
+        while bytes.len() >= 2 {
+            let (len, head) = match bytes[1] & 0x7f {
+                126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 if bytes.len() >= 10 => {
+                    (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10)
+                }
+                n if n < 126 => (n as usize, 2),
+                _ => break,
+            };
+            if bytes.len() < head + len {
+                break;
+            }
+            out.push((bytes[0] & 0x0f, len));
+            bytes = &bytes[head + len..];
+        }
+        (out, !bytes.is_empty())
+    }
+
+    #[tokio::test]
+    async fn a_frame_for_a_writable_socket_is_sent_without_queueing() {
+        let (out, _r, mut peer) = pair(1 << 20).await;
+        let f = crate::frame::text(b"{\"type\":\"x\"}");
+        assert_eq!(out.push(f.clone()), Push::Queued);
+        assert_eq!(out.queued.load(Relaxed), 0, "nothing left for the writer");
+        assert!(out.queue.lock().frames.is_empty());
+        let mut got = vec![0u8; f.len()];
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, f);
+    }
+
+    /// A peer that stops reading: what the kernel refuses is queued, and a discarding close
+    /// (slow consumer) still leaves a stream of whole frames ending with the close frame, even
+    /// when the kernel took only part of a frame.
+    #[tokio::test]
+    async fn a_discarding_close_never_cuts_a_frame() {
+        let (out, _r, mut peer) = pair(64 << 20).await;
+        // Odd-sized frames make a partial write at the kernel's limit all but certain.
+        let f = crate::frame::binary(&vec![7u8; 40_001]);
+        let mut pushed = 0;
+        while out.queued.load(Relaxed) == 0 {
+            assert_eq!(out.push(f.clone()), Push::Queued);
+            pushed += 1;
+            assert!(pushed < 100_000, "the kernel never refused");
+        }
+        for _ in 0..3 {
+            out.push(f.clone());
+        }
+        let close = crate::frame::close(1013, "slow consumer");
+        assert!(out.close(Some(close.clone()), true));
+        // Drain as the writer task does while the peer reads everything.
+        let sock = out.sock().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut all)).await;
+            all
+        });
+        let mut batch = Batch::new();
+        loop {
+            match batch.refill(&out) {
+                Next::Done => break,
+                Next::Wait => unreachable!("closed: a close frame is always queued"),
+                Next::Write => match batch.try_write(sock) {
+                    Ok(n) => {
+                        batch.advance(&out, n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await.unwrap(),
+                    Err(e) => panic!("{e}"),
+                },
+            }
+        }
+        socket2::SockRef::from(sock.as_ref()).shutdown(std::net::Shutdown::Write).unwrap();
+        let all = reader.await.unwrap();
+        let (got, leftover) = frames(&all);
+        assert!(!leftover, "a frame was cut");
+        assert_eq!(got.last(), Some(&(0x8, close.len() - 2)), "ends with the close frame");
+        assert!(got[..got.len() - 1].iter().all(|&(op, len)| op == 0x2 && len == 40_001));
+        assert!(got.len() - 1 < pushed + 3, "the queued frames were discarded");
+        assert_eq!(out.queued.load(Relaxed), 0);
     }
 }

@@ -1,7 +1,8 @@
 //! The room registry: which sockets are in which room, with O(1) membership changes; how a
 //! member is reported to the app.
 //!
-//! Lock order: a socket's own room set, then the registry map, then one room's member map.
+//! Lock order: a socket's own room set, then the registry map, then one part of one room's
+//! members (never two parts at once).
 //! A join inserts its member while holding the map's read lock and a room is removed only
 //! under the map's write lock after re-checking it is empty, so no join is ever lost to a
 //! concurrent removal of an empty room.
@@ -33,53 +34,130 @@ pub struct Member {
     pub instance: String,
 }
 
-/// Members of one room, by connection key.
+/// Members of one room, by connection key. A large room's members are split into parts by key
+/// (one per runtime worker), so its fan-out can run on every worker at once, each part under
+/// its own lock; a small room has one part.
 pub(crate) struct Room {
-    members: RwLock<HashMap<u64, Arc<Conn>>>,
+    parts: Box<[Part]>,
 }
 
+/// One part of a room's members, by connection key.
+type Part = RwLock<HashMap<u64, Arc<Conn>>>;
+
 impl Room {
-    /// Calls `f` for every member (under the room's read lock: `f` must not touch the registry).
+    fn new(parts: usize) -> Self {
+        Self { parts: (0..parts.max(1)).map(|_| RwLock::new(HashMap::new())).collect() }
+    }
+
+    fn part_of(&self, key: u64) -> &Part {
+        &self.parts[(key % self.parts.len() as u64) as usize]
+    }
+
+    /// How many parts the members are split into.
+    pub(crate) fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Calls `f` for every member (one part's read lock at a time: `f` must not touch the
+    /// registry).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Conn>)) {
-        for c in self.members.read().values() {
+        for part in self.parts.iter() {
+            for c in part.read().values() {
+                f(c);
+            }
+        }
+    }
+
+    /// Calls `f` for every member in part `i` (under that part's read lock).
+    pub(crate) fn for_each_in(&self, i: usize, mut f: impl FnMut(&Arc<Conn>)) {
+        for c in self.parts[i].read().values() {
             f(c);
         }
     }
 
+    /// Adds a member; true when a one-part room reached `SPLIT_AT` (time to split it).
+    fn add(&self, conn: &Arc<Conn>) -> bool {
+        let mut part = self.part_of(conn.key).write();
+        part.insert(conn.key, conn.clone());
+        self.parts.len() == 1 && part.len() >= SPLIT_AT
+    }
+
     pub(crate) fn len(&self) -> usize {
-        self.members.read().len()
+        self.parts.iter().map(|p| p.read().len()).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.iter().all(|p| p.read().is_empty())
     }
 
     pub(crate) fn members(&self) -> Vec<Arc<Conn>> {
-        self.members.read().values().cloned().collect()
+        let mut all = Vec::with_capacity(self.len());
+        self.for_each(|c| all.push(c.clone()));
+        all
     }
 }
 
+/// Members at which a room is split into a part per worker (see `Hub::deliver_room`).
+pub(crate) const SPLIT_AT: usize = 256;
+
 /// All rooms with at least one member.
-#[derive(Default)]
 pub struct RoomRegistry {
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
+    /// Parts of a large room (the runtime's worker count).
+    parts: usize,
 }
 
 impl RoomRegistry {
+    /// How many parts a large room is split into (the runtime's worker count).
+    pub(crate) fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// A registry whose large rooms split their members into `parts` parts.
+    pub(crate) fn new(parts: usize) -> Self {
+        Self { rooms: RwLock::new(HashMap::new()), parts: parts.max(1) }
+    }
+
     /// Adds `conn` to `room` (the caller has already recorded the room in the socket's set);
     /// true when this created the room.
     pub(crate) fn insert(&self, room: &Arc<str>, conn: &Arc<Conn>) -> bool {
-        {
-            let map = self.rooms.read();
-            if let Some(r) = map.get(room) {
-                r.members.write().insert(conn.key, conn.clone());
+        let grew = self.rooms.read().get(room).map(|r| r.add(conn));
+        match grew {
+            Some(false) => return false,
+            Some(true) => {
+                self.split(&mut self.rooms.write(), room);
                 return false;
             }
+            None => {}
         }
         let mut map = self.rooms.write();
         let mut created = false;
+        // A new room has one part: most rooms stay small (a user's own room), and a part per
+        // worker in each would cost every socket memory for nothing.
         let r = map.entry(room.clone()).or_insert_with(|| {
             created = true;
-            Arc::new(Room { members: RwLock::new(HashMap::new()) })
+            Arc::new(Room::new(1))
         });
-        r.members.write().insert(conn.key, conn.clone());
+        if r.add(conn) {
+            self.split(&mut map, room);
+        }
         created
+    }
+
+    /// Replaces a one-part room that reached `SPLIT_AT` members with one of a part per worker.
+    /// Under the map's write lock no join or leave runs (both hold the map's lock while they
+    /// change a part); a fan-out still holding the old room delivers to the members it had,
+    /// as a fan-out that started before the last join would.
+    fn split(&self, map: &mut HashMap<Arc<str>, Arc<Room>>, room: &str) {
+        if self.parts == 1 {
+            return;
+        }
+        let Some(old) = map.get(room).filter(|r| r.parts() == 1) else { return };
+        let new = Room::new(self.parts);
+        old.for_each(|c| {
+            new.part_of(c.key).write().insert(c.key, c.clone());
+        });
+        map.insert(Arc::from(room), Arc::new(new));
     }
 
     /// Removes the socket with `key` from `room`, dropping the room when it empties; true when
@@ -88,13 +166,13 @@ impl RoomRegistry {
         let emptied = {
             let map = self.rooms.read();
             let Some(r) = map.get(room) else { return false };
-            let mut m = r.members.write();
-            m.remove(&key);
-            m.is_empty()
+            r.part_of(key).write().remove(&key);
+            // The part's lock is released first: never two parts' locks at once.
+            r.is_empty()
         };
         if emptied {
             let mut map = self.rooms.write();
-            if map.get(room).is_some_and(|r| r.members.read().is_empty()) {
+            if map.get(room).is_some_and(|r| r.is_empty()) {
                 map.remove(room);
                 return true;
             }
@@ -123,5 +201,47 @@ impl RoomRegistry {
     /// Room names with their sizes.
     pub fn sizes(&self) -> Vec<(String, usize)> {
         self.rooms.read().iter().map(|(k, r)| (k.to_string(), r.len())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(key: u64) -> Arc<Conn> {
+        let remote = "127.0.0.1:1".parse().unwrap();
+        Arc::new(Conn::new(key, Arc::from(format!("i-{key:x}")), "/", remote, None, 1 << 20, 0))
+    }
+
+    #[test]
+    fn a_room_splits_into_a_part_per_worker_once_large_and_loses_no_one() {
+        let reg = RoomRegistry::new(4);
+        let big: Arc<str> = Arc::from("collection:posts");
+        let small: Arc<str> = Arc::from("user:users:1");
+        let conns: Vec<_> = (1..=SPLIT_AT as u64 + 50).map(conn).collect();
+        assert!(reg.insert(&big, &conns[0]));
+        assert!(reg.insert(&small, &conns[0]));
+        for c in &conns[1..] {
+            assert!(!reg.insert(&big, c));
+        }
+        let r = reg.get(&big).unwrap();
+        assert_eq!((r.parts(), r.len()), (4, conns.len()));
+        let mut seen: Vec<u64> = r.members().iter().map(|c| c.key).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=conns.len() as u64).collect::<Vec<_>>());
+        let in_parts: usize = (0..4)
+            .map(|i| {
+                let mut n = 0;
+                r.for_each_in(i, |_| n += 1);
+                n
+            })
+            .sum();
+        assert_eq!(in_parts, conns.len());
+        assert_eq!(reg.get(&small).unwrap().parts(), 1, "a small room keeps one part");
+        for c in &conns[..conns.len() - 1] {
+            assert!(!reg.remove(&big, c.key));
+        }
+        assert!(reg.remove(&big, conns.last().unwrap().key), "the last leave removes the room");
+        assert!(reg.get(&big).is_none());
     }
 }

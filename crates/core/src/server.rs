@@ -66,7 +66,7 @@ impl Server {
             .next()
             .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
 
-        let runtime = build_runtime(config.worker_threads)?;
+        let runtime = build_runtime(config.workers())?;
 
         let instance = config.instance_id.clone().unwrap_or_else(random_instance_id);
         let (hub, commands) = Hub::new(config, hooks, instance, origins);
@@ -145,11 +145,8 @@ impl Server {
 /// would abort Node. So: first check that the threads can exist at all (all at once, then let
 /// go), and build on a helper thread, so that even a refusal racing the check leaves the
 /// caller with an error after `BUILD_WAIT`, not a hang or an abort.
-fn build_runtime(worker_threads: Option<usize>) -> Result<Runtime> {
+fn build_runtime(workers: usize) -> Result<Runtime> {
     const BUILD_WAIT: Duration = Duration::from_secs(10);
-    let workers = worker_threads
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let refused = |e: std::io::Error| {
         CoreError::Runtime(std::io::Error::new(
             e.kind(),

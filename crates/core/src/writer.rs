@@ -1,13 +1,14 @@
-//! One WebSocket connection's writer task: drains the socket's queue with vectored writes and
-//! runs its timers (heartbeat ping and pong deadline, idle and credential expiry, the
+//! One WebSocket connection's writer task: drains what producers could not write directly
+//! (see `outbound`) with vectored writes, and runs the socket's timers (heartbeat ping and pong deadline, idle and credential expiry, the
 //! slow-consumer stall check, the closing handshake's deadlines).
 
+use std::io::ErrorKind;
+use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use socket2::SockRef;
 use tokio::time::{sleep_until, timeout};
 
 use crate::frame;
@@ -149,9 +150,14 @@ impl Timers {
     }
 }
 
-/// The writer task: drains the queue with vectored writes and runs the socket's timers.
-pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWriteHalf) {
+/// The writer task: drains what producers could not write directly (vectored writes, once the
+/// socket is writable) and runs the socket's timers.
+pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
     let cfg = &hub.config;
+    let Some(sock) = conn.out.sock() else {
+        conn.kill();
+        return;
+    };
     let mut batch = Batch::new();
     let now = Instant::now();
     let mut timers = Timers {
@@ -185,26 +191,44 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>, mut w: OwnedWrite
                     }
                 }
             }
-            Next::Write => {
-                tokio::select! {
-                    r = batch.write_some(&mut w) => match r {
-                        Ok(0) | Err(_) => { conn.kill(); return; }
-                        Ok(n) => {
-                            timers.progress = Instant::now();
-                            if batch.advance(&conn.out, n) && batch.ends { break; }
-                        }
-                    },
-                    _ = &mut timer => {
-                        if let Tick::Kill = timers.tick(&hub, &conn) { conn.kill(); return; }
-                    }
-                    _ = conn.out.notify.notified() => {}
+            Next::Write => match batch.try_write(sock) {
+                Ok(0) => {
+                    conn.kill();
+                    return;
                 }
-            }
+                Ok(n) => {
+                    timers.progress = Instant::now();
+                    if batch.advance(&conn.out, n) && batch.ends {
+                        break;
+                    }
+                    // A socket that keeps taking everything never waits below: its timers
+                    // (ping, idle, expiry) still run when due.
+                    if timer.deadline() <= timers.progress.into() {
+                        if let Tick::Kill = timers.tick(&hub, &conn) {
+                            conn.kill();
+                            return;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    tokio::select! {
+                        r = sock.writable() => if r.is_err() { conn.kill(); return; },
+                        _ = &mut timer => {
+                            if let Tick::Kill = timers.tick(&hub, &conn) { conn.kill(); return; }
+                        }
+                        _ = conn.out.notify.notified() => {}
+                    }
+                }
+                Err(_) => {
+                    conn.kill();
+                    return;
+                }
+            },
         }
     }
     // Close frame written (or nothing left to say): half-close, then give the peer a moment
     // to answer before the reader is stopped.
-    let _ = timeout(cfg.close_timeout, w.shutdown()).await;
+    let _ = SockRef::from(sock.as_ref()).shutdown(Shutdown::Write);
     let _ = timeout(cfg.close_timeout, conn.reader_done.notified()).await;
     conn.kill();
 }
