@@ -18,7 +18,7 @@ use napi::bindgen_prelude::{Either, Function, Promise};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction};
 use napi::Status;
 use parking_lot::Mutex;
-use realtime_core::{HandlerCall, HandlerOutcome};
+use realtime_core::{AnswerPass, HandlerCall, HandlerOutcome};
 use tokio::sync::Notify;
 
 use crate::hooks::{outcome, settled, QUEUE};
@@ -201,10 +201,11 @@ async fn run(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>) {
 /// Sends a batch's answers: the synchronous ones now, in one pass; a promise on a task of its
 /// own, answered when it settles or at the message's deadline.
 fn answer(answers: BatchReturn, calls: Vec<Option<HandlerCall>>) {
+    let mut pass = AnswerPass::new();
     for (answer, call) in answers.into_iter().zip(calls) {
         let Some(call) = call else { continue };
         match answer {
-            Either::A(s) => call.answer(outcome(Ok(s))),
+            Either::A(s) => call.answer_in(outcome(Ok(s)), &mut pass),
             Either::B(promise) => {
                 tokio::spawn(async move {
                     match tokio::time::timeout_at(call.deadline().into(), settled(promise)).await {
@@ -215,6 +216,7 @@ fn answer(answers: BatchReturn, calls: Vec<Option<HandlerCall>>) {
             }
         }
     }
+    pass.finish();
 }
 
 /// The earliest deadline among the batch's unanswered messages.
