@@ -150,3 +150,18 @@ test('verifyClient in the options refuses upgrades, with 403 (NextRush: 401, on 
   })
   ;(await connect('/ws')).close()
 })
+
+// Last: restarts the server with @nextrush/websocket's option names (the successor package).
+test("@nextrush/websocket's names: allowedOrigins (wildcards), maxPayload, heartbeatInterval: 0", async () => {
+  await srv.close()
+  srv = await startServer({
+    allowedOrigins: ['https://*.example.com'],
+    maxPayload: 1024,
+    heartbeatInterval: 0,
+  })
+  await assert.rejects(TestClient.connect(srv.url('/'), { origin: 'https://example.org' }), { status: 403 })
+  const c = await TestClient.connect(srv.url('/'), { origin: 'https://app.example.com' })
+  await c.next('welcome')
+  c.send({ type: 'ping', pad: 'x'.repeat(2048) })
+  assert.equal(await c.expectClose(3000), 1009) // over maxPayload: message too big
+})

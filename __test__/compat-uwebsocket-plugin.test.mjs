@@ -81,7 +81,21 @@ test("events in the plugin's shape: {type:'payload:event', data:{type, collectio
     const at = Date.parse(e.data.timestamp)
     assert.ok(at >= before - 1 && at <= Date.now() + 1, e.data.timestamp)
     srv.manager.emitEvent({ operation: 'delete', collection: 'posts', id: 3, doc: { id: 3 } })
-    assert.equal((await c.next('payload:event')).data.type, 'delete')
+    const deleted = await c.next('payload:event')
+    assert.equal(deleted.data.type, 'delete')
+    assert.deepEqual(deleted.data.doc, { id: 3 }) // sent with deletes too (the plugin left it out)
+    // Creates are events here (the plugin emitted none); `data.type` says which.
+    srv.manager.emitEvent({ operation: 'create', collection: 'posts', id: 4, doc: { id: 4 } })
+    assert.equal((await c.next('payload:event')).data.type, 'create')
+    // No `payload:event:all` to every socket: only the collection's room gets the event.
+    const outsider = await connect()
+    try {
+      srv.manager.emitEvent({ operation: 'update', collection: 'posts', id: 5, doc: { id: 5 } })
+      assert.equal((await c.next('payload:event')).data.id, 5)
+      await outsider.expectNothing(200)
+    } finally {
+      outsider.close()
+    }
   } finally {
     c.close()
   }

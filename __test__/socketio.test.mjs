@@ -19,6 +19,13 @@ before(async () => {
     throw new Error('nope')
   })
   srv.manager.registerCustomHandler('whoami', (socket) => socket.user)
+  // Answers after a turn of the event loop, as a policy that looks something up would.
+  srv.manager.setRoomPolicy({
+    canJoin: async (_user, name) => {
+      await null
+      return name.startsWith('open:')
+    },
+  })
 })
 after(() => srv.close())
 
@@ -70,9 +77,13 @@ test("a join's or leave's ack callback gets its answer (joined, left, or the ref
       type: 'left',
       room: 'collection:posts',
     })
-    // No room policy here: an app room is refused, and the ack says so.
+    // The room policy (an async JS hook) refuses `chat:1`: the ack says so.
     const refused = await s.timeout(2000).emitWithAck('join', 'chat:1')
     assert.equal(refused.error.code, 'forbidden')
+    // While the policy decides, an unrelated error (no handler) does not take the join's ack.
+    const joining = s.timeout(2000).emitWithAck('join', 'open:1')
+    s.emit('nosuch', 1)
+    assert.deepEqual(await joining, { type: 'joined', room: 'room:open:1' })
     // Acks of other events are not taken by joins.
     assert.deepEqual(await s.timeout(2000).emitWithAck('echo', 9), { echoed: 9 })
   } finally {

@@ -215,7 +215,7 @@ async fn soak(duration: Duration) -> Result<()> {
         "emit_errors": emit_errors.load(Relaxed),
         "witnesses": report,
         "a": {"published": sa.backplane.published, "dropped": sa.backplane.dropped, "panics": sa.panics, "slow_consumer_closes": sa.slow_consumer_closes, "handler_timeouts": sa.handler_timeouts},
-        "b": {"received": sb.backplane.received, "dropped": sb.backplane.dropped, "lost": sb.backplane.lost, "invalid": sb.backplane.invalid, "reconnects": sb.backplane.reconnects, "panics": sb.panics},
+        "b": {"received": sb.backplane.received, "dropped": sb.backplane.dropped, "lost": sb.backplane.lost, "unconfirmed": sb.backplane.unconfirmed, "invalid": sb.backplane.invalid, "reconnects": sb.backplane.reconnects, "panics": sb.panics},
         "sessions": sessions.load(Relaxed),
         "session_errors": session_errors.load(Relaxed),
         "rss": rss_rule(&samples, duration.as_secs_f64(), rss_end),

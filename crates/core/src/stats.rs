@@ -316,12 +316,17 @@ impl StatsSnapshot {
             "1 when the backplane (Redis) is reachable.",
             u64::from(b.connected),
         );
-        metric("backplane_published_total", "counter", "Messages published to other instances.", b.published);
+        metric(
+            "backplane_published_total",
+            "counter",
+            "Messages published that Redis acknowledged.",
+            b.published,
+        );
         metric("backplane_received_total", "counter", "Messages received from other instances.", b.received);
         metric(
             "backplane_dropped_total",
             "counter",
-            "Cross-instance messages lost (Redis down, queue full, lagging receiver).",
+            "Messages not published (Redis down or not answering, queue full) or not deliverable here.",
             b.dropped,
         );
         metric("backplane_reconnects_total", "counter", "Reconnections to Redis.", b.reconnects);
@@ -331,6 +336,12 @@ impl StatsSnapshot {
             "counter",
             "Messages of other instances that never arrived (sequence gaps).",
             b.lost,
+        );
+        metric(
+            "backplane_unconfirmed_total",
+            "counter",
+            "Messages other instances counted dropped that Redis had published (seen here).",
+            b.unconfirmed,
         );
         metric(
             "backplane_subscribed_rooms",
@@ -375,7 +386,7 @@ pub struct BackplaneStats {
     /// Messages this instance did not get published (Redis down or not answering, publish queue
     /// full), and messages from other instances that arrived but could not be delivered here
     /// (fan-out queue full). For one publisher and one receiver on a channel, the publisher's
-    /// `published` plus the receiver's `unconfirmedArrived` equals the receiver's
+    /// `published` plus the receiver's `unconfirmed` equals the receiver's
     /// `received + lost`.
     pub dropped: u64,
     /// Envelopes refused as malformed (bad shape, frame, size or origin); never delivered.
@@ -386,8 +397,9 @@ pub struct BackplaneStats {
     /// A loss is seen when the channel's next message arrives.
     pub lost: u64,
     /// Messages another instance counted `dropped` (the connection broke before Redis answered)
-    /// that arrived here all the same: Redis had published them.
-    pub unconfirmed_arrived: u64,
+    /// that Redis had published all the same, as this instance saw: they arrived, or were
+    /// counted in `lost` when a later message did. (Their numbers went out again, marked.)
+    pub unconfirmed: u64,
     pub reconnects: u64,
     pub subscribed_rooms: u64,
     /// Cluster topology changes seen (each re-issues the sharded subscriptions).

@@ -31,8 +31,15 @@ use crate::error::{CoreError, Result};
 use crate::hooks::BoxFuture;
 use crate::rooms::Member;
 
-/// Messages a receiver may fall behind by before it starts losing them (counted).
+/// Messages a receiver may fall behind by before it starts losing them (counted). fred gives
+/// every one of a client's notification channels (messages, errors, reconnects, …, about nine)
+/// this capacity, allocated and initialised up front: ~35 MB for the subscriber.
 const RECEIVE_CAPACITY: usize = 65_536;
+/// The publisher receives no messages; its notifications (reconnects, read by
+/// `watch_connection`, which tolerates lagging) need fred's default. With `RECEIVE_CAPACITY`
+/// it held another ~35 MB per instance (heaptrack over the soak: 160 MB of its 167 MB RSS were
+/// these channels, two instances with two clients each).
+const PUBLISHER_NOTIFY_CAPACITY: usize = 32;
 /// Most messages sent in one pipeline.
 const BATCH: usize = 512;
 /// Longest publishes (and joins, for their subscription) wait for the first connection to
@@ -157,7 +164,7 @@ struct Counters {
     dropped: AtomicU64,
     invalid: AtomicU64,
     lost: AtomicU64,
-    unconfirmed_arrived: AtomicU64,
+    unconfirmed: AtomicU64,
     reconnects: AtomicU64,
     subscribed: AtomicU64,
     topology_changes: AtomicU64,
@@ -208,7 +215,7 @@ impl RedisBackplane {
         builder
             .with_config(|c| c.fail_fast = false)
             .with_performance_config(|p| {
-                p.broadcast_channel_capacity = RECEIVE_CAPACITY;
+                p.broadcast_channel_capacity = PUBLISHER_NOTIFY_CAPACITY;
                 p.default_command_timeout = Duration::from_secs(2);
             })
             .with_connection_config(|c| {
@@ -218,6 +225,7 @@ impl RedisBackplane {
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
         let publisher = builder.build().map_err(redis_err)?;
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = RECEIVE_CAPACITY);
         let subscriber = builder.build_subscriber_client().map_err(redis_err)?;
 
         let (pub_tx, pub_rx) = mpsc::channel(cfg.publish_queue.max(1));
@@ -344,7 +352,13 @@ impl RedisBackplane {
                 } else {
                     pipe.publish::<(), _, _>(channel.as_str(), payload).await
                 };
-                let _ = queued;
+                if queued.is_err() {
+                    // Not in the pipeline (so not in its results either): dropped, and its
+                    // number, the last handed out on the channel, is taken back.
+                    seqs.give_back(&channel);
+                    self.counters.dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
                 sent.push(channel);
             }
             let results = pipe.try_all::<i64>().await;
@@ -356,9 +370,12 @@ impl RedisBackplane {
                 // Sequence numbers count what Redis took: a failed PUBLISH at the end of its
                 // channel's share of the batch gives its number back, so receivers see no gap
                 // for what is already counted here as dropped (`lost` there is only what Redis
-                // acknowledged and they missed). A failure followed by a success on the same
-                // channel leaves a hole that both sides count (rare: a connection that broke
-                // and came back within one pipeline).
+                // acknowledged and they missed). A number given back goes out again marked
+                // `REISSUED`: a receiver that got its first use (Redis published it, but the
+                // answer was lost with the connection) counts it in `unconfirmed`.
+                // A failure followed by a success on the same channel leaves a hole that both
+                // sides count (rare: one pipeline goes out on one connection, so failures end
+                // it).
                 let mut settled: HashSet<&str> = HashSet::new();
                 for (i, channel) in sent.iter().enumerate().rev() {
                     if settled.contains(channel.as_str()) {
@@ -578,14 +595,15 @@ impl RedisBackplane {
 
     /// Counts the messages of `origin` on `channel` that never arrived (a gap in its sequence).
     /// A sequence that goes back is a restart of the origin (or of its numbering), not a loss.
-    /// A reissued number equal to the last one seen means the message first sent under it
-    /// arrived, though its publisher got no answer from Redis and counted it dropped.
+    /// A reissued number not past the last one seen means the message first sent under it was
+    /// accounted for here (it arrived, or was counted lost when a later one did), though its
+    /// publisher got no answer from Redis and counted it dropped: `unconfirmed`.
     fn note_seq(&self, channel: &str, origin: &str, seq: u64) {
         let (seq, reissued) = (seq & !REISSUED, seq & REISSUED != 0);
         let mut seen = self.seen.lock();
         let last = seen.entry(channel.to_string()).or_default().entry(origin.to_string()).or_insert(0);
-        if reissued && seq == *last {
-            self.counters.unconfirmed_arrived.fetch_add(1, Relaxed);
+        if reissued && seq <= *last {
+            self.counters.unconfirmed.fetch_add(1, Relaxed);
             return;
         }
         if *last != 0 && seq > *last + 1 {
@@ -786,7 +804,7 @@ impl Backplane for RedisBackplane {
             dropped: c.dropped.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
             lost: c.lost.load(Relaxed),
-            unconfirmed_arrived: c.unconfirmed_arrived.load(Relaxed),
+            unconfirmed: c.unconfirmed.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             subscribed_rooms: c.subscribed.load(Relaxed),
             topology_changes: c.topology_changes.load(Relaxed),
