@@ -4,22 +4,31 @@
 # with our server on both cores. Raw lines go to bench-results/<stamp>.jsonl, medians and
 # ratios against uWebSockets.js to BENCHMARKS.md.
 #
-#   npm run bench               # full: 3 repetitions, ~35 min on 2 cores
+#   npm run bench               # full: 3 repetitions, < 25 min on 2 cores
 #   npm run bench -- --quick    # 1 repetition, small sizes, < 3 min
 #   BENCH_REPS=5 BENCH_ONLY="fanout idle" npm run bench
+#   npm run bench -- --server-cpus 0-7 --gen-cpus 8   # adds the `wide` set (a bigger machine):
+#                               # ours and uWS on the listed cores, the generator on its own
 #
 # Loopback only; every server is a child of the generator, killed by it when its run ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-quick=0
-for a in "$@"; do
-  case "$a" in
+quick=0 wide_server="" wide_gen=""
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) quick=1 ;;
-    *) echo "bench: unknown argument $a" >&2; exit 2 ;;
+    --server-cpus) wide_server=${2:?--server-cpus needs a cpu list}; shift ;;
+    --gen-cpus) wide_gen=${2:?--gen-cpus needs a cpu list}; shift ;;
+    *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
+  shift
 done
+if [ -n "$wide_server" ] && [ -z "$wide_gen" ]; then
+  echo "bench: --server-cpus needs --gen-cpus (the generator's own cores)" >&2
+  exit 2
+fi
 reps=${BENCH_REPS:-$([ $quick = 1 ] && echo 1 || echo 3)}
 only=${BENCH_ONLY:-}
 out=${BENCH_OUT:-BENCHMARKS.md}
@@ -43,33 +52,38 @@ else
   echo "!!! dist/plugin has no initUWebSocket: our Node server is left out (echo still runs) !!!"
 fi
 
-# Scenario table: name, generator arguments.
+# Scenario table: name, generator arguments. fanout-rate is the generator's fanout at a fixed
+# event rate (equal work per second for every server: the headline's CPU per delivery).
 if [ $quick = 1 ]; then
   scenarios=(
+    "fanout-rate|--clients 1000 --rate 100 --duration 1 --warmup 0.5"
     "fanout|--clients 1000 --duration 1 --warmup 0.5"
     "fanout-authorized|--clients 1000 --duration 1 --warmup 0.5"
     "fanout-access|--clients 1000 --duration 1 --warmup 0.5"
     "fanout-redis|--clients 1000 --duration 1 --warmup 0.5"
-    "handler|--clients 200 --duration 1 --warmup 0.5"
+    "handler|--clients 100 --depth 16 --duration 1 --warmup 0.5"
     "echo|--clients 50 --depth 16 --duration 1 --warmup 0.5"
     "idle|--clients 2000"
     "churn|--cycles 5000 --first-cycles 500 --concurrency 32"
   )
 else
   scenarios=(
-    "fanout|--clients 1000 --duration 5 --warmup 1"
-    "fanout|--clients 10000 --duration 5 --warmup 1"
-    "fanout-authorized|--clients 1000 --duration 5 --warmup 1"
-    "fanout-authorized|--clients 10000 --duration 5 --warmup 1"
-    "fanout-access|--clients 1000 --duration 5 --warmup 1"
-    "fanout-access|--clients 10000 --duration 5 --warmup 1"
-    "fanout-redis|--clients 1000 --duration 5 --warmup 1"
-    "fanout-redis|--clients 10000 --duration 5 --warmup 1"
-    "handler|--clients 1000 --duration 5 --warmup 1"
-    "echo|--clients 100 --depth 16 --duration 5 --warmup 1"
+    "fanout-rate|--clients 1000 --rate 100 --duration 4 --warmup 1"
+    "fanout-rate|--clients 10000 --rate 100 --duration 4 --warmup 1"
+    "fanout|--clients 1000 --duration 3 --warmup 1"
+    "fanout|--clients 10000 --duration 3 --warmup 1"
+    "fanout-authorized|--clients 1000 --duration 3 --warmup 1"
+    "fanout-authorized|--clients 10000 --duration 3 --warmup 1"
+    "fanout-access|--clients 1000 --duration 3 --warmup 1"
+    "fanout-access|--clients 10000 --duration 3 --warmup 1"
+    "fanout-redis|--clients 1000 --duration 3 --warmup 1"
+    "fanout-redis|--clients 10000 --duration 3 --warmup 1"
+    "handler|--clients 100 --depth 16 --duration 3 --warmup 1"
+    "handler|--clients 1000 --depth 1 --duration 3 --warmup 1"
+    "echo|--clients 100 --depth 16 --duration 3 --warmup 1"
     "idle|--clients 10000"
     "idle|--clients 19000"
-    "churn|--cycles 100000 --first-cycles 10000 --concurrency 32"
+    "churn|--cycles 60000 --first-cycles 10000 --concurrency 32"
   )
 fi
 
@@ -79,24 +93,51 @@ fi
 # (`ours-redisK`); its single-instance baseline is the plain fanout run of ours.
 server_args() {
   local server=$1 set=$2 scenario=$3
-  local cpus="--server-cpus 0 --gen-cpus 1"
-  [ "$set" = both ] && cpus="--server-cpus 0,1 --gen-cpus 1"
+  local cpus
+  case "$set" in
+    pinned) cpus="--server-cpus 0 --gen-cpus 1" ;;
+    both) cpus="--server-cpus 0,1 --gen-cpus 1" ;;
+    # 1 vs 2 workers: our server on both cores with one tokio worker (fan-out only).
+    both-w1)
+      [ "$server:$scenario" = ours:fanout ] || return 1
+      cpus="--server-cpus 0,1 --gen-cpus 1 --server-workers 1" ;;
+    # A bigger machine (--server-cpus/--gen-cpus): ours and uWS, fan-out and handler.
+    wide)
+      [ -n "$wide_server" ] || return 1
+      case "$server:$scenario" in ours:fanout | ours:fanout-rate | ours:handler | uws:fanout | uws:fanout-rate | uws:handler) ;; *) return 1 ;; esac
+      cpus="--server-cpus $wide_server --gen-cpus $wide_gen" ;;
+  esac
   case "$server:$scenario" in
     ours-redis?:fanout-redis)
       [ $have_ours = 1 ] && [ $have_redis = 1 ] || return 1
       echo "$cpus --redis --instances ${server#ours-redis} -- node crates/bench/peers/ours.js" ;;
     ours-redis?:* | *:fanout-redis) return 1 ;;
+    # At a fixed rate: ours (both sets), the core alone and uWS.
+    ours:fanout-rate | ours-core:fanout-rate | uws:fanout-rate) ;;
+    *:fanout-rate) return 1 ;;
+    ours-core:fanout) ;;
+    ours-core:*) return 1 ;;
     ours-socketio:fanout | ours-socketio:fanout-authorized)
       [ $have_ours = 1 ] || return 1
-      echo "$cpus --socket-io -- node crates/bench/peers/ours.js" ;;
+      echo "$cpus --socket-io -- node crates/bench/peers/ours.js"
+      return ;;
     ours-socketio:*) return 1 ;;
-    ours:fanout-access) [ $have_ours = 1 ] || return 1; echo "$cpus -- node crates/bench/peers/ours.js" ;;
+    ours:fanout-access) ;;
     *:fanout-access) return 1 ;; # the plugin's read check exists in ours only
-    ours:echo) echo "$cpus --no-control -- target/release/examples/echo 127.0.0.1:{port}" ;;
-    fws:echo) echo "$cpus --no-control -- $gen echo-server 127.0.0.1:{port}" ;;
+    ours:echo)
+      echo "$cpus --no-control -- target/release/examples/echo 127.0.0.1:{port}"
+      return ;;
+    fws:echo)
+      echo "$cpus --no-control -- $gen echo-server 127.0.0.1:{port}"
+      return ;;
     fws:*) return 1 ;;
-    ours:*) [ $have_ours = 1 ] || return 1; echo "$cpus -- node crates/bench/peers/ours.js" ;;
-    socketio:*) echo "$cpus --socket-io -- node crates/bench/peers/socketio.js" ;;
+    socketio:*)
+      echo "$cpus --socket-io -- node crates/bench/peers/socketio.js"
+      return ;;
+  esac
+  case "$server" in
+    ours-core) echo "$cpus -- $gen core-server" ;;
+    ours) [ $have_ours = 1 ] || return 1; echo "$cpus -- node crates/bench/peers/ours.js" ;;
     *) echo "$cpus -- node crates/bench/peers/$server.js" ;;
   esac
 }
@@ -107,7 +148,8 @@ if ! command -v redis-server >/dev/null; then
   echo "!!! redis-server not on PATH: the fanout-redis scenario is left out !!!"
 fi
 
-servers=(ours:pinned ours-socketio:pinned uws:pinned ws:pinned socketio:pinned fws:pinned ours:both
+servers=(ours:pinned ours-core:pinned ours-socketio:pinned uws:pinned ws:pinned socketio:pinned fws:pinned
+  ours:both ours:both-w1 ours:wide uws:wide
   ours-redis1:pinned ours-redis2:pinned ours-redis1:both ours-redis2:both)
 mkdir -p bench-results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -151,6 +193,7 @@ for rep in $(seq "$reps"); do
       runs=$((runs + 1))
       gscenario=$scenario gserver=$server
       [ "$scenario" = fanout-redis ] && gscenario=fanout gserver=ours
+      [ "$scenario" = fanout-rate ] && gscenario=fanout
       # shellcheck disable=SC2086
       if ! timeout 600 "$gen" run --scenario "$gscenario" --server "$gserver" --set "$set" --rep "$rep" \
         $gargs $sargs >>"$results"; then

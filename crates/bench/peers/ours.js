@@ -19,6 +19,8 @@ async function main() {
     rateLimit: false,
     maxConnections: 100_000,
     maxBackpressure: 1 << 20,
+    // --server-workers N: the core's tokio worker threads (default: the cores it may run on).
+    ...(process.env.BENCH_WORKERS ? { workerThreads: Number(process.env.BENCH_WORKERS) } : {}),
     // --redis: instances share this Redis (scenario fanout with --instances K).
     ...(REDIS_URL ? { redis: { url: REDIS_URL } } : {}),
   })

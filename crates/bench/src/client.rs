@@ -90,7 +90,7 @@ pub struct Conn {
 /// What answering control frames needs, apart from the read buffer (so both can be borrowed).
 struct Ctl {
     socket_io: bool,
-    /// Control frames (pong, close, Engine.IO pong) to write before anything else.
+    /// Frames to write: control answers (pong, close, Engine.IO pong) and queued messages.
     out: Vec<u8>,
     /// State of the masking-key generator (xorshift32, never 0).
     mask: u32,
@@ -264,7 +264,16 @@ async fn read_once(fd: &AsyncFd<std::net::TcpStream>, dst: &mut [u8]) -> io::Res
 }
 
 impl Conn {
+    /// Engine.IO open and Socket.IO connect. Frames are read raw here (the Socket.IO unwrapping
+    /// of [`Ctl::on_frame`] would swallow the handshake's packets), then unwrapped from then on.
     async fn sio_open(&mut self) -> Result<()> {
+        self.ctl.socket_io = false;
+        let res = self.sio_handshake().await;
+        self.ctl.socket_io = true;
+        res
+    }
+
+    async fn sio_handshake(&mut self) -> Result<()> {
         loop {
             let (s, e) = self.read_data().await?.ok_or("closed before the Engine.IO open")?;
             if wire::sio_parse(&self.buf[s..e]) == Sio::Open {
@@ -323,6 +332,22 @@ impl Conn {
         } else {
             self.write_frame(op::TEXT, json).await
         }
+    }
+
+    /// Queues one app message (a JSON text) to go out with the next [`Conn::flush`]: a client
+    /// with several messages to send writes them in one syscall.
+    pub fn queue(&mut self, json: &[u8]) {
+        let mask = self.ctl.next_mask();
+        if self.ctl.socket_io {
+            wire::encode_frame(&mut self.ctl.out, op::TEXT, &wire::sio_wrap(json), mask);
+        } else {
+            wire::encode_frame(&mut self.ctl.out, op::TEXT, json, mask);
+        }
+    }
+
+    /// Writes what [`Conn::queue`] queued (and any pending control answer).
+    pub async fn flush(&mut self) -> Result<()> {
+        Ok(self.flush_control().await?)
     }
 
     /// The next app message's place in `buf`; None once the peer closed.

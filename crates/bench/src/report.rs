@@ -13,8 +13,12 @@ use crate::client::Result;
 /// server sharing a Redis (scenario `fanout-redis`).
 const SERVERS: &[&str] = &[
     "ours",
+    "ours-core",
     "ours-socketio",
+    "ours (2 cores, 1 worker)",
     "ours (2 cores)",
+    "ours (wide)",
+    "uws (wide)",
     "ours ×1",
     "ours ×1 + Redis",
     "ours ×2 + Redis",
@@ -27,8 +31,17 @@ const SERVERS: &[&str] = &[
     "fws",
 ];
 const BASE: &str = "uws";
-const SCENARIOS: &[&str] =
-    &["fanout", "fanout-authorized", "fanout-access", "fanout-redis", "handler", "echo", "idle", "churn"];
+const SCENARIOS: &[&str] = &[
+    "fanout-rate",
+    "fanout",
+    "fanout-authorized",
+    "fanout-access",
+    "fanout-redis",
+    "handler",
+    "echo",
+    "idle",
+    "churn",
+];
 
 /// The row a table's ratios are taken against: uWS, or in `fanout-redis` our single instance
 /// without Redis on the same cores.
@@ -73,6 +86,15 @@ fn columns(scenario: &str) -> Vec<Col> {
         col("srv wait", "server_runq_wait_frac", F2, false),
     ];
     let mut cols = match scenario {
+        "fanout-rate" => vec![
+            col("CPU µs/delivery", "server_cpu_us_per_delivery", F2, true),
+            col("deliveries/s", "delivery_per_s", Int, false),
+            col("latency p50 ms", "latency_p50_us", Ms, false),
+            col("latency p99 ms", "latency_p99_us", Ms, false),
+            col("loop delay p99 ms", "eld_p99_us", Ms, true),
+            col("lost", "lost", Int, false),
+            col("dupes", "duplicates", Int, false),
+        ],
         "fanout" | "fanout-authorized" | "fanout-access" => vec![
             col("deliveries/s", "delivery_per_s", Int, true),
             col("CPU µs/delivery", "server_cpu_us_per_delivery", F2, true),
@@ -81,6 +103,7 @@ fn columns(scenario: &str) -> Vec<Col> {
             col("loop delay p50 ms", "eld_p50_us", Ms, false),
             col("loop delay p99 ms", "eld_p99_us", Ms, true),
             col("lost", "lost", Int, false),
+            col("dupes", "duplicates", Int, false),
         ],
         "fanout-redis" => vec![
             col("deliveries/s", "delivery_per_s", Int, true),
@@ -125,6 +148,7 @@ fn columns(scenario: &str) -> Vec<Col> {
     };
     cols.extend(common);
     cols.push(col("gen CPU", "gen_cpu_frac", F2, false));
+    cols.push(col("gen wait", "gen_runq_wait_frac", F2, false));
     cols
 }
 
@@ -169,17 +193,21 @@ fn label(run: &Value) -> String {
     if run["redis"] == true {
         server = format!("{server} ×{} + Redis", run["instances"].as_u64().unwrap_or(1));
     }
-    if run["set"] == "both" {
-        format!("{server} (2 cores)")
-    } else {
-        server
+    match run["set"].as_str() {
+        Some("both") => format!("{server} (2 cores)"),
+        Some("both-w1") => format!("{server} (2 cores, 1 worker)"),
+        Some("wide") => format!("{server} (wide)"),
+        _ => server,
     }
 }
 
 /// The table a run belongs to: fan-out through Redis has its own.
 fn scenario_of(run: &Value) -> Option<usize> {
+    let fixed_rate = run["rate"].as_f64().unwrap_or(0.0) > 0.0;
     let s = if run["redis"] == true && run["scenario"] == "fanout" {
         "fanout-redis"
+    } else if fixed_rate && run["scenario"] == "fanout" {
+        "fanout-rate"
     } else {
         run["scenario"].as_str()?
     };
@@ -278,80 +306,227 @@ fn table(md: &mut String, scenario: &str, servers: &BTreeMap<String, Vec<&Value>
     }
 }
 
-/// One target: a ratio (or value) against its bound.
+/// One target of issue 13 (and the earlier ones): a ratio (or value) against its bound, for our
+/// server on one core and on both cores.
 struct Target {
     what: String,
-    value: Option<f64>,
     bound: f64,
     at_most: bool,
+    /// (value, a lower bound was among the runs) for `ours` and `ours (2 cores)`.
+    values: [Option<(f64, bool)>; 2],
 }
 
-/// The targets for `who` (our server pinned, or on both cores).
-fn targets(g: &Groups<'_>, who: &str) -> Vec<Target> {
-    let m = |si: usize, c: u64, server: &str, f: &str| g.get(&(si, c))?.get(server).and_then(|r| med(r, f));
-    let ratio = |si: usize, c: u64, a: &str, b: &str, f: &str| match (m(si, c, a, f), m(si, c, b, f)) {
-        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
-        (Some(0.0), Some(_)) => Some(0.0),
+/// Who the targets are measured for: our Node server on one core, and on both.
+const WHO: [&str; 2] = ["ours", "ours (2 cores)"];
+
+/// Median of `field` for `server` in the (scenario, clients) table.
+fn cell(g: &Groups<'_>, key: (usize, u64), server: &str, field: &str) -> Option<f64> {
+    g.get(&key)?.get(server).and_then(|r| med(r, field))
+}
+
+/// Whether any run of `server` in the table was a lower bound (the generator set the pace).
+fn lower(g: &Groups<'_>, key: (usize, u64), server: &str) -> bool {
+    g.get(&key).and_then(|s| s.get(server)).is_some_and(|rs| rs.iter().any(|r| r["lower_bound"] == true))
+}
+
+/// `a / b` of `field` in one table, flagged when either side had a lower-bound run.
+fn ratio_of(g: &Groups<'_>, key: (usize, u64), a: &str, b: &str, field: &str) -> Option<(f64, bool)> {
+    let (x, y) = (cell(g, key, a, field)?, cell(g, key, b, field)?);
+    let lb = lower(g, key, a) || lower(g, key, b);
+    match (x, y) {
+        (x, y) if y > 0.0 => Some((x / y, lb)),
+        (0.0, _) => Some((0.0, lb)),
         _ => None,
-    };
+    }
+}
+
+/// Deliveries per busy server core (deliveries/s over the cores' worth of CPU it used).
+fn per_busy_core(g: &Groups<'_>, key: (usize, u64), server: &str) -> Option<f64> {
+    let (d, c) = (cell(g, key, server, "delivery_per_s")?, cell(g, key, server, "server_cpu_cores")?);
+    (c > 0.0).then(|| d / c)
+}
+
+fn targets(g: &Groups<'_>) -> Vec<Target> {
     let mut t = Vec::new();
-    let mut push = |what: String, value, bound, at_most| t.push(Target { what, value, bound, at_most });
-    for &(si, c) in g.keys() {
+    let mut push = |what: String, bound, at_most, f: &dyn Fn(&str) -> Option<(f64, bool)>| {
+        t.push(Target { what, bound, at_most, values: WHO.map(f) })
+    };
+    for &key in g.keys() {
+        let (si, c) = key;
         let s = SCENARIOS[si];
+        let r = |field: &'static str| move |who: &str| ratio_of(g, key, who, BASE, field);
         match s {
-            "fanout" | "fanout-authorized" => {
+            "fanout" | "fanout-rate" => {
+                let name = match s {
+                    "fanout-rate" => format!("fanout {c} at {} events/s", rate_of(g, key)),
+                    _ => format!("fanout {c} (fast readers)"),
+                };
                 push(
-                    format!("{s} {c}: server CPU per delivery, ours / uWS"),
-                    ratio(si, c, who, BASE, "server_cpu_us_per_delivery"),
+                    format!("{name}: server CPU per delivery, ours / uWS"),
                     0.8,
                     true,
+                    &r("server_cpu_us_per_delivery"),
                 );
-                push(
-                    format!("{s} {c}: Node event-loop delay p99, ours / uWS"),
-                    ratio(si, c, who, BASE, "eld_p99_us"),
-                    0.1,
-                    true,
-                );
-                push(
-                    format!("{s} {c}: deliveries/s, ours / ws"),
-                    ratio(si, c, who, "ws", "delivery_per_s"),
-                    3.0,
-                    false,
-                );
-                push(
-                    format!("{s} {c}: deliveries/s, ours / Socket.IO"),
-                    ratio(si, c, who, "socketio", "delivery_per_s"),
-                    10.0,
-                    false,
-                );
+                if s == "fanout" {
+                    push(format!("{name}: deliveries/s, ours / uWS"), 1.25, false, &r("delivery_per_s"));
+                }
+                push(format!("{name}: Node event-loop delay p99, ours / uWS"), 0.1, true, &r("eld_p99_us"));
+                if s == "fanout" {
+                    push(format!("{name}: deliveries/s, ours / ws"), 3.0, false, &|who: &str| {
+                        ratio_of(g, key, who, "ws", "delivery_per_s")
+                    });
+                    push(format!("{name}: deliveries/s, ours / Socket.IO"), 10.0, false, &|who: &str| {
+                        ratio_of(g, key, who, "socketio", "delivery_per_s")
+                    });
+                    // Fan-out grows with cores: per busy core, 2 workers keep 1 worker's rate.
+                    push(
+                        format!("{name}: deliveries per busy core, 2 workers / 1 worker (2 cores)"),
+                        0.9,
+                        false,
+                        &|who: &str| {
+                            if who == "ours" {
+                                return None;
+                            }
+                            let one = "ours (2 cores, 1 worker)";
+                            let v = per_busy_core(g, key, who)? / per_busy_core(g, key, one)?;
+                            Some((v, lower(g, key, who) || lower(g, key, one)))
+                        },
+                    );
+                }
             }
-            "handler" => push(
-                format!("handler {c}: msgs/s, ours / uWS"),
-                ratio(si, c, who, BASE, "message_per_s"),
-                1.0,
-                false,
-            ),
-            "idle" => {
+            "fanout-authorized" => {
+                push(format!("{s} {c}: Node event-loop delay p99, ours / uWS"), 0.1, true, &r("eld_p99_us"));
+            }
+            "handler" => {
+                let name = format!("handler {c} × {} in flight", depth_of(g, key));
+                push(format!("{name}: msgs/s, ours / uWS"), 1.0, false, &r("message_per_s"));
                 push(
-                    format!("idle {c}: bytes per connection, ours / uWS"),
-                    ratio(si, c, who, BASE, "bytes_per_conn"),
+                    format!("{name}: server CPU per message, ours / uWS"),
                     1.0,
                     true,
-                );
-                push(
-                    format!("idle {c}: connects/s, ours / uWS"),
-                    ratio(si, c, who, BASE, "connect_per_s"),
-                    1.1,
-                    false,
+                    &r("server_cpu_us_per_message"),
                 );
             }
-            "churn" => {
-                push("churn: RSS drift of ours, %".to_string(), m(si, c, who, "rss_drift_pct"), 5.0, true)
+            "idle" => {
+                push(format!("idle {c}: bytes per connection, ours / uWS"), 1.0, true, &r("bytes_per_conn"));
+                push(format!("idle {c}: connects/s, ours / uWS"), 1.1, false, &r("connect_per_s"));
             }
+            "churn" => push("churn: RSS drift of ours, %".to_string(), 5.0, true, &|who: &str| {
+                Some((cell(g, key, who, "rss_drift_pct")?, false))
+            }),
             _ => {}
         }
     }
     t
+}
+
+/// The fixed event rate of a fanout-rate table.
+fn rate_of(g: &Groups<'_>, key: (usize, u64)) -> String {
+    let r = g.get(&key).and_then(|s| s.values().flatten().find_map(|r| r["rate"].as_f64())).unwrap_or(0.0);
+    thousands(r.round() as i64)
+}
+
+/// Messages in flight per connection of a handler or echo table.
+fn depth_of(g: &Groups<'_>, key: (usize, u64)) -> u64 {
+    g.get(&key).and_then(|s| s.values().flatten().find_map(|r| r["depth"].as_u64())).unwrap_or(1)
+}
+
+/// The headline: server CPU per unit of work, ours against uWebSockets.js in the same run, at
+/// equal rates first (fixed-rate fan-out), then at each server's own pace.
+fn headline(md: &mut String, g: &Groups<'_>) {
+    md.push_str("\n## Headline: server CPU per unit of work, ours vs uWebSockets.js (same run)\n\n");
+    md.push_str(
+        "Medians. Equal rates (fixed events/s) first: both servers did the same work per second, so \
+         CPU per delivery compares like for like. `ours-core` is the Rust core alone (no Node, no \
+         binding). `(lb)`: a run of that row was a lower bound (the generator used or waited for \
+         ≥ 80 % of its core).\n\n",
+    );
+    md.push_str("| work | unit | uWS | ours | ours / uWS | ours (2 cores) | ours-core |\n");
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    for (&key, _) in g.iter() {
+        let (si, c) = key;
+        let (work, unit, field, f) = match SCENARIOS[si] {
+            "fanout-rate" => (
+                format!("fan-out, {c} subscribers, {} events/s (equal rates)", rate_of(g, key)),
+                "CPU µs/delivery",
+                "server_cpu_us_per_delivery",
+                Fmt::F2,
+            ),
+            "fanout" => (
+                format!("fan-out, {c} subscribers, fast readers, max rate"),
+                "CPU µs/delivery",
+                "server_cpu_us_per_delivery",
+                Fmt::F2,
+            ),
+            "handler" => (
+                format!("JS handler, {c} connections × {} in flight", depth_of(g, key)),
+                "CPU µs/msg",
+                "server_cpu_us_per_message",
+                Fmt::F2,
+            ),
+            "idle" => {
+                (format!("idle, {c} authenticated connections"), "KiB/conn", "bytes_per_conn", Fmt::KiB)
+            }
+            _ => continue,
+        };
+        let v = |who: &str| {
+            cell(g, key, who, field)
+                .map(|v| format!("{}{}", fmt(v, f), if lower(g, key, who) { " (lb)" } else { "" }))
+                .unwrap_or_else(|| "–".into())
+        };
+        let r = ratio_of(g, key, "ours", BASE, field)
+            .map(|(r, lb)| format!("{r:.2}×{}", if lb { " (lb)" } else { "" }))
+            .unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            md,
+            "| {work} | {unit} | {} | {} | {r} | {} | {} |",
+            v(BASE),
+            v("ours"),
+            v("ours (2 cores)"),
+            v("ours-core")
+        );
+    }
+}
+
+/// Deliveries per busy core with 1 and 2 tokio workers (fan-out at max rate).
+fn workers_table(md: &mut String, g: &Groups<'_>) {
+    let rows = ["ours", "ours (2 cores, 1 worker)", "ours (2 cores)", "ours (wide)"];
+    let fanout = SCENARIOS.iter().position(|s| *s == "fanout").unwrap_or(usize::MAX);
+    let keys: Vec<(usize, u64)> = g
+        .keys()
+        .copied()
+        .filter(|&(si, _)| si == fanout)
+        .filter(|&k| per_busy_core(g, k, "ours (2 cores, 1 worker)").is_some())
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    md.push_str("\n## Fan-out per busy core: 1 vs 2 tokio workers\n\n");
+    md.push_str(
+        "Our server at max rate with 1 core and 1 worker, 2 cores and 1 worker, 2 cores and 2 \
+         workers (the generator shares core 1 in the 2-core sets). Deliveries per busy core is \
+         deliveries/s over the cores' worth of CPU the server used; flat means no shared task or \
+         lock caps the fan-out.\n\n",
+    );
+    md.push_str(
+        "| subscribers | server | deliveries/s | busy cores | deliveries/s per busy core | × 1 worker |\n",
+    );
+    md.push_str("| ---: | --- | ---: | ---: | ---: | ---: |\n");
+    for key in keys {
+        let one = per_busy_core(g, key, "ours (2 cores, 1 worker)");
+        for who in rows {
+            let Some(pc) = per_busy_core(g, key, who) else { continue };
+            let rel = one.map(|o| format!("{:.2}×", pc / o)).unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                md,
+                "| {} | {who} | {} | {:.2} | {} | {rel} |",
+                thousands(key.1 as i64),
+                thousands(cell(g, key, who, "delivery_per_s").unwrap_or(0.0).round() as i64),
+                cell(g, key, who, "server_cpu_cores").unwrap_or(0.0),
+                thousands(pc.round() as i64),
+            );
+        }
+    }
 }
 
 pub fn render(meta: &Value, runs: &[Value]) -> String {
@@ -394,25 +569,27 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
         "- raw runs: `bench-results/{}.jsonl` (one JSON line per run, not committed)\n",
         s("stamp")
     );
-    md.push_str(METHOD);
-
-    md.push_str("\n## Targets\n\n`ours`: our Node server (addon + manager) on one core like every peer; ");
-    md.push_str("`2 cores`: the same on both cores (the generator shares core 1).\n\n");
+    headline(&mut md, &g);
+    md.push_str("\n## Targets (issue 13; same run, medians)\n\n`ours`: our Node server (addon + manager) on one core like every peer; ");
+    md.push_str("`2 cores`: the same on both cores (the generator shares core 1). `(lb)`: lower bound.\n\n");
     md.push_str(
         "| target | bound | ours | met | 2 cores | met |\n| --- | ---: | ---: | --- | ---: | --- |\n",
     );
-    for (t, t2) in targets(&g, "ours").into_iter().zip(targets(&g, "ours (2 cores)")) {
-        let cell = |t: &Target| match t.value {
-            Some(v) => {
+    for t in targets(&g) {
+        let cell = |v: Option<(f64, bool)>| match v {
+            Some((v, lb)) => {
                 let met = (t.at_most && v <= t.bound) || (!t.at_most && v >= t.bound);
-                (format!("{v:.2}"), if met { "yes" } else { "**no**" })
+                (format!("{v:.2}{}", if lb { " (lb)" } else { "" }), if met { "yes" } else { "**no**" })
             }
             None => ("–".to_string(), "not measured"),
         };
-        let ((v1, m1), (v2, m2)) = (cell(&t), cell(&t2));
+        let ((v1, m1), (v2, m2)) = (cell(t.values[0]), cell(t.values[1]));
         let bound = format!("{} {}", if t.at_most { "≤" } else { "≥" }, t.bound);
         let _ = writeln!(md, "| {} | {bound} | {v1} | {m1} | {v2} | {m2} |", t.what);
     }
+    workers_table(&mut md, &g);
+    md.push('\n');
+    md.push_str(METHOD);
     md.push_str("\n## Results (medians over the repetitions)\n");
     for ((si, c), servers) in &g {
         let s = SCENARIOS[*si];
@@ -422,6 +599,11 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
                 servers.values().flatten().find_map(|r| r["depth"].as_u64()).unwrap_or(0)
             ),
             "churn" => format!("{c} parallel loops"),
+            "handler" => format!(
+                "{c} connections × {} in flight",
+                servers.values().flatten().find_map(|r| r["depth"].as_u64()).unwrap_or(1)
+            ),
+            "fanout-rate" => format!("{c} clients at {} events/s", rate_of(&g, (*si, *c))),
             _ => format!("{c} clients"),
         };
         let _ = writeln!(md, "\n### {s} — {size}\n");
@@ -436,13 +618,25 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
 const METHOD: &str = "## How it is measured
 
 `realtime-bench` (crates/bench) is a native generator: one thread (tokio current-thread runtime)
-with fastwebsockets clients, pinned to core 1; it spawns each server pinned to core 0 (`both`:
-cores 0-1), a fresh process per run, over loopback. Each run prints one JSON line.
+pinned to core 1, with its own WebSocket client (frames parsed in place off the socket; a
+subscriber takes everything one `read` brought at once, with no allocation per message; `_seq`
+and `_ts` found by a backward scan, not a JSON parse). Against uWebSockets.js it costs ~0.15 µs
+of CPU per delivery, so it can read several million deliveries/s on its core; `gen CPU` shows
+what it used. It spawns each server pinned to core 0 (`2 cores`: cores 0-1, sharing core 1 with
+the generator), a fresh process per run, over loopback. Each run prints one JSON line.
 
 - **fanout / fanout-authorized**: C subscribers join `collection:posts`; the server's Node process
   emits one ~300-byte event per credit, and a credit returns when an event reached every recipient
-  (16 in flight), so each server runs as fast as it absorbs events. Latency is end to end from the
-  `_ts` in the document. `authorized`: an `authorize` callback (one call per event with the room's
+  (16 in flight), so each server runs as fast as it absorbs events, to fast readers. Latency is end
+  to end from the `_ts` in the document. `lost`: deliveries that never came; `dupes`: deliveries
+  of an event beyond its recipient count.
+- **fanout-rate**: the same subscribers with events emitted at a fixed rate (open loop, credits
+  every 10 ms): every server does the same work per second, so CPU per delivery compares at
+  equal rates (the headline).
+- **ours-core**: the Rust core alone (`realtime-bench core-server`: no Node, no binding), same
+  events, as a floor for what the binding and the JS thread add.
+- **1 vs 2 workers**: our server on cores 0-1 with 1 tokio worker, and with 2; deliveries per busy
+  core = deliveries/s over the server's CPU in cores. `authorized`: an `authorize` callback (one call per event with the room's
   users) allows even user ids, half of them. Peers keep the room's members in JS to do so.
 - **fanout-access** (ours only): the plugin's default read check in place of `authorize`: per
   event and distinct user an owner-based `Where` (`owner equals user.id` or `sharedWith equals`
@@ -453,8 +647,8 @@ cores 0-1), a fresh process per run, over loopback. Each run prints one JSON lin
   (separate Node processes) sharing one `redis-server` (no persistence) spawned by the generator;
   credits are dealt among the instances, so each emits its share of the events and every event
   reaches the other instance through Redis. `ours ×1` is the plain fanout row (no Redis).
-- **handler**: C clients each send `{type:'echo',id,data}` and wait for `{type:'reply',id,data}`
-  from a JS handler. **echo**: raw transport, 16 messages in flight per connection; ours is the
+- **handler**: C clients each keep D messages `{type:'echo',id,data}` in flight (100 × 16 and
+  1,000 × 1) and send the next when `{type:'reply',id,data}` comes back from a JS handler. **echo**: raw transport, 16 messages in flight per connection; ours is the
   core's native echo mode, `fws` a bare fastwebsockets echo server (the machine's reference).
 - **idle**: C connections with a JWT (HS256, checked at upgrade) opened 256 at a time: connect
   rate, and RSS growth per connection after 0.5-1 s; `SYN drops`: TcpExt ListenOverflows during
@@ -466,8 +660,10 @@ cores 0-1), a fresh process per run, over loopback. Each run prints one JSON lin
   unit of work is the figure least disturbed by that, rates the most.
 - Loop delay: `perf_hooks.monitorEventLoopDelay({resolution: 1})` in the server's Node process
   during the window, minus the 1 ms sampling period.
-- `lower bound`: the generator used (or waited for) ≥ 90 % of its core during the window, so it,
-  not the server, may have set the pace; that server's rates are lower bounds.
+- `lower bound` / `(lb)`: the generator used (or waited for) ≥ 80 % of its core during the window,
+  so it, not the server, may have set the pace; that server's rates are lower bounds.
+- `--server-cpus LIST --gen-cpus LIST` (scripts/bench.sh) adds a `wide` set for a bigger machine:
+  ours and uWS on the listed cores, the generator on its own.
 ";
 
 const REDIS_NOTE: &str = "Same total subscribers, split over the instances. CPU µs/delivery sums \
@@ -554,6 +750,10 @@ mod tests {
         runs[4]["lower_bound"] = json!(true);
         let md = render(&json!({"command": "npm run bench", "reps": 3}), &runs);
         assert!(md.contains("| ours | 400 | 2.00× | 0.50 | 0.50× |"), "{md}");
+        assert!(
+            md.contains("| fan-out, 1000 subscribers, fast readers, max rate | CPU µs/delivery | 1.00 | 0.50 (lb) | 0.50× (lb) | – | – |"),
+            "{md}"
+        );
         assert!(md.contains("| uws | 200 | 1.00× |"), "{md}");
         assert!(md.contains("lower bound in 1"));
         assert!(md.contains("0 (1 failed)"));
@@ -561,18 +761,67 @@ mod tests {
         let na = "– | not measured";
         assert!(
             md.contains(&format!(
-                "| fanout 1000: server CPU per delivery, ours / uWS | ≤ 0.8 | 0.50 | yes | {na} |"
+                "| fanout 1000 (fast readers): server CPU per delivery, ours / uWS | ≤ 0.8 | 0.50 (lb) | yes | {na} |"
             )),
             "{md}"
         );
         assert!(
-            md.contains(&format!("| fanout 1000: deliveries/s, ours / ws | ≥ 3 | {na} | {na} |")),
+            md.contains(&format!(
+                "| fanout 1000 (fast readers): deliveries/s, ours / ws | ≥ 3 | {na} | {na} |"
+            )),
             "{md}"
         );
         // ELD p99 equal: ratio 1 > 0.1
         assert!(
-            md.contains("| fanout 1000: Node event-loop delay p99, ours / uWS | ≤ 0.1 | 1.00 | **no** |"),
+            md.contains("| fanout 1000 (fast readers): Node event-loop delay p99, ours / uWS | ≤ 0.1 | 1.00 (lb) | **no** |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn fixed_rate_handler_depth_and_workers_tables() {
+        let fan = |server: &str, set: &str, rate: f64, d: f64, cpu: f64, cores: f64| {
+            json!({"scenario": "fanout", "server": server, "set": set, "clients": 1000, "rep": 1, "rate": rate,
+                   "delivery_per_s": d, "server_cpu_us_per_delivery": cpu, "server_cpu_cores": cores})
+        };
+        let hand = |server: &str, clients: u64, depth: u64, m: f64, cpu: f64| {
+            json!({"scenario": "handler", "server": server, "set": "pinned", "clients": clients, "rep": 1,
+                   "depth": depth, "message_per_s": m, "server_cpu_us_per_message": cpu})
+        };
+        let runs = vec![
+            fan("uws", "pinned", 100.0, 100_000.0, 4.0, 0.4),
+            fan("ours", "pinned", 100.0, 100_000.0, 3.0, 0.3),
+            fan("ours", "pinned", 0.0, 1_000_000.0, 1.0, 1.0),
+            fan("ours", "both-w1", 0.0, 1_000_000.0, 1.0, 1.0),
+            fan("ours", "both", 0.0, 1_800_000.0, 1.0, 2.0),
+            hand("uws", 100, 16, 500.0, 2.0),
+            hand("ours", 100, 16, 600.0, 1.0),
+        ];
+        let md = render(&json!({}), &runs);
+        // The equal-rate row leads the headline.
+        let head = md.split("## Headline").nth(1).unwrap().split("\n## ").next().unwrap();
+        let first = head.lines().find(|l| l.starts_with("| fan-out")).unwrap();
+        assert_eq!(first, "| fan-out, 1000 subscribers, 100 events/s (equal rates) | CPU µs/delivery | 4.00 | 3.00 | 0.75× | – | – |");
+        assert!(
+            head.contains(
+                "| JS handler, 100 connections × 16 in flight | CPU µs/msg | 2.00 | 1.00 | 0.50× |"
+            ),
+            "{head}"
+        );
+        assert!(md.contains("### fanout-rate — 1000 clients at 100 events/s"), "{md}");
+        assert!(md.contains("### handler — 100 connections × 16 in flight"), "{md}");
+        assert!(
+            md.contains(
+                "| fanout 1000 at 100 events/s: server CPU per delivery, ours / uWS | ≤ 0.8 | 0.75 | yes |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| handler 100 × 16 in flight: msgs/s, ours / uWS | ≥ 1 | 1.20 | yes |"), "{md}");
+        // 900,000 per busy core with 2 workers against 1,000,000 with 1.
+        assert!(
+            md.contains("deliveries per busy core, 2 workers / 1 worker (2 cores) | ≥ 0.9 | – | not measured | 0.90 | yes |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1,000 | ours (2 cores) | 1,800,000 | 2.00 | 900,000 | 0.90× |"), "{md}");
     }
 }

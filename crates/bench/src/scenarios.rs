@@ -5,6 +5,7 @@
 //! `Rc<Cell/RefCell>` and the generator's CPU use is one core's worth at most.
 
 use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,9 @@ pub struct Params {
     pub warmup: f64,
     /// Fanout: events in flight (credits) at most.
     pub window: usize,
+    /// Fanout: when > 0, events are emitted at this fixed rate (events/s, open loop) instead of
+    /// one per completed event; CPU per delivery is then compared at equal rates.
+    pub rate: f64,
     /// Echo and handler: messages in flight per connection (`--depth`; 16 for echo, 1 for handler).
     pub depth: usize,
     /// Churn: total cycles, and the cycle count of the first RSS reading.
@@ -277,6 +281,10 @@ struct Fan {
     /// Deliveries each event should make.
     expected: u32,
     delivered: Cell<u64>,
+    /// Deliveries of an event beyond the recipient count (a message delivered twice).
+    duplicates: Cell<u64>,
+    /// Closed loop: a fully delivered event returns a credit (false at a fixed rate).
+    closed_loop: bool,
     /// Deliveries to a subscriber that `authorize` should have excluded.
     leaked: Cell<u64>,
     /// Messages carrying no `_seq` / `_ts` although they were not acks.
@@ -314,7 +322,9 @@ impl Fan {
             per_seq.resize(i + 1024, 0);
         }
         per_seq[i] += 1;
-        if per_seq[i] == self.expected {
+        if per_seq[i] > self.expected {
+            self.duplicates.set(self.duplicates.get() + 1);
+        } else if per_seq[i] == self.expected && self.closed_loop {
             self.completed.set(self.completed.get() + 1);
             self.credit.notify_one();
         }
@@ -336,7 +346,7 @@ pub async fn fanout(
 ) -> Result<Value> {
     let allowed = |user: usize| !p.authorized || user.is_multiple_of(2);
     let expected = (0..p.clients).filter(|&u| allowed(u)).count() as u32;
-    let fan = Rc::new(Fan { expected, ..Fan::default() });
+    let fan = Rc::new(Fan { expected, closed_loop: p.rate <= 0.0, ..Fan::default() });
     let joined = Rc::new(Joined::default());
     let sem = Rc::new(Semaphore::new(p.concurrency));
     for user in 0..p.clients {
@@ -365,7 +375,25 @@ pub async fn fanout(
     until("subscribers to join", Duration::from_secs(180), || joined.all(p.clients)).await?;
 
     let writer = Writer::start(servers, fan.clone())?;
-    writer.credit(p.window as u64)?;
+    if p.rate > 0.0 {
+        // Open loop: the credits due at `rate` events/s since the start, every 10 ms.
+        let (tx, fan, rate) = (writer.tx.clone(), fan.clone(), p.rate);
+        spawn_local(async move {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while !fan.stopped.get() {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                if due > sent && tx.send(Line::Credit(due - sent)).is_err() {
+                    return;
+                }
+                sent = sent.max(due);
+            }
+        });
+    } else {
+        writer.credit(p.window as u64)?;
+    }
     tokio::time::sleep(Duration::from_secs_f64(p.warmup)).await;
     writer.send(json!({"cmd": "start"}))?;
     for s in servers.iter_mut() {
@@ -406,7 +434,9 @@ pub async fn fanout(
             "latency_mean_us": lat.mean().round(),
             "latency_max_us": lat.max(),
             "events_emitted": emitted,
-            "lost": want.saturating_sub(fan.delivered.get()),
+            "lost": want.saturating_sub(fan.delivered.get().saturating_sub(fan.duplicates.get())),
+            "duplicates": fan.duplicates.get(),
+            "rate": p.rate,
             "leaked": fan.leaked.get(),
             "malformed": fan.malformed.get(),
             "dropped_connections": fan.dropped.get(),
@@ -531,36 +561,46 @@ pub async fn handler(server: &mut Server, target: &Target, p: &Params) -> Result
             // Send time of each message in flight, by its number n (the id is "{client}-{n}").
             let mut sent = std::collections::HashMap::with_capacity(depth);
             let prefix = format!("{client}-");
+            let mut msg = String::with_capacity(160);
             while !state.done.get() {
-                while sent.len() < depth {
-                    n += 1;
-                    let msg = format!(
-                        r#"{{"type":"echo","id":"{client}-{n}","data":{{"n":{n},"text":"the quick brown fox jumps over the lazy dog 0123456789"}}}}"#
-                    );
-                    if conn.send(msg.as_bytes()).await.is_err() {
-                        state.errors.set(state.errors.get() + 1);
-                        return;
+                // Top up to `depth` in flight: this round's messages leave in one write.
+                if sent.len() < depth {
+                    let now = Instant::now();
+                    while sent.len() < depth {
+                        n += 1;
+                        msg.clear();
+                        let _ = write!(
+                            msg,
+                            r#"{{"type":"echo","id":"{client}-{n}","data":{{"n":{n},"text":"the quick brown fox jumps over the lazy dog 0123456789"}}}}"#
+                        );
+                        conn.queue(msg.as_bytes());
+                        sent.insert(n, now);
                     }
-                    sent.insert(n, Instant::now());
-                }
-                let m = match conn.recv().await {
-                    Ok(Some(m)) => m,
-                    _ => {
-                        state.errors.set(state.errors.get() + 1);
-                        return;
+                    if conn.flush().await.is_err() {
+                        return state.errors.set(state.errors.get() + 1);
                     }
-                };
-                let Some(at) = wire::str_field(m.json(), b"\"id\":\"")
-                    .and_then(|id| id.strip_prefix(prefix.as_bytes()))
-                    .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok())
-                    .and_then(|k| sent.remove(&k))
-                else {
-                    continue;
-                };
-                if !wire::is_type(m.json(), b"reply") {
-                    state.errors.set(state.errors.get() + 1);
                 }
-                state.record(at);
+                // Every reply one read brought; others (acks, pushes) are skipped.
+                let mut wrong_type = 0;
+                let open = conn
+                    .read_batch(|m| {
+                        let Some(at) = wire::str_field(m, b"\"id\":\"")
+                            .and_then(|id| id.strip_prefix(prefix.as_bytes()))
+                            .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok())
+                            .and_then(|k| sent.remove(&k))
+                        else {
+                            return;
+                        };
+                        if !wire::is_type(m, b"reply") {
+                            wrong_type += 1;
+                        }
+                        state.record(at);
+                    })
+                    .await;
+                state.errors.set(state.errors.get() + wrong_type);
+                if !matches!(open, Ok(true)) {
+                    return state.errors.set(state.errors.get() + 1);
+                }
             }
         });
     }
@@ -584,22 +624,27 @@ pub async fn echo(server: &mut Server, target: &Target, p: &Params) -> Result<Va
             state.ready().await;
             // Replies come back in order, so the send time of each is at the front of the queue.
             let mut sent = std::collections::VecDeque::with_capacity(depth);
-            for _ in 0..depth {
-                if conn.send(payload).await.is_err() {
-                    return state.errors.set(state.errors.get() + 1);
-                }
-                sent.push_back(Instant::now());
-            }
             while !state.done.get() {
-                match conn.recv().await {
-                    Ok(Some(_)) => {}
-                    _ => return state.errors.set(state.errors.get() + 1),
+                // Top up to `depth` in flight: this round's messages leave in one write.
+                if sent.len() < depth {
+                    let now = Instant::now();
+                    while sent.len() < depth {
+                        conn.queue(payload);
+                        sent.push_back(now);
+                    }
+                    if conn.flush().await.is_err() {
+                        return state.errors.set(state.errors.get() + 1);
+                    }
                 }
-                state.record(sent.pop_front().unwrap_or_else(Instant::now));
-                if conn.send(payload).await.is_err() {
+                let open = conn
+                    .read_batch(|_| {
+                        let at = sent.pop_front().unwrap_or_else(Instant::now);
+                        state.record(at);
+                    })
+                    .await;
+                if !matches!(open, Ok(true)) {
                     return state.errors.set(state.errors.get() + 1);
                 }
-                sent.push_back(Instant::now());
             }
         });
     }

@@ -63,7 +63,7 @@ fn fanout_checks(read_limit: Option<usize>) {
     assert!(v["events_emitted"].as_u64().unwrap() > 0, "{v}");
     assert!(v["delivery_per_s"].as_f64().unwrap() > 0.0, "{v}");
     // Every emitted event reached all 64 subscribers, each exactly once, well-formed.
-    for k in ["lost", "malformed", "leaked", "dropped_connections"] {
+    for k in ["lost", "malformed", "leaked", "duplicates", "dropped_connections"] {
         assert_eq!(v[k], 0, "{k}: {v}");
     }
     assert!(v["latency_p50_us"].as_u64().unwrap() > 0, "{v}");
@@ -81,6 +81,21 @@ fn fanout_against_the_core_counts_every_delivery_once() {
 #[test]
 fn fanout_with_frames_split_across_reads() {
     fanout_checks(Some(97));
+}
+
+/// Subscribers speaking Socket.IO (Engine.IO open, namespace connect, `42[…]` unwrapping) to
+/// the core's Socket.IO endpoint, with reads of 61 bytes.
+#[test]
+fn fanout_over_socket_io() {
+    let v = run(
+        "--scenario fanout --server core --clients 32 --duration 0.5 --warmup 0.2 --socket-io",
+        CORE,
+        Some(61),
+    );
+    assert!(v["events_emitted"].as_u64().unwrap() > 0, "{v}");
+    for k in ["lost", "malformed", "duplicates", "dropped_connections"] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
 }
 
 #[test]
