@@ -216,5 +216,19 @@ async fn take_tcp(fut: UpgradeFut) -> Option<(TcpStream, Bytes)> {
     let ws = fut.await.ok()?;
     let upgraded = ws.into_inner().into_inner();
     let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
-    Some((parts.io.into_inner(), parts.read_buf))
+    let stream = parts.io.into_inner();
+    forget_http_wakers(&stream);
+    Some((stream, parts.read_buf))
+}
+
+/// Drops the wakers hyper's connection task left in the stream's readiness slots. Our reader
+/// and writer wait through `readable()`/`writable()` (waiter lists), which never replace those
+/// slots, so the stale waker would keep the finished HTTP task's allocation (~1 KB) alive for
+/// the socket's whole life. Polling with a no-op waker swaps it out and leaves readiness as it
+/// was. (A stream already readable then keeps the old waker until it closes: the common case,
+/// a client that waits for the 101 before it sends, is the one covered.)
+fn forget_http_wakers(stream: &TcpStream) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let _ = stream.poll_read_ready(&mut cx);
+    let _ = stream.poll_write_ready(&mut cx);
 }
