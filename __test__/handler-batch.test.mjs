@@ -73,6 +73,30 @@ test('messages that arrive while the JS thread is busy reach the handlers in one
   for (const c of clients) c.close()
 })
 
+test("a socket's synchronous replies from one batch arrive complete and in message order", async () => {
+  m.registerCustomHandler('echo', (_s, data) => data)
+  const [a, b] = await Promise.all([connect(), connect()])
+  const before = m.getStats().messagesIn
+  for (let i = 0; i < 20; i++) {
+    a.send({ type: 'echo', id: `a${i}`, data: i })
+    b.send({ type: 'echo', id: `b${i}`, data: i })
+  }
+  holdJsUntilRead(before, 40)
+  for (const [c, p] of [
+    [a, 'a'],
+    [b, 'b'],
+  ]) {
+    const got = []
+    for (let i = 0; i < 20; i++) got.push((await c.next()).id)
+    assert.deepEqual(
+      got,
+      Array.from({ length: 20 }, (_, i) => `${p}${i}`),
+    )
+  }
+  a.close()
+  b.close()
+})
+
 test('in one batch, a throw, a hostile thrown object, a bad return value and a slow promise touch only their own message', async () => {
   m.registerCustomHandler('echo', (_s, data) => data)
   m.registerCustomHandler('throw-hostile', () => {

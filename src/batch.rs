@@ -18,7 +18,8 @@ use napi::bindgen_prelude::{Either, Function, Promise};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction};
 use napi::Status;
 use parking_lot::Mutex;
-use realtime_core::{HandlerCall, HandlerOutcome};
+use realtime_core::{AnswerPass, HandlerCall, HandlerOutcome};
+use tokio::sync::Notify;
 
 use crate::hooks::{outcome, settled, QUEUE};
 
@@ -41,36 +42,40 @@ struct BatchInner {
     calls: Vec<Option<HandlerCall>>,
 }
 
-/// The batch being filled: messages join it until its JS call runs (or its first deadline).
+/// The batch being filled, and whether a runner (the task that calls JS) is at work. At most
+/// one JS call is in flight: messages that arrive meanwhile wait in the open batch and go in
+/// the next call, so a busy JS thread gets fewer, larger batches (each call wakes it once and
+/// costs a few context switches) instead of a queue of small ones.
 #[derive(Default)]
 pub(crate) struct Queue {
-    open: Mutex<Option<Arc<Batch>>>,
+    state: Mutex<State>,
+    /// Signalled when a batch opens while the runner waits for JS: its deadline joins the timer.
+    opened: Notify,
 }
 
-impl Queue {
-    /// Stops `batch` taking messages (the next message starts a new batch), if it still does.
-    fn close(&self, batch: &Arc<Batch>) {
-        let mut open = self.open.lock();
-        if open.as_ref().is_some_and(|b| Arc::ptr_eq(b, batch)) {
-            *open = None;
-        }
-    }
+#[derive(Default)]
+struct State {
+    open: Option<Arc<Batch>>,
+    running: bool,
 }
 
-pub(crate) type BatchTsfn =
-    ThreadsafeFunction<Arc<Batch>, BatchReturn, BatchArgs, Status, false, true, QUEUE>;
+/// Where the JS-thread callback leaves the batch it took.
+type Taken = Arc<Mutex<Option<Arc<Batch>>>>;
+
+pub(crate) type BatchTsfn = ThreadsafeFunction<Taken, BatchReturn, BatchArgs, Status, false, true, QUEUE>;
 
 /// The JS handler function as a batching ThreadsafeFunction over `queue`.
 pub(crate) fn build(f: Function<BatchArgs, BatchReturn>, queue: Arc<Queue>) -> napi::Result<BatchTsfn> {
-    f.build_threadsafe_function::<Arc<Batch>>()
+    f.build_threadsafe_function::<Taken>()
         .weak::<true>()
         .callee_handled::<false>()
         .max_queue_size::<QUEUE>()
-        .build_callback(move |ctx: ThreadsafeCallContext<Arc<Batch>>| {
-            // From here on the batch is what JS answers: later messages start another.
-            queue.close(&ctx.value);
-            let mut json = std::mem::take(&mut ctx.value.inner.lock().json);
-            json.push_str(if json.is_empty() { "[]" } else { "]" });
+        .build_callback(move |ctx: ThreadsafeCallContext<Taken>| {
+            // Everything that arrived until JS got to the call goes in it.
+            let Some(batch) = queue.state.lock().open.take() else { return Ok("[]".to_string()) };
+            let mut json = std::mem::take(&mut batch.inner.lock().json);
+            json.push(']');
+            *ctx.value.lock() = Some(batch);
             Ok(json)
         })
 }
@@ -89,16 +94,10 @@ fn push_json_str(out: &mut String, s: &str) {
 /// Queues one message (`text`: its JSON) for the handler of `kind`; `call` is answered when JS
 /// answers, or at its deadline.
 pub(crate) fn push(tsfn: Arc<BatchTsfn>, queue: &Arc<Queue>, call: HandlerCall, kind: &str, text: &str) {
-    let started = {
-        let mut open = queue.open.lock();
-        let (batch, started) = match &*open {
-            Some(b) => (b.clone(), None),
-            None => {
-                let b = Arc::new(Batch::default());
-                *open = Some(b.clone());
-                (b.clone(), Some((b, call.deadline())))
-            }
-        };
+    let (opened, start) = {
+        let mut state = queue.state.lock();
+        let opened = state.open.is_none();
+        let batch = state.open.get_or_insert_with(Default::default);
         let mut b = batch.inner.lock();
         let json = &mut b.json;
         json.push(if json.is_empty() { '[' } else { ',' });
@@ -108,65 +107,116 @@ pub(crate) fn push(tsfn: Arc<BatchTsfn>, queue: &Arc<Queue>, call: HandlerCall, 
         json.push(',');
         json.push_str(text);
         b.calls.push(Some(call));
-        started
+        drop(b);
+        (opened, !std::mem::replace(&mut state.running, true))
     };
-    if let Some((batch, deadline)) = started {
-        tokio::spawn(flush(tsfn, queue.clone(), batch, deadline));
+    if start {
+        tokio::spawn(run(tsfn, queue.clone()));
+    } else if opened {
+        queue.opened.notify_one();
     }
 }
 
-/// Runs one JS call for `batch` and sends its answers; until JS answers, expires its messages
-/// as their deadlines pass (the first one's is `deadline`).
-async fn flush(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>, batch: Arc<Batch>, deadline: Instant) {
-    let call = tsfn.call_async_catch(batch.clone());
-    tokio::pin!(call);
-    let mut next = Some(deadline);
-    let result = loop {
-        let Some(at) = next else {
-            // Every message of the batch is answered (expired): nothing left to wait for.
-            return;
-        };
-        tokio::select! {
-            r = &mut call => break r,
-            _ = tokio::time::sleep_until(at.into()) => {
-                // The JS thread is that far behind: messages arriving from now on start another
-                // batch, with a timer of its own.
-                queue.close(&batch);
-                next = expire_due(&batch);
+/// Extra scheduler rounds a runner waits while its batch keeps growing.
+const GROW_ROUNDS: usize = 3;
+
+fn open_len(queue: &Queue) -> usize {
+    queue.state.lock().open.as_ref().map_or(0, |b| b.inner.lock().calls.len())
+}
+
+/// The runner: one JS call at a time, for whatever is open when JS gets to it, until nothing
+/// is left. While JS has not answered, expires messages (of the call and of the open batch) as
+/// their deadlines pass.
+async fn run(tsfn: Arc<BatchTsfn>, queue: Arc<Queue>) {
+    // Let the other tasks this poll woke (readers of other sockets) add their messages first:
+    // spawned from a reader, this task would otherwise run right after it and wake the JS
+    // thread for a batch of one.
+    tokio::task::yield_now().await;
+    loop {
+        // A few more rounds while the batch still grows (replies just written come back as new
+        // messages): each JS call wakes the JS thread once, whatever its size.
+        for _ in 0..GROW_ROUNDS {
+            let before = open_len(&queue);
+            tokio::task::yield_now().await;
+            if open_len(&queue) == before {
+                break;
             }
         }
-    };
-    queue.close(&batch);
-    let calls = std::mem::take(&mut batch.inner.lock().calls);
-    match result {
-        Ok(answers) if answers.len() == calls.len() => {
-            for (answer, call) in answers.into_iter().zip(calls) {
-                let Some(call) = call else { continue };
-                match answer {
-                    Either::A(s) => call.answer(outcome(Ok(s))),
-                    Either::B(promise) => {
-                        tokio::spawn(async move {
-                            match tokio::time::timeout_at(call.deadline().into(), settled(promise)).await {
-                                Ok(r) => call.answer(outcome(r)),
-                                Err(_) => call.expire(),
-                            }
-                        });
+        let taken: Taken = Arc::default();
+        let call = tsfn.call_async_catch(taken.clone());
+        tokio::pin!(call);
+        let result = loop {
+            let next = {
+                let open = queue.state.lock().open.clone();
+                let sent = taken.lock().clone();
+                [open, sent].iter().flatten().filter_map(|b| earliest(b)).min()
+            };
+            let timer = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut call => break r,
+                _ = timer => {
+                    let open = queue.state.lock().open.clone();
+                    let sent = taken.lock().clone();
+                    for b in [open, sent].iter().flatten() {
+                        expire_due(b);
                     }
                 }
+                _ = queue.opened.notified() => {}
+            }
+        };
+        let sent = taken.lock().take();
+        let calls = sent.as_ref().map(|b| std::mem::take(&mut b.inner.lock().calls)).unwrap_or_default();
+        match result {
+            Ok(answers) if answers.len() == calls.len() => answer(answers, calls),
+            Ok(_) => fail(calls, "the JS batch handler returned the wrong number of answers"),
+            // JS took the batch and the call threw (the manager catches handler throws, so
+            // this is the batch handler itself): that batch fails, the next one is tried.
+            Err(e) if sent.is_some() => fail(calls, &e.reason),
+            Err(e) => {
+                // The call never reached JS (the function is gone, Node is closing): fail what
+                // is waiting too, and stop.
+                let mut state = queue.state.lock();
+                let open = state.open.take();
+                state.running = false;
+                drop(state);
+                if let Some(b) = open {
+                    fail(std::mem::take(&mut b.inner.lock().calls), &e.reason);
+                }
+                return;
             }
         }
-        Ok(_) => fail(calls, "the JS batch handler returned the wrong number of answers"),
-        // The call never reached JS (its queue is full: a busy server): each message is answered
-        // `handler_timeout` at its deadline, like any handler the JS thread had no time for.
-        Err(e) if e.status == Status::QueueFull => {
-            batch.inner.lock().calls = calls;
-            while let Some(at) = earliest(&batch) {
-                tokio::time::sleep_until(at.into()).await;
-                expire_due(&batch);
-            }
+        let mut state = queue.state.lock();
+        if state.open.is_none() {
+            state.running = false;
+            return;
         }
-        Err(e) => fail(calls, &e.reason),
     }
+}
+
+/// Sends a batch's answers: the synchronous ones now, in one pass; a promise on a task of its
+/// own, answered when it settles or at the message's deadline.
+fn answer(answers: BatchReturn, calls: Vec<Option<HandlerCall>>) {
+    let mut pass = AnswerPass::new();
+    for (answer, call) in answers.into_iter().zip(calls) {
+        let Some(call) = call else { continue };
+        match answer {
+            Either::A(s) => call.answer_in(outcome(Ok(s)), &mut pass),
+            Either::B(promise) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout_at(call.deadline().into(), settled(promise)).await {
+                        Ok(r) => call.answer(outcome(r)),
+                        Err(_) => call.expire(),
+                    }
+                });
+            }
+        }
+    }
+    pass.finish();
 }
 
 /// The earliest deadline among the batch's unanswered messages.
@@ -174,28 +224,21 @@ fn earliest(batch: &Batch) -> Option<Instant> {
     batch.inner.lock().calls.iter().flatten().map(HandlerCall::deadline).min()
 }
 
-/// Answers `handler_timeout` to the batch's messages past their deadline; returns the next
-/// deadline, if any message is left.
-fn expire_due(batch: &Batch) -> Option<Instant> {
+/// Answers `handler_timeout` to the batch's messages past their deadline.
+fn expire_due(batch: &Batch) {
     let now = Instant::now();
-    let mut due = Vec::new();
-    let next = {
+    let due: Vec<HandlerCall> = {
         let mut b = batch.inner.lock();
-        let mut next: Option<Instant> = None;
-        for slot in b.calls.iter_mut() {
-            match slot {
-                Some(c) if c.deadline() <= now => due.extend(slot.take()),
-                Some(c) => next = Some(next.map_or(c.deadline(), |n| n.min(c.deadline()))),
-                None => {}
-            }
-        }
-        next
+        b.calls
+            .iter_mut()
+            .filter(|c| c.as_ref().is_some_and(|c| c.deadline() <= now))
+            .filter_map(Option::take)
+            .collect()
     };
     // Answered outside the lock: a send may wake the socket's writer.
     for c in due {
         c.expire();
     }
-    next
 }
 
 fn fail(calls: Vec<Option<HandlerCall>>, why: &str) {

@@ -1,18 +1,20 @@
-//! A custom message waiting for the app's answer (`HandlerCall`), and the answer itself
-//! (`HandlerOutcome`). The app answers a call exactly once, from wherever it has the answer: the
-//! napi binding answers a whole batch of synchronous JS answers in one pass (so a socket's
-//! replies from one batch leave in one write, and no task, timer or channel is spent per
-//! message) and keeps one deadline timer per batch. Apps that answer with a future per message
-//! get the old shape through `HandlerCall::spawn`.
+//! A custom message waiting for the app's answer (`HandlerCall`), the answer itself
+//! (`HandlerOutcome`), and a pass answering many at once (`AnswerPass`). The app answers a call
+//! exactly once, from wherever it has the answer: the napi binding answers a whole batch of
+//! synchronous JS answers in one pass (a socket's replies from one batch leave in one write, and
+//! no task, timer or channel is spent per message) and keeps one deadline timer per batch. Apps
+//! that answer with a future per message get the old shape through `HandlerCall::spawn`.
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::protocol::{self, codes};
 use crate::reader::Held;
+use crate::socket::Conn;
 use crate::socket_ref::SocketRef;
 
 /// How an app handler answered one message.
@@ -64,17 +66,28 @@ impl HandlerCall {
 
     /// Sends the handler's answer: the reply (only when the message had an `id`) or the error.
     pub fn answer(mut self, outcome: HandlerOutcome) {
+        if let Some(frame) = self.frame_of(outcome) {
+            self.socket.send_frame(frame);
+        }
+    }
+
+    /// `answer` within a pass: the frame is written when the pass finishes, with the pass's
+    /// other frames for the same socket.
+    pub fn answer_in(mut self, outcome: HandlerOutcome, pass: &mut AnswerPass) {
+        if let Some(frame) = self.frame_of(outcome) {
+            self.socket.hub.deliver_held(&self.socket.conn, frame, &mut pass.held);
+        }
+    }
+
+    /// Marks the call answered and builds its answer's frame (none for a reply nobody asked for).
+    fn frame_of(&mut self, outcome: HandlerOutcome) -> Option<Bytes> {
         self.answered = true;
         let id = self.id.as_deref();
         match outcome {
-            HandlerOutcome::Reply(data) => {
-                if let Some(id) = id {
-                    self.socket.send_frame(protocol::reply_frame(id, data.as_deref()));
-                }
-            }
+            HandlerOutcome::Reply(data) => id.map(|id| protocol::reply_frame(id, data.as_deref())),
             HandlerOutcome::Error { code, message } => {
                 self.socket.hub.stats().handler_errors.fetch_add(1, Relaxed);
-                self.socket.send_frame(protocol::error_frame(&code, &message, id));
+                Some(protocol::error_frame(&code, &message, id))
             }
         }
     }
@@ -109,6 +122,31 @@ impl Drop for HandlerCall {
                 self.id.as_deref(),
             );
             self.socket.send_frame(frame);
+        }
+    }
+}
+
+/// Answers given together (`HandlerCall::answer_in`): their frames are held per socket and each
+/// socket gets one vectored write when the pass finishes (or is dropped).
+#[derive(Default)]
+pub struct AnswerPass {
+    held: Vec<Arc<Conn>>,
+}
+
+impl AnswerPass {
+    /// An empty pass.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes what the pass holds: one write per socket.
+    pub fn finish(self) {}
+}
+
+impl Drop for AnswerPass {
+    fn drop(&mut self) {
+        for c in self.held.drain(..) {
+            c.out.flush();
         }
     }
 }

@@ -58,7 +58,7 @@ pub use auth::{AuthError, JwtVerifier, UserClaims};
 pub use config::{EventFormat, Monitoring, RateLimit, RedisConfig, ServerConfig, SocketIoEvents};
 pub use error::{CoreError, Result};
 pub use event::Event;
-pub use handler_call::{HandlerCall, HandlerOutcome};
+pub use handler_call::{AnswerPass, HandlerCall, HandlerOutcome};
 pub use hooks::{AppHooks, BoxFuture, EventInfo, NoHooks, UpgradeInfo, Verdicts};
 pub use protocol::Operation;
 pub use rooms::{Member, ALL_SOCKETS};

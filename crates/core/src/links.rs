@@ -18,6 +18,15 @@ impl SocketOps for Hub {
     fn deliver(&self, conn: &Conn, frame: Bytes) -> bool {
         Hub::deliver(self, conn, frame)
     }
+    fn deliver_held(&self, conn: &Arc<Conn>, frame: Bytes, held: &mut Vec<Arc<Conn>>) -> bool {
+        let len = frame.len() as u64;
+        let queued = self.push_held(conn, frame, held);
+        if queued {
+            self.stats.messages_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats.bytes_out.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
+        queued
+    }
     fn join(&self, conn: &Arc<Conn>, room: &str) -> Result<bool, JoinError> {
         Hub::join(self, conn, room)
     }

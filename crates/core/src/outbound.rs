@@ -16,11 +16,27 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Most frames handed to one `writev` call.
 const MAX_IOV: usize = 64;
+
+/// One non-blocking `sendmsg` of `bufs`, through tokio's readiness (a `WouldBlock` clears it, so
+/// `writable()` then waits for the kernel). `sendmsg` rather than `writev`: a socket call skips
+/// the VFS layer (`vfs_writev`, `fdget_pos`: ~6 % of a fan-out's CPU in a profile).
+/// A peer gone is an error to handle, never a SIGPIPE (Linux; elsewhere the embedder ignores it,
+/// as Node does).
+fn send(sock: &OwnedWriteHalf, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const FLAGS: std::ffi::c_int = 0;
+    let stream = sock.as_ref();
+    stream.try_io(Interest::WRITABLE, || SockRef::from(stream).send_vectored_with_flags(bufs, FLAGS))
+}
 
 /// What became of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +117,7 @@ impl Outbound {
         let mut frame = frame;
         if queued == 0 {
             if let Some(sock) = self.sock.get() {
-                match sock.try_write(&frame) {
+                match send(sock, &[IoSlice::new(&frame)]) {
                     Ok(n) if n == len => return Push::Queued,
                     Ok(n) => {
                         // The kernel took part of it: the rest goes first, and stays whole.
@@ -165,7 +181,7 @@ impl Outbound {
                 *slot = IoSlice::new(f);
             }
             let want: usize = slices[..n].iter().map(|s| s.len()).sum();
-            let written = match sock.try_write_vectored(&slices[..n]) {
+            let written = match send(sock, &slices[..n]) {
                 Ok(w) => w,
                 // Refused (or broken: the writer sees the error and ends the socket).
                 Err(_) => break,
@@ -302,7 +318,7 @@ impl Batch {
             slices[i] = IoSlice::new(if i == 0 { &f[self.head_written..] } else { &f[..] });
             n += 1;
         }
-        sock.try_write_vectored(&slices[..n])
+        send(sock, &slices[..n])
     }
 
     /// Accounts `written` bytes; returns whether the batch (and, if `ends`, the socket) is done.

@@ -17,6 +17,9 @@ use crate::stats::Stats;
 pub(crate) trait SocketOps: Send + Sync + 'static {
     /// Queues a frame to `conn` (counted in messages out); false if it is closing or over its bound.
     fn deliver(&self, conn: &Conn, frame: Bytes) -> bool;
+    /// `deliver` for a pass: the frame is held in the socket's queue, written when the pass
+    /// flushes `held` (a socket seen first in the pass joins it).
+    fn deliver_held(&self, conn: &Arc<Conn>, frame: Bytes, held: &mut Vec<Arc<Conn>>) -> bool;
     /// Joins `conn` to `room`; `Ok(false)`: already in it (or closing).
     fn join(&self, conn: &Arc<Conn>, room: &str) -> Result<bool, JoinError>;
     /// Leaves `room`; false if not in it.

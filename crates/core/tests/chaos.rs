@@ -514,6 +514,32 @@ async fn gaps_in_another_instance_sequence_are_counted_as_lost() {
     assert_eq!(server.stats().backplane.lost, 5);
 }
 
+/// The receiver's rule for reissued numbers (top bit set: the publisher got no answer for the
+/// first use and counted it dropped): at or below the last number seen, the first use was
+/// accounted here already (`unconfirmed`); above it, it is an ordinary next message.
+#[tokio::test]
+async fn reissued_numbers_count_as_unconfirmed_only_when_already_seen() {
+    const REISSUED: u64 = 1 << 63;
+    let Some(redis) = Redis::spawned().await else { return };
+    let server = on_redis(&redis, config()).await;
+    let mut c = subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await;
+    let room = redis.name("r:collection:posts");
+    // 1, 2, 3 arrive; the publisher lost the answers for 2 and 3 and sends them again (marked),
+    // then 4; later 5 failed for real (never published) and goes out once, marked.
+    let seqs = [1u64, 2, 3, 2 | REISSUED, 3 | REISSUED, 4, 5 | REISSUED];
+    for (i, seq) in seqs.iter().enumerate() {
+        let frame = realtime_core::frame::text(format!(r#"{{"type":"m{i}"}}"#).as_bytes());
+        let mut env = room_envelope("other", "collection:posts", &frame);
+        env[1..9].copy_from_slice(&seq.to_be_bytes());
+        redis.cmd_bytes(&[b"PUBLISH", room.as_bytes(), &env]).await;
+    }
+    for i in 0..seqs.len() {
+        assert_eq!(c.recv_json().await["type"], format!("m{i}"));
+    }
+    let b = server.stats().backplane;
+    assert_eq!((b.received, b.lost, b.unconfirmed), (7, 0, 2), "{b:?}");
+}
+
 /// Finding 7: the backplane's counters were wrong under every Redis fault (kill -9: 5,812 events
 /// lost, `dropped` 804; CLIENT KILL: 63 lost, 0 counted). Now every message the publisher hands
 /// to the backplane is either acknowledged by Redis (`published`) or `dropped` there, and every
