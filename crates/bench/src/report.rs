@@ -629,15 +629,16 @@ the generator), a fresh process per run, over loopback. Each run prints one JSON
   emits one ~300-byte event per credit, and a credit returns when an event reached every recipient
   (16 in flight), so each server runs as fast as it absorbs events, to fast readers. Latency is end
   to end from the `_ts` in the document. `lost`: deliveries that never came; `dupes`: deliveries
-  of an event beyond its recipient count.
+  of an event beyond its recipient count. `authorized`: an `authorize` callback (one call per
+  event with the room's users) allows even user ids, half of them. Peers keep the room's members
+  in JS to do so.
 - **fanout-rate**: the same subscribers with events emitted at a fixed rate (open loop, credits
   every 10 ms): every server does the same work per second, so CPU per delivery compares at
   equal rates (the headline).
 - **ours-core**: the Rust core alone (`realtime-bench core-server`: no Node, no binding), same
   events, as a floor for what the binding and the JS thread add.
 - **1 vs 2 workers**: our server on cores 0-1 with 1 tokio worker, and with 2; deliveries per busy
-  core = deliveries/s over the server's CPU in cores. `authorized`: an `authorize` callback (one call per event with the room's
-  users) allows even user ids, half of them. Peers keep the room's members in JS to do so.
+  core = deliveries/s over the server's CPU in cores.
 - **fanout-access** (ours only): the plugin's default read check in place of `authorize`: per
   event and distinct user an owner-based `Where` (`owner equals user.id` or `sharedWith equals`
   the user's group, half of the users), evaluated in memory against the document by the
