@@ -47,8 +47,10 @@ struct Partial {
     held: Held,
 }
 
-/// The reader task: reads frames until the peer closes or breaks the protocol.
-pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: UpgradeInfo) {
+/// The reader task: reads frames until the peer closes or breaks the protocol. `info` is boxed:
+/// a task's arguments keep their place in its future for its whole life, and the request's
+/// details are needed only until the open hook answered.
+pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: Box<UpgradeInfo>) {
     let hub = guard.hub.clone();
     let conn = guard.conn.clone();
     let cfg = &hub.config;

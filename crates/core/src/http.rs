@@ -22,7 +22,6 @@ use crate::hub::Hub;
 use crate::protocol::close_codes;
 use crate::reader::FrameReader;
 use crate::socket::Conn;
-use crate::socketio_framing::Session;
 use crate::stats::Refusal;
 use crate::upgrade::{admit, path_served, Admitted};
 use crate::writer::write_loop;
@@ -198,13 +197,13 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     // Before anyone can reach the socket: producers write to it directly (see `outbound`).
     conn.out.attach(w);
     if admitted.socketio {
-        let _ = conn.socketio.set(Session::default());
+        let _ = conn.socketio.set(Box::default());
     }
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
     let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, hub.input.account());
     tokio::spawn(write_loop(hub.clone(), conn.clone()));
-    let reader = tokio::spawn(read_loop(guard, frames, admitted.info));
+    let reader = tokio::spawn(read_loop(guard, frames, Box::new(admitted.info)));
     conn.set_reader(reader.abort_handle());
     if hub.shutting_down.load(Relaxed) {
         conn.close(close_codes::GOING_AWAY, "server shutting down", false);

@@ -37,8 +37,9 @@ pub struct Conn {
     pub(crate) reader_done: Notify,
     /// The first close code and reason (ours or the peer's), for the app's disconnect hook.
     pub(crate) close_status: Mutex<Option<(u16, Box<str>)>>,
-    /// Set once, before the socket is registered, when it speaks Socket.IO.
-    pub(crate) socketio: OnceLock<Session>,
+    /// Set once, before the socket is registered, when it speaks Socket.IO. Boxed: every other
+    /// socket would carry the session's bytes inline for nothing.
+    pub(crate) socketio: OnceLock<Box<Session>>,
 }
 
 impl Conn {
