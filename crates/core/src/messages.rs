@@ -144,23 +144,11 @@ pub(crate) fn on_message(
             if cfg.room_patterns.iter().any(|p| glob_match(p, name)) {
                 *wait = join_and_ack(hub, conn, &room);
             } else if let Some(fut) = hub.hooks.can_join(conn.user(), name) {
-                let (hub, conn, t) = (hub.clone(), conn.clone(), cfg.hook_timeout);
-                tokio::spawn(async move {
-                    match timeout(t, fut).await {
-                        Ok(true) => {
-                            if let Some(ack) = join_and_ack(&hub, &conn, &room) {
-                                ack.await;
-                            }
-                        }
-                        Ok(false) => {
-                            refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to join this room", None)
-                        }
-                        Err(_) => {
-                            hub.stats.handler_timeouts.fetch_add(1, Relaxed);
-                            refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "room policy timed out", None)
-                        }
-                    }
-                });
+                let verdict = Verdict {
+                    forbidden: "not allowed to join this room",
+                    timed_out: "room policy timed out",
+                };
+                tokio::spawn(join_if_allowed(hub.clone(), conn.clone(), room, fut, verdict));
             } else {
                 refuse(hub, conn, codes::FORBIDDEN, "not allowed to join this room", None);
             }
@@ -216,23 +204,40 @@ fn join_event_room(hub: &Arc<Hub>, conn: &Arc<Conn>, room: String) -> Option<Box
     let Some(check) = hub.hooks.can_subscribe(conn.user(), &room) else {
         return join_and_ack(hub, conn, &room);
     };
-    let (hub, conn, t) = (hub.clone(), conn.clone(), hub.config.hook_timeout);
-    Some(Box::pin(async move {
-        match timeout(t, check).await {
-            Ok(true) => {
-                if let Some(ack) = join_and_ack(&hub, &conn, &room) {
-                    ack.await;
-                }
-            }
-            Ok(false) => {
-                refuse(&hub, &conn, codes::FORBIDDEN, "not allowed to read this collection or document", None)
-            }
-            Err(_) => {
-                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
-                refuse(&hub, &conn, codes::HANDLER_TIMEOUT, "access check timed out", None)
+    let verdict = Verdict {
+        forbidden: "not allowed to read this collection or document",
+        timed_out: "access check timed out",
+    };
+    Some(Box::pin(join_if_allowed(hub.clone(), conn.clone(), room, check, verdict)))
+}
+
+/// What a refused or timed-out join policy answers.
+struct Verdict {
+    forbidden: &'static str,
+    timed_out: &'static str,
+}
+
+/// Joins `room` (and acks it) once the app's policy `check` allows it within the hook timeout;
+/// otherwise answers `forbidden` or `handler_timeout` (counted).
+async fn join_if_allowed(
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    room: String,
+    check: BoxFuture<bool>,
+    verdict: Verdict,
+) {
+    match timeout(hub.config.hook_timeout, check).await {
+        Ok(true) => {
+            if let Some(ack) = join_and_ack(&hub, &conn, &room) {
+                ack.await;
             }
         }
-    }))
+        Ok(false) => refuse(&hub, &conn, codes::FORBIDDEN, verdict.forbidden, None),
+        Err(_) => {
+            hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+            refuse(&hub, &conn, codes::HANDLER_TIMEOUT, verdict.timed_out, None)
+        }
+    }
 }
 
 /// `{"type":"auth","token"}`: a fresh token for the same user moves the expiry.
