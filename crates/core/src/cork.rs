@@ -56,7 +56,8 @@ impl Cork {
     }
 }
 
-fn flush_group(group: &[Arc<Conn>]) {
+/// Writes each socket's held frames (one vectored write per socket).
+pub(crate) fn flush_group(group: &[Arc<Conn>]) {
     for c in group {
         c.out.flush();
     }

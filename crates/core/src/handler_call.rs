@@ -145,8 +145,6 @@ impl AnswerPass {
 
 impl Drop for AnswerPass {
     fn drop(&mut self) {
-        for c in self.held.drain(..) {
-            c.out.flush();
-        }
+        crate::cork::flush_group(&self.held);
     }
 }
