@@ -21,7 +21,11 @@ impl Hub {
                 let except = except.and_then(|id| self.key_of(&id));
                 self.broadcast_spread(&room, frame, except, cork).await;
             }
-            Command::Send { socket_id, frame } => self.send_anywhere(&socket_id, frame),
+            Command::Send { socket_id, frame } => {
+                // After what the pass gave the rooms so far (the socket may be in them).
+                self.settle(cork, false).await;
+                self.send_anywhere(&socket_id, frame);
+            }
             Command::Emit(ev) => self.emit(ev, cork).await,
             Command::Remote(msg) => self.on_remote(msg, cork).await,
         }
@@ -44,6 +48,7 @@ impl Hub {
                 self.deliver_event(&info, &rooms, Some(usize::from(index)), frame, cork).await;
             }
             Remote::Socket { socket_id, frame } => {
+                self.settle(cork, false).await;
                 if let Some(c) = self.conn(&socket_id) {
                     if self.deliver(&c, frame) {
                         self.stats.deliveries.fetch_add(1, Relaxed);
@@ -51,6 +56,8 @@ impl Hub {
                 }
             }
             other => {
+                // A close frame comes after what the pass gave the socket so far.
+                self.settle(cork, false).await;
                 self.disconnect_local(&other);
             }
         }

@@ -1,30 +1,103 @@
-//! A fan-out pass's cork: the sockets it held frames for (see `Outbound::hold`), grouped by the
+//! A fan-out pass's cork: the sockets it held frames for (see `Outbound::put`), grouped by the
 //! part of a room a socket falls in (its key modulo the worker count), written at the pass's
 //! end: one vectored write per socket per pass, the groups on every worker at once when the
 //! pass touched many sockets.
+//!
+//! Consecutive deliveries to one room wait in the cork as a `Run` (one room, its frames in
+//! order): the pass then visits each member once for all of them, under one lock of its queue,
+//! instead of once per frame. A run ends when the pass delivers anything else (it is then held,
+//! like every other delivery: `Hub::settle`) or when the pass ends: the last run is written
+//! straight from the member loop (one send per member, nothing queued unless the kernel
+//! refuses), before the held groups are flushed.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::rooms::Room;
 use crate::socket::Conn;
 
 /// A pass that held frames for this many sockets or more flushes them on every worker at once.
 const SPREAD_AT: usize = 256;
 
-/// The sockets a pass holds frames for.
+/// Most frames in one run: what one vectored write takes (and `PASS_MAX`).
+pub(crate) const RUN_MAX: usize = 64;
+
+/// Frames for every member of one room (but each frame's `except`), in order.
+pub(crate) struct Run {
+    pub(crate) room: Arc<Room>,
+    pub(crate) frames: Vec<Bytes>,
+    /// Per frame: the socket key it skips.
+    pub(crate) except: Vec<Option<u64>>,
+}
+
+impl Run {
+    /// Whether some frame skips the socket with `key`.
+    pub(crate) fn skips(&self, key: u64) -> bool {
+        self.except.contains(&Some(key))
+    }
+
+    /// The frames back to back, copied once for the whole run (one buffer per member's write,
+    /// not one per frame); a single frame as it is.
+    pub(crate) fn joined(&self) -> Bytes {
+        match self.frames.as_slice() {
+            [one] => one.clone(),
+            many => {
+                let mut all = Vec::with_capacity(many.iter().map(Bytes::len).sum());
+                for f in many {
+                    all.extend_from_slice(f);
+                }
+                Bytes::from(all)
+            }
+        }
+    }
+}
+
+/// The sockets a pass holds frames for, and the run waiting to be delivered.
 pub(crate) struct Cork {
     groups: Vec<Vec<Arc<Conn>>>,
+    run: Option<Run>,
 }
 
 impl Cork {
     /// A cork for a runtime of `parts` workers.
     pub(crate) fn new(parts: usize) -> Self {
-        Self { groups: (0..parts.max(1)).map(|_| Vec::new()).collect() }
+        Self { groups: (0..parts.max(1)).map(|_| Vec::new()).collect(), run: None }
     }
 
-    /// The group a socket with `key` belongs to (the same part as in a split room).
+    /// The group a socket with `key` belongs to (the same part as in a split room). The pending
+    /// run must have been settled first (`Hub::settle`), or its frames would come later.
     pub(crate) fn group_of(&mut self, key: u64) -> &mut Vec<Arc<Conn>> {
+        debug_assert!(self.run.is_none(), "a delivery overtook the pending run");
         let n = self.groups.len() as u64;
         &mut self.groups[(key % n) as usize]
+    }
+
+    /// Adds `frame` for `room`'s members but `except` to the pending run; `Err` gives it back
+    /// when it cannot join (another room's run, or a full one): settle, then extend again.
+    pub(crate) fn extend(
+        &mut self,
+        room: &Arc<Room>,
+        frame: Bytes,
+        except: Option<u64>,
+    ) -> Result<(), Bytes> {
+        match &mut self.run {
+            Some(r) if Arc::ptr_eq(&r.room, room) && r.frames.len() < RUN_MAX => {
+                r.frames.push(frame);
+                r.except.push(except);
+                Ok(())
+            }
+            None => {
+                self.run = Some(Run { room: room.clone(), frames: vec![frame], except: vec![except] });
+                Ok(())
+            }
+            Some(_) => Err(frame),
+        }
+    }
+
+    /// Takes the pending run (to deliver it).
+    pub(crate) fn take_run(&mut self) -> Option<Run> {
+        self.run.take()
     }
 
     /// Takes the sockets a part task of a split room held frames for (part `i`).
@@ -39,8 +112,10 @@ impl Cork {
     }
 
     /// Writes every held socket's frames; returns once all are written (or left to the
-    /// sockets' writers), so the next pass's frames come after them.
+    /// sockets' writers), so the next pass's frames come after them. The run must have been
+    /// delivered (`Hub::finish`).
     pub(crate) async fn flush(self) {
+        debug_assert!(self.run.is_none(), "the pending run was never delivered");
         let total: usize = self.groups.iter().map(Vec::len).sum();
         let mut groups = self.groups.into_iter().filter(|g| !g.is_empty());
         if total < SPREAD_AT {

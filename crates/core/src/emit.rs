@@ -86,6 +86,7 @@ impl Hub {
             }
             let audience = self.audience.get(present, only.is_some(), || self.recipients(rooms, only));
             if !audience.recipients.is_empty() {
+                self.settle(cork, false).await;
                 self.deliver_authorized(info, &audience, frame, cork).await;
             }
             return;
@@ -98,6 +99,7 @@ impl Hub {
                 return;
             }
         }
+        self.settle(cork, false).await;
         let mut n = 0u64;
         for c in &self.recipients(rooms, only) {
             n += u64::from(self.push_held(c, frame.clone(), cork.group_of(c.key)));

@@ -1,6 +1,7 @@
 //! Fan-out: putting one encoded frame on many sockets (each `Bytes` shared, never copied),
 //! locally and through the backplane, and closing sockets by user or session. A command's pass
-//! holds its frames in a `Cork`, written once per socket when the pass ends.
+//! holds its frames in a `Cork`, written once per socket when the pass ends; consecutive frames
+//! for one room go out together, each member visited once for all of them (`settle`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 
 use crate::auth::UserClaims;
 use crate::backplane::Remote;
-use crate::cork::Cork;
+use crate::cork::{Cork, Run};
 use crate::hub::Hub;
 use crate::outbound::Push;
 use crate::protocol::close_codes;
@@ -63,7 +64,7 @@ impl Hub {
                 None => return true,
             },
         };
-        match conn.out.hold(frame) {
+        match conn.out.put(std::slice::from_ref(&frame), false) {
             Ok(first) => {
                 if first {
                     held.push(conn.clone());
@@ -139,7 +140,7 @@ impl Hub {
     }
 
     /// `broadcast` for a fan-out pass: frames held in `cork`, a large room's parts run on every
-    /// worker at once (see `deliver_room`).
+    /// worker at once (see `settle`).
     pub(crate) async fn broadcast_spread(
         self: &Arc<Self>,
         room: &str,
@@ -148,6 +149,7 @@ impl Hub {
         cork: &mut Cork,
     ) {
         if room == ALL_SOCKETS {
+            self.settle(cork, false).await;
             let mut n = 0u64;
             for c in self.all_conns() {
                 if Some(c.key) != except && self.push_held(&c, frame.clone(), cork.group_of(c.key)) {
@@ -160,70 +162,125 @@ impl Hub {
         }
     }
 
-    /// Holds `frame` for the members of `room` but `except` (written when `cork` is flushed);
-    /// returns how many got it. A large room's parts are spread over the runtime's workers, one
-    /// task per part (a fan-out reaches each worker once, and no one task or lock carries every
-    /// delivery). The pass ends only once every part is done, so the next command for the room
-    /// starts after it: order holds.
+    /// Gives `frame` to the members of `room` but `except`, in the pass's pending run for that
+    /// room (a run for another room, or a full one, is settled first). Delivered when the run
+    /// is settled: see `settle`.
     pub(crate) async fn deliver_room(
         self: &Arc<Self>,
         room: Arc<Room>,
         frame: Bytes,
         except: Option<u64>,
         cork: &mut Cork,
-    ) -> usize {
-        let parts = room.parts();
+    ) {
+        if let Err(frame) = cork.extend(&room, frame, except) {
+            self.settle(cork, false).await;
+            let started = cork.extend(&room, frame, except);
+            debug_assert!(started.is_ok(), "a settled cork takes a new run");
+        }
+    }
+
+    /// Delivers the pass's pending run, if any: each member of its room once, with all the
+    /// run's frames. `write`: the pass's last delivery, written from the member loop (a member
+    /// with frames held earlier in the pass gets them queued behind those); otherwise held for
+    /// the cork's flush. A large room's parts run on every worker at once, one task per part
+    /// (a fan-out reaches each worker once, and no one task or lock carries every delivery);
+    /// this returns once every part is done, so the next command for the room comes after it.
+    pub(crate) async fn settle(self: &Arc<Self>, cork: &mut Cork, write: bool) {
+        let Some(run) = cork.take_run() else { return };
+        let parts = run.room.parts();
+        let run = Arc::new(Prepared::new(run));
+        let room = &run.run.room;
         // Below `SPLIT_AT` members (a room split earlier may have shrunk), handing parts to other
         // workers costs more than it saves.
         if parts == 1 || room.len() < SPLIT_AT {
-            let mut n = 0;
             for i in 0..parts {
-                room.for_each_in(i, |c| {
-                    if Some(c.key) != except && self.push_held(c, frame.clone(), cork.group_of(c.key)) {
-                        n += 1;
-                    }
-                });
+                let mut held = Vec::new();
+                self.deliver_part(&run, i, write, &mut held);
+                cork.absorb(i, held);
             }
-            self.count_fanout(n as u64, frame.len());
-            return n;
+            return;
         }
         let tasks: Vec<_> = (1..parts)
             .map(|i| {
-                let (hub, room, frame) = (self.clone(), room.clone(), frame.clone());
+                let (hub, run) = (self.clone(), run.clone());
                 tokio::spawn(async move {
                     let mut held = Vec::new();
-                    let n = hub.deliver_part(&room, i, &frame, except, &mut held);
-                    (i, n, held)
+                    hub.deliver_part(&run, i, write, &mut held);
+                    (i, held)
                 })
             })
             .collect();
-        let mut n = self.deliver_part(&room, 0, &frame, except, cork.group_of(0));
+        let mut held = Vec::new();
+        self.deliver_part(&run, 0, write, &mut held);
+        cork.absorb(0, held);
         for t in tasks {
-            if let Ok((i, k, held)) = t.await {
-                n += k;
+            if let Ok((i, held)) = t.await {
                 cork.absorb(i, held);
             }
         }
-        n
     }
 
-    /// One part of a room's pass (counted once for the part).
-    fn deliver_part(
-        &self,
-        room: &Room,
-        i: usize,
-        frame: &Bytes,
-        except: Option<u64>,
-        held: &mut Vec<Arc<Conn>>,
-    ) -> usize {
-        let mut n = 0;
-        room.for_each_in(i, |c| {
-            if Some(c.key) != except && self.push_held(c, frame.clone(), held) {
-                n += 1;
+    /// Ends a pass: delivers its pending run (written now), then writes what it held.
+    pub(crate) async fn finish(self: &Arc<Self>, mut cork: Cork) {
+        self.settle(&mut cork, true).await;
+        cork.flush().await;
+    }
+
+    /// One part of a run's room: the members are copied out of the part's lock first, so no
+    /// send happens under it (a join would wait for the whole pass).
+    fn deliver_part(&self, prepared: &Prepared, i: usize, write: bool, held: &mut Vec<Arc<Conn>>) {
+        let Prepared { run, joined, excepts } = prepared;
+        let members = run.room.members_in(i);
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let mut own: Vec<Bytes> = Vec::new();
+        for c in &members {
+            // A member skipped by a frame, or speaking Socket.IO, gets its own list of frames.
+            let special = *excepts && run.skips(c.key) || c.socketio.get().is_some();
+            let (chunks, k, len) = if special {
+                own.clear();
+                let mut len = 0;
+                for (f, e) in run.frames.iter().zip(&run.except) {
+                    if *e == Some(c.key) {
+                        continue;
+                    }
+                    let f = match c.socketio.get() {
+                        None => f.clone(),
+                        Some(s) => match socketio_framing::outbound(&self.config, s, f.clone()) {
+                            Some(f) => f,
+                            None => continue,
+                        },
+                    };
+                    len += f.len();
+                    own.push(f);
+                }
+                if own.is_empty() {
+                    continue;
+                }
+                (own.as_slice(), own.len() as u64, len as u64)
+            } else {
+                (std::slice::from_ref(joined), run.frames.len() as u64, joined.len() as u64)
+            };
+            match c.out.put(chunks, write) {
+                Ok(first) => {
+                    if first {
+                        held.push(c.clone());
+                    }
+                    n += k;
+                    bytes += len;
+                }
+                Err(Push::Overflow) => {
+                    if c.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
+                        self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
+                    }
+                }
+                Err(_) => {}
             }
-        });
-        self.count_fanout(n as u64, frame.len());
-        n
+        }
+        if n > 0 {
+            self.stats.messages_out.fetch_add(n, Relaxed);
+            self.stats.bytes_out.fetch_add(bytes, Relaxed);
+            self.stats.deliveries.fetch_add(n, Relaxed);
+        }
     }
 
     /// To a socket here, or through the backplane to the instance that holds it.
@@ -272,5 +329,20 @@ impl Hub {
             }
         }
         n
+    }
+}
+
+/// A run ready to deliver: its frames, and the same back to back (one buffer for every member
+/// that gets them all).
+struct Prepared {
+    run: Run,
+    joined: Bytes,
+    /// Some frame skips a socket.
+    excepts: bool,
+}
+
+impl Prepared {
+    fn new(run: Run) -> Self {
+        Self { joined: run.joined(), excepts: run.except.iter().any(Option::is_some), run }
     }
 }

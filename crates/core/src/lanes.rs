@@ -14,8 +14,9 @@ use crate::dispatch::{rooms_of, Command, Queued};
 use crate::hub::Hub;
 
 /// Most commands one pass of the dispatcher runs before it writes what they held: enough to
-/// batch a burst, few enough that the first command's frames do not wait long.
-const PASS_MAX: usize = 64;
+/// batch a burst, few enough that the first command's frames do not wait long (and a run of
+/// them for one room fits one vectored write: `RUN_MAX`).
+const PASS_MAX: usize = crate::cork::RUN_MAX;
 
 /// The dispatcher task: runs what can run now, hands the rest to lanes.
 pub(crate) async fn run(hub: Arc<Hub>, mut rx: mpsc::UnboundedReceiver<Command>) {
@@ -37,7 +38,7 @@ pub(crate) async fn run(hub: Arc<Hub>, mut rx: mpsc::UnboundedReceiver<Command>)
                 next = rx.try_recv().ok();
             }
         }
-        cork.flush().await;
+        hub.finish(cork).await;
     }
 }
 
@@ -83,7 +84,7 @@ async fn run_lane(hub: Arc<Hub>, lane: Arc<str>) {
         };
         let mut cork = Cork::new(hub.rooms.parts());
         run_one(&hub, next.cmd, &mut cork).await;
-        cork.flush().await;
+        hub.finish(cork).await;
         let mut lanes = hub.dispatch.lanes.lock();
         for r in next.rooms {
             if let Some(o) = lanes.owners.get_mut(&r) {

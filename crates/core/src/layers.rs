@@ -23,9 +23,9 @@ const ORDER: &[&str] = &[
     // Socket state (the record, the registry) and rooms (+ members); the app's socket handle
     // (behind `SocketOps`); who an authorized event goes to; the event itself.
     "socket",
-    "cork",
     "sockets",
     "rooms",
+    "cork",
     "socket_ref",
     "audience",
     "event",

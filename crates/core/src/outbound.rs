@@ -1,9 +1,10 @@
 //! A socket's outbound side: its write half, and a queue for what the kernel would not take yet.
 //!
 //! A producer (a reply, a single send) writes a frame straight to the socket when nothing is
-//! waiting before it (one `send`, no queue, no task wake-up). A fan-out pass instead holds its
-//! frames in the queue (`hold`) and writes each socket's once at the pass's end (`flush`: one
-//! vectored write per socket per pass, however many commands the pass ran). Only what the
+//! waiting before it (one `send`, no queue, no task wake-up). A fan-out pass gives a socket all
+//! its frames for a room at once (`put`): written straight away when they are the pass's last,
+//! else held in the queue and written once at the pass's end (`flush`: one vectored write per
+//! socket per pass, however many commands the pass ran). Only what the
 //! kernel refuses stays queued, bounded in bytes, for the socket's writer task, which drains it
 //! once the socket is writable again. Order holds because bytes are written only from the
 //! queue's head, and only while nothing older is in the writer's hands (checked under the
@@ -141,23 +142,64 @@ impl Outbound {
         Push::Queued
     }
 
-    /// Queues a frame for the pass that is filling it, without writing or waking the writer
-    /// (the pass calls `flush` at its end: one write per socket per pass). `Ok(true)`: the
-    /// queue was empty, so the pass must remember this socket.
-    pub(crate) fn hold(&self, frame: Bytes) -> Result<bool, Push> {
-        let len = frame.len();
+    /// Gives the socket a pass's frames (`chunks`: whole frames, in order). `write`: sends them
+    /// now when nothing waits before them (one vectored send; what the kernel refuses is queued
+    /// for the writer). Otherwise they are queued without writing or waking the writer, and
+    /// `Ok(true)` says the queue was empty, so the pass must remember this socket and `flush`
+    /// it at its end (one write per socket per pass). A chunk the kernel took part of stays
+    /// whole at the head of the queue (a discarding close keeps it: it may hold more than the
+    /// frame cut on the wire).
+    pub(crate) fn put(&self, chunks: &[Bytes], write: bool) -> Result<bool, Push> {
+        let len: usize = chunks.iter().map(Bytes::len).sum();
         let mut q = self.queue.lock();
         if q.closed {
             return Err(Push::Closed);
         }
-        if self.queued.load(Relaxed) + len > self.max {
+        let queued = self.queued.load(Relaxed);
+        if queued + len > self.max {
             return Err(Push::Overflow);
         }
-        self.queued.fetch_add(len, Relaxed);
-        q.bytes += len;
-        let first = q.frames.is_empty();
-        q.frames.push_back(frame);
-        Ok(first)
+        let mut written = 0;
+        if write && queued == 0 {
+            if let Some(sock) = self.sock.get() {
+                let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+                let n = chunks.len().min(MAX_IOV);
+                for (slot, c) in slices.iter_mut().zip(chunks) {
+                    *slot = IoSlice::new(c);
+                }
+                // Refused or broken: all of it is queued (the writer sees an error and ends the socket).
+                written = send(sock, &slices[..n]).unwrap_or(0);
+                if written == len {
+                    return Ok(false);
+                }
+            }
+        }
+        let was_empty = q.frames.is_empty();
+        let mut skip = written;
+        for c in chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            if skip > 0 {
+                q.frames.push_back(c.slice(skip..));
+                q.head_partial = true;
+                skip = 0;
+            } else {
+                q.frames.push_back(c.clone());
+            }
+        }
+        let rest = len - written;
+        self.queued.fetch_add(rest, Relaxed);
+        q.bytes += rest;
+        drop(q);
+        if !write {
+            return Ok(was_empty);
+        }
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Ok(false)
     }
 
     /// Writes what passes held (vectored, as much as the kernel takes now) unless the writer

@@ -68,11 +68,12 @@ impl Room {
         }
     }
 
-    /// Calls `f` for every member in part `i` (under that part's read lock).
-    pub(crate) fn for_each_in(&self, i: usize, mut f: impl FnMut(&Arc<Conn>)) {
-        for c in self.parts[i].read().values() {
-            f(c);
-        }
+    /// The members in part `i` (copied out, so the caller holds no lock while it uses them).
+    pub(crate) fn members_in(&self, i: usize) -> Vec<Arc<Conn>> {
+        let part = self.parts[i].read();
+        let mut all = Vec::with_capacity(part.len());
+        all.extend(part.values().cloned());
+        all
     }
 
     /// Adds a member; true when a one-part room reached `SPLIT_AT` (time to split it).
@@ -97,7 +98,7 @@ impl Room {
     }
 }
 
-/// Members at which a room is split into a part per worker (see `Hub::deliver_room`).
+/// Members at which a room is split into a part per worker (see `Hub::settle`).
 pub(crate) const SPLIT_AT: usize = 256;
 
 /// All rooms with at least one member.
@@ -229,13 +230,7 @@ mod tests {
         let mut seen: Vec<u64> = r.members().iter().map(|c| c.key).collect();
         seen.sort_unstable();
         assert_eq!(seen, (1..=conns.len() as u64).collect::<Vec<_>>());
-        let in_parts: usize = (0..4)
-            .map(|i| {
-                let mut n = 0;
-                r.for_each_in(i, |_| n += 1);
-                n
-            })
-            .sum();
+        let in_parts: usize = (0..4).map(|i| r.members_in(i).len()).sum();
         assert_eq!(in_parts, conns.len());
         assert_eq!(reg.get(&small).unwrap().parts(), 1, "a small room keeps one part");
         for c in &conns[..conns.len() - 1] {

@@ -53,3 +53,40 @@ async fn a_split_room_gets_every_message_once_and_in_order() {
     assert_eq!(server.stats().deliveries, (MEMBERS * MESSAGES) as u64);
     assert_eq!(server.stats().slow_consumer_closes, 0);
 }
+
+/// Commands given back to back (so passes hold several): two rooms, broadcasts that skip a
+/// socket and direct sends. Each socket gets exactly the messages meant for it, once, in the
+/// order they were given.
+#[tokio::test]
+async fn a_pass_mixing_rooms_skips_and_sends_keeps_each_sockets_order() {
+    let server = start(config(), Arc::new(NoHooks));
+    let mut a = Client::connect(server.port()).await;
+    let id_a = a.welcome().await["socketId"].as_str().unwrap().to_string();
+    a.join_collection("posts").await;
+    a.join_collection("pages").await;
+    let mut b = Client::connect(server.port()).await;
+    let id_b = b.welcome().await["socketId"].as_str().unwrap().to_string();
+    b.join_collection("posts").await;
+    let mut c = Client::connect(server.port()).await;
+    c.welcome().await;
+    c.join_collection("pages").await;
+    const N: usize = 200;
+    for i in 0..N {
+        let msg = Message::text(json!({"type": "n", "i": i}).to_string().as_bytes());
+        match i % 5 {
+            0 => server.broadcast("collection:posts", &msg, None),
+            1 => server.broadcast("collection:posts", &msg, Some(&id_a)),
+            2 => server.broadcast("collection:pages", &msg, None),
+            3 => server.send(&id_b, &msg),
+            _ => server.broadcast("collection:posts", &msg, Some(&id_b)),
+        }
+        .unwrap();
+    }
+    let wants: [(&mut Client, &[usize]); 3] = [(&mut a, &[0, 2, 4]), (&mut b, &[0, 1, 3]), (&mut c, &[2])];
+    for (client, kinds) in wants {
+        for i in (0..N).filter(|i| kinds.contains(&(i % 5))) {
+            assert_eq!(client.recv_json().await["i"], json!(i), "kinds {kinds:?}: in order, none skipped");
+        }
+        client.expect_silence(std::time::Duration::from_millis(100)).await;
+    }
+}
