@@ -92,6 +92,7 @@ fn columns(scenario: &str) -> Vec<Col> {
             col("latency p50 ms", "latency_p50_us", Ms, false),
             col("latency p99 ms", "latency_p99_us", Ms, false),
             col("loop delay p99 ms", "eld_p99_us", Ms, true),
+            col("deliveries/read", "deliveries_per_read", F2, false),
             col("lost", "lost", Int, false),
             col("dupes", "duplicates", Int, false),
         ],
@@ -102,6 +103,7 @@ fn columns(scenario: &str) -> Vec<Col> {
             col("latency p99 ms", "latency_p99_us", Ms, false),
             col("loop delay p50 ms", "eld_p50_us", Ms, false),
             col("loop delay p99 ms", "eld_p99_us", Ms, true),
+            col("deliveries/read", "deliveries_per_read", F2, false),
             col("lost", "lost", Int, false),
             col("dupes", "duplicates", Int, false),
         ],
@@ -306,7 +308,7 @@ fn table(md: &mut String, scenario: &str, servers: &BTreeMap<String, Vec<&Value>
     }
 }
 
-/// One target of issue 13 (and the earlier ones): a ratio (or value) against its bound, for our
+/// One target of issues 13 and 14 (and the earlier ones): a ratio (or value) against its bound, for our
 /// server on one core and on both cores.
 struct Target {
     what: String,
@@ -371,6 +373,19 @@ fn targets(g: &Groups<'_>) -> Vec<Target> {
                     push(format!("{name}: deliveries/s, ours / uWS"), 1.25, false, &r("delivery_per_s"));
                 }
                 push(format!("{name}: Node event-loop delay p99, ours / uWS"), 0.1, true, &r("eld_p99_us"));
+                // Issue 14: Socket.IO subscribers cost within 10 % of our own protocol's (one core).
+                push(
+                    format!(
+                        "{name}: Socket.IO fan-out cost vs ours (CPU per delivery, ours-socketio / ours)"
+                    ),
+                    1.1,
+                    true,
+                    &|who: &str| {
+                        (who == "ours")
+                            .then(|| ratio_of(g, key, "ours-socketio", "ours", "server_cpu_us_per_delivery"))
+                            .flatten()
+                    },
+                );
                 if s == "fanout" {
                     push(format!("{name}: deliveries/s, ours / ws"), 3.0, false, &|who: &str| {
                         ratio_of(g, key, who, "ws", "delivery_per_s")
@@ -570,7 +585,7 @@ pub fn render(meta: &Value, runs: &[Value]) -> String {
         s("stamp")
     );
     headline(&mut md, &g);
-    md.push_str("\n## Targets (issue 13; same run, medians)\n\n`ours`: our Node server (addon + manager) on one core like every peer; ");
+    md.push_str("\n## Targets (issues 13 and 14; same run, medians)\n\n`ours`: our Node server (addon + manager) on one core like every peer; ");
     md.push_str("`2 cores`: the same on both cores (the generator shares core 1). `(lb)`: lower bound.\n\n");
     md.push_str(
         "| target | bound | ours | met | 2 cores | met |\n| --- | ---: | ---: | --- | ---: | --- |\n",
@@ -635,6 +650,14 @@ the generator), a fresh process per run, over loopback. Each run prints one JSON
 - **fanout-rate**: the same subscribers with events emitted at a fixed rate (open loop, credits
   every 10 ms): every server does the same work per second, so CPU per delivery compares at
   equal rates (the headline).
+- **ours-socketio**: our server with subscribers that speak Socket.IO (Engine.IO v4 over
+  WebSocket, as `socket.io-client` with `transports: ['websocket']`): the same events reach them
+  as `42[\"update\",{…}]` packets (issue 14: within 10 % of `ours` in CPU per delivery, compared at
+  a fixed rate first, where both write one frame per socket per event).
+- **deliveries/read**: deliveries per subscriber `read` during the window (fan-out): how many
+  frames the server wrote to a socket at once (or the generator let pile up). At max rate CPU per
+  delivery falls as this rises (one `sendmsg` per socket carries more frames), so compare
+  max-rate rows at similar values; at a fixed rate it is ~1 for every server.
 - **ours-core**: the Rust core alone (`realtime-bench core-server`: no Node, no binding), same
   events, as a floor for what the binding and the JS thread add.
 - **1 vs 2 workers**: our server on cores 0-1 with 1 tokio worker, and with 2; deliveries per busy
@@ -792,6 +815,8 @@ mod tests {
         let runs = vec![
             fan("uws", "pinned", 100.0, 100_000.0, 4.0, 0.4),
             fan("ours", "pinned", 100.0, 100_000.0, 3.0, 0.3),
+            fan("ours-socketio", "pinned", 100.0, 100_000.0, 3.3, 0.33),
+            fan("ours-socketio", "pinned", 0.0, 1_000_000.0, 1.2, 1.2),
             fan("ours", "pinned", 0.0, 1_000_000.0, 1.0, 1.0),
             fan("ours", "both-w1", 0.0, 1_000_000.0, 1.0, 1.0),
             fan("ours", "both", 0.0, 1_800_000.0, 1.0, 2.0),
@@ -818,6 +843,18 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| handler 100 × 16 in flight: msgs/s, ours / uWS | ≥ 1 | 1.20 | yes |"), "{md}");
+        // Issue 14: Socket.IO subscribers against ours, at a fixed rate and at max rate.
+        let sio = "Socket.IO fan-out cost vs ours (CPU per delivery, ours-socketio / ours)";
+        assert!(
+            md.contains(&format!(
+                "| fanout 1000 at 100 events/s: {sio} | ≤ 1.1 | 1.10 | yes | – | not measured |"
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("| fanout 1000 (fast readers): {sio} | ≤ 1.1 | 1.20 | **no** |")),
+            "{md}"
+        );
         // 900,000 per busy core with 2 workers against 1,000,000 with 1.
         assert!(
             md.contains("deliveries per busy core, 2 workers / 1 worker (2 cores) | ≥ 0.9 | – | not measured | 0.90 | yes |"),

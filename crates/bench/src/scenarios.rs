@@ -281,6 +281,10 @@ struct Fan {
     /// Deliveries each event should make.
     expected: u32,
     delivered: Cell<u64>,
+    /// Subscriber reads during the window that brought at least one message: deliveries per
+    /// read shows how many frames the server wrote per socket at once (its batching level,
+    /// which CPU per delivery at max rate depends on).
+    reads: Cell<u64>,
     /// Deliveries of an event beyond the recipient count (a message delivered twice).
     duplicates: Cell<u64>,
     /// Closed loop: a fully delivered event returns a credit (false at a fixed rate).
@@ -367,6 +371,9 @@ pub async fn fanout(
                 })
                 .await
             {
+                if now != 0 && fan.measuring.get() {
+                    fan.reads.set(fan.reads.get() + 1);
+                }
                 now = 0;
             }
             fan.dropped.set(fan.dropped.get() + 1);
@@ -436,6 +443,9 @@ pub async fn fanout(
             "events_emitted": emitted,
             "lost": want.saturating_sub(fan.delivered.get().saturating_sub(fan.duplicates.get())),
             "duplicates": fan.duplicates.get(),
+            "deliveries_per_read": if fan.reads.get() == 0 { Value::Null } else {
+                json!(round2(work as f64 / fan.reads.get() as f64))
+            },
             "rate": p.rate,
             "leaked": fan.leaked.get(),
             "malformed": fan.malformed.get(),
