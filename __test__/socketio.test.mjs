@@ -23,7 +23,9 @@ before(async () => {
   srv.manager.setRoomPolicy({
     canJoin: async (_user, name) => {
       await null
-      return name.startsWith('open:')
+      // `slow:` rooms are allowed after 150 ms: answers to later requests come first.
+      if (name.startsWith('slow:')) await new Promise((resolve) => setTimeout(resolve, 150))
+      return name.startsWith('open:') || name.startsWith('slow:')
     },
   })
 })
@@ -86,6 +88,44 @@ test("a join's or leave's ack callback gets its answer (joined, left, or the ref
     assert.deepEqual(await joining, { type: 'joined', room: 'room:open:1' })
     // Acks of other events are not taken by joins.
     assert.deepEqual(await s.timeout(2000).emitWithAck('echo', 9), { echoed: 9 })
+  } finally {
+    s.close()
+  }
+})
+
+test("each join's or leave's ack gets its own request's answer, whatever comes in between", async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    // A join whose room policy answers late, then a join answered at once: each ack its own.
+    const slow = s.timeout(2000).emitWithAck('join', 'slow:1')
+    const fast = s.timeout(2000).emitWithAck('join-collection', 'posts')
+    assert.deepEqual(await fast, { type: 'joined', room: 'collection:posts' })
+    assert.deepEqual(await slow, { type: 'joined', room: 'room:slow:1' })
+    // A refusal of another message without an id (a malformed native message) while a join
+    // waits for its policy is not that join's answer.
+    const waiting = s.timeout(2000).emitWithAck('join', 'slow:2')
+    s.emit('message', { type: 5 })
+    assert.deepEqual(await waiting, { type: 'joined', room: 'room:slow:2' })
+    // A join refused before it reaches the rooms (no room name) gets its refusal; the next
+    // join gets its own answer.
+    const bad = s.timeout(2000).emitWithAck('join', 5)
+    const good = s.timeout(2000).emitWithAck('leave-collection', 'posts')
+    assert.equal((await bad).error.code, 'bad_message')
+    assert.deepEqual(await good, { type: 'left', room: 'collection:posts' })
+  } finally {
+    s.close()
+  }
+})
+
+test('an event dropped by the rate limit has its ack answered with the refusal', async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    // Default rateLimit: 100 per 1000 ms; 120 in a burst exceed it (under the 200 that close).
+    const answers = await Promise.all(
+      Array.from({ length: 120 }, (_, i) => s.timeout(3000).emitWithAck('echo', i)),
+    )
+    assert.deepEqual(answers[0], { echoed: 0 })
+    assert.equal(answers.at(-1).error.code, 'rate_limited')
   } finally {
     s.close()
   }

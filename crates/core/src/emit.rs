@@ -18,6 +18,7 @@ use crate::hooks::EventInfo;
 use crate::hub::Hub;
 use crate::protocol::{self, Operation};
 use crate::socket::Conn;
+use crate::socketio_framing::FanFrame;
 
 impl Hub {
     /// An event's frame in the configured `event_format`.
@@ -100,11 +101,11 @@ impl Hub {
             }
         }
         self.settle(cork, false).await;
-        let mut n = 0u64;
+        let (mut n, len, frame) = (0u64, frame.len(), FanFrame::new(frame));
         for c in &self.recipients(rooms, only) {
-            n += u64::from(self.push_held(c, frame.clone(), cork.group_of(c.key)));
+            n += u64::from(self.push_held(c, &frame, cork.group_of(c.key)));
         }
-        self.count_fanout(n, frame.len());
+        self.count_fanout(n, len);
     }
 
     /// Each socket in `rooms` once; with `only`, see `deliver_event`.
@@ -161,22 +162,27 @@ impl Hub {
             }
         };
         // Index 0 is unused (withheld), 1 the frame as emitted, k ≥ 2 the view docs[k - 2].
-        let mut frames: Vec<Bytes> = Vec::with_capacity(2 + verdicts.docs.len());
-        frames.push(Bytes::new());
-        frames.push(frame);
+        let mut frames: Vec<FanFrame> = Vec::with_capacity(2 + verdicts.docs.len());
+        frames.push(FanFrame::new(Bytes::new()));
+        frames.push(FanFrame::new(frame));
         for doc in &verdicts.docs {
-            frames.push(self.event_frame(info.operation, &info.collection, &info.id_json, doc));
+            frames.push(FanFrame::new(self.event_frame(
+                info.operation,
+                &info.collection,
+                &info.id_json,
+                doc,
+            )));
         }
         let mut sent = vec![0u64; frames.len()];
         let mut skipped = 0u64;
         for (c, &u) in audience.recipients.iter().zip(&audience.user_of) {
             match verdicts.per_user[u as usize] as usize {
                 0 => skipped += 1,
-                k => sent[k] += u64::from(self.push_held(c, frames[k].clone(), cork.group_of(c.key))),
+                k => sent[k] += u64::from(self.push_held(c, &frames[k], cork.group_of(c.key))),
             }
         }
         for (n, f) in sent.iter().zip(&frames) {
-            self.count_fanout(*n, f.len());
+            self.count_fanout(*n, f.frame().len());
         }
         self.stats.unauthorized_skips.fetch_add(skipped, Relaxed);
     }

@@ -4,19 +4,20 @@
 //! for one room go out together, each member visited once for all of them (`settle`).
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
 use crate::auth::UserClaims;
 use crate::backplane::Remote;
+use crate::config::ServerConfig;
 use crate::cork::{Cork, Run};
 use crate::hub::Hub;
 use crate::outbound::Push;
 use crate::protocol::close_codes;
 use crate::rooms::{Room, ALL_SOCKETS, SPLIT_AT};
 use crate::socket::Conn;
-use crate::socketio_framing;
+use crate::socketio_framing::{self, FanFrame};
 use crate::sockets::Sockets;
 
 impl Hub {
@@ -34,14 +35,27 @@ impl Hub {
     /// Queues without counting: a fan-out counts its `n` deliveries of one frame once
     /// (`count_fanout`), not per socket, since every core would contend on those counters.
     pub(crate) fn push(&self, conn: &Conn, frame: Bytes) -> bool {
-        // Socket.IO sockets get the frame in their framing (built once per fan-out and thread).
+        // Socket.IO sockets get the frame in their framing.
         let frame = match conn.socketio.get() {
             None => frame,
-            Some(s) => match socketio_framing::outbound(&self.config, s, frame) {
+            Some(_) => match socketio_framing::outbound(&self.config, frame) {
                 Some(f) => f,
                 None => return true, // nothing for Socket.IO clients (e.g. `welcome`)
             },
         };
+        self.queue(conn, frame)
+    }
+
+    /// `push` of one fan-out's frame (translated once for all its Socket.IO recipients).
+    fn push_fan(&self, conn: &Conn, frame: &FanFrame) -> bool {
+        match frame.for_socket(&self.config, conn.socketio.get().is_some()) {
+            Some(f) => self.queue(conn, f),
+            None => true,
+        }
+    }
+
+    /// Queues a frame already in the socket's framing.
+    fn queue(&self, conn: &Conn, frame: Bytes) -> bool {
         match conn.out.push(frame) {
             Push::Queued => true,
             Push::Overflow => {
@@ -56,14 +70,9 @@ impl Hub {
 
     /// `push` for a fan-out pass: the frame is held in the socket's queue (written when the
     /// pass's cork is flushed); a socket seen first in this pass joins `held`.
-    pub(crate) fn push_held(&self, conn: &Arc<Conn>, frame: Bytes, held: &mut Vec<Arc<Conn>>) -> bool {
-        let frame = match conn.socketio.get() {
-            None => frame,
-            Some(s) => match socketio_framing::outbound(&self.config, s, frame) {
-                Some(f) => f,
-                None => return true,
-            },
-        };
+    /// Socket.IO sockets get `frame`'s translation, built once for the fan-out.
+    pub(crate) fn push_held(&self, conn: &Arc<Conn>, frame: &FanFrame, held: &mut Vec<Arc<Conn>>) -> bool {
+        let Some(frame) = frame.for_socket(&self.config, conn.socketio.get().is_some()) else { return true };
         match conn.out.put(std::slice::from_ref(&frame), false) {
             Ok(first) => {
                 if first {
@@ -95,25 +104,25 @@ impl Hub {
             return self.broadcast_all(frame, except);
         }
         let Some(r) = self.rooms.get(room) else { return 0 };
-        let mut n = 0;
+        let (mut n, len, frame) = (0, frame.len(), FanFrame::new(frame));
         r.for_each(|c| {
-            if Some(c.key) != except && self.push(c, frame.clone()) {
+            if Some(c.key) != except && self.push_fan(c, &frame) {
                 n += 1;
             }
         });
-        self.count_fanout(n as u64, frame.len());
+        self.count_fanout(n as u64, len);
         n
     }
 
     /// Every open socket of this instance but `except`.
     fn broadcast_all(&self, frame: Bytes, except: Option<u64>) -> usize {
-        let mut n = 0;
+        let (mut n, len, frame) = (0, frame.len(), FanFrame::new(frame));
         for c in self.all_conns() {
-            if Some(c.key) != except && self.push(&c, frame.clone()) {
+            if Some(c.key) != except && self.push_fan(&c, &frame) {
                 n += 1;
             }
         }
-        self.count_fanout(n as u64, frame.len());
+        self.count_fanout(n as u64, len);
         n
     }
 
@@ -150,13 +159,13 @@ impl Hub {
     ) {
         if room == ALL_SOCKETS {
             self.settle(cork, false).await;
-            let mut n = 0u64;
+            let (mut n, frame) = (0u64, FanFrame::new(frame));
             for c in self.all_conns() {
-                if Some(c.key) != except && self.push_held(&c, frame.clone(), cork.group_of(c.key)) {
+                if Some(c.key) != except && self.push_held(&c, &frame, cork.group_of(c.key)) {
                     n += 1;
                 }
             }
-            self.count_fanout(n, frame.len());
+            self.count_fanout(n, frame.frame().len());
         } else if let Some(r) = self.rooms.get(room) {
             self.deliver_room(r, frame, except, cork).await;
         }
@@ -229,24 +238,25 @@ impl Hub {
     /// One part of a run's room: the members are copied out of the part's lock first, so no
     /// send happens under it (a join would wait for the whole pass).
     fn deliver_part(&self, prepared: &Prepared, i: usize, write: bool, held: &mut Vec<Arc<Conn>>) {
-        let Prepared { run, joined, excepts } = prepared;
+        let Prepared { run, joined, excepts, .. } = prepared;
         let members = run.room.members_in(i);
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut own: Vec<Bytes> = Vec::new();
         for c in &members {
-            // A member skipped by a frame, or speaking Socket.IO, gets its own list of frames.
-            let special = *excepts && run.skips(c.key) || c.socketio.get().is_some();
-            let (chunks, k, len) = if special {
+            // Socket.IO members get the run in their framing (translated once per run).
+            let sio = c.socketio.get().map(|_| prepared.socketio(&self.config));
+            let (chunks, k, len) = if *excepts && run.skips(c.key) {
+                // A member skipped by a frame gets its own list of frames.
                 own.clear();
                 let mut len = 0;
-                for (f, e) in run.frames.iter().zip(&run.except) {
+                for (j, (f, e)) in run.frames.iter().zip(&run.except).enumerate() {
                     if *e == Some(c.key) {
                         continue;
                     }
-                    let f = match c.socketio.get() {
+                    let f = match sio {
                         None => f.clone(),
-                        Some(s) => match socketio_framing::outbound(&self.config, s, f.clone()) {
-                            Some(f) => f,
+                        Some(s) => match &s.frames[j] {
+                            Some(f) => f.clone(),
                             None => continue,
                         },
                     };
@@ -257,6 +267,11 @@ impl Hub {
                     continue;
                 }
                 (own.as_slice(), own.len() as u64, len as u64)
+            } else if let Some(s) = sio {
+                if s.count == 0 {
+                    continue;
+                }
+                (std::slice::from_ref(&s.joined), s.count, s.joined.len() as u64)
             } else {
                 (std::slice::from_ref(joined), run.frames.len() as u64, joined.len() as u64)
             };
@@ -339,10 +354,45 @@ struct Prepared {
     joined: Bytes,
     /// Some frame skips a socket.
     excepts: bool,
+    /// The run in Socket.IO framing, built for its first Socket.IO member.
+    socketio: OnceLock<SocketIoRun>,
+}
+
+/// A run's frames translated for Socket.IO sockets, once for all of them.
+struct SocketIoRun {
+    /// Per frame of the run: its translation (`None`: nothing for Socket.IO sockets).
+    frames: Vec<Option<Bytes>>,
+    /// The translations back to back, and how many there are.
+    joined: Bytes,
+    count: u64,
 }
 
 impl Prepared {
     fn new(run: Run) -> Self {
-        Self { joined: run.joined(), excepts: run.except.iter().any(Option::is_some), run }
+        Self {
+            joined: run.joined(),
+            excepts: run.except.iter().any(Option::is_some),
+            run,
+            socketio: OnceLock::new(),
+        }
+    }
+
+    fn socketio(&self, cfg: &ServerConfig) -> &SocketIoRun {
+        self.socketio.get_or_init(|| {
+            let frames: Vec<Option<Bytes>> =
+                self.run.frames.iter().map(|f| socketio_framing::framed(cfg, f)).collect();
+            let present: Vec<&Bytes> = frames.iter().flatten().collect();
+            let joined = match present.as_slice() {
+                [one] => (*one).clone(),
+                many => {
+                    let mut all = Vec::with_capacity(many.iter().map(|f| f.len()).sum());
+                    for f in many {
+                        all.extend_from_slice(f);
+                    }
+                    Bytes::from(all)
+                }
+            };
+            SocketIoRun { count: present.len() as u64, frames, joined }
+        })
     }
 }

@@ -12,6 +12,7 @@ use crate::hub::Hub;
 use crate::rooms::{JoinError, Member};
 use crate::socket::Conn;
 use crate::socket_ref::{SocketOps, SocketRef};
+use crate::socketio_framing::FanFrame;
 use crate::stats::Stats;
 
 impl SocketOps for Hub {
@@ -20,7 +21,7 @@ impl SocketOps for Hub {
     }
     fn deliver_held(&self, conn: &Arc<Conn>, frame: Bytes, held: &mut Vec<Arc<Conn>>) -> bool {
         let len = frame.len() as u64;
-        let queued = self.push_held(conn, frame, held);
+        let queued = self.push_held(conn, &FanFrame::new(frame), held);
         if queued {
             self.stats.messages_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.stats.bytes_out.fetch_add(len, std::sync::atomic::Ordering::Relaxed);

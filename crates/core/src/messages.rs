@@ -22,6 +22,7 @@ use crate::refusals::{invalid_utf8, refuse};
 use crate::rooms::JoinError;
 use crate::socket::Conn;
 use crate::socketio;
+use crate::socketio_framing::RoomAck;
 
 /// Fixed-window message counter.
 pub(crate) struct RateWindow {
@@ -77,24 +78,28 @@ pub(crate) fn on_message(
         }
         if rate.count > limit.messages {
             hub.stats.rate_limited.fetch_add(1, Relaxed);
+            let error = protocol::error_frame(codes::RATE_LIMITED, "too many messages; slow down", None);
+            if conn.socketio.get().is_some() {
+                // A Socket.IO ack of the dropped message gets the refusal (not a later answer).
+                socketio::refuse_ack(conn, &data, &error);
+            }
             if !rate.warned {
                 rate.warned = true;
-                hub.deliver(
-                    conn,
-                    protocol::error_frame(codes::RATE_LIMITED, "too many messages; slow down", None),
-                );
+                hub.deliver(conn, error);
             }
             return true;
         }
     }
     // Socket.IO packets become our messages here, after the rate limit (CONNECT verifies a token).
-    let (opcode, data) = match conn.socketio.get() {
-        None => (opcode, data),
+    // A join or leave from Socket.IO may carry the ack its answers go to.
+    let (opcode, data, ack) = match conn.socketio.get() {
+        None => (opcode, data, None),
         Some(_) => match socketio::inbound(hub, conn, opcode == OpCode::Binary, &data) {
-            Some(ours) => (OpCode::Text, ours),
+            Some((ours, ack)) => (OpCode::Text, ours, ack),
             None => return true,
         },
     };
+    let ack = ack.as_ref();
     if opcode == OpCode::Binary {
         handler::on_binary(hub, conn, data);
         return true;
@@ -103,7 +108,7 @@ pub(crate) fn on_message(
     let env = match Envelope::parse(text) {
         Ok(env) => env,
         Err(r) => {
-            refuse(hub, conn, r.code, &r.message, None);
+            refuse_room(hub, conn, r.code, &r.message, ack);
             return true;
         }
     };
@@ -111,16 +116,24 @@ pub(crate) fn on_message(
     let req_id = env.id.filter(|_| !matches!(env.kind.as_ref(), "join-doc" | "leave-doc")).map(|r| r.get());
     let request = match env.request() {
         Ok(r) => r,
+        Err(r) if ack.is_some() => {
+            refuse_room(hub, conn, r.code, &r.message, ack);
+            return true;
+        }
         Err(r) => {
             refuse(hub, conn, r.code, &r.message, req_id);
             return true;
         }
     };
     match request {
-        Request::Join(room) => *wait = join_event_room(hub, conn, room),
+        Request::Join(room) => *wait = join_event_room(hub, conn, room, ack),
         Request::JoinMany(rooms) => {
             // Each collection passes the same access check as a single join, in order.
-            let waits: Vec<_> = rooms.into_iter().filter_map(|r| join_event_room(hub, conn, r)).collect();
+            if let Some(a) = ack {
+                a.expect(rooms.len());
+            }
+            let waits: Vec<_> =
+                rooms.into_iter().filter_map(|r| join_event_room(hub, conn, r, ack)).collect();
             if !waits.is_empty() {
                 *wait = Some(Box::pin(async move {
                     for w in waits {
@@ -130,27 +143,31 @@ pub(crate) fn on_message(
             }
         }
         Request::LeaveMany(rooms) => {
+            if let Some(a) = ack {
+                a.expect(rooms.len());
+            }
             for room in rooms {
                 hub.leave(conn, &room);
-                hub.deliver(conn, protocol::room_ack("left", &room));
+                socketio::answer_room(hub, conn, protocol::room_ack("left", &room), false, ack);
             }
         }
         Request::Leave(room) | Request::LeaveRoom(room) => {
             hub.leave(conn, &room);
-            hub.deliver(conn, protocol::room_ack("left", &room));
+            socketio::answer_room(hub, conn, protocol::room_ack("left", &room), false, ack);
         }
         Request::JoinRoom(room) => {
             let name = &room["room:".len()..];
             if cfg.room_patterns.iter().any(|p| glob_match(p, name)) {
-                *wait = join_and_ack(hub, conn, &room);
+                *wait = join_and_ack(hub, conn, &room, ack);
             } else if let Some(fut) = hub.hooks.can_join(conn.user(), name) {
                 let verdict = Verdict {
                     forbidden: "not allowed to join this room",
                     timed_out: "room policy timed out",
                 };
-                tokio::spawn(join_if_allowed(hub.clone(), conn.clone(), room, fut, verdict));
+                let ack = ack.cloned();
+                tokio::spawn(join_if_allowed(hub.clone(), conn.clone(), room, fut, verdict, ack));
             } else {
-                refuse(hub, conn, codes::FORBIDDEN, "not allowed to join this room", None);
+                refuse_room(hub, conn, codes::FORBIDDEN, "not allowed to join this room", ack);
             }
         }
         Request::Ping => {
@@ -172,27 +189,44 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 /// Joins and answers `joined`. Behind a backplane the answer waits (≤ `SUBSCRIBE_WAIT`) until
 /// this instance's subscription to the room is in place, so whatever any instance publishes
 /// after `joined` reaches the socket; that wait is returned for the caller to await.
-fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFuture<()>> {
+/// `sio_ack`: a Socket.IO ack waiting for this join's answer.
+fn join_and_ack(
+    hub: &Arc<Hub>,
+    conn: &Arc<Conn>,
+    room: &str,
+    sio_ack: Option<&Arc<RoomAck>>,
+) -> Option<BoxFuture<()>> {
     match hub.join(conn, room) {
         Ok(_) => {
             let ack = protocol::room_ack("joined", room);
             let Some(settled) = hub.backplane_settled() else {
-                hub.deliver(conn, ack);
+                socketio::answer_room(hub, conn, ack, false, sio_ack);
                 return None;
             };
-            let (hub, conn) = (hub.clone(), conn.clone());
+            let (hub, conn, sio_ack) = (hub.clone(), conn.clone(), sio_ack.cloned());
             Some(Box::pin(async move {
                 let _ = timeout(SUBSCRIBE_WAIT, settled).await;
-                hub.deliver(&conn, ack);
+                socketio::answer_room(&hub, &conn, ack, false, sio_ack.as_ref());
             }))
         }
         Err(JoinError::TooMany) => {
-            refuse(hub, conn, codes::TOO_MANY_ROOMS, "maxRoomsPerSocket reached", None);
+            refuse_room(hub, conn, codes::TOO_MANY_ROOMS, "maxRoomsPerSocket reached", sio_ack);
             None
         }
         Err(JoinError::Invalid) => {
-            refuse(hub, conn, codes::INVALID_ROOM, "invalid room name", None);
+            refuse_room(hub, conn, codes::INVALID_ROOM, "invalid room name", sio_ack);
             None
+        }
+    }
+}
+
+/// Refuses a join or leave (counted, like `refuse`); a Socket.IO ack waiting for it gets it.
+fn refuse_room(hub: &Hub, conn: &Arc<Conn>, code: &str, message: &str, sio_ack: Option<&Arc<RoomAck>>) {
+    match sio_ack {
+        None => refuse(hub, conn, code, message, None),
+        Some(_) => {
+            hub.stats.bad_messages.fetch_add(1, Relaxed);
+            socketio::answer_room(hub, conn, protocol::error_frame(code, message, None), true, sio_ack);
         }
     }
 }
@@ -200,15 +234,20 @@ fn join_and_ack(hub: &Arc<Hub>, conn: &Arc<Conn>, room: &str) -> Option<BoxFutur
 /// `join-collection`/`join-doc`: joins unless the app's `can_subscribe` refuses (`forbidden`, no
 /// `joined`). The answer is awaited before the next message is read, so a `leave-*` sent after
 /// it applies after it.
-fn join_event_room(hub: &Arc<Hub>, conn: &Arc<Conn>, room: String) -> Option<BoxFuture<()>> {
+fn join_event_room(
+    hub: &Arc<Hub>,
+    conn: &Arc<Conn>,
+    room: String,
+    sio_ack: Option<&Arc<RoomAck>>,
+) -> Option<BoxFuture<()>> {
     let Some(check) = hub.hooks.can_subscribe(conn.user(), &room) else {
-        return join_and_ack(hub, conn, &room);
+        return join_and_ack(hub, conn, &room, sio_ack);
     };
     let verdict = Verdict {
         forbidden: "not allowed to read this collection or document",
         timed_out: "access check timed out",
     };
-    Some(Box::pin(join_if_allowed(hub.clone(), conn.clone(), room, check, verdict)))
+    Some(Box::pin(join_if_allowed(hub.clone(), conn.clone(), room, check, verdict, sio_ack.cloned())))
 }
 
 /// What a refused or timed-out join policy answers.
@@ -225,17 +264,19 @@ async fn join_if_allowed(
     room: String,
     check: BoxFuture<bool>,
     verdict: Verdict,
+    sio_ack: Option<Arc<RoomAck>>,
 ) {
+    let sio_ack = sio_ack.as_ref();
     match timeout(hub.config.hook_timeout, check).await {
         Ok(true) => {
-            if let Some(ack) = join_and_ack(&hub, &conn, &room) {
+            if let Some(ack) = join_and_ack(&hub, &conn, &room, sio_ack) {
                 ack.await;
             }
         }
-        Ok(false) => refuse(&hub, &conn, codes::FORBIDDEN, verdict.forbidden, None),
+        Ok(false) => refuse_room(&hub, &conn, codes::FORBIDDEN, verdict.forbidden, sio_ack),
         Err(_) => {
             hub.stats.handler_timeouts.fetch_add(1, Relaxed);
-            refuse(&hub, &conn, codes::HANDLER_TIMEOUT, verdict.timed_out, None)
+            refuse_room(&hub, &conn, codes::HANDLER_TIMEOUT, verdict.timed_out, sio_ack)
         }
     }
 }

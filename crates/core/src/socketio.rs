@@ -32,7 +32,7 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::protocol::{close_codes, codes, json_str};
 use crate::socket::Conn;
-use crate::socketio_framing::{packet, Session};
+use crate::socketio_framing::{packet, RoomAck, Session};
 
 /// Whether `path` is the Socket.IO endpoint (with or without its trailing slash).
 pub(crate) fn serves(cfg: &ServerConfig, path: &str) -> bool {
@@ -87,13 +87,38 @@ fn send_raw(conn: &Conn, f: Bytes) {
     let _ = conn.out.push(f);
 }
 
+/// Sends a join's or leave's answer (`refused`: an error); the Socket.IO ack waiting for that
+/// request, if any, gets it too (see `RoomAck`).
+pub(crate) fn answer_room(hub: &Hub, conn: &Conn, frame: Bytes, refused: bool, ack: Option<&Arc<RoomAck>>) {
+    let done = ack.and_then(|a| a.answer(&frame, refused));
+    hub.deliver(conn, frame);
+    if let Some(p) = done {
+        send_raw(conn, p);
+    }
+}
+
+/// A message dropped before it was read (the rate limit): an ack it asked for gets `error` (our
+/// protocol's error message), so no callback waits for an answer that will not come.
+pub(crate) fn refuse_ack(conn: &Conn, data: &[u8], error: &Bytes) {
+    let Some(rest) = data.strip_prefix(b"42") else { return };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if (1..=15).contains(&digits) {
+        let payload = crate::frame::payload_of(error);
+        send_raw(conn, packet(&[b"43", &rest[..digits], b"[{\"error\":", &payload, b"}]"]));
+    }
+}
+
+/// Our protocol's message for a client packet, and the ack its answers go to when it is a join
+/// or leave that asked for one.
+pub(crate) type Inbound = (Bytes, Option<Arc<RoomAck>>);
+
 fn session(conn: &Conn) -> &Session {
     conn.socketio.get().expect("called for Socket.IO sockets only")
 }
 
 /// A client data message. Returns our protocol's message to handle as usual, or `None` when
 /// it was handled here (Engine.IO pong, CONNECT, DISCONNECT) or refused (counted, answered).
-pub(crate) fn inbound(hub: &Arc<Hub>, conn: &Arc<Conn>, binary: bool, data: &[u8]) -> Option<Bytes> {
+pub(crate) fn inbound(hub: &Arc<Hub>, conn: &Arc<Conn>, binary: bool, data: &[u8]) -> Option<Inbound> {
     if binary {
         // Attachments of a binary event already refused when its header packet came.
         hub.stats.bad_messages.fetch_add(1, Relaxed);
@@ -126,13 +151,12 @@ fn bad(hub: &Hub, conn: &Conn, why: &str) {
 
 /// `42["error",{"type":"error","code":…,"message":…}]`.
 fn error_event(code: &str, message: &str) -> Bytes {
-    packet(&[
-        b"42[\"error\",{\"type\":\"error\",\"code\":\"",
-        code.as_bytes(),
-        b"\",\"message\":",
-        json_str(message).as_bytes(),
-        b"}]",
-    ])
+    packet(&[b"42[\"error\",", error_event_json(code, message).as_bytes(), b"]"])
+}
+
+/// `{"type":"error","code":…,"message":…}`.
+fn error_event_json(code: &str, message: &str) -> String {
+    format!("{{\"type\":\"error\",\"code\":{},\"message\":{}}}", json_str(code), json_str(message))
 }
 
 /// Splits `"/nsp,rest"` into (`"/nsp"`, `"rest"`); no namespace is `/`.
@@ -147,7 +171,7 @@ fn namespace(p: &str) -> (&str, &str) {
     }
 }
 
-fn socket_packet(hub: &Arc<Hub>, conn: &Arc<Conn>, p: &str) -> Option<Bytes> {
+fn socket_packet(hub: &Arc<Hub>, conn: &Arc<Conn>, p: &str) -> Option<Inbound> {
     let (kind, rest) = p.split_at(p.len().min(1));
     let (nsp, rest) = namespace(rest);
     if nsp != "/" {
@@ -179,6 +203,11 @@ fn socket_packet(hub: &Arc<Hub>, conn: &Arc<Conn>, p: &str) -> Option<Bytes> {
                 Ok(m) => m,
                 Err(why) => {
                     bad(hub, conn, why);
+                    // The ack (a join's too) gets the refusal: nothing else will answer it.
+                    if let Some(id) = ack {
+                        let e = error_event_json(codes::BAD_MESSAGE, why);
+                        send_raw(conn, packet(&[b"43", id.as_bytes(), b"[{\"error\":", e.as_bytes(), b"}]"]));
+                    }
                     None
                 }
             }
@@ -264,7 +293,7 @@ fn event_message(
     conn: &Arc<Conn>,
     args: &str,
     ack: Option<&str>,
-) -> Result<Option<Bytes>, &'static str> {
+) -> Result<Option<Inbound>, &'static str> {
     let args: Vec<&RawValue> =
         serde_json::from_str(args).map_err(|_| "an event is a JSON array [name, …args]")?;
     let name: Cow<str> = args
@@ -284,15 +313,9 @@ fn event_message(
             format!("{{\"type\":{name_json},{fields}")
         }
     };
-    if let Some(id) = ack.filter(|_| ROOM_EVENTS.contains(&name.as_ref())) {
-        // One answer per collection of a list of slugs (a list with a non-string is refused
-        // whole, by one error).
-        let answers = match arg.map(serde_json::from_str::<Vec<&RawValue>>) {
-            Some(Ok(list)) if list.iter().all(|v| v.get().starts_with('"')) => list.len(),
-            _ => 1,
-        };
-        session(conn).expect_room_answers(id, answers);
-    }
+    // A join's or leave's ack waits for that request's answers (how many: the request's
+    // handler says, see `RoomAck::expect`); other acks are answered by `reply`/`error` with the id.
+    let room_ack = ack.filter(|_| ROOM_EVENTS.contains(&name.as_ref())).map(RoomAck::new);
     let msg = match name.as_ref() {
         "join-collection" | "leave-collection" | "subscribe" | "unsubscribe" | "join-doc" | "leave-doc"
             if is_object =>
@@ -313,11 +336,11 @@ fn event_message(
                     // Rooms `user:<id>` (payload-real-time) and `user:<collection>:<id>`: the
                     // socket is in its user's room already; nobody may join another user's.
                     let u = conn.user().expect("checked");
-                    let ack = crate::protocol::room_ack(
+                    let answer = crate::protocol::room_ack(
                         if kind == "join-room" { "joined" } else { "left" },
                         &u.user_room(),
                     );
-                    hub.deliver(conn, ack);
+                    answer_room(hub, conn, answer, false, room_ack.as_ref());
                     return Ok(None);
                 }
                 // payload-real-time clients join everything with `join(name)`: full collection
@@ -349,7 +372,7 @@ fn event_message(
             None => format!("{{\"type\":{name_json},\"data\":{}}}", arg.unwrap_or("null")),
         },
     };
-    Ok(Some(Bytes::from(msg)))
+    Ok(Some((Bytes::from(msg), room_ack)))
 }
 
 /// Events answered by `joined`/`left` (or an error): their acks wait for that answer.

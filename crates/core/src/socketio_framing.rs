@@ -1,13 +1,11 @@
 //! Socket.IO framing of what the server sends: a frame for a Socket.IO socket is rewritten
-//! into a Socket.IO packet once per fan-out and thread (not once per recipient), and the state
-//! a socket record keeps for Socket.IO. Below the fan-out, which calls `outbound` per socket;
+//! into a Socket.IO packet once per fan-out (`FanFrame`, not once per recipient), and the state
+//! a socket record keeps for Socket.IO. Below the fan-out, which asks `FanFrame` per socket;
 //! the session handling (client packets, CONNECT) is `socketio`, on the connection's side.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -15,50 +13,58 @@ use serde_json::value::RawValue;
 
 use crate::config::{ServerConfig, SocketIoEvents};
 use crate::frame;
-use crate::protocol::{codes, json_str};
+use crate::protocol::json_str;
 
 /// Socket.IO state of one socket.
 #[derive(Default)]
 pub(crate) struct Session {
     /// The client's CONNECT to the main namespace was accepted.
     pub(crate) connected: AtomicBool,
-    /// Acks of joins and leaves waiting for their answers, oldest first: (ack id, answers
-    /// still to come). Our protocol answers joins by `joined`/`left`/`error` frames without an
-    /// id, in request order, so the next such frame answers the oldest one.
-    room_acks: Mutex<VecDeque<(String, usize)>>,
-    /// `room_acks.len()`, read without the lock on every outbound frame.
-    room_acks_len: AtomicUsize,
 }
 
-impl Session {
-    /// A join or leave with the Socket.IO ack `ack` was sent on; `answers` frames answer it.
-    pub(crate) fn expect_room_answers(&self, ack: &str, answers: usize) {
-        let mut q = self.room_acks.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back((ack.to_string(), answers.max(1)));
-        self.room_acks_len.store(q.len(), Relaxed);
-    }
-
-    /// The ack id that an answer to a join or leave completes, if any: an error ends its
-    /// request; a multi-collection join acks on its last answer.
-    fn room_answer(&self, error: bool) -> Option<String> {
-        let mut q = self.room_acks.lock().unwrap_or_else(|e| e.into_inner());
-        let front = q.front_mut()?;
-        front.1 -= 1;
-        let done = (error || front.1 == 0).then(|| q.pop_front().map(|(id, _)| id)).flatten();
-        self.room_acks_len.store(q.len(), Relaxed);
-        done
-    }
+/// A Socket.IO ack waiting for the answers to one join or leave. Whoever answers the request
+/// hands it each answer, so the ack gets its own request's answer whatever else the socket is
+/// sent meanwhile and in whatever order requests are answered (an async room policy may answer
+/// a later join first; a refusal of another message carries no id either).
+pub(crate) struct RoomAck {
+    id: String,
+    /// Answers still to come, and the first refusal among those that came.
+    state: Mutex<(usize, Option<Bytes>)>,
 }
 
-/// Error codes that can answer a join or leave (others answer other messages).
-const ROOM_ERRORS: &[&str] = &[
-    codes::BAD_MESSAGE,
-    codes::INVALID_ROOM,
-    codes::FORBIDDEN,
-    codes::HANDLER_TIMEOUT,
-    codes::TOO_MANY_ROOMS,
-    codes::RATE_LIMITED,
-];
+impl RoomAck {
+    /// An ack (`id`: the client's digits) that one answer completes unless `expect` says more.
+    pub(crate) fn new(id: &str) -> Arc<Self> {
+        Arc::new(Self { id: id.to_string(), state: Mutex::new((1, None)) })
+    }
+
+    /// The request will be answered `n` times (a list of collections: once per collection).
+    pub(crate) fn expect(&self, n: usize) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 = n.max(1);
+    }
+
+    /// One answer (`frame`: our protocol's `joined`/`left`, or an `error` when `refused`). Once
+    /// the last came: `43<id>[answer]`, the answer being the first refusal if any (`{"error":…}`)
+    /// or else the last answer. Answers after that are ignored.
+    pub(crate) fn answer(&self, frame: &Bytes, refused: bool) -> Option<Bytes> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0 == 0 {
+            return None;
+        }
+        st.0 -= 1;
+        if refused && st.1.is_none() {
+            st.1 = Some(frame.clone());
+        }
+        if st.0 > 0 {
+            return None;
+        }
+        let id = self.id.as_bytes();
+        Some(match &st.1 {
+            Some(err) => packet(&[b"43", id, b"[{\"error\":", &frame::payload_of(err), b"}]"]),
+            None => packet(&[b"43", id, b"[", &frame::payload_of(frame), b"]"]),
+        })
+    }
+}
 
 /// A text frame carrying one Engine.IO packet.
 pub(crate) fn packet(parts: &[&[u8]]) -> Bytes {
@@ -68,75 +74,55 @@ pub(crate) fn packet(parts: &[&[u8]]) -> Bytes {
 /// The engine.io ping, as the writer's heartbeat for Socket.IO sockets.
 const PING: &[u8] = &[0x81, 1, b'2'];
 
-thread_local! {
-    /// The last frame translated on this thread and its translation: a fan-out pushes one
-    /// frame to many sockets in a row, so it is translated once per fan-out and thread.
-    static LAST: RefCell<Option<(Bytes, Option<Bytes>)>> = const { RefCell::new(None) };
+/// One fan-out's frame and its Socket.IO translation, built for the first Socket.IO recipient
+/// and shared by the rest: the member loop clones one of two `Bytes` per socket, as for our own
+/// protocol (no per-recipient lookup, no clone and drop of the untranslated frame).
+pub(crate) struct FanFrame {
+    frame: Bytes,
+    sio: OnceLock<Option<Bytes>>,
 }
 
-/// A frame for a Socket.IO socket in its framing; `None`: nothing to send to it.
-pub(crate) fn outbound(cfg: &ServerConfig, s: &Session, f: Bytes) -> Option<Bytes> {
+impl FanFrame {
+    pub(crate) fn new(frame: Bytes) -> Self {
+        Self { frame, sio: OnceLock::new() }
+    }
+
+    /// The frame as our protocol sends it.
+    pub(crate) fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The frame for a socket that speaks Socket.IO (`sio`) or our protocol; `None`: nothing to
+    /// send to it. A fan-out frame never answers one socket's join, so no ack is looked for.
+    #[inline]
+    pub(crate) fn for_socket(&self, cfg: &ServerConfig, sio: bool) -> Option<Bytes> {
+        if sio {
+            self.sio.get_or_init(|| framed(cfg, &self.frame)).clone()
+        } else {
+            Some(self.frame.clone())
+        }
+    }
+}
+
+/// `f` in Socket.IO framing (control frames mapped, data frames translated); `None`: nothing to
+/// send to a Socket.IO socket. For a frame many sockets get, call once (see `FanFrame`).
+pub(crate) fn framed(cfg: &ServerConfig, f: &Bytes) -> Option<Bytes> {
+    match f[0] & 0x0f {
+        frame::OP_TEXT | frame::OP_BINARY => translate(cfg, f),
+        frame::OP_PING => Some(Bytes::from_static(PING)),
+        _ => Some(f.clone()), // close and pong frames are the WebSocket's own
+    }
+}
+
+/// A frame for one Socket.IO socket in its framing; `None`: nothing to send to it. (A fan-out
+/// translates once for all its recipients: `FanFrame`.)
+pub(crate) fn outbound(cfg: &ServerConfig, f: Bytes) -> Option<Bytes> {
     match f[0] & 0x0f {
         frame::OP_TEXT | frame::OP_BINARY => {}
         frame::OP_PING => return Some(Bytes::from_static(PING)),
         _ => return Some(f), // close and pong frames are the WebSocket's own
     }
-    // A join's or leave's answer also completes its ack (only while one waits: fan-outs skip this).
-    let ack = if s.room_acks_len.load(Relaxed) > 0 { room_ack_packet(s, &f) } else { None };
-    let out = translated(cfg, f);
-    match ack {
-        None => out,
-        Some(a) => {
-            let mut both = BytesMut::new();
-            if let Some(o) = out {
-                both.extend_from_slice(&o);
-            }
-            both.extend_from_slice(&a);
-            Some(both.freeze())
-        }
-    }
-}
-
-/// `43<id>[answer]` when `f` answers the oldest waiting join or leave.
-fn room_ack_packet(s: &Session, f: &Bytes) -> Option<Bytes> {
-    #[derive(Deserialize)]
-    struct Answer<'a> {
-        #[serde(borrow, rename = "type")]
-        kind: Cow<'a, str>,
-        #[serde(borrow, default)]
-        code: Option<Cow<'a, str>>,
-        #[serde(default)]
-        id: Option<&'a RawValue>,
-    }
-    let payload = frame::payload_of(f);
-    let a: Answer = serde_json::from_slice(&payload).ok()?;
-    let error = match (a.kind.as_ref(), a.code.as_deref()) {
-        ("joined" | "left", _) => false,
-        ("error", Some(code)) if a.id.is_none() && ROOM_ERRORS.contains(&code) => true,
-        _ => return None,
-    };
-    let id = s.room_answer(error)?;
-    Some(if error {
-        packet(&[b"43", id.as_bytes(), b"[{\"error\":", &payload, b"}]"])
-    } else {
-        packet(&[b"43", id.as_bytes(), b"[", &payload, b"]"])
-    })
-}
-
-/// The translation of `f`, built once per fan-out and thread.
-fn translated(cfg: &ServerConfig, f: Bytes) -> Option<Bytes> {
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((src, out)) = last.as_ref() {
-            // `src` is held, so its memory cannot be reused by another frame meanwhile.
-            if src.as_ptr() == f.as_ptr() && src.len() == f.len() {
-                return out.clone();
-            }
-        }
-        let out = translate(cfg, &f);
-        *last = Some((f, out.clone()));
-        out
-    })
+    translate(cfg, &f)
 }
 
 /// The fields of a server message that decide its Socket.IO shape.
@@ -230,8 +216,7 @@ mod tests {
     #[test]
     fn translates_server_messages() {
         let cfg = ServerConfig::default();
-        let sess = Session::default();
-        let t = |s: &str| outbound(&cfg, &sess, frame::text(s.as_bytes())).map(|b| text_of(&b));
+        let t = |s: &str| outbound(&cfg, frame::text(s.as_bytes())).map(|b| text_of(&b));
         assert_eq!(t(r#"{"type":"welcome","socketId":"a"}"#), None);
         assert_eq!(
             t(r#"{"type":"joined","room":"collection:posts"}"#).unwrap(),
@@ -249,49 +234,50 @@ mod tests {
             r#"42["chat",{"type":"chat","data":1,"x":2}]"#
         );
         assert_eq!(t("[1,2]").unwrap(), r#"42["message",[1,2]]"#);
-        let ping = outbound(&cfg, &sess, frame::ping()).unwrap();
+        let ping = outbound(&cfg, frame::ping()).unwrap();
         assert_eq!(&ping[..], PING);
         let pr = ServerConfig { socketio_events: SocketIoEvents::PayloadRealTime, ..ServerConfig::default() };
         let f = frame::text(
             br#"{"type":"update","operation":"create","collection":"posts","id":1,"doc":{"t":1}}"#,
         );
         assert_eq!(
-            text_of(&outbound(&pr, &sess, f).unwrap()),
+            text_of(&outbound(&pr, f).unwrap()),
             r#"42["realtime:posts",{"type":"update","operation":"create","collection":"posts","id":1,"doc":{"t":1},"data":{"t":1}}]"#
         );
     }
 
     #[test]
-    fn translation_is_cached_per_frame() {
+    fn a_fan_out_translates_once() {
         let cfg = ServerConfig::default();
-        let f = frame::text(br#"{"type":"x"}"#);
-        let sess = Session::default();
-        let a = outbound(&cfg, &sess, f.clone()).unwrap();
-        let b = outbound(&cfg, &sess, f).unwrap();
+        let f = FanFrame::new(frame::text(br#"{"type":"x"}"#));
+        let (a, b) = (f.for_socket(&cfg, true).unwrap(), f.for_socket(&cfg, true).unwrap());
         assert_eq!(a.as_ptr(), b.as_ptr());
+        assert_eq!(text_of(&a), r#"42["x",{"type":"x"}]"#);
+        assert_eq!(f.for_socket(&cfg, false).unwrap().as_ptr(), f.frame().as_ptr());
+        let welcome = FanFrame::new(frame::text(br#"{"type":"welcome"}"#));
+        assert!(welcome.for_socket(&cfg, true).is_none());
+        assert_eq!(&FanFrame::new(frame::ping()).for_socket(&cfg, true).unwrap()[..], PING);
     }
 
     #[test]
-    fn join_answers_complete_their_acks_in_order() {
-        let cfg = ServerConfig::default();
-        let sess = Session::default();
-        sess.expect_room_answers("4", 2); // join-collection ['a', 'b']
-        sess.expect_room_answers("5", 1); // join-room, refused below
-                                          // Every frame written for one outbound frame, as text (the ack is a second frame).
-        let out = |s: &str| {
-            String::from_utf8_lossy(&outbound(&cfg, &sess, frame::text(s.as_bytes())).unwrap()).into_owned()
-        };
-        let first = out(r#"{"type":"joined","room":"collection:a"}"#);
-        assert!(first.ends_with(r#"42["joined",{"type":"joined","room":"collection:a"}]"#), "{first}");
-        let last = out(r#"{"type":"joined","room":"collection:b"}"#);
-        assert!(last.ends_with(r#"434[{"type":"joined","room":"collection:b"}]"#), "{last}");
-        // An error that answers another message leaves the join waiting; a refusal answers it.
-        assert!(!out(r#"{"type":"error","code":"unknown_type","message":"m"}"#).contains("435"));
-        let refused = out(r#"{"type":"error","code":"forbidden","message":"m"}"#);
-        assert!(
-            refused.ends_with(r#"435[{"error":{"type":"error","code":"forbidden","message":"m"}}]"#),
-            "{refused}"
+    fn a_room_ack_takes_its_requests_answers_only() {
+        let ack = RoomAck::new("4");
+        ack.expect(3); // join-collection ['a', 'b', 'c'], b refused
+        let joined =
+            |r: &str| frame::text(format!(r#"{{"type":"joined","room":"collection:{r}"}}"#).as_bytes());
+        let refusal = frame::text(br#"{"type":"error","code":"too_many_rooms","message":"m"}"#);
+        assert!(ack.answer(&joined("a"), false).is_none());
+        assert!(ack.answer(&refusal, true).is_none());
+        let done = ack.answer(&joined("c"), false).unwrap();
+        assert_eq!(
+            text_of(&done),
+            r#"434[{"error":{"type":"error","code":"too_many_rooms","message":"m"}}]"#
         );
-        assert_eq!(sess.room_acks_len.load(Relaxed), 0);
+        assert!(ack.answer(&joined("d"), false).is_none(), "answers after the last are ignored");
+        let one = RoomAck::new("12");
+        assert_eq!(
+            text_of(&one.answer(&joined("x"), false).unwrap()),
+            r#"4312[{"type":"joined","room":"collection:x"}]"#
+        );
     }
 }
