@@ -54,7 +54,9 @@ function verifyJwt(authorization) {
 
 // --- events ----------------------------------------------------------------------------------
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000)
-const EXCERPT = 'Pads the document to about 300 bytes.'
+// BENCH_EVENT_PAD=N makes every event N bytes longer (to compare framings at equal frame sizes:
+// Socket.IO's `42["update",…]` adds 13 bytes to ours).
+const EXCERPT = `Pads the document to about 300 bytes.${'x'.repeat(Number(process.env.BENCH_EVENT_PAD || 0))}`
 
 /** An afterChange event as the Payload plugin hands it over; `_seq`/`_ts` feed the generator. */
 function makeEvent(seq) {
