@@ -173,6 +173,33 @@ test('a native client and a Socket.IO client in one room get the same broadcast'
   }
 })
 
+test('broadcasts back to back reach Socket.IO and native members alike, in order, skips included', async () => {
+  const s = await connectSocketIo(srv.port)
+  const n = await TestClient.connect(srv.url('/'))
+  try {
+    await n.next('welcome')
+    for (const id of srv.manager.socketIds()) srv.manager.native.join(id, 'room:run')
+    const got = []
+    s.on('seq', (m) => got.push(m.i ?? m))
+    // Sent together, so one fan-out pass may deliver them as one run (each member visited once,
+    // the Socket.IO member with the run translated once); the 4th skips the Socket.IO socket.
+    for (let i = 1; i <= 3; i++) srv.manager.broadcastToRoom('room:run', { type: 'seq', i })
+    srv.manager.broadcastToRoom('room:run', { i: 4 }, 'seq', s.id)
+    srv.manager.broadcastToRoom('room:run', { type: 'seq', i: 5 })
+    const native = []
+    for (let k = 0; k < 5; k++) {
+      const m = await n.next('seq')
+      native.push(m.i ?? m.data.i)
+    }
+    assert.deepEqual(native, [1, 2, 3, 4, 5])
+    await waitFor(() => got.length >= 4, { message: 'Socket.IO events' })
+    assert.deepEqual(got, [1, 2, 3, 5])
+  } finally {
+    s.close()
+    n.close()
+  }
+})
+
 test('Engine.IO heartbeats keep the socket open past several intervals', async () => {
   const s = await connectSocketIo(srv.port)
   try {
