@@ -116,9 +116,13 @@ impl Dispatch {
         Ok(n <= self.max / 2 && b <= self.max_bytes / 2)
     }
 
-    /// A command finished: its share of the bounds is free again.
-    pub(crate) fn done(&self, bytes: usize) {
-        let n = self.pending.fetch_sub(1, Relaxed) - 1;
+    /// `cmds` commands holding `bytes` finished (their frames are in the sockets' queues or
+    /// on the wire): their share of the bounds is free again.
+    pub(crate) fn done(&self, cmds: usize, bytes: usize) {
+        if cmds == 0 {
+            return;
+        }
+        let n = self.pending.fetch_sub(cmds, Relaxed) - cmds;
         let b = self.pending_bytes.fetch_sub(bytes, Relaxed) - bytes;
         if n <= self.max / 4 && b <= self.max_bytes / 4 {
             self.drained.notify_waiters();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::auth::UserClaims;
 use crate::backplane::Remote;
 use crate::config::ServerConfig;
-use crate::cork::{Cork, Run};
+use crate::cork::{self, Cork, Run};
 use crate::hub::Hub;
 use crate::outbound::Push;
 use crate::protocol::close_codes;
@@ -73,7 +73,7 @@ impl Hub {
     /// Socket.IO sockets get `frame`'s translation, built once for the fan-out.
     pub(crate) fn push_held(&self, conn: &Arc<Conn>, frame: &FanFrame, held: &mut Vec<Arc<Conn>>) -> bool {
         let Some(frame) = frame.for_socket(&self.config, conn.socketio.get().is_some()) else { return true };
-        match conn.out.put(std::slice::from_ref(&frame), false) {
+        match conn.out.put(std::slice::from_ref(&frame), None, false) {
             Ok(first) => {
                 if first {
                     held.push(conn.clone());
@@ -238,14 +238,14 @@ impl Hub {
     /// One part of a run's room: the members are copied out of the part's lock first, so no
     /// send happens under it (a join would wait for the whole pass).
     fn deliver_part(&self, prepared: &Prepared, i: usize, write: bool, held: &mut Vec<Arc<Conn>>) {
-        let Prepared { run, joined, excepts, .. } = prepared;
+        let Prepared { run, joined, size, excepts, .. } = prepared;
         let members = run.room.members_in(i);
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut own: Vec<Bytes> = Vec::new();
         for c in &members {
             // Socket.IO members get the run in their framing (translated once per run).
             let sio = c.socketio.get().map(|_| prepared.socketio(&self.config));
-            let (chunks, k, len) = if *excepts && run.skips(c.key) {
+            let (frames, joined, k, len) = if *excepts && run.skips(c.key) {
                 // A member skipped by a frame gets its own list of frames.
                 own.clear();
                 let mut len = 0;
@@ -266,16 +266,16 @@ impl Hub {
                 if own.is_empty() {
                     continue;
                 }
-                (own.as_slice(), own.len() as u64, len as u64)
+                (own.as_slice(), None, own.len() as u64, len as u64)
             } else if let Some(s) = sio {
-                if s.count == 0 {
+                if s.present.is_empty() {
                     continue;
                 }
-                (std::slice::from_ref(&s.joined), s.count, s.joined.len() as u64)
+                (s.present.as_slice(), s.joined.as_ref(), s.present.len() as u64, s.size)
             } else {
-                (std::slice::from_ref(joined), run.frames.len() as u64, joined.len() as u64)
+                (run.frames.as_slice(), joined.as_ref(), run.frames.len() as u64, *size)
             };
-            match c.out.put(chunks, write) {
+            match c.out.put(frames, joined, write) {
                 Ok(first) => {
                     if first {
                         held.push(c.clone());
@@ -347,11 +347,13 @@ impl Hub {
     }
 }
 
-/// A run ready to deliver: its frames, and the same back to back (one buffer for every member
-/// that gets them all).
+/// A run ready to deliver: its frames, and the same back to back when small (one buffer for
+/// every member that gets them all: `Run::join`).
 struct Prepared {
     run: Run,
-    joined: Bytes,
+    joined: Option<Bytes>,
+    /// Bytes of all the frames.
+    size: u64,
     /// Some frame skips a socket.
     excepts: bool,
     /// The run in Socket.IO framing, built for its first Socket.IO member.
@@ -362,37 +364,28 @@ struct Prepared {
 struct SocketIoRun {
     /// Per frame of the run: its translation (`None`: nothing for Socket.IO sockets).
     frames: Vec<Option<Bytes>>,
-    /// The translations back to back, and how many there are.
-    joined: Bytes,
-    count: u64,
+    /// The translations there are, and the same back to back when small (`cork::join`).
+    present: Vec<Bytes>,
+    joined: Option<Bytes>,
+    /// Bytes of `present`.
+    size: u64,
 }
 
 impl Prepared {
-    fn new(run: Run) -> Self {
-        Self {
-            joined: run.joined(),
-            excepts: run.except.iter().any(Option::is_some),
-            run,
-            socketio: OnceLock::new(),
-        }
+    fn new(mut run: Run) -> Self {
+        let joined = run.join();
+        let size = run.frames.iter().map(|f| f.len() as u64).sum();
+        Self { joined, size, excepts: run.except.iter().any(Option::is_some), run, socketio: OnceLock::new() }
     }
 
     fn socketio(&self, cfg: &ServerConfig) -> &SocketIoRun {
         self.socketio.get_or_init(|| {
             let frames: Vec<Option<Bytes>> =
                 self.run.frames.iter().map(|f| socketio_framing::framed(cfg, f)).collect();
-            let present: Vec<&Bytes> = frames.iter().flatten().collect();
-            let joined = match present.as_slice() {
-                [one] => (*one).clone(),
-                many => {
-                    let mut all = Vec::with_capacity(many.iter().map(|f| f.len()).sum());
-                    for f in many {
-                        all.extend_from_slice(f);
-                    }
-                    Bytes::from(all)
-                }
-            };
-            SocketIoRun { count: present.len() as u64, frames, joined }
+            let mut present: Vec<Bytes> = frames.iter().flatten().cloned().collect();
+            let joined = cork::join(&mut present);
+            let size = present.iter().map(|f| f.len() as u64).sum();
+            SocketIoRun { frames, present, joined, size }
         })
     }
 }

@@ -30,20 +30,27 @@ pub(crate) async fn run(hub: Arc<Hub>, mut rx: mpsc::UnboundedReceiver<Command>)
         // held and written once per socket at the end.
         let mut cork = Cork::new(hub.rooms.parts());
         let mut next = Some(first);
-        let mut ran = 0;
+        let (mut ran, mut here, mut bytes) = (0, 0, 0);
         while let Some(cmd) = next.take() {
-            dispatch_one(&hub, cmd, &mut cork).await;
+            if let Some(b) = dispatch_one(&hub, cmd, &mut cork).await {
+                here += 1;
+                bytes += b;
+            }
             ran += 1;
             if ran < PASS_MAX {
                 next = rx.try_recv().ok();
             }
         }
-        hub.finish(cork).await;
+        crate::supervise::guarded(&hub.stats, "a fan-out pass", hub.finish(cork)).await;
+        // Only now are the pass's frames in the sockets' queues: a shutdown that waits for no
+        // command to be pending must find them there, ahead of its close frames.
+        hub.dispatch.done(here, bytes);
     }
 }
 
-/// Runs `cmd` in the current pass, or hands it to the lane that must run it.
-async fn dispatch_one(hub: &Arc<Hub>, cmd: Command, cork: &mut Cork) {
+/// Runs `cmd` in the current pass (`Some`: the bytes it held, to release once the pass is
+/// written), or hands it to the lane that must run it.
+async fn dispatch_one(hub: &Arc<Hub>, cmd: Command, cork: &mut Cork) -> Option<usize> {
     let (rooms, js_lane) = rooms_of(hub.hooks.as_ref(), &cmd);
     let spawn = {
         let mut lanes = hub.dispatch.lanes.lock();
@@ -61,12 +68,13 @@ async fn dispatch_one(hub: &Arc<Hub>, cmd: Command, cork: &mut Cork) {
         }
     };
     match spawn {
-        Err(cmd) => run_one(hub, cmd, cork).await,
+        Err(cmd) => return Some(run_one(hub, cmd, cork).await),
         Ok(Some(lane)) => {
             tokio::spawn(run_lane(hub.clone(), lane));
         }
         Ok(None) => {}
     }
+    None
 }
 
 /// One lane: its commands in order, then the lane is removed.
@@ -83,8 +91,9 @@ async fn run_lane(hub: Arc<Hub>, lane: Arc<str>) {
             }
         };
         let mut cork = Cork::new(hub.rooms.parts());
-        run_one(&hub, next.cmd, &mut cork).await;
-        hub.finish(cork).await;
+        let bytes = run_one(&hub, next.cmd, &mut cork).await;
+        crate::supervise::guarded(&hub.stats, "a fan-out pass", hub.finish(cork)).await;
+        hub.dispatch.done(1, bytes);
         let mut lanes = hub.dispatch.lanes.lock();
         for r in next.rooms {
             if let Some(o) = lanes.owners.get_mut(&r) {
@@ -97,8 +106,9 @@ async fn run_lane(hub: Arc<Hub>, lane: Arc<str>) {
     }
 }
 
-async fn run_one(hub: &Arc<Hub>, cmd: Command, cork: &mut Cork) {
+/// Runs one command into `cork`; returns the bytes it held (see `Dispatch::done`).
+async fn run_one(hub: &Arc<Hub>, cmd: Command, cork: &mut Cork) -> usize {
     let bytes = cmd.bytes();
     crate::supervise::guarded(&hub.stats, "a fan-out command", hub.run_command(cmd, cork)).await;
-    hub.dispatch.done(bytes);
+    bytes
 }

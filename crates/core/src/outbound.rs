@@ -142,15 +142,14 @@ impl Outbound {
         Push::Queued
     }
 
-    /// Gives the socket a pass's frames (`chunks`: whole frames, in order). `write`: sends them
-    /// now when nothing waits before them (one vectored send; what the kernel refuses is queued
-    /// for the writer). Otherwise they are queued without writing or waking the writer, and
+    /// Gives the socket a pass's frames (whole frames, in order; `joined`: the same bytes in
+    /// one buffer, sent as one iovec). `write`: sends them now when nothing waits before them
+    /// (one vectored send; what the kernel refuses is queued for the writer, the frame it cut
+    /// marked as such). Otherwise they are queued without writing or waking the writer, and
     /// `Ok(true)` says the queue was empty, so the pass must remember this socket and `flush`
-    /// it at its end (one write per socket per pass). A chunk the kernel took part of stays
-    /// whole at the head of the queue (a discarding close keeps it: it may hold more than the
-    /// frame cut on the wire).
-    pub(crate) fn put(&self, chunks: &[Bytes], write: bool) -> Result<bool, Push> {
-        let len: usize = chunks.iter().map(Bytes::len).sum();
+    /// it at its end (one write per socket per pass).
+    pub(crate) fn put(&self, frames: &[Bytes], joined: Option<&Bytes>, write: bool) -> Result<bool, Push> {
+        let len: usize = frames.iter().map(Bytes::len).sum();
         let mut q = self.queue.lock();
         if q.closed {
             return Err(Push::Closed);
@@ -163,10 +162,18 @@ impl Outbound {
         if write && queued == 0 {
             if let Some(sock) = self.sock.get() {
                 let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-                let n = chunks.len().min(MAX_IOV);
-                for (slot, c) in slices.iter_mut().zip(chunks) {
-                    *slot = IoSlice::new(c);
-                }
+                let n = match joined {
+                    Some(all) => {
+                        slices[0] = IoSlice::new(all);
+                        1
+                    }
+                    None => {
+                        for (slot, f) in slices.iter_mut().zip(frames) {
+                            *slot = IoSlice::new(f);
+                        }
+                        frames.len().min(MAX_IOV)
+                    }
+                };
                 // Refused or broken: all of it is queued (the writer sees an error and ends the socket).
                 written = send(sock, &slices[..n]).unwrap_or(0);
                 if written == len {
@@ -176,17 +183,18 @@ impl Outbound {
         }
         let was_empty = q.frames.is_empty();
         let mut skip = written;
-        for c in chunks {
-            if skip >= c.len() {
-                skip -= c.len();
+        for f in frames {
+            if skip >= f.len() {
+                skip -= f.len();
                 continue;
             }
             if skip > 0 {
-                q.frames.push_back(c.slice(skip..));
+                // The rest of a frame partly on the wire: first in the queue, never discarded.
+                q.frames.push_back(f.slice(skip..));
                 q.head_partial = true;
                 skip = 0;
             } else {
-                q.frames.push_back(c.clone());
+                q.frames.push_back(f.clone());
             }
         }
         let rest = len - written;
@@ -403,7 +411,7 @@ mod tests {
     }
 
     /// The whole frames in `bytes` (opcode, payload length), and whether any bytes were left over.
-    fn frames(mut bytes: &[u8]) -> (Vec<(u8, usize)>, bool) {
+    fn frames_in(mut bytes: &[u8]) -> (Vec<(u8, usize)>, bool) {
         let mut out = Vec::new();
         while bytes.len() >= 2 {
             let (len, head) = match bytes[1] & 0x7f {
@@ -423,6 +431,62 @@ mod tests {
         (out, !bytes.is_empty())
     }
 
+    /// Drains `out` as the writer task does while the peer reads everything; returns what the
+    /// peer got.
+    async fn drain(out: &Outbound, mut peer: TcpStream) -> Vec<u8> {
+        let sock = out.sock().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut all)).await;
+            all
+        });
+        let mut batch = Batch::new();
+        loop {
+            match batch.refill(out) {
+                Next::Done => break,
+                Next::Wait => unreachable!("closed: a close frame is always queued"),
+                Next::Write => match batch.try_write(sock) {
+                    Ok(n) => {
+                        batch.advance(out, n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await.unwrap(),
+                    Err(e) => panic!("{e}"),
+                },
+            }
+        }
+        socket2::SockRef::from(sock.as_ref()).shutdown(std::net::Shutdown::Write).unwrap();
+        reader.await.unwrap()
+    }
+
+    /// A pass's frames given in one buffer (`put` with `joined`, written at once): what the
+    /// kernel refuses is queued frame by frame, so a discarding close drops whole frames and
+    /// cuts none. (Queued as one piece, the rest of the buffer would all have been kept.)
+    #[tokio::test]
+    async fn a_joined_put_queues_what_is_refused_frame_by_frame() {
+        let (out, _r, peer) = pair(64 << 20).await;
+        let f = crate::frame::binary(&vec![7u8; 40_001]);
+        let joined = Bytes::from([&f[..], &f[..], &f[..], &f[..]].concat());
+        let frames: Vec<Bytes> = (0..4).map(|i| joined.slice(i * f.len()..(i + 1) * f.len())).collect();
+        let mut puts = 0;
+        while out.queued.load(Relaxed) == 0 {
+            assert_eq!(out.put(&frames, Some(&joined), true), Ok(false));
+            puts += 1;
+            assert!(puts < 100_000, "the kernel never refused");
+        }
+        for _ in 0..3 {
+            assert_eq!(out.put(&frames, Some(&joined), true), Ok(false));
+        }
+        assert!(out.queue.lock().frames.len() > 4 * 3, "queued per frame");
+        let close = crate::frame::close(1013, "slow consumer");
+        assert!(out.close(Some(close.clone()), true));
+        let (got, leftover) = frames_in(&drain(&out, peer).await);
+        assert!(!leftover, "a frame was cut");
+        assert_eq!(got.last(), Some(&(0x8, close.len() - 2)), "ends with the close frame");
+        assert!(got[..got.len() - 1].iter().all(|&(op, len)| op == 0x2 && len == 40_001));
+        assert!(got.len() - 1 <= 4 * puts, "at most the frame cut on the wire is kept: {}", got.len());
+        assert_eq!(out.queued.load(Relaxed), 0);
+    }
+
     #[tokio::test]
     async fn a_frame_for_a_writable_socket_is_sent_without_queueing() {
         let (out, _r, mut peer) = pair(1 << 20).await;
@@ -440,7 +504,7 @@ mod tests {
     /// when the kernel took only part of a frame.
     #[tokio::test]
     async fn a_discarding_close_never_cuts_a_frame() {
-        let (out, _r, mut peer) = pair(64 << 20).await;
+        let (out, _r, peer) = pair(64 << 20).await;
         // Odd-sized frames make a partial write at the kernel's limit all but certain.
         let f = crate::frame::binary(&vec![7u8; 40_001]);
         let mut pushed = 0;
@@ -454,30 +518,7 @@ mod tests {
         }
         let close = crate::frame::close(1013, "slow consumer");
         assert!(out.close(Some(close.clone()), true));
-        // Drain as the writer task does while the peer reads everything.
-        let sock = out.sock().unwrap();
-        let reader = tokio::spawn(async move {
-            let mut all = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut all)).await;
-            all
-        });
-        let mut batch = Batch::new();
-        loop {
-            match batch.refill(&out) {
-                Next::Done => break,
-                Next::Wait => unreachable!("closed: a close frame is always queued"),
-                Next::Write => match batch.try_write(sock) {
-                    Ok(n) => {
-                        batch.advance(&out, n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await.unwrap(),
-                    Err(e) => panic!("{e}"),
-                },
-            }
-        }
-        socket2::SockRef::from(sock.as_ref()).shutdown(std::net::Shutdown::Write).unwrap();
-        let all = reader.await.unwrap();
-        let (got, leftover) = frames(&all);
+        let (got, leftover) = frames_in(&drain(&out, peer).await);
         assert!(!leftover, "a frame was cut");
         assert_eq!(got.last(), Some(&(0x8, close.len() - 2)), "ends with the close frame");
         assert!(got[..got.len() - 1].iter().all(|&(op, len)| op == 0x2 && len == 40_001));
