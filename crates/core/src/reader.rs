@@ -248,7 +248,8 @@ impl FrameReader {
         self.account.share()
     }
 
-    /// The next frame. Not cancel-safe across `fill` (one reader task per socket).
+    /// The next frame. Cancel-safe: what was read stays in `buf` (the socket's task polls this
+    /// beside its writes and timers).
     pub(crate) async fn next(&mut self) -> Result<InFrame, ReadError> {
         loop {
             let parsed = parse(&mut self.buf, self.max_payload)?;
@@ -267,27 +268,30 @@ impl FrameReader {
         }
     }
 
-    /// Reads and discards what the peer sends until it closes its side or `within` passes:
-    /// after a close of ours, so the socket is not closed with unread input (the kernel would
-    /// answer with a reset, dropping whatever it had not sent yet, our close frame included).
-    /// Holds no buffer: the bytes go through the per-thread chunk.
-    pub(crate) async fn drain(&mut self, within: std::time::Duration) {
+    /// Gives back the buffer and its share of the input budget: the socket reads only to
+    /// discard from now on (`discard`).
+    pub(crate) fn release(&mut self) {
         self.buf = BytesMut::new();
         let _ = self.held.resize(0);
-        let _ = tokio::time::timeout(within, async {
-            loop {
-                if self.stream.readable().await.is_err() {
-                    return;
-                }
-                match discard_now(&self.stream) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
+    }
+
+    /// Reads and discards what the peer sent, once it is readable; true once it closed its side
+    /// (or the connection broke). After a close of ours, so the socket is not closed with unread
+    /// input (the kernel would answer with a reset, dropping whatever it had not sent yet, our
+    /// close frame included). Holds no buffer: the bytes go through the per-thread chunk.
+    /// Cancel-safe.
+    pub(crate) async fn discard(&mut self) -> bool {
+        loop {
+            if std::future::poll_fn(|cx| self.stream.as_ref().poll_read_ready(cx)).await.is_err() {
+                return true;
             }
-        })
-        .await;
+            match discard_now(&self.stream) {
+                Ok(0) => return true,
+                Ok(_) => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return true,
+            }
+        }
     }
 
     async fn fill(&mut self) -> Result<(), ReadError> {
@@ -297,8 +301,12 @@ impl FrameReader {
                 self.buf = BytesMut::new();
                 return Err(ReadError::OverBudget);
             }
+            // The stream's own readiness slot (the socket has one task), not a waiter list:
+            // nothing of it is kept in the socket's future while it waits.
             tokio::select! {
-                r = self.stream.readable() => r.map_err(|_| ReadError::Gone)?,
+                r = std::future::poll_fn(|cx| self.stream.as_ref().poll_read_ready(cx)) => {
+                    r.map_err(|_| ReadError::Gone)?
+                }
                 _ = self.account.notify.notified() => continue,
             }
             match read_now(&self.stream, &mut self.buf) {

@@ -9,7 +9,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::auth::UserClaims;
@@ -33,8 +32,8 @@ pub struct Conn {
     pub(crate) exp_s: AtomicU64,
     pub(crate) rooms: Mutex<HashSet<Arc<str>>>,
     pub(crate) out: Outbound,
-    pub(crate) reader: OnceLock<AbortHandle>,
-    pub(crate) reader_done: Notify,
+    /// The socket's task (see `writer::run`).
+    pub(crate) task: OnceLock<AbortHandle>,
     /// The first close code and reason (ours or the peer's), for the app's disconnect hook.
     pub(crate) close_status: Mutex<Option<(u16, Box<str>)>>,
     /// Set once, before the socket is registered, when it speaks Socket.IO. Boxed: every other
@@ -65,8 +64,7 @@ impl Conn {
             exp_s: AtomicU64::new(exp),
             rooms: Mutex::new(HashSet::new()),
             out: Outbound::new(max_backpressure),
-            reader: OnceLock::new(),
-            reader_done: Notify::new(),
+            task: OnceLock::new(),
             close_status: Mutex::new(None),
             socketio: OnceLock::new(),
         }
@@ -77,13 +75,13 @@ impl Conn {
         self.user.read().clone()
     }
 
-    pub(crate) fn set_reader(&self, h: AbortHandle) {
-        let _ = self.reader.set(h);
+    pub(crate) fn set_task(&self, h: AbortHandle) {
+        let _ = self.task.set(h);
     }
 
-    /// Stops the reader at once (dead peer, stuck close); its guard unregisters the socket.
+    /// Stops the socket's task at once (shutdown's last step); its guard unregisters the socket.
     pub(crate) fn kill(&self) {
-        if let Some(h) = self.reader.get() {
+        if let Some(h) = self.task.get() {
             h.abort();
         }
         self.out.close(None, true);
@@ -106,9 +104,5 @@ impl Conn {
     /// The close code and reason (1006 and "" when the connection dropped without a close).
     pub(crate) fn close_status(&self) -> (u16, Box<str>) {
         self.close_status.lock().clone().unwrap_or((1006, "".into()))
-    }
-
-    pub(crate) fn reader_finished(&self) {
-        self.reader_done.notify_one();
     }
 }

@@ -1,20 +1,23 @@
-//! One WebSocket connection's writer task: drains what producers could not write directly
-//! (see `outbound`) with vectored writes, and runs the socket's timers (heartbeat ping and pong deadline, idle and credential expiry, the
-//! slow-consumer stall check, the closing handshake's deadlines).
+//! One WebSocket connection's task: its read side (`connection`), draining what producers could
+//! not write directly (see `outbound`) with vectored writes, and the socket's timers (heartbeat
+//! ping and pong deadline, idle and credential expiry, the slow-consumer stall check, the
+//! closing handshake's deadlines).
 
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::SockRef;
-use tokio::time::{sleep_until, timeout};
+use tokio::time::sleep_until;
 
+use crate::connection::{ConnGuard, Flow, ReadSide};
 use crate::frame;
+use crate::hooks::UpgradeInfo;
 use crate::hub::Hub;
 use crate::outbound::{Batch, Next};
 use crate::protocol::close_codes;
+use crate::reader::{FrameReader, InFrame, ReadError};
 use crate::socket::Conn;
 
 /// Timers the writer keeps.
@@ -150,14 +153,46 @@ impl Timers {
     }
 }
 
-/// The writer task: drains what producers could not write directly (vectored writes, once the
-/// socket is writable) and runs the socket's timers.
-pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
+/// Where the socket's task is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Frames in, one at a time (or the pending `wait` first).
+    Frames,
+    /// Discarding the peer's input until it closes its side, within `close_timeout`.
+    Drain,
+    /// Nothing more to read: the socket is unregistered.
+    Done,
+}
+
+/// What woke the task.
+enum Wake {
+    Timer,
+    Queue,
+    Writable(bool),
+    Waited,
+    Frame(Result<InFrame, ReadError>),
+    Drained(bool),
+}
+
+/// The socket's one task: reads frames (`connection::ReadSide`), drains what producers could
+/// not write directly (vectored writes, once the socket is writable), and runs the socket's
+/// timers. One task, not a reader and a writer: an idle socket then holds one small future
+/// (its waits use the stream's readiness slots and the queue's `Notify`, one timer), about
+/// 900 B less than the two tasks did. Reading pauses while an answer the protocol orders
+/// before the next message (`ReadSide::wait`) is pending; writing and timers go on.
+pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<UpgradeInfo>) {
+    let hub = guard.hub.clone();
+    let conn = guard.conn.clone();
+    // Dropped (the socket unregistered) once reading is over, even while a close frame is
+    // still on its way out.
+    let mut guard = Some(guard);
     let cfg = &hub.config;
     let Some(sock) = conn.out.sock() else {
-        conn.kill();
+        conn.out.close(None, true);
         return;
     };
+    let mut read = ReadSide::open(&hub, &conn, info);
+    let mut reading = Reading::Frames;
     let mut batch = Batch::new();
     let now = Instant::now();
     let mut timers = Timers {
@@ -169,66 +204,157 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
         stall_check: now,
         expiry: (0, now),
     };
+    // Set once the queue is done (close frame written, or nothing left to say): the write half
+    // is shut down and the peer has until then to close its side.
+    let mut linger: Option<Instant> = None;
+    // While draining after a close of ours: when to stop waiting for the peer.
+    let mut drain_until: Option<Instant> = None;
+    // The kernel refused the last write: wait until the socket is writable.
+    let mut blocked = false;
     // One timer for the task's life, moved only when the deadline changes: a fresh `sleep_until`
     // per wake-up would register and cancel a timer-wheel entry for every delivery.
     let timer = sleep_until(timers.next_ping.into());
     tokio::pin!(timer);
     loop {
-        // One look at the queue per wake-up: refill also reports whether the socket is closing.
-        let next = batch.refill(&conn.out);
-        timers.note(&hub, matches!(next, Next::Write), batch.closing);
-        let deadline = timers.deadline(&hub, &conn).into();
+        if linger.is_none() {
+            // Write as much as the kernel takes now; one look at the queue per refill (it also
+            // reports whether the socket is closing).
+            loop {
+                let next = batch.refill(&conn.out);
+                timers.note(&hub, matches!(next, Next::Write), batch.closing);
+                match next {
+                    Next::Done => {
+                        linger = Some(Instant::now() + cfg.close_timeout);
+                        break;
+                    }
+                    Next::Wait => {
+                        blocked = false;
+                        break;
+                    }
+                    Next::Write => match batch.try_write(sock) {
+                        Ok(0) => {
+                            conn.out.close(None, true);
+                            return;
+                        }
+                        Ok(n) => {
+                            timers.progress = Instant::now();
+                            if batch.advance(&conn.out, n) && batch.ends {
+                                linger = Some(timers.progress + cfg.close_timeout);
+                                break;
+                            }
+                            // A socket that keeps taking everything never waits below: its
+                            // timers (ping, idle, expiry) still run when due.
+                            if timer.deadline() <= timers.progress.into() {
+                                if let Tick::Kill = timers.tick(&hub, &conn) {
+                                    conn.out.close(None, true);
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            blocked = true;
+                            break;
+                        }
+                        Err(_) => {
+                            conn.out.close(None, true);
+                            return;
+                        }
+                    },
+                }
+            }
+            if linger.is_some() {
+                // Close frame written (or nothing left to say): half-close; the peer gets
+                // `close_timeout` to answer before the socket is dropped.
+                let _ = SockRef::from(sock.as_ref()).shutdown(Shutdown::Write);
+            }
+        }
+        if reading == Reading::Done && linger.is_some() {
+            return;
+        }
+        let mut deadline = match linger {
+            None => timers.deadline(&hub, &conn),
+            Some(l) => l,
+        };
+        if let Some(d) = drain_until {
+            deadline = deadline.min(d);
+        }
+        let deadline = deadline.into();
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        match next {
-            Next::Done => break,
-            Next::Wait => {
-                tokio::select! {
-                    _ = conn.out.notify.notified() => {}
-                    _ = &mut timer => {
-                        if let Tick::Kill = timers.tick(&hub, &conn) { conn.kill(); return; }
-                    }
-                }
+        let writing = linger.is_none();
+        let waiting = reading == Reading::Frames && read.wait.is_some();
+        let wake = tokio::select! {
+            biased;
+            _ = &mut timer => Wake::Timer,
+            _ = conn.out.notify.notified(), if writing => Wake::Queue,
+            r = std::future::poll_fn(|cx| sock.as_ref().poll_write_ready(cx)), if writing && blocked => {
+                Wake::Writable(r.is_ok())
             }
-            Next::Write => match batch.try_write(sock) {
-                Ok(0) => {
-                    conn.kill();
-                    return;
+            _ = async { read.wait.as_mut().expect("checked").await }, if waiting => Wake::Waited,
+            w = read_some(&mut reader, reading == Reading::Drain), if reading != Reading::Done && !waiting => w,
+        };
+        let flow = match wake {
+            Wake::Timer => {
+                let now = Instant::now();
+                if linger.is_some_and(|l| now >= l) {
+                    return; // the peer never closed its side
                 }
-                Ok(n) => {
-                    timers.progress = Instant::now();
-                    if batch.advance(&conn.out, n) && batch.ends {
-                        break;
-                    }
-                    // A socket that keeps taking everything never waits below: its timers
-                    // (ping, idle, expiry) still run when due.
-                    if timer.deadline() <= timers.progress.into() {
+                if drain_until.is_some_and(|d| now >= d) {
+                    Flow::Done
+                } else {
+                    if writing {
                         if let Tick::Kill = timers.tick(&hub, &conn) {
-                            conn.kill();
+                            conn.out.close(None, true);
                             return;
                         }
                     }
+                    continue;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    tokio::select! {
-                        r = sock.writable() => if r.is_err() { conn.kill(); return; },
-                        _ = &mut timer => {
-                            if let Tick::Kill = timers.tick(&hub, &conn) { conn.kill(); return; }
-                        }
-                        _ = conn.out.notify.notified() => {}
-                    }
-                }
-                Err(_) => {
-                    conn.kill();
+            }
+            Wake::Queue => continue,
+            Wake::Writable(ok) => {
+                if !ok {
+                    conn.out.close(None, true);
                     return;
                 }
-            },
+                continue;
+            }
+            Wake::Waited => {
+                read.wait = None;
+                continue;
+            }
+            Wake::Frame(Ok(f)) => read.on_frame(&hub, &conn, &reader, f),
+            Wake::Frame(Err(e)) => read.on_error(&hub, &conn, e),
+            Wake::Drained(gone) => {
+                if gone {
+                    Flow::Done
+                } else {
+                    continue;
+                }
+            }
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Drain => {
+                reader.release();
+                reading = Reading::Drain;
+                drain_until = Some(Instant::now() + cfg.close_timeout);
+            }
+            Flow::Done => {
+                reading = Reading::Done;
+                drain_until = None;
+                drop(guard.take());
+            }
         }
     }
-    // Close frame written (or nothing left to say): half-close, then give the peer a moment
-    // to answer before the reader is stopped.
-    let _ = SockRef::from(sock.as_ref()).shutdown(Shutdown::Write);
-    let _ = timeout(cfg.close_timeout, conn.reader_done.notified()).await;
-    conn.kill();
+}
+
+/// The next frame, or (draining) one read discarded. Cancel-safe.
+async fn read_some(reader: &mut FrameReader, drain: bool) -> Wake {
+    if drain {
+        Wake::Drained(reader.discard().await)
+    } else {
+        Wake::Frame(reader.next().await)
+    }
 }
