@@ -110,7 +110,7 @@ impl ReadSide {
         &mut self,
         hub: &Arc<Hub>,
         conn: &Arc<Conn>,
-        reader: &FrameReader,
+        reader: &mut FrameReader,
         frame: InFrame,
     ) -> Flow {
         let cfg = &hub.config;

@@ -201,7 +201,7 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     }
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
-    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, hub.input.account());
+    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, &hub.input);
     let task = tokio::spawn(writer::run(guard, frames, Box::new(admitted.info)));
     conn.set_task(task.abort_handle());
     if hub.shutting_down.load(Relaxed) {

@@ -228,7 +228,10 @@ pub(crate) struct FrameReader {
     /// `buf`'s capacity, taken from the server's input budget.
     held: Held,
     /// The socket's account, which its other shares (a message being reassembled) use too.
-    account: Arc<Account>,
+    /// Opened the first time the socket holds input (an incomplete frame, a fragment): an idle
+    /// socket, or one whose frames always arrive whole, never needs one (~130 B with its entry
+    /// in the budget's map).
+    account: Option<Arc<Account>>,
 }
 
 impl FrameReader {
@@ -237,15 +240,26 @@ impl FrameReader {
         stream: OwnedReadHalf,
         read_ahead: Bytes,
         max_payload: usize,
-        account: Arc<Account>,
+        budget: &Arc<InputBudget>,
     ) -> Self {
         let buf = if read_ahead.is_empty() { BytesMut::new() } else { BytesMut::from(&read_ahead[..]) };
-        Self { stream, buf, max_payload, held: account.share(), account }
+        Self { stream, buf, max_payload, held: budget.share(), account: None }
+    }
+
+    /// The socket's account, opened on first use; `held` moves onto it (it is empty until then:
+    /// it grows only once the account exists).
+    fn account(&mut self) -> &Arc<Account> {
+        if self.account.is_none() {
+            let a = self.held.budget.account();
+            self.held = a.share();
+            self.account = Some(a);
+        }
+        self.account.as_ref().expect("opened above")
     }
 
     /// An empty share on this socket's account of the input budget.
-    pub(crate) fn share(&self) -> Held {
-        self.account.share()
+    pub(crate) fn share(&mut self) -> Held {
+        self.account().share()
     }
 
     /// The next frame. Cancel-safe: what was read stays in `buf` (the socket's task polls this
@@ -257,7 +271,11 @@ impl FrameReader {
                 self.buf = BytesMut::new(); // give the memory back while idle
             }
             // What an incomplete frame pins (parse reserves a whole announced frame) counts.
-            if !self.held.resize(self.buf.capacity()) {
+            let cap = self.buf.capacity();
+            if cap > 0 {
+                self.account();
+            }
+            if !self.held.resize(cap) {
                 self.buf = BytesMut::new();
                 return Err(ReadError::OverBudget);
             }
@@ -297,17 +315,20 @@ impl FrameReader {
     async fn fill(&mut self) -> Result<(), ReadError> {
         loop {
             // Told to close so that others may read on: whatever this socket was reading.
-            if self.account.evicted() {
+            if self.account.as_ref().is_some_and(|a| a.evicted()) {
                 self.buf = BytesMut::new();
                 return Err(ReadError::OverBudget);
             }
             // The stream's own readiness slot (the socket has one task), not a waiter list:
             // nothing of it is kept in the socket's future while it waits.
-            tokio::select! {
-                r = std::future::poll_fn(|cx| self.stream.as_ref().poll_read_ready(cx)) => {
-                    r.map_err(|_| ReadError::Gone)?
-                }
-                _ = self.account.notify.notified() => continue,
+            let readable = std::future::poll_fn(|cx| self.stream.as_ref().poll_read_ready(cx));
+            match &self.account {
+                // Without an account the socket holds nothing and is never told to pay.
+                None => readable.await.map_err(|_| ReadError::Gone)?,
+                Some(a) => tokio::select! {
+                    r = readable => r.map_err(|_| ReadError::Gone)?,
+                    _ = a.notify.notified() => continue,
+                },
             }
             match read_now(&self.stream, &mut self.buf) {
                 Ok(0) => return Err(ReadError::Gone),

@@ -324,7 +324,7 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
                 read.wait = None;
                 continue;
             }
-            Wake::Frame(Ok(f)) => read.on_frame(&hub, &conn, &reader, f),
+            Wake::Frame(Ok(f)) => read.on_frame(&hub, &conn, &mut reader, f),
             Wake::Frame(Err(e)) => read.on_error(&hub, &conn, e),
             Wake::Drained(gone) => {
                 if gone {
