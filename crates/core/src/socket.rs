@@ -30,7 +30,7 @@ pub struct Conn {
     pub(crate) last_app_ms: AtomicU64,
     /// Credential expiry, seconds since the Unix epoch; 0 = none.
     pub(crate) exp_s: AtomicU64,
-    pub(crate) rooms: Mutex<HashSet<Arc<str>>>,
+    pub(crate) rooms: Mutex<RoomSet>,
     pub(crate) out: Outbound,
     /// The socket's task (see `writer::run`).
     pub(crate) task: OnceLock<AbortHandle>,
@@ -62,7 +62,7 @@ impl Conn {
             last_seen_ms: AtomicU64::new(now_ms),
             last_app_ms: AtomicU64::new(now_ms),
             exp_s: AtomicU64::new(exp),
-            rooms: Mutex::new(HashSet::new()),
+            rooms: Mutex::new(RoomSet::default()),
             out: Outbound::new(max_backpressure),
             task: OnceLock::new(),
             close_status: Mutex::new(None),
@@ -104,5 +104,121 @@ impl Conn {
     /// The close code and reason (1006 and "" when the connection dropped without a close).
     pub(crate) fn close_status(&self) -> (u16, Box<str>) {
         self.close_status.lock().clone().unwrap_or((1006, "".into()))
+    }
+}
+
+/// The rooms a socket is in: a short list while it is in few (most sockets are in their
+/// user's room and a handful more: a one-entry hash set holds 96 B of heap, a one-entry list
+/// 16 B), a hash set past `FEW`.
+#[derive(Default)]
+pub(crate) struct RoomSet(Set);
+
+enum Set {
+    Few(Vec<Arc<str>>),
+    Many(HashSet<Arc<str>>),
+}
+
+impl Default for Set {
+    fn default() -> Self {
+        Set::Few(Vec::new())
+    }
+}
+
+/// Rooms kept in a list (searched linearly) before the set switches to hashing.
+const FEW: usize = 16;
+
+impl RoomSet {
+    pub(crate) fn contains(&self, room: &str) -> bool {
+        match &self.0 {
+            Set::Few(v) => v.iter().any(|r| &**r == room),
+            Set::Many(h) => h.contains(room),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match &self.0 {
+            Set::Few(v) => v.len(),
+            Set::Many(h) => h.len(),
+        }
+    }
+
+    /// Adds `room`; false if it was there.
+    pub(crate) fn insert(&mut self, room: Arc<str>) -> bool {
+        if self.contains(&room) {
+            return false;
+        }
+        match &mut self.0 {
+            Set::Few(v) if v.len() < FEW => {
+                // Grown one at a time while short: most sockets stay at one or two rooms.
+                if v.len() == v.capacity() {
+                    v.reserve_exact(if v.len() < 4 { 1 } else { v.len() });
+                }
+                v.push(room);
+            }
+            Set::Few(v) => {
+                let mut h: HashSet<Arc<str>> = v.drain(..).collect();
+                h.insert(room);
+                self.0 = Set::Many(h);
+            }
+            Set::Many(h) => {
+                h.insert(room);
+            }
+        }
+        true
+    }
+
+    /// Removes `room`; false if it was not there.
+    pub(crate) fn remove(&mut self, room: &str) -> bool {
+        match &mut self.0 {
+            Set::Few(v) => match v.iter().position(|r| &**r == room) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            Set::Many(h) => h.remove(room),
+        }
+    }
+
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &Arc<str>> + '_> {
+        match &self.0 {
+            Set::Few(v) => Box::new(v.iter()),
+            Set::Many(h) => Box::new(h.iter()),
+        }
+    }
+
+    /// Takes every room out.
+    pub(crate) fn take(&mut self) -> Vec<Arc<str>> {
+        match std::mem::take(&mut self.0) {
+            Set::Few(v) => v,
+            Set::Many(h) => h.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_set_keeps_its_rooms_across_the_switch_to_hashing() {
+        let mut s = RoomSet::default();
+        let name = |i: usize| -> Arc<str> { Arc::from(format!("room:{i}")) };
+        for i in 0..FEW + 5 {
+            assert!(s.insert(name(i)));
+            assert!(!s.insert(name(i)), "a second join of the same room");
+            assert_eq!(s.len(), i + 1);
+        }
+        assert!((0..FEW + 5).all(|i| s.contains(&name(i))) && !s.contains("room:x"));
+        assert!(s.remove("room:3") && !s.remove("room:3") && !s.contains("room:3"));
+        assert_eq!(s.iter().count(), FEW + 4);
+        let mut all = s.take();
+        all.sort();
+        assert_eq!(all.len(), FEW + 4);
+        assert_eq!(s.len(), 0);
+        let mut few = RoomSet::default();
+        assert!(few.insert(name(1)) && few.insert(name(2)) && few.remove("room:1"));
+        assert!(few.contains("room:2") && !few.contains("room:1") && few.len() == 1);
     }
 }
