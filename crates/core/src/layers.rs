@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "auth",
     "stats",
     "supervise",
+    "wake",
     "reader",
     "outbound",
     "presence",

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use bytes::{Buf, Bytes, BytesMut};
 use fastwebsockets::OpCode;
 use tokio::net::tcp::OwnedReadHalf;
+
+use crate::wake::WakeSlot;
 
 /// The server-wide memory budget for client input: bytes of incomplete frames and messages,
 /// and of messages waiting for the app's JS handlers. Every holder takes its share through a
@@ -67,7 +68,7 @@ impl InputBudget {
             used: AtomicUsize::new(0),
             evicted: AtomicBool::new(false),
             reclaim: AtomicUsize::new(0),
-            notify: Notify::new(),
+            notify: WakeSlot::default(),
         });
         self.accounts.lock().insert(id, Arc::downgrade(&a));
         a
@@ -108,7 +109,7 @@ pub(crate) struct Account {
     evicted: AtomicBool,
     /// Bytes it held when told, counted in the budget's `reclaiming` until it gave them back.
     reclaim: AtomicUsize,
-    notify: Notify,
+    notify: WakeSlot,
 }
 
 impl Account {
@@ -319,16 +320,21 @@ impl FrameReader {
                 self.buf = BytesMut::new();
                 return Err(ReadError::OverBudget);
             }
-            // The stream's own readiness slot (the socket has one task), not a waiter list:
-            // nothing of it is kept in the socket's future while it waits.
-            let readable = std::future::poll_fn(|cx| self.stream.as_ref().poll_read_ready(cx));
-            match &self.account {
+            // The stream's own readiness slot (the socket has one task) and the account's wake-up
+            // slot, not waiter lists: nothing of them is kept in the socket's future.
+            let ready = std::future::poll_fn(|cx| {
                 // Without an account the socket holds nothing and is never told to pay.
-                None => readable.await.map_err(|_| ReadError::Gone)?,
-                Some(a) => tokio::select! {
-                    r = readable => r.map_err(|_| ReadError::Gone)?,
-                    _ = a.notify.notified() => continue,
-                },
+                if let Some(a) = &self.account {
+                    if a.notify.poll_notified(cx).is_ready() {
+                        return std::task::Poll::Ready(None);
+                    }
+                }
+                self.stream.as_ref().poll_read_ready(cx).map(Some)
+            })
+            .await;
+            match ready {
+                None => continue, // told to pay: see `evicted` above
+                Some(r) => r.map_err(|_| ReadError::Gone)?,
             }
             match read_now(&self.stream, &mut self.buf) {
                 Ok(0) => return Err(ReadError::Gone),

@@ -153,6 +153,16 @@ impl Timers {
     }
 }
 
+/// Clears the queue's wake-up slot however the task ends: the waker it keeps would keep the
+/// finished task's allocation alive for as long as anyone holds the socket.
+struct ForgetWaker<'a>(&'a Conn);
+
+impl Drop for ForgetWaker<'_> {
+    fn drop(&mut self) {
+        self.0.out.notify.clear();
+    }
+}
+
 /// Where the socket's task is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reading {
@@ -186,6 +196,7 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
     // Dropped (the socket unregistered) once reading is over, even while a close frame is
     // still on its way out.
     let mut guard = Some(guard);
+    let _forget = ForgetWaker(&conn);
     let cfg = &hub.config;
     let Some(sock) = conn.out.sock() else {
         conn.out.close(None, true);
