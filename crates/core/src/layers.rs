@@ -59,6 +59,7 @@ const ORDER: &[&str] = &[
     "upgrade",
     "http",
     "accept",
+    "trim",
     "server",
 ];
 

@@ -52,6 +52,7 @@ mod writer;
 mod accept;
 mod http;
 mod server;
+mod trim;
 mod upgrade;
 
 pub use audience::UserList;
