@@ -21,7 +21,7 @@ use crate::refusals::{fail, invalid_utf8, over_budget, protocol_error, too_big};
 use crate::socket::Conn;
 use crate::socketio;
 
-/// Unregisters the socket once reading is over, however it ends (return, error or abort).
+/// Unregisters the socket however its task ends (return, error, abort, or dropped unpolled).
 pub(crate) struct ConnGuard {
     pub(crate) hub: Arc<Hub>,
     pub(crate) conn: Arc<Conn>,

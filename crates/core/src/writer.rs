@@ -23,8 +23,8 @@ use crate::socket::Conn;
 /// Timers the writer keeps.
 struct Timers {
     next_ping: Instant,
-    /// When a ping is unanswered: (sent at, in hub ms; deadline).
-    pong: Option<(u64, Instant)>,
+    /// When a ping is unanswered: sent at, in hub ms (its deadline is `pong_timeout` later).
+    pong: Option<u64>,
     /// The queue holds data the writer has not got onto the wire yet.
     busy: bool,
     /// The socket is closing (its close frame is queued).
@@ -77,8 +77,8 @@ impl Timers {
     fn deadline(&mut self, hub: &Hub, conn: &Conn) -> Instant {
         let cfg = &hub.config;
         let mut d = self.next_ping;
-        if let Some((_, p)) = self.pong {
-            d = d.min(p);
+        if let Some(sent) = self.pong {
+            d = d.min(hub.instant_of(sent) + hub.config.pong_timeout);
         }
         if self.busy || self.closing {
             d = d.min(self.stall_check);
@@ -121,10 +121,10 @@ impl Timers {
                 self.stall_check = self.progress + limit;
             }
         }
-        if let Some((sent_ms, due)) = self.pong {
+        if let Some(sent_ms) = self.pong {
             if conn.last_seen_ms.load(Relaxed) >= sent_ms {
                 self.pong = None;
-            } else if now >= due {
+            } else if now >= hub.instant_of(sent_ms) + cfg.pong_timeout {
                 hub.stats.pong_timeouts.fetch_add(1, Relaxed);
                 return Tick::Kill;
             }
@@ -132,7 +132,7 @@ impl Timers {
         if now >= self.next_ping {
             self.next_ping = now + cfg.heartbeat;
             if self.pong.is_none() && hub.deliver(conn, frame::ping()) {
-                self.pong = Some((hub.now_ms(), now + cfg.pong_timeout));
+                self.pong = Some(hub.now_ms());
             }
         }
         if let Some(idle) = cfg.idle_timeout {
@@ -174,6 +174,11 @@ enum Reading {
     Done,
 }
 
+/// A deadline that never comes (about 30 years away: `Instant` has no maximum).
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
+}
+
 /// What woke the task.
 enum Wake {
     Timer,
@@ -191,18 +196,17 @@ enum Wake {
 /// 900 B less than the two tasks did. Reading pauses while an answer the protocol orders
 /// before the next message (`ReadSide::wait`) is pending; writing and timers go on.
 pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<UpgradeInfo>) {
-    let hub = guard.hub.clone();
-    let conn = guard.conn.clone();
-    // Dropped (the socket unregistered) once reading is over, even while a close frame is
-    // still on its way out.
-    let mut guard = Some(guard);
-    let _forget = ForgetWaker(&conn);
+    // Borrowed, not cloned: every byte here is in every idle socket's future. The guard
+    // unregisters the socket when the task ends (or is aborted, or dropped before it ran);
+    // reading over, it is unregistered at once (again at the end: a no-op).
+    let (hub, conn) = (&guard.hub, &guard.conn);
+    let _forget = ForgetWaker(conn);
     let cfg = &hub.config;
     let Some(sock) = conn.out.sock() else {
         conn.out.close(None, true);
         return;
     };
-    let mut read = ReadSide::open(&hub, &conn, info);
+    let mut read = ReadSide::open(hub, conn, info);
     let mut reading = Reading::Frames;
     let mut batch = Batch::new();
     let now = Instant::now();
@@ -216,10 +220,11 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
         expiry: (0, now),
     };
     // Set once the queue is done (close frame written, or nothing left to say): the write half
-    // is shut down and the peer has until then to close its side.
-    let mut linger: Option<Instant> = None;
-    // While draining after a close of ours: when to stop waiting for the peer.
-    let mut drain_until: Option<Instant> = None;
+    // is shut down, and the task ends once reading is over too.
+    let mut lingering = false;
+    // When to stop waiting for the peer to close its side: `close_timeout` after our close frame
+    // went out, or after we stopped reading to drain (whichever came first).
+    let mut give_up: Option<Instant> = None;
     // The kernel refused the last write: wait until the socket is writable.
     let mut blocked = false;
     // One timer for the task's life, moved only when the deadline changes: a fresh `sleep_until`
@@ -227,15 +232,15 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
     let timer = sleep_until(timers.next_ping.into());
     tokio::pin!(timer);
     loop {
-        if linger.is_none() {
+        if !lingering {
             // Write as much as the kernel takes now; one look at the queue per refill (it also
             // reports whether the socket is closing).
             loop {
                 let next = batch.refill(&conn.out);
-                timers.note(&hub, matches!(next, Next::Write), batch.closing);
+                timers.note(hub, matches!(next, Next::Write), batch.closing);
                 match next {
                     Next::Done => {
-                        linger = Some(Instant::now() + cfg.close_timeout);
+                        lingering = true;
                         break;
                     }
                     Next::Wait => {
@@ -250,13 +255,13 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
                         Ok(n) => {
                             timers.progress = Instant::now();
                             if batch.advance(&conn.out, n) && batch.ends {
-                                linger = Some(timers.progress + cfg.close_timeout);
+                                lingering = true;
                                 break;
                             }
                             // A socket that keeps taking everything never waits below: its
                             // timers (ping, idle, expiry) still run when due.
                             if timer.deadline() <= timers.progress.into() {
-                                if let Tick::Kill = timers.tick(&hub, &conn) {
+                                if let Tick::Kill = timers.tick(hub, conn) {
                                     conn.out.close(None, true);
                                     return;
                                 }
@@ -273,27 +278,25 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
                     },
                 }
             }
-            if linger.is_some() {
+            if lingering {
                 // Close frame written (or nothing left to say): half-close; the peer gets
                 // `close_timeout` to answer before the socket is dropped.
                 let _ = SockRef::from(sock.as_ref()).shutdown(Shutdown::Write);
+                give_up = Some(give_up.unwrap_or(far()).min(Instant::now() + cfg.close_timeout));
             }
         }
-        if reading == Reading::Done && linger.is_some() {
+        if reading == Reading::Done && lingering {
             return;
         }
-        let mut deadline = match linger {
-            None => timers.deadline(&hub, &conn),
-            Some(l) => l,
-        };
-        if let Some(d) = drain_until {
+        let mut deadline = if lingering { far() } else { timers.deadline(hub, conn) };
+        if let Some(d) = give_up {
             deadline = deadline.min(d);
         }
         let deadline = deadline.into();
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        let writing = linger.is_none();
+        let writing = !lingering;
         let waiting = reading == Reading::Frames && read.wait.is_some();
         let wake = tokio::select! {
             biased;
@@ -308,14 +311,15 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
         let flow = match wake {
             Wake::Timer => {
                 let now = Instant::now();
-                if linger.is_some_and(|l| now >= l) {
-                    return; // the peer never closed its side
-                }
-                if drain_until.is_some_and(|d| now >= d) {
-                    Flow::Done
+                if give_up.is_some_and(|g| now >= g) {
+                    if lingering {
+                        return; // the peer never closed its side
+                    }
+                    give_up = None;
+                    Flow::Done // stop draining; what is left to write still goes out
                 } else {
                     if writing {
-                        if let Tick::Kill = timers.tick(&hub, &conn) {
+                        if let Tick::Kill = timers.tick(hub, conn) {
                             conn.out.close(None, true);
                             return;
                         }
@@ -335,8 +339,8 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
                 read.wait = None;
                 continue;
             }
-            Wake::Frame(Ok(f)) => read.on_frame(&hub, &conn, &mut reader, f),
-            Wake::Frame(Err(e)) => read.on_error(&hub, &conn, e),
+            Wake::Frame(Ok(f)) => read.on_frame(hub, conn, &mut reader, f),
+            Wake::Frame(Err(e)) => read.on_error(hub, conn, e),
             Wake::Drained(gone) => {
                 if gone {
                     Flow::Done
@@ -350,12 +354,11 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
             Flow::Drain => {
                 reader.release();
                 reading = Reading::Drain;
-                drain_until = Some(Instant::now() + cfg.close_timeout);
+                give_up = Some(give_up.unwrap_or(far()).min(Instant::now() + cfg.close_timeout));
             }
             Flow::Done => {
                 reading = Reading::Done;
-                drain_until = None;
-                drop(guard.take());
+                hub.unregister(conn);
             }
         }
     }
