@@ -1,6 +1,7 @@
-//! One WebSocket connection's reader task: frames in (fragments reassembled within the input
+//! One WebSocket connection's read side: frames in (fragments reassembled within the input
 //! budget, UTF-8 checked, control frames answered), the welcome, and each complete message
-//! handed to `messages`. Its guard unregisters the socket however the task ends.
+//! handed to `messages`. The socket's task (`writer`) drives it, one frame at a time; its
+//! guard unregisters the socket once reading is over, however the task ends.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,12 +16,12 @@ use crate::hooks::{BoxFuture, UpgradeInfo};
 use crate::hub::Hub;
 use crate::messages::{on_message, RateWindow};
 use crate::protocol::{self, close_codes};
-use crate::reader::{FrameReader, Held, ReadError};
+use crate::reader::{FrameReader, Held, InFrame, ReadError};
 use crate::refusals::{fail, invalid_utf8, over_budget, protocol_error, too_big};
 use crate::socket::Conn;
 use crate::socketio;
 
-/// Unregisters the socket however its reader ends (return, error or abort).
+/// Unregisters the socket however its task ends (return, error, abort, or dropped unpolled).
 pub(crate) struct ConnGuard {
     pub(crate) hub: Arc<Hub>,
     pub(crate) conn: Arc<Conn>,
@@ -29,7 +30,6 @@ pub(crate) struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.hub.unregister(&self.conn);
-        self.conn.reader_finished();
     }
 }
 
@@ -47,32 +47,171 @@ struct Partial {
     held: Held,
 }
 
-/// The reader task: reads frames until the peer closes or breaks the protocol. `info` is boxed:
-/// a task's arguments keep their place in its future for its whole life, and the request's
-/// details are needed only until the open hook answered.
-pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: Box<UpgradeInfo>) {
-    let hub = guard.hub.clone();
-    let conn = guard.conn.clone();
-    let cfg = &hub.config;
+/// What the socket's task does after a frame or a read error.
+pub(crate) enum Flow {
+    /// Read on.
+    Continue,
+    /// We are closing (a protocol violation, a message too big, the input budget): read on and
+    /// discard until the peer closes its side, within `close_timeout`. Closing with its data
+    /// unread would make the kernel reset the connection and drop our close frame if it was not
+    /// sent yet.
+    Drain,
+    /// Reading is over (the peer's close frame, or the connection is gone).
+    Done,
+}
 
-    let check = hub.hooks.on_open(&hub.handle(conn.clone()), &info);
-    drop(info); // the request's headers are not kept for the socket's life
-    if let Some(check) = check {
-        match timeout(cfg.hook_timeout, check).await {
-            Ok(true) => {}
-            Ok(false) => {
-                conn.close(close_codes::FORBIDDEN, "forbidden", false);
+/// The read side of a socket's task, between frames: a message being reassembled, the rate
+/// window, and an answer that must finish before the next message is read. Kept small: it
+/// lives in the socket's future for the socket's whole life.
+pub(crate) struct ReadSide {
+    partial: Option<Box<Partial>>,
+    pub(crate) rate: RateWindow,
+    /// An answer that must go out before the next message is handled (ordering); the open
+    /// check first. The task polls it instead of reading while it is set.
+    pub(crate) wait: Option<BoxFuture<()>>,
+}
+
+impl ReadSide {
+    /// Starts a socket: the app's open check (if any) runs as the first `wait`; the welcome (or
+    /// Socket.IO's open packet) follows it. `info` is dropped once the open hook has it: the
+    /// request's headers are not kept for the socket's life.
+    pub(crate) fn open(hub: &Arc<Hub>, conn: &Arc<Conn>, info: Box<UpgradeInfo>) -> Self {
+        let check = hub.hooks.on_open(&hub.handle(conn.clone()), &info);
+        drop(info);
+        let wait: Option<BoxFuture<()>> = match check {
+            None => {
+                welcome(hub, conn);
+                None
             }
-            // The app was too busy to decide: 1013 (try again later), not a policy refusal.
-            Err(_) => {
-                hub.stats.handler_timeouts.fetch_add(1, Relaxed);
-                conn.close(close_codes::TRY_AGAIN_LATER, "server busy, try again later", false);
+            Some(check) => {
+                let (hub, conn) = (hub.clone(), conn.clone());
+                Some(Box::pin(async move {
+                    match timeout(hub.config.hook_timeout, check).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            conn.close(close_codes::FORBIDDEN, "forbidden", false);
+                        }
+                        // The app was too busy to decide: 1013 (try again later), not a policy
+                        // refusal.
+                        Err(_) => {
+                            hub.stats.handler_timeouts.fetch_add(1, Relaxed);
+                            conn.close(close_codes::TRY_AGAIN_LATER, "server busy, try again later", false);
+                        }
+                    }
+                    welcome(&hub, &conn);
+                }))
+            }
+        };
+        Self { partial: None, rate: RateWindow { started: Instant::now(), count: 0, warned: false }, wait }
+    }
+
+    /// Handles one frame from the peer.
+    pub(crate) fn on_frame(
+        &mut self,
+        hub: &Arc<Hub>,
+        conn: &Arc<Conn>,
+        reader: &mut FrameReader,
+        frame: InFrame,
+    ) -> Flow {
+        let cfg = &hub.config;
+        conn.last_seen_ms.store(hub.now_ms(), Relaxed);
+        match frame.opcode {
+            OpCode::Close => {
+                on_close_frame(hub, conn, &frame.payload);
+                return Flow::Done;
+            }
+            OpCode::Ping => {
+                hub.deliver(conn, frame::pong(&frame.payload));
+            }
+            OpCode::Pong => {}
+            OpCode::Text | OpCode::Binary => {
+                if self.partial.is_some() {
+                    protocol_error(hub, conn, "new message inside a fragmented one");
+                    return self.stop();
+                }
+                if frame.fin {
+                    if !on_message(hub, conn, frame.opcode, frame.payload, &mut self.rate, &mut self.wait) {
+                        return self.stop();
+                    }
+                } else {
+                    let mut p = Box::new(Partial {
+                        opcode: frame.opcode,
+                        buf: BytesMut::from(&frame.payload[..]),
+                        utf8_checked: 0,
+                        held: reader.share(),
+                    });
+                    if !p.held.resize(p.buf.capacity()) {
+                        over_budget(hub, conn);
+                        return self.stop();
+                    }
+                    if p.opcode == OpCode::Text && !check_utf8(&mut p) {
+                        invalid_utf8(hub, conn);
+                        return self.stop();
+                    }
+                    self.partial = Some(p);
+                }
+            }
+            OpCode::Continuation => {
+                let Some(p) = self.partial.as_mut() else {
+                    protocol_error(hub, conn, "continuation without a message");
+                    return self.stop();
+                };
+                if p.buf.len() + frame.payload.len() > cfg.max_message_size {
+                    too_big(hub, conn);
+                    return self.stop();
+                }
+                p.buf.extend_from_slice(&frame.payload);
+                if !p.held.resize(p.buf.capacity()) {
+                    over_budget(hub, conn);
+                    return self.stop();
+                }
+                if p.opcode == OpCode::Text && !check_utf8(p) {
+                    invalid_utf8(hub, conn);
+                    return self.stop();
+                }
+                if frame.fin {
+                    let p = self.partial.take().expect("checked above");
+                    if p.opcode == OpCode::Text && p.utf8_checked != p.buf.len() {
+                        invalid_utf8(hub, conn);
+                        return self.stop();
+                    }
+                    let Partial { opcode, buf, held, .. } = *p;
+                    let go_on = on_message(hub, conn, opcode, buf.freeze(), &mut self.rate, &mut self.wait);
+                    drop(held);
+                    if !go_on {
+                        return self.stop();
+                    }
+                }
             }
         }
+        Flow::Continue
     }
+
+    /// A read error: the connection is gone, or the peer broke the protocol (we close).
+    pub(crate) fn on_error(&mut self, hub: &Hub, conn: &Conn, e: ReadError) -> Flow {
+        if e == ReadError::Gone {
+            return Flow::Done;
+        }
+        fail(hub, conn, e);
+        self.stop()
+    }
+
+    /// Stops reading messages: what was being reassembled gives its share of the input budget
+    /// back, and the task drains the peer's input.
+    fn stop(&mut self) -> Flow {
+        self.partial = None;
+        self.wait = None;
+        Flow::Drain
+    }
+}
+
+/// The first frame: the welcome (our protocol) or Socket.IO's open packet, unless the socket
+/// is already closing (refused by the open check).
+fn welcome(hub: &Arc<Hub>, conn: &Arc<Conn>) {
+    let cfg = &hub.config;
     if conn.socketio.get().is_some() {
         if !conn.out.is_closed() {
-            socketio::start(&hub, &conn);
+            socketio::start(hub, conn);
         }
     } else if !conn.out.is_closed() && !cfg.echo {
         let user = conn.user();
@@ -82,102 +221,11 @@ pub(crate) async fn read_loop(guard: ConnGuard, mut reader: FrameReader, info: B
             protocol::json_str(&conn.id),
             user_json
         );
-        hub.deliver(&conn, frame::text(welcome.as_bytes()));
+        hub.deliver(conn, frame::text(welcome.as_bytes()));
         if let Some(u) = user {
-            let _ = hub.join(&conn, &u.user_room());
+            let _ = hub.join(conn, &u.user_room());
         }
     }
-
-    let mut partial: Option<Partial> = None;
-    let mut rate = RateWindow { started: Instant::now(), count: 0, warned: false };
-    let mut wait: Option<BoxFuture<()>> = None;
-
-    loop {
-        // An answer that must go out before the next message is handled (ordering).
-        if let Some(w) = wait.take() {
-            w.await;
-        }
-        let frame = match reader.next().await {
-            Ok(f) => f,
-            Err(ReadError::Gone) => return,
-            Err(e) => {
-                fail(&hub, &conn, e);
-                break;
-            }
-        };
-        conn.last_seen_ms.store(hub.now_ms(), Relaxed);
-        match frame.opcode {
-            OpCode::Close => {
-                on_close_frame(&hub, &conn, &frame.payload);
-                return;
-            }
-            OpCode::Ping => {
-                hub.deliver(&conn, frame::pong(&frame.payload));
-            }
-            OpCode::Pong => {}
-            OpCode::Text | OpCode::Binary => {
-                if partial.is_some() {
-                    protocol_error(&hub, &conn, "new message inside a fragmented one");
-                    break;
-                }
-                if frame.fin {
-                    if !on_message(&hub, &conn, frame.opcode, frame.payload, &mut rate, &mut wait) {
-                        break;
-                    }
-                } else {
-                    let mut p = Partial {
-                        opcode: frame.opcode,
-                        buf: BytesMut::from(&frame.payload[..]),
-                        utf8_checked: 0,
-                        held: reader.share(),
-                    };
-                    if !p.held.resize(p.buf.capacity()) {
-                        over_budget(&hub, &conn);
-                        break;
-                    }
-                    if p.opcode == OpCode::Text && !check_utf8(&mut p) {
-                        invalid_utf8(&hub, &conn);
-                        break;
-                    }
-                    partial = Some(p);
-                }
-            }
-            OpCode::Continuation => {
-                let Some(p) = partial.as_mut() else {
-                    protocol_error(&hub, &conn, "continuation without a message");
-                    break;
-                };
-                if p.buf.len() + frame.payload.len() > cfg.max_message_size {
-                    too_big(&hub, &conn);
-                    break;
-                }
-                p.buf.extend_from_slice(&frame.payload);
-                if !p.held.resize(p.buf.capacity()) {
-                    over_budget(&hub, &conn);
-                    break;
-                }
-                if p.opcode == OpCode::Text && !check_utf8(p) {
-                    invalid_utf8(&hub, &conn);
-                    break;
-                }
-                if frame.fin {
-                    let p = partial.take().expect("checked above");
-                    if p.opcode == OpCode::Text && p.utf8_checked != p.buf.len() {
-                        invalid_utf8(&hub, &conn);
-                        break;
-                    }
-                    if !on_message(&hub, &conn, p.opcode, p.buf.freeze(), &mut rate, &mut wait) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    // We closed (a protocol violation, a message too big, the input budget): read on until
-    // the peer closes its side, within `close_timeout`. Closing with its data unread would make
-    // the kernel reset the connection and drop our close frame if it was not sent yet.
-    drop(partial); // its share of the input budget
-    reader.drain(cfg.close_timeout).await;
 }
 
 /// Validates the UTF-8 added since the last check; a sequence cut at the end may complete later.

@@ -17,14 +17,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::connection::{read_loop, ConnGuard};
+use crate::connection::ConnGuard;
 use crate::hub::Hub;
 use crate::protocol::close_codes;
 use crate::reader::FrameReader;
 use crate::socket::Conn;
 use crate::stats::Refusal;
 use crate::upgrade::{admit, path_served, Admitted};
-use crate::writer::write_loop;
+use crate::writer;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -177,7 +177,7 @@ fn handshake_error<B>(req: &Request<B>) -> Option<Resp> {
     None
 }
 
-/// Completes the upgrade and starts the socket's reader and writer tasks.
+/// Completes the upgrade and starts the socket's task.
 async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     let Some((stream, read_ahead)) = take_tcp(fut).await else {
         hub.slots.fetch_sub(1, Relaxed);
@@ -201,10 +201,9 @@ async fn start_socket(hub: Arc<Hub>, fut: UpgradeFut, admitted: Admitted) {
     }
     hub.register(&conn);
     let guard = ConnGuard { hub: hub.clone(), conn: conn.clone() };
-    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, hub.input.account());
-    tokio::spawn(write_loop(hub.clone(), conn.clone()));
-    let reader = tokio::spawn(read_loop(guard, frames, Box::new(admitted.info)));
-    conn.set_reader(reader.abort_handle());
+    let frames = FrameReader::new(r, read_ahead, hub.config.max_message_size, &hub.input);
+    let task = tokio::spawn(writer::run(guard, frames, Box::new(admitted.info)));
+    conn.set_task(task.abort_handle());
     if hub.shutting_down.load(Relaxed) {
         conn.close(close_codes::GOING_AWAY, "server shutting down", false);
     }
@@ -220,11 +219,11 @@ async fn take_tcp(fut: UpgradeFut) -> Option<(TcpStream, Bytes)> {
     Some((stream, parts.read_buf))
 }
 
-/// Drops the wakers hyper's connection task left in the stream's readiness slots. Our reader
-/// and writer wait through `readable()`/`writable()` (waiter lists), which never replace those
-/// slots, so the stale waker would keep the finished HTTP task's allocation (~1 KB) alive for
-/// the socket's whole life. Polling with a no-op waker swaps it out and leaves readiness as it
-/// was. (A stream already readable then keeps the old waker until it closes: the common case,
+/// Drops the wakers hyper's connection task left in the stream's readiness slots. The socket's
+/// task waits in those slots too, but polls the write slot only once the kernel refused a
+/// write (and the read slot only after the open check), so until then the stale waker would
+/// keep the finished HTTP task's allocation (~1 KB) alive. Polling with a no-op waker swaps it
+/// out and leaves readiness as it was. (A stream already readable then keeps the old waker until it closes: the common case,
 /// a client that waits for the 101 before it sends, is the one covered.)
 fn forget_http_wakers(stream: &TcpStream) {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "auth",
     "stats",
     "supervise",
+    "wake",
     "reader",
     "outbound",
     "presence",
@@ -58,6 +59,7 @@ const ORDER: &[&str] = &[
     "upgrade",
     "http",
     "accept",
+    "trim",
     "server",
 ];
 

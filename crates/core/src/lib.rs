@@ -18,6 +18,7 @@ mod reader;
 mod socketio_framing;
 mod stats;
 mod supervise;
+mod wake;
 // Socket state and the room registry.
 mod audience;
 mod cork;
@@ -51,6 +52,7 @@ mod writer;
 mod accept;
 mod http;
 mod server;
+mod trim;
 mod upgrade;
 
 pub use audience::UserList;

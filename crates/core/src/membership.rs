@@ -82,7 +82,7 @@ impl Hub {
     pub(crate) fn unregister(&self, conn: &Arc<Conn>) {
         // Without discarding: a close frame (and what precedes it) may still be on its way out.
         conn.out.close(None, false);
-        let rooms: Vec<Arc<str>> = conn.rooms.lock().drain().collect();
+        let rooms: Vec<Arc<str>> = conn.rooms.lock().take();
         for r in &rooms {
             let removed = self.rooms.remove(r, conn.key);
             self.room_changed(conn, r, false, removed);

@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::Notify;
+
+use crate::wake::WakeSlot;
 
 /// Most frames handed to one `writev` call.
 const MAX_IOV: usize = 64;
@@ -72,7 +73,8 @@ pub(crate) struct Outbound {
     max: usize,
     /// The socket's write half, once attached (absent: everything is queued).
     sock: OnceLock<OwnedWriteHalf>,
-    pub(crate) notify: Notify,
+    /// Wakes the socket's task (its waiting keeps nothing in the task's future).
+    pub(crate) notify: WakeSlot,
 }
 
 impl Outbound {
@@ -89,7 +91,7 @@ impl Outbound {
             queued: AtomicUsize::new(0),
             max,
             sock: OnceLock::new(),
-            notify: Notify::new(),
+            notify: WakeSlot::default(),
         }
     }
 

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use bytes::{Buf, Bytes, BytesMut};
 use fastwebsockets::OpCode;
 use tokio::net::tcp::OwnedReadHalf;
+
+use crate::wake::WakeSlot;
 
 /// The server-wide memory budget for client input: bytes of incomplete frames and messages,
 /// and of messages waiting for the app's JS handlers. Every holder takes its share through a
@@ -67,7 +68,7 @@ impl InputBudget {
             used: AtomicUsize::new(0),
             evicted: AtomicBool::new(false),
             reclaim: AtomicUsize::new(0),
-            notify: Notify::new(),
+            notify: WakeSlot::default(),
         });
         self.accounts.lock().insert(id, Arc::downgrade(&a));
         a
@@ -108,7 +109,7 @@ pub(crate) struct Account {
     evicted: AtomicBool,
     /// Bytes it held when told, counted in the budget's `reclaiming` until it gave them back.
     reclaim: AtomicUsize,
-    notify: Notify,
+    notify: WakeSlot,
 }
 
 impl Account {
@@ -228,7 +229,10 @@ pub(crate) struct FrameReader {
     /// `buf`'s capacity, taken from the server's input budget.
     held: Held,
     /// The socket's account, which its other shares (a message being reassembled) use too.
-    account: Arc<Account>,
+    /// Opened the first time the socket holds input (an incomplete frame, a fragment): an idle
+    /// socket, or one whose frames always arrive whole, never needs one (~130 B with its entry
+    /// in the budget's map).
+    account: Option<Arc<Account>>,
 }
 
 impl FrameReader {
@@ -237,18 +241,30 @@ impl FrameReader {
         stream: OwnedReadHalf,
         read_ahead: Bytes,
         max_payload: usize,
-        account: Arc<Account>,
+        budget: &Arc<InputBudget>,
     ) -> Self {
         let buf = if read_ahead.is_empty() { BytesMut::new() } else { BytesMut::from(&read_ahead[..]) };
-        Self { stream, buf, max_payload, held: account.share(), account }
+        Self { stream, buf, max_payload, held: budget.share(), account: None }
+    }
+
+    /// The socket's account, opened on first use; `held` moves onto it (it is empty until then:
+    /// it grows only once the account exists).
+    fn account(&mut self) -> &Arc<Account> {
+        if self.account.is_none() {
+            let a = self.held.budget.account();
+            self.held = a.share();
+            self.account = Some(a);
+        }
+        self.account.as_ref().expect("opened above")
     }
 
     /// An empty share on this socket's account of the input budget.
-    pub(crate) fn share(&self) -> Held {
-        self.account.share()
+    pub(crate) fn share(&mut self) -> Held {
+        self.account().share()
     }
 
-    /// The next frame. Not cancel-safe across `fill` (one reader task per socket).
+    /// The next frame. Cancel-safe: what was read stays in `buf` (the socket's task polls this
+    /// beside its writes and timers).
     pub(crate) async fn next(&mut self) -> Result<InFrame, ReadError> {
         loop {
             let parsed = parse(&mut self.buf, self.max_payload)?;
@@ -256,7 +272,11 @@ impl FrameReader {
                 self.buf = BytesMut::new(); // give the memory back while idle
             }
             // What an incomplete frame pins (parse reserves a whole announced frame) counts.
-            if !self.held.resize(self.buf.capacity()) {
+            let cap = self.buf.capacity();
+            if cap > 0 {
+                self.account();
+            }
+            if !self.held.resize(cap) {
                 self.buf = BytesMut::new();
                 return Err(ReadError::OverBudget);
             }
@@ -267,39 +287,54 @@ impl FrameReader {
         }
     }
 
-    /// Reads and discards what the peer sends until it closes its side or `within` passes:
-    /// after a close of ours, so the socket is not closed with unread input (the kernel would
-    /// answer with a reset, dropping whatever it had not sent yet, our close frame included).
-    /// Holds no buffer: the bytes go through the per-thread chunk.
-    pub(crate) async fn drain(&mut self, within: std::time::Duration) {
+    /// Gives back the buffer and its share of the input budget: the socket reads only to
+    /// discard from now on (`discard`).
+    pub(crate) fn release(&mut self) {
         self.buf = BytesMut::new();
         let _ = self.held.resize(0);
-        let _ = tokio::time::timeout(within, async {
-            loop {
-                if self.stream.readable().await.is_err() {
-                    return;
-                }
-                match discard_now(&self.stream) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
+    }
+
+    /// Reads and discards what the peer sent, once it is readable; true once it closed its side
+    /// (or the connection broke). After a close of ours, so the socket is not closed with unread
+    /// input (the kernel would answer with a reset, dropping whatever it had not sent yet, our
+    /// close frame included). Holds no buffer: the bytes go through the per-thread chunk.
+    /// Cancel-safe.
+    pub(crate) async fn discard(&mut self) -> bool {
+        loop {
+            if std::future::poll_fn(|cx| self.stream.as_ref().poll_read_ready(cx)).await.is_err() {
+                return true;
             }
-        })
-        .await;
+            match discard_now(&self.stream) {
+                Ok(0) => return true,
+                Ok(_) => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return true,
+            }
+        }
     }
 
     async fn fill(&mut self) -> Result<(), ReadError> {
         loop {
             // Told to close so that others may read on: whatever this socket was reading.
-            if self.account.evicted() {
+            if self.account.as_ref().is_some_and(|a| a.evicted()) {
                 self.buf = BytesMut::new();
                 return Err(ReadError::OverBudget);
             }
-            tokio::select! {
-                r = self.stream.readable() => r.map_err(|_| ReadError::Gone)?,
-                _ = self.account.notify.notified() => continue,
+            // The stream's own readiness slot (the socket has one task) and the account's wake-up
+            // slot, not waiter lists: nothing of them is kept in the socket's future.
+            let ready = std::future::poll_fn(|cx| {
+                // Without an account the socket holds nothing and is never told to pay.
+                if let Some(a) = &self.account {
+                    if a.notify.poll_notified(cx).is_ready() {
+                        return std::task::Poll::Ready(None);
+                    }
+                }
+                self.stream.as_ref().poll_read_ready(cx).map(Some)
+            })
+            .await;
+            match ready {
+                None => continue, // told to pay: see `evicted` above
+                Some(r) => r.map_err(|_| ReadError::Gone)?,
             }
             match read_now(&self.stream, &mut self.buf) {
                 Ok(0) => return Err(ReadError::Gone),

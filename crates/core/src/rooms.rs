@@ -41,12 +41,80 @@ pub(crate) struct Room {
     parts: Box<[Part]>,
 }
 
-/// One part of a room's members, by connection key.
-type Part = RwLock<HashMap<u64, Arc<Conn>>>;
+/// One part of a room's members.
+type Part = RwLock<Members>;
+
+/// Members of one part: a short list while there are few (a user's own room has one or two,
+/// and a one-entry hash map holds 96 B of heap, a one-entry list 8 B), a map by connection key
+/// past `FEW_MEMBERS`.
+enum Members {
+    Few(Vec<Arc<Conn>>),
+    Many(HashMap<u64, Arc<Conn>>),
+}
+
+/// Members kept in a list (searched linearly on join and leave) before a part switches to a map.
+const FEW_MEMBERS: usize = 16;
+
+impl Members {
+    fn insert(&mut self, conn: &Arc<Conn>) {
+        match self {
+            Members::Few(v) => {
+                if v.iter().any(|c| c.key == conn.key) {
+                    return;
+                }
+                if v.len() < FEW_MEMBERS {
+                    // Grown one at a time while short: most rooms of this kind stay at one or two.
+                    if v.len() == v.capacity() {
+                        v.reserve_exact(if v.len() < 4 { 1 } else { v.len() });
+                    }
+                    v.push(conn.clone());
+                } else {
+                    let mut m: HashMap<u64, Arc<Conn>> = v.drain(..).map(|c| (c.key, c)).collect();
+                    m.insert(conn.key, conn.clone());
+                    *self = Members::Many(m);
+                }
+            }
+            Members::Many(m) => {
+                m.insert(conn.key, conn.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, key: u64) {
+        match self {
+            Members::Few(v) => {
+                if let Some(i) = v.iter().position(|c| c.key == key) {
+                    v.swap_remove(i);
+                }
+            }
+            Members::Many(m) => {
+                m.remove(&key);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::Few(v) => v.len(),
+            Members::Many(m) => m.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn for_each(&self, f: impl FnMut(&Arc<Conn>)) {
+        match self {
+            Members::Few(v) => v.iter().for_each(f),
+            Members::Many(m) => m.values().for_each(f),
+        }
+    }
+}
 
 impl Room {
     fn new(parts: usize) -> Self {
-        Self { parts: (0..parts.max(1)).map(|_| RwLock::new(HashMap::new())).collect() }
+        Self { parts: (0..parts.max(1)).map(|_| RwLock::new(Members::Few(Vec::new()))).collect() }
     }
 
     fn part_of(&self, key: u64) -> &Part {
@@ -62,9 +130,7 @@ impl Room {
     /// registry).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Conn>)) {
         for part in self.parts.iter() {
-            for c in part.read().values() {
-                f(c);
-            }
+            part.read().for_each(&mut f);
         }
     }
 
@@ -72,14 +138,14 @@ impl Room {
     pub(crate) fn members_in(&self, i: usize) -> Vec<Arc<Conn>> {
         let part = self.parts[i].read();
         let mut all = Vec::with_capacity(part.len());
-        all.extend(part.values().cloned());
+        part.for_each(|c| all.push(c.clone()));
         all
     }
 
     /// Adds a member; true when a one-part room reached `SPLIT_AT` (time to split it).
     fn add(&self, conn: &Arc<Conn>) -> bool {
         let mut part = self.part_of(conn.key).write();
-        part.insert(conn.key, conn.clone());
+        part.insert(conn);
         self.parts.len() == 1 && part.len() >= SPLIT_AT
     }
 
@@ -156,7 +222,7 @@ impl RoomRegistry {
         let Some(old) = map.get(room).filter(|r| r.parts() == 1) else { return };
         let new = Room::new(self.parts);
         old.for_each(|c| {
-            new.part_of(c.key).write().insert(c.key, c.clone());
+            new.part_of(c.key).write().insert(c);
         });
         map.insert(Arc::from(room), Arc::new(new));
     }
@@ -167,7 +233,7 @@ impl RoomRegistry {
         let emptied = {
             let map = self.rooms.read();
             let Some(r) = map.get(room) else { return false };
-            r.part_of(key).write().remove(&key);
+            r.part_of(key).write().remove(key);
             // The part's lock is released first: never two parts' locks at once.
             r.is_empty()
         };

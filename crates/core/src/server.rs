@@ -125,6 +125,7 @@ impl Server {
             http::Listener::Main,
         ));
         runtime.spawn(crate::lanes::run(hub.clone(), commands));
+        runtime.spawn(crate::trim::run(hub.clone()));
         Ok(ServerHandle {
             inner: Arc::new(Inner {
                 hub,

@@ -9,7 +9,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::auth::UserClaims;
@@ -31,10 +30,10 @@ pub struct Conn {
     pub(crate) last_app_ms: AtomicU64,
     /// Credential expiry, seconds since the Unix epoch; 0 = none.
     pub(crate) exp_s: AtomicU64,
-    pub(crate) rooms: Mutex<HashSet<Arc<str>>>,
+    pub(crate) rooms: Mutex<RoomSet>,
     pub(crate) out: Outbound,
-    pub(crate) reader: OnceLock<AbortHandle>,
-    pub(crate) reader_done: Notify,
+    /// The socket's task (see `writer::run`).
+    pub(crate) task: OnceLock<AbortHandle>,
     /// The first close code and reason (ours or the peer's), for the app's disconnect hook.
     pub(crate) close_status: Mutex<Option<(u16, Box<str>)>>,
     /// Set once, before the socket is registered, when it speaks Socket.IO. Boxed: every other
@@ -63,10 +62,9 @@ impl Conn {
             last_seen_ms: AtomicU64::new(now_ms),
             last_app_ms: AtomicU64::new(now_ms),
             exp_s: AtomicU64::new(exp),
-            rooms: Mutex::new(HashSet::new()),
+            rooms: Mutex::new(RoomSet::default()),
             out: Outbound::new(max_backpressure),
-            reader: OnceLock::new(),
-            reader_done: Notify::new(),
+            task: OnceLock::new(),
             close_status: Mutex::new(None),
             socketio: OnceLock::new(),
         }
@@ -77,13 +75,13 @@ impl Conn {
         self.user.read().clone()
     }
 
-    pub(crate) fn set_reader(&self, h: AbortHandle) {
-        let _ = self.reader.set(h);
+    pub(crate) fn set_task(&self, h: AbortHandle) {
+        let _ = self.task.set(h);
     }
 
-    /// Stops the reader at once (dead peer, stuck close); its guard unregisters the socket.
+    /// Stops the socket's task at once (shutdown's last step); its guard unregisters the socket.
     pub(crate) fn kill(&self) {
-        if let Some(h) = self.reader.get() {
+        if let Some(h) = self.task.get() {
             h.abort();
         }
         self.out.close(None, true);
@@ -107,8 +105,120 @@ impl Conn {
     pub(crate) fn close_status(&self) -> (u16, Box<str>) {
         self.close_status.lock().clone().unwrap_or((1006, "".into()))
     }
+}
 
-    pub(crate) fn reader_finished(&self) {
-        self.reader_done.notify_one();
+/// The rooms a socket is in: a short list while it is in few (most sockets are in their
+/// user's room and a handful more: a one-entry hash set holds 96 B of heap, a one-entry list
+/// 16 B), a hash set past `FEW`.
+#[derive(Default)]
+pub(crate) struct RoomSet(Set);
+
+enum Set {
+    Few(Vec<Arc<str>>),
+    Many(HashSet<Arc<str>>),
+}
+
+impl Default for Set {
+    fn default() -> Self {
+        Set::Few(Vec::new())
+    }
+}
+
+/// Rooms kept in a list (searched linearly) before the set switches to hashing.
+const FEW: usize = 16;
+
+impl RoomSet {
+    pub(crate) fn contains(&self, room: &str) -> bool {
+        match &self.0 {
+            Set::Few(v) => v.iter().any(|r| &**r == room),
+            Set::Many(h) => h.contains(room),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match &self.0 {
+            Set::Few(v) => v.len(),
+            Set::Many(h) => h.len(),
+        }
+    }
+
+    /// Adds `room`; false if it was there.
+    pub(crate) fn insert(&mut self, room: Arc<str>) -> bool {
+        if self.contains(&room) {
+            return false;
+        }
+        match &mut self.0 {
+            Set::Few(v) if v.len() < FEW => {
+                // Grown one at a time while short: most sockets stay at one or two rooms.
+                if v.len() == v.capacity() {
+                    v.reserve_exact(if v.len() < 4 { 1 } else { v.len() });
+                }
+                v.push(room);
+            }
+            Set::Few(v) => {
+                let mut h: HashSet<Arc<str>> = v.drain(..).collect();
+                h.insert(room);
+                self.0 = Set::Many(h);
+            }
+            Set::Many(h) => {
+                h.insert(room);
+            }
+        }
+        true
+    }
+
+    /// Removes `room`; false if it was not there.
+    pub(crate) fn remove(&mut self, room: &str) -> bool {
+        match &mut self.0 {
+            Set::Few(v) => match v.iter().position(|r| &**r == room) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            Set::Many(h) => h.remove(room),
+        }
+    }
+
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &Arc<str>> + '_> {
+        match &self.0 {
+            Set::Few(v) => Box::new(v.iter()),
+            Set::Many(h) => Box::new(h.iter()),
+        }
+    }
+
+    /// Takes every room out.
+    pub(crate) fn take(&mut self) -> Vec<Arc<str>> {
+        match std::mem::take(&mut self.0) {
+            Set::Few(v) => v,
+            Set::Many(h) => h.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_set_keeps_its_rooms_across_the_switch_to_hashing() {
+        let mut s = RoomSet::default();
+        let name = |i: usize| -> Arc<str> { Arc::from(format!("room:{i}")) };
+        for i in 0..FEW + 5 {
+            assert!(s.insert(name(i)));
+            assert!(!s.insert(name(i)), "a second join of the same room");
+            assert_eq!(s.len(), i + 1);
+        }
+        assert!((0..FEW + 5).all(|i| s.contains(&name(i))) && !s.contains("room:x"));
+        assert!(s.remove("room:3") && !s.remove("room:3") && !s.contains("room:3"));
+        assert_eq!(s.iter().count(), FEW + 4);
+        let mut all = s.take();
+        all.sort();
+        assert_eq!(all.len(), FEW + 4);
+        assert_eq!(s.len(), 0);
+        let mut few = RoomSet::default();
+        assert!(few.insert(name(1)) && few.insert(name(2)) && few.remove("room:1"));
+        assert!(few.contains("room:2") && !few.contains("room:1") && few.len() == 1);
     }
 }

@@ -1,27 +1,30 @@
-//! One WebSocket connection's writer task: drains what producers could not write directly
-//! (see `outbound`) with vectored writes, and runs the socket's timers (heartbeat ping and pong deadline, idle and credential expiry, the
-//! slow-consumer stall check, the closing handshake's deadlines).
+//! One WebSocket connection's task: its read side (`connection`), draining what producers could
+//! not write directly (see `outbound`) with vectored writes, and the socket's timers (heartbeat
+//! ping and pong deadline, idle and credential expiry, the slow-consumer stall check, the
+//! closing handshake's deadlines).
 
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::SockRef;
-use tokio::time::{sleep_until, timeout};
+use tokio::time::sleep_until;
 
+use crate::connection::{ConnGuard, Flow, ReadSide};
 use crate::frame;
+use crate::hooks::UpgradeInfo;
 use crate::hub::Hub;
 use crate::outbound::{Batch, Next};
 use crate::protocol::close_codes;
+use crate::reader::{FrameReader, InFrame, ReadError};
 use crate::socket::Conn;
 
 /// Timers the writer keeps.
 struct Timers {
     next_ping: Instant,
-    /// When a ping is unanswered: (sent at, in hub ms; deadline).
-    pong: Option<(u64, Instant)>,
+    /// When a ping is unanswered: sent at, in hub ms (its deadline is `pong_timeout` later).
+    pong: Option<u64>,
     /// The queue holds data the writer has not got onto the wire yet.
     busy: bool,
     /// The socket is closing (its close frame is queued).
@@ -74,8 +77,8 @@ impl Timers {
     fn deadline(&mut self, hub: &Hub, conn: &Conn) -> Instant {
         let cfg = &hub.config;
         let mut d = self.next_ping;
-        if let Some((_, p)) = self.pong {
-            d = d.min(p);
+        if let Some(sent) = self.pong {
+            d = d.min(hub.instant_of(sent) + hub.config.pong_timeout);
         }
         if self.busy || self.closing {
             d = d.min(self.stall_check);
@@ -118,10 +121,10 @@ impl Timers {
                 self.stall_check = self.progress + limit;
             }
         }
-        if let Some((sent_ms, due)) = self.pong {
+        if let Some(sent_ms) = self.pong {
             if conn.last_seen_ms.load(Relaxed) >= sent_ms {
                 self.pong = None;
-            } else if now >= due {
+            } else if now >= hub.instant_of(sent_ms) + cfg.pong_timeout {
                 hub.stats.pong_timeouts.fetch_add(1, Relaxed);
                 return Tick::Kill;
             }
@@ -129,7 +132,7 @@ impl Timers {
         if now >= self.next_ping {
             self.next_ping = now + cfg.heartbeat;
             if self.pong.is_none() && hub.deliver(conn, frame::ping()) {
-                self.pong = Some((hub.now_ms(), now + cfg.pong_timeout));
+                self.pong = Some(hub.now_ms());
             }
         }
         if let Some(idle) = cfg.idle_timeout {
@@ -150,14 +153,61 @@ impl Timers {
     }
 }
 
-/// The writer task: drains what producers could not write directly (vectored writes, once the
-/// socket is writable) and runs the socket's timers.
-pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
+/// Clears the queue's wake-up slot however the task ends: the waker it keeps would keep the
+/// finished task's allocation alive for as long as anyone holds the socket.
+struct ForgetWaker<'a>(&'a Conn);
+
+impl Drop for ForgetWaker<'_> {
+    fn drop(&mut self) {
+        self.0.out.notify.clear();
+    }
+}
+
+/// Where the socket's task is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Frames in, one at a time (or the pending `wait` first).
+    Frames,
+    /// Discarding the peer's input until it closes its side, within `close_timeout`.
+    Drain,
+    /// Nothing more to read: the socket is unregistered.
+    Done,
+}
+
+/// A deadline that never comes (about 30 years away: `Instant` has no maximum).
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
+}
+
+/// What woke the task.
+enum Wake {
+    Timer,
+    Queue,
+    Writable(bool),
+    Waited,
+    Frame(Result<InFrame, ReadError>),
+    Drained(bool),
+}
+
+/// The socket's one task: reads frames (`connection::ReadSide`), drains what producers could
+/// not write directly (vectored writes, once the socket is writable), and runs the socket's
+/// timers. One task, not a reader and a writer: an idle socket then holds one small future
+/// (its waits use the stream's readiness slots and the queue's `Notify`, one timer), about
+/// 900 B less than the two tasks did. Reading pauses while an answer the protocol orders
+/// before the next message (`ReadSide::wait`) is pending; writing and timers go on.
+pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<UpgradeInfo>) {
+    // Borrowed, not cloned: every byte here is in every idle socket's future. The guard
+    // unregisters the socket when the task ends (or is aborted, or dropped before it ran);
+    // reading over, it is unregistered at once (again at the end: a no-op).
+    let (hub, conn) = (&guard.hub, &guard.conn);
+    let _forget = ForgetWaker(conn);
     let cfg = &hub.config;
     let Some(sock) = conn.out.sock() else {
-        conn.kill();
+        conn.out.close(None, true);
         return;
     };
+    let mut read = ReadSide::open(hub, conn, info);
+    let mut reading = Reading::Frames;
     let mut batch = Batch::new();
     let now = Instant::now();
     let mut timers = Timers {
@@ -169,66 +219,156 @@ pub(crate) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
         stall_check: now,
         expiry: (0, now),
     };
+    // Set once the queue is done (close frame written, or nothing left to say): the write half
+    // is shut down, and the task ends once reading is over too.
+    let mut lingering = false;
+    // When to stop waiting for the peer to close its side: `close_timeout` after our close frame
+    // went out, or after we stopped reading to drain (whichever came first).
+    let mut give_up: Option<Instant> = None;
+    // The kernel refused the last write: wait until the socket is writable.
+    let mut blocked = false;
     // One timer for the task's life, moved only when the deadline changes: a fresh `sleep_until`
     // per wake-up would register and cancel a timer-wheel entry for every delivery.
     let timer = sleep_until(timers.next_ping.into());
     tokio::pin!(timer);
     loop {
-        // One look at the queue per wake-up: refill also reports whether the socket is closing.
-        let next = batch.refill(&conn.out);
-        timers.note(&hub, matches!(next, Next::Write), batch.closing);
-        let deadline = timers.deadline(&hub, &conn).into();
+        if !lingering {
+            // Write as much as the kernel takes now; one look at the queue per refill (it also
+            // reports whether the socket is closing).
+            loop {
+                let next = batch.refill(&conn.out);
+                timers.note(hub, matches!(next, Next::Write), batch.closing);
+                match next {
+                    Next::Done => {
+                        lingering = true;
+                        break;
+                    }
+                    Next::Wait => {
+                        blocked = false;
+                        break;
+                    }
+                    Next::Write => match batch.try_write(sock) {
+                        Ok(0) => {
+                            conn.out.close(None, true);
+                            return;
+                        }
+                        Ok(n) => {
+                            timers.progress = Instant::now();
+                            if batch.advance(&conn.out, n) && batch.ends {
+                                lingering = true;
+                                break;
+                            }
+                            // A socket that keeps taking everything never waits below: its
+                            // timers (ping, idle, expiry) still run when due.
+                            if timer.deadline() <= timers.progress.into() {
+                                if let Tick::Kill = timers.tick(hub, conn) {
+                                    conn.out.close(None, true);
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            blocked = true;
+                            break;
+                        }
+                        Err(_) => {
+                            conn.out.close(None, true);
+                            return;
+                        }
+                    },
+                }
+            }
+            if lingering {
+                // Close frame written (or nothing left to say): half-close; the peer gets
+                // `close_timeout` to answer before the socket is dropped.
+                let _ = SockRef::from(sock.as_ref()).shutdown(Shutdown::Write);
+                give_up = Some(give_up.unwrap_or(far()).min(Instant::now() + cfg.close_timeout));
+            }
+        }
+        if reading == Reading::Done && lingering {
+            return;
+        }
+        let mut deadline = if lingering { far() } else { timers.deadline(hub, conn) };
+        if let Some(d) = give_up {
+            deadline = deadline.min(d);
+        }
+        let deadline = deadline.into();
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        match next {
-            Next::Done => break,
-            Next::Wait => {
-                tokio::select! {
-                    _ = conn.out.notify.notified() => {}
-                    _ = &mut timer => {
-                        if let Tick::Kill = timers.tick(&hub, &conn) { conn.kill(); return; }
-                    }
-                }
+        let writing = !lingering;
+        let waiting = reading == Reading::Frames && read.wait.is_some();
+        let wake = tokio::select! {
+            biased;
+            _ = &mut timer => Wake::Timer,
+            _ = conn.out.notify.notified(), if writing => Wake::Queue,
+            r = std::future::poll_fn(|cx| sock.as_ref().poll_write_ready(cx)), if writing && blocked => {
+                Wake::Writable(r.is_ok())
             }
-            Next::Write => match batch.try_write(sock) {
-                Ok(0) => {
-                    conn.kill();
-                    return;
-                }
-                Ok(n) => {
-                    timers.progress = Instant::now();
-                    if batch.advance(&conn.out, n) && batch.ends {
-                        break;
+            _ = async { read.wait.as_mut().expect("checked").await }, if waiting => Wake::Waited,
+            w = read_some(&mut reader, reading == Reading::Drain), if reading != Reading::Done && !waiting => w,
+        };
+        let flow = match wake {
+            Wake::Timer => {
+                let now = Instant::now();
+                if give_up.is_some_and(|g| now >= g) {
+                    if lingering {
+                        return; // the peer never closed its side
                     }
-                    // A socket that keeps taking everything never waits below: its timers
-                    // (ping, idle, expiry) still run when due.
-                    if timer.deadline() <= timers.progress.into() {
-                        if let Tick::Kill = timers.tick(&hub, &conn) {
-                            conn.kill();
+                    give_up = None;
+                    Flow::Done // stop draining; what is left to write still goes out
+                } else {
+                    if writing {
+                        if let Tick::Kill = timers.tick(hub, conn) {
+                            conn.out.close(None, true);
                             return;
                         }
                     }
+                    continue;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    tokio::select! {
-                        r = sock.writable() => if r.is_err() { conn.kill(); return; },
-                        _ = &mut timer => {
-                            if let Tick::Kill = timers.tick(&hub, &conn) { conn.kill(); return; }
-                        }
-                        _ = conn.out.notify.notified() => {}
-                    }
-                }
-                Err(_) => {
-                    conn.kill();
+            }
+            Wake::Queue => continue,
+            Wake::Writable(ok) => {
+                if !ok {
+                    conn.out.close(None, true);
                     return;
                 }
-            },
+                continue;
+            }
+            Wake::Waited => {
+                read.wait = None;
+                continue;
+            }
+            Wake::Frame(Ok(f)) => read.on_frame(hub, conn, &mut reader, f),
+            Wake::Frame(Err(e)) => read.on_error(hub, conn, e),
+            Wake::Drained(gone) => {
+                if gone {
+                    Flow::Done
+                } else {
+                    continue;
+                }
+            }
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Drain => {
+                reader.release();
+                reading = Reading::Drain;
+                give_up = Some(give_up.unwrap_or(far()).min(Instant::now() + cfg.close_timeout));
+            }
+            Flow::Done => {
+                reading = Reading::Done;
+                hub.unregister(conn);
+            }
         }
     }
-    // Close frame written (or nothing left to say): half-close, then give the peer a moment
-    // to answer before the reader is stopped.
-    let _ = SockRef::from(sock.as_ref()).shutdown(Shutdown::Write);
-    let _ = timeout(cfg.close_timeout, conn.reader_done.notified()).await;
-    conn.kill();
+}
+
+/// The next frame, or (draining) one read discarded. Cancel-safe.
+async fn read_some(reader: &mut FrameReader, drain: bool) -> Wake {
+    if drain {
+        Wake::Drained(reader.discard().await)
+    } else {
+        Wake::Frame(reader.next().await)
+    }
 }
