@@ -11,6 +11,7 @@
 //! refuses), before the held groups are flushed.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -150,7 +151,37 @@ impl Cork {
 
 /// Writes each socket's held frames (one vectored write per socket).
 pub(crate) fn flush_group(group: &[Arc<Conn>]) {
+    let mut pacer = Pacer::new();
     for c in group {
         c.out.flush();
+        pacer.step();
+    }
+}
+
+/// Most time a pass spends writing before it lets a thread that waits for its core run.
+const YIELD_EVERY: Duration = Duration::from_micros(250);
+
+/// Keeps a long pass from holding its core: the app's JS thread, when it shares the core with
+/// a worker, would otherwise wait until the kernel preempts the worker, a scheduler tick away
+/// (4 ms at 250 Hz; seen as 3-10 ms event-loop delays with `perf sched timehist` at 1,000
+/// fast readers, the worker running 5-10 ms while Node was runnable). A yield costs a syscall
+/// every `YIELD_EVERY` and returns at once when nothing else waits.
+pub(crate) struct Pacer {
+    since: Instant,
+    steps: u32,
+}
+
+impl Pacer {
+    pub(crate) fn new() -> Self {
+        Self { since: Instant::now(), steps: 0 }
+    }
+
+    /// One socket written; now and then the time is checked, and the thread yields.
+    pub(crate) fn step(&mut self) {
+        self.steps = self.steps.wrapping_add(1);
+        if self.steps.is_multiple_of(16) && self.since.elapsed() >= YIELD_EVERY {
+            std::thread::yield_now();
+            self.since = Instant::now();
+        }
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::auth::UserClaims;
 use crate::backplane::Remote;
 use crate::config::ServerConfig;
-use crate::cork::{self, Cork, Run};
+use crate::cork::{self, Cork, Pacer, Run};
 use crate::hub::Hub;
 use crate::outbound::Push;
 use crate::protocol::close_codes;
@@ -242,7 +242,9 @@ impl Hub {
         let members = run.room.members_in(i);
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut own: Vec<Bytes> = Vec::new();
+        let mut pacer = Pacer::new();
         for c in &members {
+            pacer.step();
             // Socket.IO members get the run in their framing (translated once per run).
             let sio = c.socketio.get().map(|_| prepared.socketio(&self.config));
             let (frames, joined, k, len) = if *excepts && run.skips(c.key) {

@@ -32,12 +32,30 @@ const MAX_IOV: usize = 64;
 /// A peer gone is an error to handle, never a SIGPIPE (Linux; elsewhere the embedder ignores it,
 /// as Node does).
 fn send(sock: &OwnedWriteHalf, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    const FLAGS: std::ffi::c_int = 0;
     let stream = sock.as_ref();
     stream.try_io(Interest::WRITABLE, || SockRef::from(stream).send_vectored_with_flags(bufs, FLAGS))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const FLAGS: std::ffi::c_int = 0;
+
+/// `send` by a producer holding the queue's lock (a direct write, a pass's flush): straight to
+/// the descriptor kept in the queue, past tokio's readiness state, a separate allocation per
+/// socket and so one more cache miss per send (5.5 % of the server's CPU at 10,000 fast
+/// readers). Producers write only while the writer waits for the queue, never for the socket,
+/// and a refusal is still handed to the writer, whose own `send` then clears the readiness.
+fn send_locked(q: &Queue, sock: &OwnedWriteHalf, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    if q.fd >= 0 {
+        // SAFETY: `fd` is `sock`'s, open as long as the `Outbound` that holds both.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(q.fd) };
+        return SockRef::from(&fd).send_vectored_with_flags(bufs, FLAGS);
+    }
+    #[cfg(not(unix))]
+    let _ = q;
+    send(sock, bufs)
 }
 
 /// What became of a push.
@@ -63,6 +81,9 @@ struct Queue {
     closed: bool,
     /// Drop whatever has not been written yet (slow consumer, dead peer).
     discard: bool,
+    /// The attached socket's descriptor (-1: none yet), for `send_locked`.
+    #[cfg(unix)]
+    fd: std::os::fd::RawFd,
 }
 
 /// The queue shared by producers (fan-out, replies) and the writer.
@@ -87,6 +108,8 @@ impl Outbound {
                 close: None,
                 closed: false,
                 discard: false,
+                #[cfg(unix)]
+                fd: -1,
             }),
             queued: AtomicUsize::new(0),
             max,
@@ -97,7 +120,14 @@ impl Outbound {
 
     /// Gives the queue the socket to write to directly (once, before it is shared).
     pub(crate) fn attach(&self, sock: OwnedWriteHalf) {
-        let _ = self.sock.set(sock);
+        #[cfg(unix)]
+        let fd = std::os::fd::AsRawFd::as_raw_fd(sock.as_ref());
+        if self.sock.set(sock).is_ok() {
+            #[cfg(unix)]
+            {
+                self.queue.lock().fd = fd;
+            }
+        }
     }
 
     /// The socket's write half, for the writer task.
@@ -120,7 +150,7 @@ impl Outbound {
         let mut frame = frame;
         if queued == 0 {
             if let Some(sock) = self.sock.get() {
-                match send(sock, &[IoSlice::new(&frame)]) {
+                match send_locked(&q, sock, &[IoSlice::new(&frame)]) {
                     Ok(n) if n == len => return Push::Queued,
                     Ok(n) => {
                         // The kernel took part of it: the rest goes first, and stays whole.
@@ -177,7 +207,7 @@ impl Outbound {
                     }
                 };
                 // Refused or broken: all of it is queued (the writer sees an error and ends the socket).
-                written = send(sock, &slices[..n]).unwrap_or(0);
+                written = send_locked(&q, sock, &slices[..n]).unwrap_or(0);
                 if written == len {
                     return Ok(false);
                 }
@@ -233,7 +263,7 @@ impl Outbound {
                 *slot = IoSlice::new(f);
             }
             let want: usize = slices[..n].iter().map(|s| s.len()).sum();
-            let written = match send(sock, &slices[..n]) {
+            let written = match send_locked(&q, sock, &slices[..n]) {
                 Ok(w) => w,
                 // Refused (or broken: the writer sees the error and ends the socket).
                 Err(_) => break,
