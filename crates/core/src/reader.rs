@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 
@@ -263,9 +264,10 @@ impl FrameReader {
         self.account().share()
     }
 
-    /// The next frame. Cancel-safe: what was read stays in `buf` (the socket's task polls this
-    /// beside its writes and timers).
-    pub(crate) async fn next(&mut self) -> Result<InFrame, ReadError> {
+    /// The next frame, as a poll (nothing of it is kept in the socket's future between polls:
+    /// what was read stays in `buf`). Registers for the stream's readiness (its own slot: the
+    /// socket has one task) and, once the socket has an account, for being told to pay.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<InFrame, ReadError>> {
         loop {
             let parsed = parse(&mut self.buf, self.max_payload)?;
             if parsed.is_some() && self.buf.is_empty() {
@@ -278,69 +280,61 @@ impl FrameReader {
             }
             if !self.held.resize(cap) {
                 self.buf = BytesMut::new();
-                return Err(ReadError::OverBudget);
+                return Poll::Ready(Err(ReadError::OverBudget));
             }
             if let Some(frame) = parsed {
-                return Ok(frame);
+                return Poll::Ready(Ok(frame));
             }
-            self.fill().await?;
+            // Told to close so that others may read on: whatever this socket was reading.
+            // Without an account the socket holds nothing and is never told to pay.
+            if let Some(a) = &self.account {
+                if a.evicted() {
+                    self.buf = BytesMut::new();
+                    return Poll::Ready(Err(ReadError::OverBudget));
+                }
+                if a.notify.poll_notified(cx).is_ready() {
+                    continue; // see `evicted` above
+                }
+            }
+            match self.stream.as_ref().poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(ReadError::Gone)),
+                Poll::Ready(Ok(())) => {}
+            }
+            match read_now(&self.stream, &mut self.buf) {
+                Ok(0) => return Poll::Ready(Err(ReadError::Gone)),
+                Ok(_) => {}
+                // Readiness was cleared: the next poll registers for it again.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(Err(ReadError::Gone)),
+            }
         }
     }
 
     /// Gives back the buffer and its share of the input budget: the socket reads only to
-    /// discard from now on (`discard`).
+    /// discard from now on (`poll_discard`).
     pub(crate) fn release(&mut self) {
         self.buf = BytesMut::new();
         let _ = self.held.resize(0);
     }
 
-    /// Reads and discards what the peer sent, once it is readable; true once it closed its side
-    /// (or the connection broke). After a close of ours, so the socket is not closed with unread
-    /// input (the kernel would answer with a reset, dropping whatever it had not sent yet, our
-    /// close frame included). Holds no buffer: the bytes go through the per-thread chunk.
-    /// Cancel-safe.
-    pub(crate) async fn discard(&mut self) -> bool {
+    /// Reads and discards what the peer sent (one read per ready poll); true once it closed its
+    /// side (or the connection broke). After a close of ours, so the socket is not closed with
+    /// unread input (the kernel would answer with a reset, dropping whatever it had not sent
+    /// yet, our close frame included). Holds no buffer: the bytes go through the per-thread
+    /// chunk.
+    pub(crate) fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         loop {
-            if std::future::poll_fn(|cx| self.stream.as_ref().poll_read_ready(cx)).await.is_err() {
-                return true;
+            match self.stream.as_ref().poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(true),
+                Poll::Ready(Ok(())) => {}
             }
             match discard_now(&self.stream) {
-                Ok(0) => return true,
-                Ok(_) => return false,
+                Ok(0) => return Poll::Ready(true),
+                Ok(_) => return Poll::Ready(false),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return true,
-            }
-        }
-    }
-
-    async fn fill(&mut self) -> Result<(), ReadError> {
-        loop {
-            // Told to close so that others may read on: whatever this socket was reading.
-            if self.account.as_ref().is_some_and(|a| a.evicted()) {
-                self.buf = BytesMut::new();
-                return Err(ReadError::OverBudget);
-            }
-            // The stream's own readiness slot (the socket has one task) and the account's wake-up
-            // slot, not waiter lists: nothing of them is kept in the socket's future.
-            let ready = std::future::poll_fn(|cx| {
-                // Without an account the socket holds nothing and is never told to pay.
-                if let Some(a) = &self.account {
-                    if a.notify.poll_notified(cx).is_ready() {
-                        return std::task::Poll::Ready(None);
-                    }
-                }
-                self.stream.as_ref().poll_read_ready(cx).map(Some)
-            })
-            .await;
-            match ready {
-                None => continue, // told to pay: see `evicted` above
-                Some(r) => r.map_err(|_| ReadError::Gone)?,
-            }
-            match read_now(&self.stream, &mut self.buf) {
-                Ok(0) => return Err(ReadError::Gone),
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Err(ReadError::Gone),
+                Err(_) => return Poll::Ready(true),
             }
         }
     }

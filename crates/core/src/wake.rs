@@ -44,6 +44,7 @@ impl WakeSlot {
     }
 
     /// Waits for `notify_one` (see `poll_notified`).
+    #[cfg(test)]
     pub(crate) fn notified(&self) -> impl std::future::Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_notified(cx))
     }

@@ -3,9 +3,11 @@
 //! ping and pong deadline, idle and credential expiry, the slow-consumer stall check, the
 //! closing handshake's deadlines).
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::SockRef;
@@ -297,17 +299,32 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
             timer.as_mut().reset(deadline);
         }
         let writing = !lingering;
-        let waiting = reading == Reading::Frames && read.wait.is_some();
-        let wake = tokio::select! {
-            biased;
-            _ = &mut timer => Wake::Timer,
-            _ = conn.out.notify.notified(), if writing => Wake::Queue,
-            r = std::future::poll_fn(|cx| sock.as_ref().poll_write_ready(cx)), if writing && blocked => {
-                Wake::Writable(r.is_ok())
+        // One poll over everything the task waits for, in this order (timers first, reading
+        // last): no branch keeps a future of its own in the task's future.
+        let wake = std::future::poll_fn(|cx| {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
             }
-            _ = async { read.wait.as_mut().expect("checked").await }, if waiting => Wake::Waited,
-            w = read_some(&mut reader, reading == Reading::Drain), if reading != Reading::Done && !waiting => w,
-        };
+            if writing {
+                if conn.out.notify.poll_notified(cx).is_ready() {
+                    return Poll::Ready(Wake::Queue);
+                }
+                if blocked {
+                    if let Poll::Ready(r) = sock.as_ref().poll_write_ready(cx) {
+                        return Poll::Ready(Wake::Writable(r.is_ok()));
+                    }
+                }
+            }
+            match reading {
+                Reading::Frames => match read.wait.as_mut() {
+                    Some(w) => w.as_mut().poll(cx).map(|()| Wake::Waited),
+                    None => reader.poll_next(cx).map(Wake::Frame),
+                },
+                Reading::Drain => reader.poll_discard(cx).map(Wake::Drained),
+                Reading::Done => Poll::Pending,
+            }
+        })
+        .await;
         let flow = match wake {
             Wake::Timer => {
                 let now = Instant::now();
@@ -361,14 +378,5 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
                 hub.unregister(conn);
             }
         }
-    }
-}
-
-/// The next frame, or (draining) one read discarded. Cancel-safe.
-async fn read_some(reader: &mut FrameReader, drain: bool) -> Wake {
-    if drain {
-        Wake::Drained(reader.discard().await)
-    } else {
-        Wake::Frame(reader.next().await)
     }
 }
