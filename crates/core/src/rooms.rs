@@ -277,7 +277,7 @@ mod tests {
 
     fn conn(key: u64) -> Arc<Conn> {
         let remote = "127.0.0.1:1".parse().unwrap();
-        Arc::new(Conn::new(key, Arc::from(format!("i-{key:x}")), "/", remote, None, 1 << 20, 0))
+        Arc::new(Conn::new(key, Arc::from(format!("i-{key:x}")), Arc::from("/"), remote, None, 1 << 20, 0))
     }
 
     #[test]

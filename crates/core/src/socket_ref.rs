@@ -57,7 +57,7 @@ impl SocketRef {
     }
     /// When the socket opened.
     pub fn connected_at(&self) -> SystemTime {
-        self.conn.connected_at
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.conn.connected_ms)
     }
     /// Rooms the socket is in.
     pub fn rooms(&self) -> Vec<String> {
