@@ -6,7 +6,7 @@
 //! sockets opened 256 at a time, ~300 B of resident memory per socket that nothing used.
 //! `malloc_trim(0)` releases the free pages inside the heaps too. It runs once per burst, when
 //! no connection was accepted for `QUIET` after at least `BURST` were: never on a busy accept
-//! path, and not for the odd connection.
+//! path, and not for the odd connection; on a blocking thread, never on a runtime worker.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -35,7 +35,9 @@ pub(crate) async fn run(hub: Arc<Hub>) {
         tokio::time::sleep(QUIET).await;
         let now = accepted();
         if due(now, before, at_last_trim) {
-            trim();
+            // On a blocking thread: on a large heap it takes milliseconds and glibc's arena
+            // locks, which a worker (fan-out, sockets) must not wait for.
+            let _ = tokio::task::spawn_blocking(trim).await;
             at_last_trim = now;
         }
         before = now;
