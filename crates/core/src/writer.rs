@@ -303,6 +303,16 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
         // last): no branch keeps a future of its own in the task's future.
         let wake = std::future::poll_fn(|cx| {
             if timer.as_mut().poll(cx).is_ready() {
+                // A pong may already sit in the socket's buffer (the task was held up past its
+                // deadline: a stalled runtime): read before the deadline is judged, while the
+                // ping is unanswered (one frame from the peer answers it: no flood starves the
+                // timers).
+                let unanswered = timers.pong.is_some_and(|sent| conn.last_seen_ms.load(Relaxed) < sent);
+                if unanswered && reading == Reading::Frames && read.wait.is_none() {
+                    if let Poll::Ready(f) = reader.poll_next(cx) {
+                        return Poll::Ready(Wake::Frame(f));
+                    }
+                }
                 return Poll::Ready(Wake::Timer);
             }
             if writing {

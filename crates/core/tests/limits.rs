@@ -226,3 +226,53 @@ async fn never_reading_client_is_closed_1013_and_its_room_keeps_flowing() {
     assert_eq!(code, Some(1013));
     eventually("stuck socket gone", || s.stats().connections == 1).await;
 }
+
+/// Open checks that block their worker thread for `STALL` when the socket's URL asks for it:
+/// a stalled runtime (a sync hook, an overloaded host).
+struct StallOnOpen;
+
+const STALL: Duration = Duration::from_millis(700);
+
+impl realtime_core::AppHooks for StallOnOpen {
+    fn on_open(
+        &self,
+        _socket: &realtime_core::SocketRef,
+        info: &realtime_core::UpgradeInfo,
+    ) -> Option<realtime_core::BoxFuture<bool>> {
+        if info.url.contains("stall") {
+            std::thread::sleep(STALL);
+        }
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_pong_waiting_in_the_buffer_past_its_deadline_after_a_stall_still_counts() {
+    let cfg = ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        worker_threads: Some(1),
+        heartbeat: Duration::from_millis(200),
+        pong_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let s = realtime_core::Server::start(cfg, Arc::new(StallOnOpen)).expect("server starts");
+    let mut live = Client::connect(s.port()).await;
+    live.welcome().await;
+    let ping = loop {
+        let f = live.recv().await.expect("open");
+        if f.opcode == 0x9 {
+            break f;
+        }
+    };
+    // The only worker stalls (past the pong deadline) in another socket's open check; the pong
+    // is sent meanwhile, so it waits in the socket's buffer when the deadline is judged.
+    let port = s.port();
+    let staller = tokio::spawn(async move { Client::connect_with(port, "/?stall=1", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    live.send_frame(true, 0xA, &ping.payload).await;
+    let _ = staller.await;
+    live.send_json(json!({"type":"ping"})).await;
+    assert_eq!(live.recv_type("pong").await["type"], "pong");
+    assert_eq!(s.stats().pong_timeouts, 0, "a live peer was dropped");
+}
