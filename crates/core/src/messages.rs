@@ -79,7 +79,7 @@ pub(crate) fn on_message(
         if rate.count > limit.messages {
             hub.stats.rate_limited.fetch_add(1, Relaxed);
             let error = protocol::error_frame(codes::RATE_LIMITED, "too many messages; slow down", None);
-            if conn.socketio.get().is_some() {
+            if conn.socketio.get().is_some() && opcode == OpCode::Text {
                 // A Socket.IO ack of the dropped message gets the refusal (not a later answer).
                 socketio::refuse_ack(conn, &data, &error);
             }
