@@ -251,6 +251,44 @@ async fn close_flushes_a_slow_reader_within_the_shutdown_deadline_then_sends_100
     tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
 }
 
+/// A fan-out pass counted its commands done before it delivered the run it held (one room,
+/// its frames in order, given to the members at the pass's end), so `close()` could see an
+/// empty queue, close every socket 1001, and the run then found them closed: broadcasts made
+/// before close() were dropped (flaky under load in the test above). Many members widen the
+/// window: each must get every frame before its 1001.
+#[tokio::test]
+async fn broadcasts_made_before_close_reach_every_member_before_1001() {
+    const MEMBERS: usize = 150;
+    const FRAMES: usize = 32;
+    let server = start(config(), Arc::new(TestHooks::default()));
+    let mut members = Vec::new();
+    for _ in 0..MEMBERS {
+        members.push(subscribed(server.port(), json!({"type":"join-collection","collection":"posts"})).await);
+    }
+    for i in 0..FRAMES {
+        server
+            .broadcast("collection:posts", &Message::text(format!(r#"{{"i":{i}}}"#).as_bytes()), None)
+            .unwrap();
+    }
+    let closing = tokio::spawn(server.close());
+    for (m, c) in members.iter_mut().enumerate() {
+        let mut got = 0;
+        let code = loop {
+            let f = c.recv().await.unwrap_or_else(|| panic!("member {m}: EOF before a close frame"));
+            match f.opcode {
+                1 => {
+                    assert_eq!(f.json()["i"], got, "member {m}: frames in order");
+                    got += 1;
+                }
+                8 => break f.close_code(),
+                _ => {}
+            }
+        };
+        assert_eq!((got, code), (FRAMES, Some(1001)), "member {m}: every frame, then 1001");
+    }
+    tokio::time::timeout(Duration::from_secs(10), closing).await.unwrap().unwrap();
+}
+
 /// At the deadline what is still queued is dropped and the 1001 follows at once.
 #[tokio::test]
 async fn close_at_the_deadline_drops_the_rest_and_still_sends_1001() {
