@@ -18,6 +18,7 @@ use crate::hooks::{AppHooks, BoxFuture};
 use crate::http_conns::HttpConns;
 use crate::presence::PresenceCoalescer;
 use crate::reader::InputBudget;
+use crate::room_order::RoomOrder;
 use crate::rooms::RoomRegistry;
 use crate::socket::Conn;
 use crate::sockets::Sockets;
@@ -28,6 +29,8 @@ pub(crate) struct Hub {
     pub hooks: Arc<dyn AppHooks>,
     pub stats: Stats,
     pub rooms: RoomRegistry,
+    /// Room changes waiting for an async room policy, per (socket, room), in the order sent.
+    pub(crate) room_order: RoomOrder,
     pub verifier: JwtVerifier,
     pub origins: Vec<OriginRule>,
     /// Origins whose auth cookies count (`trusted_origins`, checked by `validate`).
@@ -74,6 +77,7 @@ impl Hub {
             hooks,
             stats: Stats::default(),
             rooms: RoomRegistry::new(parts),
+            room_order: RoomOrder::default(),
             verifier,
             origins,
             trusted_origins,

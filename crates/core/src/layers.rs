@@ -26,6 +26,7 @@ const ORDER: &[&str] = &[
     "socket",
     "sockets",
     "rooms",
+    "room_order",
     "cork",
     "socket_ref",
     "audience",

@@ -24,6 +24,7 @@ mod audience;
 mod cork;
 mod event;
 mod handler_call;
+mod room_order;
 mod rooms;
 mod socket;
 mod socket_ref;

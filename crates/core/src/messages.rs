@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fastwebsockets::OpCode;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 
 use crate::auth::UserClaims;
 use crate::config::glob_match;
@@ -147,14 +147,10 @@ pub(crate) fn on_message(
                 a.expect(rooms.len());
             }
             for room in rooms {
-                hub.leave(conn, &room);
-                socketio::answer_room(hub, conn, protocol::room_ack("left", &room), false, ack);
+                leave_in_order(hub, conn, room, ack);
             }
         }
-        Request::Leave(room) | Request::LeaveRoom(room) => {
-            hub.leave(conn, &room);
-            socketio::answer_room(hub, conn, protocol::room_ack("left", &room), false, ack);
-        }
+        Request::Leave(room) | Request::LeaveRoom(room) => leave_in_order(hub, conn, room, ack),
         Request::JoinRoom(room) => {
             let name = &room["room:".len()..];
             if cfg.room_patterns.iter().any(|p| glob_match(p, name)) {
@@ -164,8 +160,17 @@ pub(crate) fn on_message(
                     forbidden: "not allowed to join this room",
                     timed_out: "room policy timed out",
                 };
-                let ack = ack.cloned();
-                tokio::spawn(join_if_allowed(hub.clone(), conn.clone(), room, fut, verdict, ack));
+                // Not awaited (a slow policy holds back nothing else of the socket's), but in
+                // turn: a later leave or join of this room applies after this join.
+                let turn = hub.room_order.turn(conn.key, &room);
+                let deadline = tokio::time::Instant::now() + cfg.hook_timeout;
+                let (hub, conn, ack) = (hub.clone(), conn.clone(), ack.cloned());
+                tokio::spawn(async move {
+                    let mut turn = turn;
+                    let (allowed, ()) = tokio::join!(timeout_at(deadline, fut), turn.ready());
+                    apply_verdict(&hub, &conn, &room, allowed.ok(), verdict, ack.as_ref()).await;
+                    drop(turn);
+                });
             } else {
                 refuse_room(hub, conn, codes::FORBIDDEN, "not allowed to join this room", ack);
             }
@@ -220,6 +225,24 @@ fn join_and_ack(
     }
 }
 
+/// Leaves `room` and answers `left`, after a change to it still in flight (a join waiting for
+/// the app's room policy), so the socket's changes apply in the order it sent them.
+fn leave_in_order(hub: &Arc<Hub>, conn: &Arc<Conn>, room: String, sio_ack: Option<&Arc<RoomAck>>) {
+    if !hub.room_order.busy(conn.key, &room) {
+        hub.leave(conn, &room);
+        socketio::answer_room(hub, conn, protocol::room_ack("left", &room), false, sio_ack);
+        return;
+    }
+    let mut turn = hub.room_order.turn(conn.key, &room);
+    let (hub, conn, sio_ack) = (hub.clone(), conn.clone(), sio_ack.cloned());
+    tokio::spawn(async move {
+        turn.ready().await;
+        hub.leave(&conn, &room);
+        socketio::answer_room(&hub, &conn, protocol::room_ack("left", &room), false, sio_ack.as_ref());
+        drop(turn);
+    });
+}
+
 /// Refuses a join or leave (counted, like `refuse`); a Socket.IO ack waiting for it gets it.
 fn refuse_room(hub: &Hub, conn: &Arc<Conn>, code: &str, message: &str, sio_ack: Option<&Arc<RoomAck>>) {
     match sio_ack {
@@ -266,17 +289,30 @@ async fn join_if_allowed(
     verdict: Verdict,
     sio_ack: Option<Arc<RoomAck>>,
 ) {
-    let sio_ack = sio_ack.as_ref();
-    match timeout(hub.config.hook_timeout, check).await {
-        Ok(true) => {
-            if let Some(ack) = join_and_ack(&hub, &conn, &room, sio_ack) {
+    let allowed = timeout(hub.config.hook_timeout, check).await.ok();
+    apply_verdict(&hub, &conn, &room, allowed, verdict, sio_ack.as_ref()).await;
+}
+
+/// Joins (and acks, after the backplane's subscription) on the policy's `Some(true)`; answers
+/// `forbidden` on `Some(false)` and `handler_timeout` (counted) on `None` (no answer in time).
+async fn apply_verdict(
+    hub: &Arc<Hub>,
+    conn: &Arc<Conn>,
+    room: &str,
+    allowed: Option<bool>,
+    verdict: Verdict,
+    sio_ack: Option<&Arc<RoomAck>>,
+) {
+    match allowed {
+        Some(true) => {
+            if let Some(ack) = join_and_ack(hub, conn, room, sio_ack) {
                 ack.await;
             }
         }
-        Ok(false) => refuse_room(&hub, &conn, codes::FORBIDDEN, verdict.forbidden, sio_ack),
-        Err(_) => {
+        Some(false) => refuse_room(hub, conn, codes::FORBIDDEN, verdict.forbidden, sio_ack),
+        None => {
             hub.stats.handler_timeouts.fetch_add(1, Relaxed);
-            refuse_room(&hub, &conn, codes::HANDLER_TIMEOUT, verdict.timed_out, sio_ack)
+            refuse_room(hub, conn, codes::HANDLER_TIMEOUT, verdict.timed_out, sio_ack)
         }
     }
 }

@@ -251,6 +251,36 @@ async fn join_room_policy() {
     assert_eq!(s.room_members("room:vip-lounge").len(), 0);
 }
 
+/// With an async room policy the join was spawned and not awaited, so a `leave-room` sent
+/// right after `join-room` applied first: the socket stayed in the room (and got its events)
+/// after asking to leave it. Changes to one socket's rooms apply in the order it sent them;
+/// the slow policy still holds back nothing else (a `ping` behind the join is answered first).
+#[tokio::test]
+async fn a_leave_right_after_a_join_awaiting_the_room_policy_applies_after_it() {
+    let hooks = Arc::new(TestHooks::default());
+    *hooks.can_join.lock() = Some(Arc::new(|_, _| true));
+    *hooks.join_delay.lock() = Duration::from_millis(300);
+    let s = start(config(), hooks);
+    let mut c = Client::connect(s.port()).await;
+    c.welcome().await;
+    let join = json!({"type":"join-room","room":"lounge"}).to_string();
+    let leave = json!({"type":"leave-room","room":"lounge"}).to_string();
+    let ping = json!({"type":"ping"}).to_string();
+    c.send_burst(&[join.clone(), leave.clone(), ping.clone(), join, leave, ping]).await;
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let v = c.recv_json().await;
+        seen.push(v["type"].as_str().unwrap().to_string());
+    }
+    // The pongs need not wait for the policy; the room answers come in the order asked.
+    let rooms: Vec<_> = seen.iter().filter(|t| *t != "pong").cloned().collect();
+    assert_eq!(rooms, ["joined", "left", "joined", "left"], "answers: {seen:?}");
+    assert_eq!(seen[0], "pong", "a slow policy does not hold back the socket's other messages: {seen:?}");
+    assert_eq!(s.room_members("room:lounge").len(), 0);
+    s.broadcast("room:lounge", &Message::text(br#"{"type":"late"}"#), None).unwrap();
+    c.expect_silence(Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn custom_handlers_reply_fail_and_time_out() {
     let hooks = Arc::new(TestHooks::default());

@@ -362,6 +362,8 @@ pub struct TestHooks {
     pub authorize_delay: Mutex<Duration>,
     /// How long verify, session and open hooks take to answer (a busy JS thread).
     pub hook_delay: Mutex<Duration>,
+    /// How long `can_join` takes to answer (an async room policy).
+    pub join_delay: Mutex<Duration>,
     /// When set, the whole authorize answer (views of the document) instead of `authorize`'s booleans.
     pub authorize_views: Mutex<Option<Arc<dyn Fn(&UserList) -> Verdicts + Send + Sync>>>,
     pub closed: AtomicUsize,
@@ -422,7 +424,11 @@ impl AppHooks for TestHooks {
     fn can_join(&self, user: Option<Arc<UserClaims>>, room: &str) -> Option<BoxFuture<bool>> {
         let f = self.can_join.lock().clone()?;
         let ok = f(user, room);
-        Some(Box::pin(async move { ok }))
+        let delay = *self.join_delay.lock();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ok
+        }))
     }
     fn can_subscribe(&self, user: Option<Arc<UserClaims>>, room: &str) -> Option<BoxFuture<bool>> {
         let f = self.subscribe.lock().clone()?;
