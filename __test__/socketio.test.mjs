@@ -117,6 +117,24 @@ test("each join's or leave's ack gets its own request's answer, whatever comes i
   }
 })
 
+test('a leave right after a join awaiting the room policy applies after it', async () => {
+  const s = await connectSocketIo(srv.port)
+  try {
+    // The policy answers `slow:` rooms after 150 ms; the leave is sent at once behind the join.
+    const order = []
+    const joined = s.timeout(2000).emitWithAck('join', 'slow:order')
+    const left = s.timeout(2000).emitWithAck('leave', 'slow:order')
+    joined.then(() => order.push('joined'))
+    left.then(() => order.push('left'))
+    assert.deepEqual(await joined, { type: 'joined', room: 'room:slow:order' })
+    assert.deepEqual(await left, { type: 'left', room: 'room:slow:order' })
+    assert.deepEqual(order, ['joined', 'left'])
+    assert.deepEqual(srv.manager.getLocalRoomMembers('room:slow:order'), [])
+  } finally {
+    s.close()
+  }
+})
+
 test('an event dropped by the rate limit has its ack answered with the refusal', async () => {
   const s = await connectSocketIo(srv.port)
   try {
