@@ -509,14 +509,21 @@ mod tests {
             assert_eq!(out.put(&frames, Some(&joined), true), Ok(false));
         }
         assert!(out.queue.lock().frames.len() > 4 * 3, "queued per frame");
-        let close = crate::frame::close(1013, "slow consumer");
-        assert!(out.close(Some(close.clone()), true));
-        let (got, leftover) = frames_in(&drain(&out, peer).await);
-        assert!(!leftover, "a frame was cut");
-        assert_eq!(got.last(), Some(&(0x8, close.len() - 2)), "ends with the close frame");
-        assert!(got[..got.len() - 1].iter().all(|&(op, len)| op == 0x2 && len == 40_001));
+        let got = close_and_drain_whole_frames(&out, peer, 40_001).await;
         assert!(got.len() - 1 <= 4 * puts, "at most the frame cut on the wire is kept: {}", got.len());
         assert_eq!(out.queued.load(Relaxed), 0);
+    }
+
+    /// Closes `out` discarding (slow consumer) and reads everything `peer` gets: whole frames
+    /// of `len` bytes, then the close frame, never a frame cut on the wire. Returns the frames.
+    async fn close_and_drain_whole_frames(out: &Outbound, peer: TcpStream, len: usize) -> Vec<(u8, usize)> {
+        let close = crate::frame::close(1013, "slow consumer");
+        assert!(out.close(Some(close.clone()), true));
+        let (got, leftover) = frames_in(&drain(out, peer).await);
+        assert!(!leftover, "a frame was cut");
+        assert_eq!(got.last(), Some(&(0x8, close.len() - 2)), "ends with the close frame");
+        assert!(got[..got.len() - 1].iter().all(|&(op, l)| op == 0x2 && l == len));
+        got
     }
 
     #[tokio::test]
@@ -548,12 +555,7 @@ mod tests {
         for _ in 0..3 {
             out.push(f.clone());
         }
-        let close = crate::frame::close(1013, "slow consumer");
-        assert!(out.close(Some(close.clone()), true));
-        let (got, leftover) = frames_in(&drain(&out, peer).await);
-        assert!(!leftover, "a frame was cut");
-        assert_eq!(got.last(), Some(&(0x8, close.len() - 2)), "ends with the close frame");
-        assert!(got[..got.len() - 1].iter().all(|&(op, len)| op == 0x2 && len == 40_001));
+        let got = close_and_drain_whole_frames(&out, peer, 40_001).await;
         assert!(got.len() - 1 < pushed + 3, "the queued frames were discarded");
         assert_eq!(out.queued.load(Relaxed), 0);
     }
