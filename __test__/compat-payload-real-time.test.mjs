@@ -52,6 +52,9 @@ after(() => app?.stop())
 // What `new PayloadRealtimeClient({ url, token })` does, plus the one documented change.
 const client = (token) => connectSocketIo(app.manager.port, { auth: { token } })
 
+/** Sockets of this instance in `room` (a join is acknowledged only after the access check). */
+const subscribed = (room) => app.manager.getLocalRoomMembers(room).length
+
 test('requireAuth: no token is a connect_error; a Payload token in auth.token connects', async () => {
   await assert.rejects(connectSocketIo(app.manager.port), /unauthorized/)
   const s = await client(alice.token)
@@ -173,6 +176,7 @@ test('useRealtime(userId, token) from payload-realtime-rs/compat/payload-real-ti
   const notes = []
   client.onCollection('notes', (d) => notes.push(d))
   await waitFor(() => client.client.state === 'open', { message: 'open' })
+  await waitFor(() => subscribed('collection:notes') === 1, { message: 'subscribed' })
   await app.payload.create({ collection: 'notes', data: { text: 'hook' } })
   await waitFor(() => notes.length, { message: 'event through the hook' })
   assert.equal(notes[0].data.text, 'hook')
