@@ -171,6 +171,11 @@ test('useRealtime(userId, token) from payload-realtime-rs/compat/payload-real-ti
     return null
   }
   const r = TestRenderer.create(h(Probe))
+  // Unmounted however the test ends: a live client would keep the file's process from exiting.
+  let unmounted = false
+  t.after(() => {
+    if (!unmounted) r.unmount()
+  })
   await waitFor(() => seen.client, { message: 'client created' })
   const client = seen.client
   const notes = []
@@ -181,5 +186,6 @@ test('useRealtime(userId, token) from payload-realtime-rs/compat/payload-real-ti
   await waitFor(() => notes.length, { message: 'event through the hook' })
   assert.equal(notes[0].data.text, 'hook')
   r.unmount()
+  unmounted = true
   await waitFor(() => client.client.state === 'closed', { message: 'closed on unmount' })
 })
