@@ -38,8 +38,8 @@ impl Run {
         self.except.contains(&Some(key))
     }
 
-    /// The frames joined into one buffer (see `join`).
-    pub(crate) fn join(&mut self) -> Option<Bytes> {
+    /// The frames joined into one buffer (see `join`), and their size.
+    pub(crate) fn join(&mut self) -> (Option<Bytes>, u64) {
         join(&mut self.frames)
     }
 }
@@ -48,11 +48,11 @@ impl Run {
 /// write is one iovec, not one per frame (the kernel's per-segment copy cost 7 % of a
 /// 10,000-socket fan-out); the frames then become slices of it, for what is queued. Not for a
 /// single frame, nor past `JOIN_MAX` bytes: a queued slice keeps the whole buffer alive, and
-/// copying large frames saves nothing.
-pub(crate) fn join(frames: &mut [Bytes]) -> Option<Bytes> {
+/// copying large frames saves nothing. Also returns the frames' size in bytes.
+pub(crate) fn join(frames: &mut [Bytes]) -> (Option<Bytes>, u64) {
     let len: usize = frames.iter().map(Bytes::len).sum();
     if frames.len() < 2 || len > JOIN_MAX {
-        return None;
+        return (None, len as u64);
     }
     let mut all = Vec::with_capacity(len);
     for f in frames.iter() {
@@ -65,7 +65,7 @@ pub(crate) fn join(frames: &mut [Bytes]) -> Option<Bytes> {
         *f = all.slice(at..end);
         at = end;
     }
-    Some(all)
+    (Some(all), len as u64)
 }
 
 /// Most bytes a run's frames are joined into one buffer for (see `Run::join`).

@@ -59,12 +59,17 @@ impl Hub {
         match conn.out.push(frame) {
             Push::Queued => true,
             Push::Overflow => {
-                if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
-                    self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
-                }
+                self.close_slow_consumer(conn);
                 false
             }
             Push::Closed => false,
+        }
+    }
+
+    /// Closes a socket whose queue would pass `maxBackpressure` (1013, counted once).
+    pub(crate) fn close_slow_consumer(&self, conn: &Conn) {
+        if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
+            self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
         }
     }
 
@@ -73,7 +78,20 @@ impl Hub {
     /// Socket.IO sockets get `frame`'s translation, built once for the fan-out.
     pub(crate) fn push_held(&self, conn: &Arc<Conn>, frame: &FanFrame, held: &mut Vec<Arc<Conn>>) -> bool {
         let Some(frame) = frame.for_socket(&self.config, conn.socketio.get().is_some()) else { return true };
-        match conn.out.put(std::slice::from_ref(&frame), None, false) {
+        self.put(conn, std::slice::from_ref(&frame), None, false, held)
+    }
+
+    /// `Outbound::put` of frames already in the socket's framing: a socket seen first in this
+    /// pass joins `held`; one over its byte bound is closed 1013. False when nothing was taken.
+    fn put(
+        &self,
+        conn: &Arc<Conn>,
+        frames: &[Bytes],
+        joined: Option<&Bytes>,
+        write: bool,
+        held: &mut Vec<Arc<Conn>>,
+    ) -> bool {
+        match conn.out.put(frames, joined, write) {
             Ok(first) => {
                 if first {
                     held.push(conn.clone());
@@ -81,9 +99,7 @@ impl Hub {
                 true
             }
             Err(Push::Overflow) => {
-                if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
-                    self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
-                }
+                self.close_slow_consumer(conn);
                 false
             }
             Err(_) => false,
@@ -91,9 +107,14 @@ impl Hub {
     }
 
     pub(crate) fn count_fanout(&self, n: u64, frame_len: usize) {
+        self.count_deliveries(n, n * frame_len as u64);
+    }
+
+    /// `n` deliveries of `bytes` in all, counted once (every core would contend per socket).
+    fn count_deliveries(&self, n: u64, bytes: u64) {
         if n > 0 {
             self.stats.messages_out.fetch_add(n, Relaxed);
-            self.stats.bytes_out.fetch_add(n * frame_len as u64, Relaxed);
+            self.stats.bytes_out.fetch_add(bytes, Relaxed);
             self.stats.deliveries.fetch_add(n, Relaxed);
         }
     }
@@ -277,27 +298,12 @@ impl Hub {
             } else {
                 (run.frames.as_slice(), joined.as_ref(), run.frames.len() as u64, *size)
             };
-            match c.out.put(frames, joined, write) {
-                Ok(first) => {
-                    if first {
-                        held.push(c.clone());
-                    }
-                    n += k;
-                    bytes += len;
-                }
-                Err(Push::Overflow) => {
-                    if c.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
-                        self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
-                    }
-                }
-                Err(_) => {}
+            if self.put(c, frames, joined, write, held) {
+                n += k;
+                bytes += len;
             }
         }
-        if n > 0 {
-            self.stats.messages_out.fetch_add(n, Relaxed);
-            self.stats.bytes_out.fetch_add(bytes, Relaxed);
-            self.stats.deliveries.fetch_add(n, Relaxed);
-        }
+        self.count_deliveries(n, bytes);
     }
 
     /// To a socket here, or through the backplane to the instance that holds it.
@@ -375,8 +381,7 @@ struct SocketIoRun {
 
 impl Prepared {
     fn new(mut run: Run) -> Self {
-        let joined = run.join();
-        let size = run.frames.iter().map(|f| f.len() as u64).sum();
+        let (joined, size) = run.join();
         Self { joined, size, excepts: run.except.iter().any(Option::is_some), run, socketio: OnceLock::new() }
     }
 
@@ -385,8 +390,7 @@ impl Prepared {
             let frames: Vec<Option<Bytes>> =
                 self.run.frames.iter().map(|f| socketio_framing::framed(cfg, f)).collect();
             let mut present: Vec<Bytes> = frames.iter().flatten().cloned().collect();
-            let joined = cork::join(&mut present);
-            let size = present.iter().map(|f| f.len() as u64).sum();
+            let (joined, size) = cork::join(&mut present);
             SocketIoRun { frames, present, joined, size }
         })
     }

@@ -115,9 +115,7 @@ impl Timers {
             }
             if self.busy && now >= self.progress + limit {
                 // Not a burst: this peer has taken nothing for `slow_consumer_timeout`.
-                if conn.close(close_codes::SLOW_CONSUMER, "slow consumer", true) {
-                    hub.stats.slow_consumer_closes.fetch_add(1, Relaxed);
-                }
+                hub.close_slow_consumer(conn);
                 self.note(hub, true, true);
             } else {
                 self.stall_check = self.progress + limit;
