@@ -11,7 +11,7 @@
 //! queue's lock, which also serializes the direct writes).
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, IoSlice};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
@@ -138,40 +138,10 @@ impl Outbound {
     /// Writes a frame now if nothing waits before it, else queues it (unless that would exceed
     /// the byte bound); the writer is woken only when something was queued.
     pub(crate) fn push(&self, frame: Bytes) -> Push {
-        let len = frame.len();
-        let mut q = self.queue.lock();
-        if q.closed {
-            return Push::Closed;
+        match self.put(std::slice::from_ref(&frame), None, true) {
+            Ok(_) => Push::Queued,
+            Err(p) => p,
         }
-        let queued = self.queued.load(Relaxed);
-        if queued + len > self.max {
-            return Push::Overflow;
-        }
-        let mut frame = frame;
-        if queued == 0 {
-            if let Some(sock) = self.sock.get() {
-                match send_locked(&q, sock, &[IoSlice::new(&frame)]) {
-                    Ok(n) if n == len => return Push::Queued,
-                    Ok(n) => {
-                        // The kernel took part of it: the rest goes first, and stays whole.
-                        frame = frame.slice(n..);
-                        q.head_partial = true;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    // A broken connection: queue it; the writer sees the error and ends the socket.
-                    Err(_) => {}
-                }
-            }
-        }
-        self.queued.fetch_add(frame.len(), Relaxed);
-        q.bytes += frame.len();
-        let was_empty = q.frames.is_empty();
-        q.frames.push_back(frame);
-        drop(q);
-        if was_empty {
-            self.notify.notify_one();
-        }
-        Push::Queued
     }
 
     /// Gives the socket a pass's frames (whole frames, in order; `joined`: the same bytes in
@@ -481,7 +451,7 @@ mod tests {
                     Ok(n) => {
                         batch.advance(out, n);
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await.unwrap(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.writable().await.unwrap(),
                     Err(e) => panic!("{e}"),
                 },
             }
