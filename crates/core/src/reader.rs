@@ -4,6 +4,7 @@
 //! 8 KiB per socket for its whole life; we keep its handshake and its unmasking.)
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -12,6 +13,7 @@ use parking_lot::Mutex;
 
 use bytes::{Buf, Bytes, BytesMut};
 use fastwebsockets::OpCode;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 
 use crate::wake::WakeSlot;
@@ -296,17 +298,10 @@ impl FrameReader {
                     continue; // see `evicted` above
                 }
             }
-            match self.stream.as_ref().poll_read_ready(cx) {
+            match poll_read_into(&mut self.stream, cx, Some(&mut self.buf)) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(ReadError::Gone)),
-                Poll::Ready(Ok(())) => {}
-            }
-            match read_now(&self.stream, &mut self.buf) {
-                Ok(0) => return Poll::Ready(Err(ReadError::Gone)),
-                Ok(_) => {}
-                // Readiness was cleared: the next poll registers for it again.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(Err(ReadError::Gone)),
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(ReadError::Gone)),
+                Poll::Ready(Ok(_)) => {}
             }
         }
     }
@@ -324,18 +319,10 @@ impl FrameReader {
     /// yet, our close frame included). Holds no buffer: the bytes go through the per-thread
     /// chunk.
     pub(crate) fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        loop {
-            match self.stream.as_ref().poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(true),
-                Poll::Ready(Ok(())) => {}
-            }
-            match discard_now(&self.stream) {
-                Ok(0) => return Poll::Ready(true),
-                Ok(_) => return Poll::Ready(false),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(true),
-            }
+        match poll_read_into(&mut self.stream, cx, None) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(true),
+            Poll::Ready(Ok(_)) => Poll::Ready(false),
         }
     }
 }
@@ -346,17 +333,26 @@ thread_local! {
     static CHUNK: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 
-fn read_now(stream: &OwnedReadHalf, out: &mut BytesMut) -> std::io::Result<usize> {
+/// One read into the worker's chunk, appended to `out` (`None`: discarded; `Pending`: nothing to read; the task
+/// is registered for readiness). Through tokio's `poll_read`, not `try_read`: a read that
+/// does not fill the chunk clears the readiness itself (epoll is edge-triggered, so the socket
+/// is drained), where `try_read` left it set and the next poll paid a `recv` that only said
+/// `EAGAIN` — one extra syscall per message when each message arrives on its own.
+fn poll_read_into(
+    stream: &mut OwnedReadHalf,
+    cx: &mut Context<'_>,
+    out: Option<&mut BytesMut>,
+) -> Poll<std::io::Result<usize>> {
     CHUNK.with(|chunk| {
         let mut chunk = chunk.borrow_mut();
-        let n = stream.try_read(&mut chunk)?;
-        out.extend_from_slice(&chunk[..n]);
-        Ok(n)
+        let mut rb = ReadBuf::new(&mut chunk);
+        std::task::ready!(Pin::new(stream).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        if let Some(out) = out {
+            out.extend_from_slice(rb.filled());
+        }
+        Poll::Ready(Ok(n))
     })
-}
-
-fn discard_now(stream: &OwnedReadHalf) -> std::io::Result<usize> {
-    CHUNK.with(|chunk| stream.try_read(&mut chunk.borrow_mut()))
 }
 
 fn opcode(bits: u8) -> Option<OpCode> {
