@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use fastwebsockets::OpCode;
@@ -30,6 +29,9 @@ pub(crate) struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.hub.unregister(&self.conn);
+        // The task is over: the waker its queue's wake-up slot keeps would keep the finished
+        // task's allocation alive for as long as anyone holds the socket.
+        self.conn.out.notify.clear();
     }
 }
 
@@ -102,7 +104,7 @@ impl ReadSide {
                 }))
             }
         };
-        Self { partial: None, rate: RateWindow { started: Instant::now(), count: 0, warned: false }, wait }
+        Self { partial: None, rate: RateWindow { started_ms: hub.now_ms(), count: 0, warned: false }, wait }
     }
 
     /// Handles one frame from the peer.

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::OpCode;
@@ -24,9 +24,10 @@ use crate::socket::Conn;
 use crate::socketio;
 use crate::socketio_framing::RoomAck;
 
-/// Fixed-window message counter.
+/// Fixed-window message counter (in every socket's task: hub ms, not an `Instant`, 8 bytes less).
 pub(crate) struct RateWindow {
-    pub(crate) started: Instant,
+    /// When the window started, in hub ms (`Hub::now_ms`).
+    pub(crate) started_ms: u64,
     pub(crate) count: u32,
     pub(crate) warned: bool,
 }
@@ -60,10 +61,11 @@ pub(crate) fn on_message(
     if conn.socketio.get().is_some() && data[..] == *b"3" {
         return true;
     }
-    conn.last_app_ms.store(hub.now_ms(), Relaxed);
+    let now = hub.now_ms();
+    conn.last_app_ms.store(now, Relaxed);
     if let Some(limit) = cfg.rate_limit {
-        if rate.started.elapsed() >= limit.window {
-            *rate = RateWindow { started: Instant::now(), count: 0, warned: false };
+        if now.saturating_sub(rate.started_ms) >= limit.window.as_millis() as u64 {
+            *rate = RateWindow { started_ms: now, count: 0, warned: false };
         }
         rate.count += 1;
         if rate.count > limit.messages.saturating_mul(2) {
