@@ -31,6 +31,14 @@ export declare class NativeServer {
    * string goes as text, a Buffer as binary. The return value is `emitEvent`'s.
    */
   broadcast(room: string, payload: string | Buffer, except?: string | undefined | null): boolean
+  /**
+   * From now on the fan-out calls (`emitEvent`, `broadcast`, `send`, `socketBroadcast`) are
+   * checked and counted at once but sent on only by `flush()`, in order: the caller flushes at
+   * the end of its JS task (a microtask), so a burst of calls reaches the fan-out as one pass.
+   */
+  holdFanOut(): void
+  /** Sends the fan-out calls held since the last flush on (see `holdFanOut`). */
+  flush(): void
   /** Sends to one socket; false if it is not open here. */
   send(socketId: string, payload: string | Buffer): boolean
   /** Puts a socket in a room (full name); false if it was already in it. */

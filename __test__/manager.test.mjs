@@ -82,6 +82,38 @@ test('broadcastToRoom and sendToSocket take objects, strings and buffers', async
   b.close()
 })
 
+test('fan-out calls of one JS task go out together, in order, wherever the task runs', async () => {
+  // The native calls are held until the task ends (one microtask flushes them): none may be
+  // left waiting, whether made synchronously, after an await, from a timer or from a handler.
+  const a = await connect()
+  await a.joinCollection('burst')
+  const got = []
+  const take = async (n) => {
+    for (let i = 0; i < n; i++) got.push((await a.next()).i)
+  }
+  for (let i = 0; i < 20; i++) m.broadcastToRoom('collection:burst', { type: 'note', i })
+  await take(20)
+  await Promise.resolve()
+  m.broadcastToRoom('collection:burst', { type: 'note', i: 20 })
+  m.sendToSocket(a.welcome.socketId, { type: 'note', i: 21 })
+  await take(2)
+  setTimeout(() => m.emitEvent({ operation: 'update', collection: 'burst', id: 1, doc: { n: 22 } }), 5)
+  assert.equal((await a.next()).doc.n, 22)
+  m.registerCustomHandler('burst', (socket) => {
+    for (let i = 23; i < 26; i++) socket.broadcast('collection:burst', { type: 'note', i })
+    return 'ok'
+  })
+  const b = await connect()
+  b.send({ type: 'burst', id: 1 })
+  await take(3)
+  assert.deepEqual(
+    got,
+    Array.from({ length: 26 }, (_, i) => i).filter((i) => i !== 22),
+  )
+  a.close()
+  b.close()
+})
+
 test('custom handlers: sync, async, throwing, slow; socket handles keep data', async () => {
   m.registerCustomHandler('echo', (_socket, data) => data)
   m.registerCustomHandler(

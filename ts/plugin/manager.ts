@@ -4,6 +4,7 @@
 import { isMainThread } from 'node:worker_threads'
 
 import { normalizeServerOptions } from './compat/options.js'
+import { holdFanOut } from './fan-out.js'
 import { native } from './native.js'
 import { processState } from './state.js'
 
@@ -555,7 +556,8 @@ export class UWebSocketManager {
    * false when the server's fan-out queue is over half full (`await drained()` before sending
    * more) and after `close()` (the event is dropped: there are no sockets left). Throws `EBUSY`
    * when the queue is full (nothing sent) and `EMSGSIZE` for an event larger than
-   * `maxBackpressure`.
+   * `maxBackpressure`. Fan-out calls made in one JS task leave together, in order, when the
+   * task ends (see fan-out.ts).
    */
   emitEvent(event: EmitEvent): boolean {
     if (event === null || typeof event !== 'object') throw invalid('event', 'an object', event)
@@ -936,7 +938,7 @@ export async function initUWebSocket(portOrOptions: number | ServerOptions = {})
       code: 'EALREADY',
     })
   }
-  const server = native.NativeServer.start(nativeOptions(options, port))
+  const server = holdFanOut(native.NativeServer.start(nativeOptions(options, port)))
   const manager = new UWebSocketManager(server, port)
   state.manager = manager
   return manager

@@ -66,6 +66,9 @@ pub(crate) struct Dispatch {
     max: usize,
     max_bytes: usize,
     drained: Notify,
+    /// Commands submitted with `hold` (an app thread's burst), waiting for `flush`. The lock is
+    /// held while they are sent, so the queue keeps submission order.
+    held: Mutex<Vec<Command>>,
     pub(crate) lanes: Mutex<Lanes>,
 }
 
@@ -93,27 +96,54 @@ impl Dispatch {
             max,
             max_bytes,
             drained: Notify::new(),
+            held: Mutex::new(Vec::new()),
             lanes: Mutex::new(Lanes::default()),
         };
         (d, rx)
     }
 
-    /// Queues `cmd`; `Ok(false)` when the queue is more than half full (slow down).
-    pub(crate) fn submit(&self, cmd: Command) -> Result<bool, Refused> {
+    /// Queues `cmd` (`hold`: it waits for `flush`, counted against the bounds already);
+    /// `Ok(false)` when the queue is more than half full (slow down).
+    pub(crate) fn submit(&self, cmd: Command, hold: bool) -> Result<bool, Refused> {
         let bytes = cmd.bytes();
         let n = self.pending.fetch_add(1, Relaxed) + 1;
         let b = self.pending_bytes.fetch_add(bytes, Relaxed) + bytes;
         if n > self.max || b > self.max_bytes {
-            self.pending.fetch_sub(1, Relaxed);
-            self.pending_bytes.fetch_sub(bytes, Relaxed);
+            self.release(bytes);
             return Err(Refused::Busy);
         }
-        if self.tx.send(cmd).is_err() {
-            self.pending.fetch_sub(1, Relaxed);
-            self.pending_bytes.fetch_sub(bytes, Relaxed);
-            return Err(Refused::Closed);
+        let mut held = self.held.lock();
+        if hold {
+            held.push(cmd);
+        } else {
+            // Held commands were submitted first: they go first.
+            self.send_held(&mut held);
+            if self.tx.send(cmd).is_err() {
+                self.release(bytes);
+                return Err(Refused::Closed);
+            }
         }
         Ok(n <= self.max / 2 && b <= self.max_bytes / 2)
+    }
+
+    /// Sends the held commands on, in order.
+    pub(crate) fn flush(&self) {
+        self.send_held(&mut self.held.lock());
+    }
+
+    fn send_held(&self, held: &mut Vec<Command>) {
+        for cmd in held.drain(..) {
+            let bytes = cmd.bytes();
+            if self.tx.send(cmd).is_err() {
+                self.release(bytes); // the dispatcher is gone: the server has stopped
+            }
+        }
+    }
+
+    /// Gives back one command's share of the bounds (refused, or never to run).
+    fn release(&self, bytes: usize) {
+        self.pending.fetch_sub(1, Relaxed);
+        self.pending_bytes.fetch_sub(bytes, Relaxed);
     }
 
     /// `cmds` commands holding `bytes` finished (their frames are in the sockets' queues or

@@ -47,7 +47,7 @@ impl Inbox for Hub {
         self.config.max_backpressure
     }
     fn receive(&self, msg: Remote) -> bool {
-        self.dispatch.submit(Command::Remote(msg)).is_ok()
+        self.dispatch.submit(Command::Remote(msg), false).is_ok()
     }
     fn room_sizes(&self) -> Vec<(String, usize)> {
         self.rooms.sizes()

@@ -127,6 +127,7 @@ impl Server {
         runtime.spawn(crate::lanes::run(hub.clone(), commands));
         runtime.spawn(crate::trim::run(hub.clone()));
         Ok(ServerHandle {
+            hold: false,
             inner: Arc::new(Inner {
                 hub,
                 local,
@@ -245,6 +246,8 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: Arc<Inner>,
+    /// Fan-out commands made through this handle wait for `flush` (see `holding`).
+    hold: bool,
 }
 
 impl ServerHandle {
@@ -301,6 +304,21 @@ impl ServerHandle {
         self.command(Command::Emit(event))
     }
 
+    /// This handle, its fan-out commands (`emit_event`, `broadcast`, `send`) held until `flush`:
+    /// checked and counted against the queue's bounds at once, run only once flushed, in order.
+    /// For an app thread that makes bursts of them (a JS task emitting several events): flushed
+    /// at the end of the burst, the fan-out sees the whole burst in one pass (one write per
+    /// socket for all of it) instead of starting on its first command while the rest is being
+    /// made. Whoever holds must flush: until then nothing held is sent.
+    pub fn holding(&self) -> Self {
+        Self { inner: self.inner.clone(), hold: true }
+    }
+
+    /// Sends the fan-out commands held so far (see `holding`) on to the fan-out, in order.
+    pub fn flush(&self) {
+        self.inner.hub.dispatch.flush();
+    }
+
     /// A message no socket's queue could ever hold is refused to the app, not turned into
     /// slow-consumer closes of every recipient.
     fn check_size(&self, size: usize) -> Result<()> {
@@ -316,7 +334,7 @@ impl ServerHandle {
         if hub.shutting_down.load(Relaxed) {
             return Err(CoreError::Closed);
         }
-        match hub.dispatch.submit(cmd) {
+        match hub.dispatch.submit(cmd, self.hold) {
             Ok(relaxed) => Ok(relaxed),
             Err(crate::dispatch::Refused::Busy) => {
                 hub.stats.busy_refusals.fetch_add(1, Relaxed);
@@ -446,6 +464,8 @@ impl ServerHandle {
         handle.spawn(async move {
             let hub = inner.hub.clone();
             hub.shutting_down.store(true, Relaxed);
+            // What the app made before close() goes out ahead of the 1001s, held or not.
+            hub.dispatch.flush();
             inner.stop.notify_one();
             inner.stop_monitoring.notify_one();
             let accept = inner.accept.lock().take();

@@ -90,3 +90,37 @@ async fn a_pass_mixing_rooms_skips_and_sends_keeps_each_sockets_order() {
         client.expect_silence(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A holding handle's fan-out calls are checked at once but wait for `flush`; then they go out
+/// in the order they were made, interleaved with what other handles sent meanwhile as it was
+/// submitted (a plain call flushes what was held before it). `close()` flushes too: what was
+/// held reaches every member ahead of its 1001.
+#[tokio::test]
+async fn held_fan_out_waits_for_flush_then_goes_out_in_order() {
+    let server = start(config(), Arc::new(NoHooks));
+    let mut c = Client::connect(server.port()).await;
+    c.welcome().await;
+    c.join_collection("posts").await;
+    let held = server.holding();
+    let note = |i: usize| Message::text(json!({"type": "note", "i": i}).to_string().as_bytes());
+    for i in 0..3 {
+        assert!(held.broadcast("collection:posts", &note(i), None).unwrap());
+    }
+    c.expect_silence(std::time::Duration::from_millis(200)).await;
+    held.flush();
+    for i in 0..3 {
+        assert_eq!(c.recv_json().await["i"], json!(i), "held calls in order once flushed");
+    }
+    // Held, then a plain call: the plain call sends what was held first.
+    held.broadcast("collection:posts", &note(3), None).unwrap();
+    server.broadcast("collection:posts", &note(4), None).unwrap();
+    for i in 3..5 {
+        assert_eq!(c.recv_json().await["i"], json!(i), "submission order across handles");
+    }
+    // Held and never flushed by the app: close() sends it before the 1001.
+    held.broadcast("collection:posts", &note(5), None).unwrap();
+    let closing = server.close();
+    assert_eq!(c.recv_json().await["i"], json!(5), "close flushes what was held");
+    assert_eq!(c.expect_close().await, Some(1001));
+    closing.await;
+}
