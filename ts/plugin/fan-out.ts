@@ -8,6 +8,9 @@ import type { native } from './native.js'
 
 type NativeServer = InstanceType<typeof native.NativeServer>
 
+/** The native calls that hand a command to the fan-out. */
+const FAN_OUT = ['emitEvent', 'broadcast', 'send', 'socketBroadcast'] as const
+
 /** Makes `server`'s fan-out calls wait for the end of the current JS task (see above); returns it. */
 export function holdFanOut(server: NativeServer): NativeServer {
   server.holdFanOut()
@@ -21,24 +24,16 @@ export function holdFanOut(server: NativeServer): NativeServer {
     queued = true
     queueMicrotask(flush)
   }
-  const { emitEvent, broadcast, send, socketBroadcast } = server
   // Own properties shadow the class's methods on this one object; a throw held nothing, but a
   // flush is queued anyway (harmless, and earlier calls of the task may be waiting).
-  server.emitEvent = (...a) => {
-    soon()
-    return emitEvent.apply(server, a)
-  }
-  server.broadcast = (...a) => {
-    soon()
-    return broadcast.apply(server, a)
-  }
-  server.send = (...a) => {
-    soon()
-    return send.apply(server, a)
-  }
-  server.socketBroadcast = (...a) => {
-    soon()
-    return socketBroadcast.apply(server, a)
+  for (const name of FAN_OUT) {
+    const call = server[name] as (...args: unknown[]) => boolean
+    Object.defineProperty(server, name, {
+      value: (...args: unknown[]): boolean => {
+        soon()
+        return call.apply(server, args)
+      },
+    })
   }
   return server
 }
