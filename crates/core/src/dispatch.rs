@@ -131,6 +131,11 @@ impl Dispatch {
         self.send_held(&mut self.held.lock());
     }
 
+    /// Returns once no flush is sending (see `lanes::run`).
+    pub(crate) fn wait_for_flush(&self) {
+        drop(self.held.lock());
+    }
+
     fn send_held(&self, held: &mut Vec<Command>) {
         for cmd in held.drain(..) {
             let bytes = cmd.bytes();

@@ -333,11 +333,11 @@ thread_local! {
     static CHUNK: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 
-/// One read into the worker's chunk, appended to `out` (`None`: discarded; `Pending`: nothing to read; the task
-/// is registered for readiness). Through tokio's `poll_read`, not `try_read`: a read that
-/// does not fill the chunk clears the readiness itself (epoll is edge-triggered, so the socket
-/// is drained), where `try_read` left it set and the next poll paid a `recv` that only said
-/// `EAGAIN` — one extra syscall per message when each message arrives on its own.
+/// One read into the worker's chunk, appended to `out` (`None`: discarded; `Pending`: nothing
+/// to read, the task is registered for readiness). Through tokio's `poll_read`, not `try_read`:
+/// a read that does not fill the chunk clears the readiness itself (epoll is edge-triggered, so
+/// the socket is drained), where `try_read` left it set and the next poll paid a `recv` that
+/// only said `EAGAIN` — one extra syscall per message when each message arrives on its own.
 fn poll_read_into(
     stream: &mut OwnedReadHalf,
     cx: &mut Context<'_>,

@@ -144,7 +144,7 @@ impl Timers {
             }
         }
         if let Some(idle) = cfg.idle_timeout {
-            if now.saturating_sub(conn.last_app_ms.load(Relaxed)) >= idle.as_millis() as u64
+            if now.saturating_sub(conn.last_app_ms.load(Relaxed)) >= ms(idle)
                 && conn.close(close_codes::NORMAL, "idle timeout", false)
             {
                 hub.stats.idle_closes.fetch_add(1, Relaxed);
@@ -256,36 +256,38 @@ pub(crate) async fn run(guard: ConnGuard, mut reader: FrameReader, info: Box<Upg
                         blocked = false;
                         break;
                     }
-                    Next::Write => match batch.as_deref().expect("a batch to write").try_write(sock) {
-                        Ok(0) => {
-                            conn.out.close(None, true);
-                            return;
-                        }
-                        Ok(n) => {
-                            timers.progress = hub.now_ms();
-                            let b = batch.as_deref_mut().expect("a batch to write");
-                            if b.advance(&conn.out, n) && b.ends {
-                                lingering = true;
-                                break;
+                    Next::Write => {
+                        let b = batch.as_deref_mut().expect("refill keeps the batch it has frames in");
+                        match b.try_write(sock) {
+                            Ok(0) => {
+                                conn.out.close(None, true);
+                                return;
                             }
-                            // A socket that keeps taking everything never waits below: its
-                            // timers (ping, idle, expiry) still run when due.
-                            if timer.deadline() <= hub.instant_of(timers.progress).into() {
-                                if let Tick::Kill = timers.tick(hub, conn) {
-                                    conn.out.close(None, true);
-                                    return;
+                            Ok(n) => {
+                                timers.progress = hub.now_ms();
+                                if b.advance(&conn.out, n) && b.ends {
+                                    lingering = true;
+                                    break;
+                                }
+                                // A socket that keeps taking everything never waits below: its
+                                // timers (ping, idle, expiry) still run when due.
+                                if timer.deadline() <= hub.instant_of(timers.progress).into() {
+                                    if let Tick::Kill = timers.tick(hub, conn) {
+                                        conn.out.close(None, true);
+                                        return;
+                                    }
                                 }
                             }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                blocked = true;
+                                break;
+                            }
+                            Err(_) => {
+                                conn.out.close(None, true);
+                                return;
+                            }
                         }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            blocked = true;
-                            break;
-                        }
-                        Err(_) => {
-                            conn.out.close(None, true);
-                            return;
-                        }
-                    },
+                    }
                 }
             }
             if lingering {
