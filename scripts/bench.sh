@@ -121,6 +121,11 @@ server_args() {
       echo "$cpus --socket-io -- node crates/bench/peers/ours.js"
       return ;;
     ours-socketio:*) return 1 ;;
+    # The floor: one send per subscriber per batch and nothing else (floor_server.rs), fan-out only.
+    floor:fanout | floor:fanout-rate)
+      echo "$cpus -- $gen floor-server"
+      return ;;
+    floor:*) return 1 ;;
     # At a fixed rate: ours (both sets), the core alone, uWS (and ours-socketio above).
     ours:fanout-rate | ours-core:fanout-rate | uws:fanout-rate) ;;
     *:fanout-rate) return 1 ;;
@@ -154,7 +159,7 @@ if ! command -v redis-server >/dev/null; then
   echo "!!! redis-server not on PATH: the fanout-redis scenario is left out !!!"
 fi
 
-servers=(ours:pinned ours-core:pinned ours-socketio:pinned uws:pinned ws:pinned socketio:pinned fws:pinned
+servers=(ours:pinned ours-core:pinned floor:pinned ours-socketio:pinned uws:pinned ws:pinned socketio:pinned fws:pinned
   ours:both ours:both-w1 ours:wide uws:wide ours-redis1:pinned ours-redis2:pinned)
 mkdir -p bench-results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)

@@ -4,6 +4,7 @@
 //! realtime-bench run --scenario S --server NAME [options] -- <server command…>
 //! realtime-bench echo-server ADDR
 //! realtime-bench core-server
+//! realtime-bench floor-server
 //! realtime-bench report --out BENCHMARKS.md --meta meta.json RESULTS.jsonl…
 //! ```
 //! `run` spawns the server (pinned with --server-cpus), pins itself to --gen-cpus, runs one
@@ -16,6 +17,7 @@
 mod client;
 mod core_server;
 mod echo_server;
+mod floor_server;
 mod hist;
 mod jwt;
 mod report;
@@ -50,6 +52,7 @@ const USAGE: &str = "usage:
       [--instances K] [--redis] [--redis-server BIN] -- <server command, {port} replaced>
   realtime-bench echo-server ADDR
   realtime-bench core-server   (the Rust core alone, with the control protocol; see core_server.rs)
+  realtime-bench floor-server  (one send per subscriber per batch and nothing else; see floor_server.rs)
   realtime-bench soak [--duration S]   (needs redis-server; see BENCHMARKS.md)
   realtime-bench report --out FILE [--meta FILE] RESULTS.jsonl...";
 
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
             None => Err(USAGE.into()),
         },
         "core-server" => core_server::run(),
+        "floor-server" => floor_server::run(),
         "report" => report::main(&args.opts, &args.positional),
         "soak" => args.get("duration", 600.0).map_err(Into::into).and_then(soak::run),
         _ => Err(USAGE.into()),

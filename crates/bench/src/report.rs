@@ -14,6 +14,7 @@ use crate::client::Result;
 const SERVERS: &[&str] = &[
     "ours",
     "ours-core",
+    "floor",
     "ours-socketio",
     "ours (2 cores, 1 worker)",
     "ours (2 cores)",
@@ -369,6 +370,19 @@ fn targets(g: &Groups<'_>) -> Vec<Target> {
                     true,
                     &r("server_cpu_us_per_delivery"),
                 );
+                // The same bound read against the floor (floor_server.rs): where even one send per
+                // socket per batch and nothing else misses it, no server that sends every event when
+                // it comes can meet it.
+                push(
+                    format!("{name}: the floor's CPU per delivery / uWS (same bound, for the floor)"),
+                    0.8,
+                    true,
+                    &|who: &str| {
+                        (who == "ours")
+                            .then(|| ratio_of(g, key, "floor", BASE, "server_cpu_us_per_delivery"))
+                            .flatten()
+                    },
+                );
                 if s == "fanout" {
                     push(format!("{name}: deliveries/s, ours / uWS"), 1.25, false, &r("delivery_per_s"));
                 }
@@ -453,11 +467,14 @@ fn headline(md: &mut String, g: &Groups<'_>) {
     md.push_str(
         "Medians. Equal rates (fixed events/s) first: both servers did the same work per second, so \
          CPU per delivery compares like for like. `ours-core` is the Rust core alone (no Node, no \
-         binding). `(lb)`: a run of that row was a lower bound (the generator used or waited for \
+         binding). `floor` does nothing but one `send` per subscriber per batch of events \
+         (`realtime-bench floor-server`): the kernel's share, which every server pays. `(lb)`: a run of that row was a lower bound (the generator used or waited for \
          ≥ 80 % of its core).\n\n",
     );
-    md.push_str("| work | unit | uWS | ours | ours / uWS | ours (2 cores) | ours-core |\n");
-    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str(
+        "| work | unit | uWS | ours | ours / uWS | ours (2 cores) | ours-core | floor | floor / uWS |\n",
+    );
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (&key, _) in g.iter() {
         let (si, c) = key;
         let (work, unit, field, f) = match SCENARIOS[si] {
@@ -489,16 +506,21 @@ fn headline(md: &mut String, g: &Groups<'_>) {
                 .map(|v| format!("{}{}", fmt(v, f), if lower(g, key, who) { " (lb)" } else { "" }))
                 .unwrap_or_else(|| "–".into())
         };
-        let r = ratio_of(g, key, "ours", BASE, field)
-            .map(|(r, lb)| format!("{r:.2}×{}", if lb { " (lb)" } else { "" }))
-            .unwrap_or_else(|| "–".into());
+        let r = |who: &str| {
+            ratio_of(g, key, who, BASE, field)
+                .map(|(r, lb)| format!("{r:.2}×{}", if lb { " (lb)" } else { "" }))
+                .unwrap_or_else(|| "–".into())
+        };
         let _ = writeln!(
             md,
-            "| {work} | {unit} | {} | {} | {r} | {} | {} |",
+            "| {work} | {unit} | {} | {} | {} | {} | {} | {} | {} |",
             v(BASE),
             v("ours"),
+            r("ours"),
             v("ours (2 cores)"),
-            v("ours-core")
+            v("ours-core"),
+            v("floor"),
+            r("floor")
         );
     }
 }
@@ -660,6 +682,12 @@ the generator), a fresh process per run, over loopback. Each run prints one JSON
   max-rate rows at similar values; at a fixed rate it is ~1 for every server.
 - **ours-core**: the Rust core alone (`realtime-bench core-server`: no Node, no binding), same
   events, as a floor for what the binding and the JS thread add.
+- **floor**: `realtime-bench floor-server`, the least a server can do per delivery: after the
+  join, one blocking `send` of a batch's frames (a `credit` line's events, built once) to each
+  subscriber from one thread, and nothing else: no reads, queues, wake-ups, JSON per socket or
+  Node. Its CPU per delivery is the kernel's share (the loopback send, including the receive-side
+  TCP work done on the sender's core); `floor / uWS` is how far below uWS any server that sends
+  each event as it comes can go. The targets table reads the fan-out CPU bound against it too.
 - **1 vs 2 workers**: our server on cores 0-1 with 1 tokio worker, and with 2; deliveries per busy
   core = deliveries/s over the server's CPU in cores.
 - **fanout-access** (ours only): the plugin's default read check in place of `authorize`: per
@@ -775,7 +803,7 @@ mod tests {
         let md = render(&json!({"command": "npm run bench", "reps": 3}), &runs);
         assert!(md.contains("| ours | 400 | 2.00× | 0.50 | 0.50× |"), "{md}");
         assert!(
-            md.contains("| fan-out, 1000 subscribers, fast readers, max rate | CPU µs/delivery | 1.00 | 0.50 (lb) | 0.50× (lb) | – | – |"),
+            md.contains("| fan-out, 1000 subscribers, fast readers, max rate | CPU µs/delivery | 1.00 | 0.50 (lb) | 0.50× (lb) | – | – | – | – |"),
             "{md}"
         );
         assert!(md.contains("| uws | 200 | 1.00× |"), "{md}");
@@ -816,6 +844,7 @@ mod tests {
             fan("uws", "pinned", 100.0, 100_000.0, 4.0, 0.4),
             fan("ours", "pinned", 100.0, 100_000.0, 3.0, 0.3),
             fan("ours-socketio", "pinned", 100.0, 100_000.0, 3.3, 0.33),
+            fan("floor", "pinned", 100.0, 100_000.0, 3.6, 0.36),
             fan("ours-socketio", "pinned", 0.0, 1_000_000.0, 1.2, 1.2),
             fan("ours", "pinned", 0.0, 1_000_000.0, 1.0, 1.0),
             fan("ours", "both-w1", 0.0, 1_000_000.0, 1.0, 1.0),
@@ -827,7 +856,7 @@ mod tests {
         // The equal-rate row leads the headline.
         let head = md.split("## Headline").nth(1).unwrap().split("\n## ").next().unwrap();
         let first = head.lines().find(|l| l.starts_with("| fan-out")).unwrap();
-        assert_eq!(first, "| fan-out, 1000 subscribers, 100 events/s (equal rates) | CPU µs/delivery | 4.00 | 3.00 | 0.75× | – | – |");
+        assert_eq!(first, "| fan-out, 1000 subscribers, 100 events/s (equal rates) | CPU µs/delivery | 4.00 | 3.00 | 0.75× | – | – | 3.60 | 0.90× |");
         assert!(
             head.contains(
                 "| JS handler, 100 connections × 16 in flight | CPU µs/msg | 2.00 | 1.00 | 0.50× |"
@@ -839,6 +868,13 @@ mod tests {
         assert!(
             md.contains(
                 "| fanout 1000 at 100 events/s: server CPU per delivery, ours / uWS | ≤ 0.8 | 0.75 | yes |"
+            ),
+            "{md}"
+        );
+        // The floor against the same bound: read in the `ours` column only.
+        assert!(
+            md.contains(
+                "| fanout 1000 at 100 events/s: the floor's CPU per delivery / uWS (same bound, for the floor) | ≤ 0.8 | 0.90 | **no** | – | not measured |"
             ),
             "{md}"
         );

@@ -2,7 +2,7 @@
 //! (no Node, no peers): `echo` against the bare fastwebsockets echo server (the per-message
 //! read path), and `fanout`, `idle` and `churn` against `core-server`, the Rust core with the
 //! control protocol (the batched fan-out read path, the handshake with a JWT, the closing
-//! handshake). The read paths also run with reads capped to a few bytes (`BENCH_READ_LIMIT`), so
+//! handshake), and `fanout` against `floor-server`. The read paths also run with reads capped to a few bytes (`BENCH_READ_LIMIT`), so
 //! frames arrive split at every offset. Each run is well under a few seconds of load.
 
 use std::process::Command;
@@ -58,7 +58,12 @@ fn echo_with_frames_split_across_reads() {
 }
 
 fn fanout_checks(read_limit: Option<usize>) {
-    let v = run("--scenario fanout --server core --clients 64 --duration 0.5 --warmup 0.2", CORE, read_limit);
+    fanout_checks_against(CORE, read_limit);
+}
+
+fn fanout_checks_against(server: &str, read_limit: Option<usize>) {
+    let v =
+        run("--scenario fanout --server core --clients 64 --duration 0.5 --warmup 0.2", server, read_limit);
     assert_eq!(v["recipients_per_event"], 64, "{v}");
     assert!(v["events_emitted"].as_u64().unwrap() > 0, "{v}");
     assert!(v["delivery_per_s"].as_f64().unwrap() > 0.0, "{v}");
@@ -81,6 +86,22 @@ fn fanout_against_the_core_counts_every_delivery_once() {
 #[test]
 fn fanout_with_frames_split_across_reads() {
     fanout_checks(Some(97));
+}
+
+/// The floor server (one send per subscriber per batch) delivers what the generator counts, at
+/// max rate and at a fixed rate, so its CPU per delivery is a yardstick and not a shortcut.
+#[test]
+fn fanout_against_the_floor_counts_every_delivery_once() {
+    fanout_checks_against("{bin} floor-server", None);
+    let v = run(
+        "--scenario fanout --server floor --clients 64 --rate 200 --duration 0.5 --warmup 0.2",
+        "{bin} floor-server",
+        None,
+    );
+    assert!(v["events_emitted"].as_u64().unwrap() >= 50, "{v}");
+    for k in ["lost", "malformed", "duplicates", "dropped_connections"] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
 }
 
 /// Subscribers speaking Socket.IO (Engine.IO open, namespace connect, `42[…]` unwrapping) to
