@@ -1,5 +1,5 @@
 //! The bounded queue of fan-out commands (`emitEvent`, `broadcastToRoom`, `sendToSocket`,
-//! deliveries from other instances) and the lanes' bookkeeping. Order is kept per room, not
+//! presence frames, deliveries from other instances) and the lanes' bookkeeping. Order is kept per room, not
 //! globally (`lanes` runs them), so a slow authorize delays only what a subscriber of those
 //! rooms could see out of order.
 //!

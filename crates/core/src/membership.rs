@@ -6,8 +6,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::auth::UserClaims;
 use crate::config::glob_match;
+use crate::dispatch::Command;
 use crate::frame;
 use crate::hub::Hub;
 use crate::presence::Presence;
@@ -36,7 +39,7 @@ impl Hub {
             let user = conn.user().map_or_else(|| "null".to_string(), |u| u.id_json.clone());
             let interval = self.config.presence_interval;
             if let Presence::Now(json, delay) = self.presence.change(room, &conn.id, &user, on, interval) {
-                self.broadcast_everywhere(room, frame::text(json.as_bytes()), Some(&conn.id));
+                self.broadcast_queued(room, frame::text(json.as_bytes()), Some(&conn.id));
                 self.schedule_presence_flush(room.to_string(), delay);
             }
         }
@@ -47,6 +50,21 @@ impl Hub {
             self.backplane().interest(room, on);
         }
         self.backplane().presence(room, &self.member_of(conn), on);
+    }
+
+    /// A broadcast of the server's own (presence): through the fan-out queue like the app's, so
+    /// members get it in order with what was sent to the room before it, and the fan-out, not
+    /// the caller (a joining socket's task), pushes it to every member. When the queue refuses
+    /// it (full, or the server stopping) it goes out at once instead: out of order, not lost.
+    fn broadcast_queued(&self, room: &str, frame: Bytes, except: Option<&str>) {
+        let cmd = Command::Broadcast {
+            room: room.to_string(),
+            frame: frame.clone(),
+            except: except.map(str::to_string),
+        };
+        if self.dispatch.submit(cmd, false).is_err() {
+            self.broadcast_everywhere(room, frame, except);
+        }
     }
 
     /// Sends a room's merged presence changes when its interval ends (on the server's runtime:
@@ -62,7 +80,7 @@ impl Hub {
                 tokio::time::sleep(delay).await;
                 let (frame, again) = me.presence.flush(&room, me.config.presence_interval);
                 if let Some(json) = frame {
-                    me.broadcast_everywhere(&room, frame::text(json.as_bytes()), None);
+                    me.broadcast_queued(&room, frame::text(json.as_bytes()), None);
                 }
                 match again {
                     Some(d) => delay = d,

@@ -412,3 +412,35 @@ async fn presence_events_in_enabled_rooms() {
     c.recv_type("joined").await;
     a.expect_silence(Duration::from_millis(200)).await;
 }
+
+/// A presence change reaches the room's members in order with what the app sent the room
+/// before it: it goes through the fan-out queue like a broadcast (before, it was written at once
+/// from the joining socket's task, ahead of anything the queue still held, and a join to a big
+/// room cost that task one push per member).
+#[tokio::test]
+async fn presence_goes_out_in_order_with_the_rooms_broadcasts() {
+    let cfg = ServerConfig {
+        presence_events: vec!["room:chat:*".into()],
+        room_patterns: vec!["*".into()],
+        presence_interval: Duration::from_millis(100),
+        ..config()
+    };
+    let s = start(cfg, Arc::new(NoHooks));
+    let mut a = Client::connect(s.port()).await;
+    a.welcome().await;
+    a.send_json(json!({"type":"join-room","room":"chat:1"})).await;
+    a.recv_type("joined").await;
+    // A quiet room: b's join goes out at once (not merged into a later flush).
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The app's broadcast waits in the queue (held until flushed) when b joins.
+    let held = s.holding();
+    held.broadcast("room:chat:1", &Message::text(br#"{"type":"note","i":1}"#), None).unwrap();
+    let mut b = Client::connect(s.port()).await;
+    let idb = b.welcome().await["socketId"].clone();
+    b.send_json(json!({"type":"join-room","room":"chat:1"})).await;
+    b.recv_type("joined").await;
+    held.flush();
+    assert_eq!(a.recv_json().await, json!({"type":"note","i":1}), "the broadcast made first comes first");
+    let p = a.recv_json().await;
+    assert_eq!((p["type"].clone(), p["joined"]["socketId"].clone()), (json!("presence"), idb));
+}
