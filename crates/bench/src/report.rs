@@ -683,9 +683,9 @@ the generator), a fresh process per run, over loopback. Each run prints one JSON
 - **ours-core**: the Rust core alone (`realtime-bench core-server`: no Node, no binding), same
   events, as a floor for what the binding and the JS thread add.
 - **floor**: `realtime-bench floor-server`, the least a server can do per delivery: after the
-  join, one blocking `send` of a batch's frames (a `credit` line's events, built once) to each
-  subscriber from one thread, and nothing else: no reads, queues, wake-ups, JSON per socket or
-  Node. Its CPU per delivery is the kernel's share (the loopback send, including the receive-side
+  join, one blocking `send` of a batch's frames (the events of every `credit` line come in since
+  the last send, built once) to each subscriber from one thread, and nothing else: no reads,
+  queues, wake-ups, JSON per socket or Node. Its CPU per delivery is the kernel's share (the loopback send, including the receive-side
   TCP work done on the sender's core); `floor / uWS` is how far below uWS any server that sends
   each event as it comes can go. The targets table reads the fan-out CPU bound against it too.
 - **1 vs 2 workers**: our server on cores 0-1 with 1 tokio worker, and with 2; deliveries per busy

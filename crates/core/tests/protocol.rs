@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use realtime_core::{Event, HandlerOutcome, Message, NoHooks, Operation, ServerConfig};
+use realtime_core::{Event, HandlerOutcome, Message, NoHooks, Operation, ServerConfig, ServerHandle};
 use serde_json::json;
 
 fn event(op: Operation, id: &str, doc: serde_json::Value) -> Event {
@@ -371,8 +371,9 @@ async fn disconnect_user_and_session() {
     assert_eq!(hooks.closed.load(Ordering::SeqCst), 3);
 }
 
-#[tokio::test]
-async fn presence_events_in_enabled_rooms() {
+/// A server with presence events in `room:chat:*` (merged over 100 ms) and a client in
+/// `room:chat:1`.
+async fn presence_room() -> (ServerHandle, Client) {
     let cfg = ServerConfig {
         presence_events: vec!["room:chat:*".into()],
         room_patterns: vec!["*".into()],
@@ -384,6 +385,12 @@ async fn presence_events_in_enabled_rooms() {
     a.welcome().await;
     a.send_json(json!({"type":"join-room","room":"chat:1"})).await;
     a.recv_type("joined").await;
+    (s, a)
+}
+
+#[tokio::test]
+async fn presence_events_in_enabled_rooms() {
+    let (s, mut a) = presence_room().await;
     let mut b = Client::connect_with(s.port(), &format!("/?token={}", token(3, 60)), &[]).await.unwrap();
     let idb = b.welcome().await["socketId"].clone();
     b.send_json(json!({"type":"join-room","room":"chat:1"})).await;
@@ -419,17 +426,7 @@ async fn presence_events_in_enabled_rooms() {
 /// room cost that task one push per member).
 #[tokio::test]
 async fn presence_goes_out_in_order_with_the_rooms_broadcasts() {
-    let cfg = ServerConfig {
-        presence_events: vec!["room:chat:*".into()],
-        room_patterns: vec!["*".into()],
-        presence_interval: Duration::from_millis(100),
-        ..config()
-    };
-    let s = start(cfg, Arc::new(NoHooks));
-    let mut a = Client::connect(s.port()).await;
-    a.welcome().await;
-    a.send_json(json!({"type":"join-room","room":"chat:1"})).await;
-    a.recv_type("joined").await;
+    let (s, mut a) = presence_room().await;
     // A quiet room: b's join goes out at once (not merged into a later flush).
     tokio::time::sleep(Duration::from_millis(350)).await;
     // The app's broadcast waits in the queue (held until flushed) when b joins.
