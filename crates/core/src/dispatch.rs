@@ -1,7 +1,7 @@
 //! The bounded queue of fan-out commands (`emitEvent`, `broadcastToRoom`, `sendToSocket`,
-//! presence frames, deliveries from other instances) and the lanes' bookkeeping. Order is kept per room, not
-//! globally (`lanes` runs them), so a slow authorize delays only what a subscriber of those
-//! rooms could see out of order.
+//! presence frames, deliveries from other instances) and the lanes' bookkeeping. Order is kept
+//! per room, not globally (`lanes` runs them), so a slow authorize delays only what a
+//! subscriber of those rooms could see out of order.
 //!
 //! Bounded: at most `maxPendingCommands` commands and `maxPendingBytes` payload bytes wait at
 //! once; past either the app's call is refused with EBUSY (nothing queued). Past half of
