@@ -665,7 +665,9 @@ the generator), a fresh process per run, over loopback. Each run prints one JSON
 - **fanout / fanout-authorized**: C subscribers join `collection:posts`; the server's Node process
   emits one ~300-byte event per credit, and a credit returns when an event reached every recipient
   (16 in flight), so each server runs as fast as it absorbs events, to fast readers. Latency is end
-  to end from the `_ts` in the document. `lost`: deliveries that never came; `dupes`: deliveries
+  to end from when the generator sent the event's credit (the app's request to emit it), not
+  from the `_ts` the server stamps: a server that reads its next credit only after its current
+  pass (a single-threaded one) would otherwise leave the wait before that out. `lost`: deliveries that never came; `dupes`: deliveries
   of an event beyond its recipient count. `authorized`: an `authorize` callback (one call per
   event with the room's users) allows even user ids, half of them. Peers keep the room's members
   in JS to do so.

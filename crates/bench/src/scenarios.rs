@@ -248,10 +248,14 @@ impl Writer {
                 };
                 let lines: Vec<Option<Value>> = match line {
                     Line::All(v) => vec![Some(v); k],
-                    Line::Credit(n) => deal(n, k, &mut next)
-                        .into_iter()
-                        .map(|n| (n > 0).then(|| json!({"cmd": "credit", "n": n})))
-                        .collect(),
+                    Line::Credit(n) => {
+                        let shares = deal(n, k, &mut next);
+                        fan.note_credits(&shares, now_us());
+                        shares
+                            .into_iter()
+                            .map(|n| (n > 0).then(|| json!({"cmd": "credit", "n": n})))
+                            .collect()
+                    }
                 };
                 for (stdin, v) in stdins.iter_mut().zip(lines) {
                     let Some(v) = v else { continue };
@@ -296,6 +300,10 @@ struct Fan {
     /// Subscribers whose connection ended during the run.
     dropped: Cell<u64>,
     measuring: Cell<bool>,
+    /// Per server, when the generator sent each credit it dealt that server, in order: server
+    /// `j` of `k` numbers its events `j, j + k, …`, one per credit, so event `s` was asked for
+    /// at `credited[s % k][s / k]`. Latency counts from there.
+    credited: RefCell<Vec<Vec<u64>>>,
     latency: RefCell<Histogram>,
     /// Fully delivered events not yet handed back as credits.
     completed: Cell<u64>,
@@ -304,6 +312,22 @@ struct Fan {
 }
 
 impl Fan {
+    /// When the generator sent the credit of event `seq` (see `credited`).
+    fn asked_at(&self, seq: u64) -> Option<u64> {
+        let credited = self.credited.borrow();
+        let k = credited.len() as u64;
+        (k > 0).then(|| credited[(seq % k) as usize].get((seq / k) as usize).copied()).flatten()
+    }
+
+    /// Notes that `shares[j]` credits went to server `j` at `now`.
+    fn note_credits(&self, shares: &[u64], now: u64) {
+        let mut credited = self.credited.borrow_mut();
+        credited.resize_with(shares.len(), Vec::new);
+        for (sent, &n) in credited.iter_mut().zip(shares) {
+            sent.extend(std::iter::repeat_n(now, n as usize));
+        }
+    }
+
     /// Counts one message a subscriber read at `now` (µs; one clock read per batch of reads).
     fn deliver(&self, json: &[u8], allowed: bool, now: u64) {
         let Some((seq, ts)) = wire::seq_ts(json) else {
@@ -318,7 +342,8 @@ impl Fan {
         }
         self.delivered.set(self.delivered.get() + 1);
         if self.measuring.get() {
-            self.latency.borrow_mut().record(now.saturating_sub(ts));
+            let asked = self.asked_at(seq).unwrap_or(ts);
+            self.latency.borrow_mut().record(now.saturating_sub(asked));
         }
         let mut per_seq = self.per_seq.borrow_mut();
         let i = seq as usize;
@@ -779,6 +804,20 @@ async fn cycle(target: &Target, token: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Server `j` of `k` numbers its events `j, j + k, …`, one per credit it was dealt: event
+    /// `s` was asked for when server `s % k` got its `s / k`-th credit.
+    #[test]
+    fn an_events_latency_counts_from_its_credit() {
+        let fan = Fan::default();
+        assert_eq!(fan.asked_at(0), None);
+        let mut next = 0;
+        fan.note_credits(&deal(3, 2, &mut next), 100); // server 0: 2 credits, server 1: 1
+        fan.note_credits(&deal(3, 2, &mut next), 200); // server 0: 1, server 1: 2
+        let asked: Vec<Option<u64>> = (0..8).map(|s| fan.asked_at(s)).collect();
+        // seq 0 2 4 6 on server 0 (credits at 100 100 200 -), 1 3 5 7 on server 1 (100 200 200 -)
+        assert_eq!(asked, [Some(100), Some(100), Some(100), Some(200), Some(200), Some(200), None, None]);
+    }
 
     #[test]
     fn credits_are_dealt_evenly_and_the_remainder_rotates() {

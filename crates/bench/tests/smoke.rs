@@ -99,6 +99,9 @@ fn fanout_against_the_floor_counts_every_delivery_once() {
         None,
     );
     assert!(v["events_emitted"].as_u64().unwrap() >= 50, "{v}");
+    // Latency counts from each event's credit: at 200 events/s to 64 readers, well under 1 s.
+    let p99 = v["latency_p99_us"].as_u64().unwrap();
+    assert!((1..1_000_000).contains(&p99), "{v}");
     for k in ["lost", "malformed", "duplicates", "dropped_connections"] {
         assert_eq!(v[k], 0, "{k}: {v}");
     }
