@@ -74,10 +74,9 @@ fn member_info(m: realtime_core::Member) -> MemberInfo {
 /// A running realtime server (Rust core on its own tokio runtime).
 #[napi]
 pub struct NativeServer {
+    /// After `holdFanOut()` a holding handle: its fan-out calls (`emitEvent`, `broadcast`,
+    /// `send`, `socketBroadcast`) wait for `flush()`; nothing else it does changes.
     handle: ServerHandle,
-    /// What `emitEvent`, `broadcast`, `send` and `socketBroadcast` go through: `handle`, or
-    /// after `holdFanOut()` `handle.holding()`.
-    fan_out: ServerHandle,
     hooks: Arc<JsHooks>,
 }
 
@@ -105,7 +104,7 @@ impl NativeServer {
             .map_err(|e| js_error(&env, realtime_core::CoreError::Config(e)))?;
         let hooks = Arc::new(JsHooks::default());
         let handle = Server::start(config, hooks.clone()).map_err(|e| js_error(&env, e))?;
-        Ok(Self { fan_out: handle.clone(), handle, hooks })
+        Ok(Self { handle, hooks })
     }
 
     /// The bound port.
@@ -148,7 +147,7 @@ impl NativeServer {
         };
         let event =
             Event { collection, id_json, operation, doc_json, extra_rooms: extra_rooms.unwrap_or_default() };
-        self.fan_out.emit_event(event).map_err(|e| js_error(env, e))
+        self.handle.emit_event(event).map_err(|e| js_error(env, e))
     }
 
     /// Sends to every socket in `room` but `except` (`"*"`: every socket on every instance); a
@@ -161,7 +160,7 @@ impl NativeServer {
         payload: Either<String, Buffer>,
         except: Option<String>,
     ) -> Result<bool> {
-        self.fan_out.broadcast(&room, &message(&payload), except.as_deref()).map_err(|e| js_error(env, e))
+        self.handle.broadcast(&room, &message(&payload), except.as_deref()).map_err(|e| js_error(env, e))
     }
 
     /// From now on the fan-out calls (`emitEvent`, `broadcast`, `send`, `socketBroadcast`) are
@@ -169,19 +168,19 @@ impl NativeServer {
     /// the end of its JS task (a microtask), so a burst of calls reaches the fan-out as one pass.
     #[napi]
     pub fn hold_fan_out(&mut self) {
-        self.fan_out = self.handle.holding();
+        self.handle = self.handle.holding();
     }
 
     /// Sends the fan-out calls held since the last flush on (see `holdFanOut`).
     #[napi]
     pub fn flush(&self) {
-        self.fan_out.flush();
+        self.handle.flush();
     }
 
     /// Sends to one socket; false if it is not open here.
     #[napi]
     pub fn send(&self, env: &Env, socket_id: String, payload: Either<String, Buffer>) -> Result<bool> {
-        self.fan_out.send(&socket_id, &message(&payload)).map_err(|e| js_error(env, e))
+        self.handle.send(&socket_id, &message(&payload)).map_err(|e| js_error(env, e))
     }
 
     /// Puts a socket in a room (full name); false if it was already in it.
@@ -209,7 +208,7 @@ impl NativeServer {
         room: String,
         payload: Either<String, Buffer>,
     ) -> Result<bool> {
-        self.fan_out.broadcast(&room, &message(&payload), Some(&socket_id)).map_err(|e| js_error(env, e))
+        self.handle.broadcast(&room, &message(&payload), Some(&socket_id)).map_err(|e| js_error(env, e))
     }
 
     /// Resolves once the fan-out queue is back under a quarter of its bounds.

@@ -29,14 +29,15 @@ pub fn event_doc(seq: u64, ts_us: u64) -> String {
     )
 }
 
-fn env_u64(name: &str, default: u64) -> Result<u64> {
+pub(crate) fn env_u64(name: &str, default: u64) -> Result<u64> {
     match std::env::var(name) {
         Ok(v) => v.parse().map_err(|_| format!("bad {name}={v:?}").into()),
         Err(_) => Ok(default),
     }
 }
 
-fn out(v: Value) {
+/// One control-protocol reply line on stdout.
+pub(crate) fn out(v: Value) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "@bench {v}");
     let _ = stdout.flush();

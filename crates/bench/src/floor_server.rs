@@ -10,9 +10,10 @@
 //! It speaks the generator's control protocol (see server.rs): the events of every `credit`
 //! line that has come in since the last send are one batch, their frames built once and sent to
 //! every subscriber back to back in one `send`, as uWS's publish drains its per-socket buffers
-//! once per loop iteration (when the sends fall behind the rate, events wait and go together). The handshake and the
-//! join go through hyper and fastwebsockets (not measured); after `joined` the socket is handed
-//! to the control thread as a plain blocking `std::net::TcpStream`. `PORT` from the environment.
+//! once per loop iteration (when the sends fall behind the rate, events wait and go together).
+//! The handshake and the join go through hyper and fastwebsockets (not measured); after `joined`
+//! the socket is handed to the control thread as a plain blocking `std::net::TcpStream`. `PORT`,
+//! `BENCH_SEQ_START` and `BENCH_SEQ_STEP` from the environment, as for `core-server`.
 
 use std::io::{BufRead, Write};
 use std::net::TcpStream;
@@ -28,8 +29,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::client::Result;
-use crate::core_server::event_doc;
+use crate::core_server::{env_u64, event_doc, out};
 use crate::scenarios::now_us;
+use crate::wire;
 
 /// Subscribers that joined, as blocking sockets; only the control thread sends on them.
 type Subscribers = Arc<Mutex<Vec<TcpStream>>>;
@@ -87,33 +89,10 @@ fn accept_loop(listener: std::net::TcpListener, subscribers: Subscribers) -> std
     })
 }
 
-/// Appends one unmasked text frame holding `payload`.
-fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.push(0x81);
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-}
-
 /// The event message of `seq`, shaped like the Node peers' `eventMessage`.
 fn event_message(seq: u64) -> String {
     let doc = event_doc(seq, now_us());
     format!(r#"{{"type":"update","operation":"create","collection":"posts","id":"{seq}","doc":{doc}}}"#)
-}
-
-fn out(v: Value) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "@bench {v}");
-    let _ = stdout.flush();
 }
 
 /// Whether more control input is waiting on stdin now (never blocks).
@@ -134,12 +113,14 @@ fn send_to_all(subscribers: &Subscribers, batch: &mut Vec<u8>) {
 
 /// Runs until stdin closes.
 pub fn run() -> Result<()> {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let port = env_u64("PORT", 0)? as u16;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
     let subscribers: Subscribers = Arc::default();
     let accepting = subscribers.clone();
     std::thread::spawn(move || accept_loop(listener, accepting));
-    let (mut seq, mut emitted) = (0u64, 0u64);
+    // Numbered as the other servers number theirs (the generator maps each to its credit).
+    let (mut seq, step) = (env_u64("BENCH_SEQ_START", 0)?, env_u64("BENCH_SEQ_STEP", 1)?.max(1));
+    let mut emitted = 0u64;
     let mut batch = Vec::new();
     // Larger than stdin's own buffer, which is then bypassed: what is buffered is all here.
     let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin().lock());
@@ -155,8 +136,8 @@ pub fn run() -> Result<()> {
             Some("start") => out(json!({"ok": true})),
             Some("credit") => {
                 for _ in 0..cmd["n"].as_u64().unwrap_or(0) {
-                    push_frame(&mut batch, event_message(seq).as_bytes());
-                    seq += 1;
+                    wire::encode_server_frame(&mut batch, wire::op::TEXT, event_message(seq).as_bytes());
+                    seq += step;
                     emitted += 1;
                 }
             }
@@ -181,11 +162,11 @@ mod tests {
     #[test]
     fn frames_carry_the_event_with_seq_and_ts_last() {
         let mut buf = Vec::new();
-        push_frame(&mut buf, event_message(7).as_bytes());
-        let head = crate::wire::parse_frame(&buf, 1 << 20).unwrap().unwrap();
+        wire::encode_server_frame(&mut buf, wire::op::TEXT, event_message(7).as_bytes());
+        let head = wire::parse_frame(&buf, 1 << 20).unwrap().unwrap();
         assert_eq!((head.opcode, head.end), (1, buf.len()));
         let payload = &buf[head.start..head.end];
-        assert!(crate::wire::is_type(payload, b"update"));
-        assert_eq!(crate::wire::seq_ts(payload).map(|(s, _)| s), Some(7));
+        assert!(wire::is_type(payload, b"update"));
+        assert_eq!(wire::seq_ts(payload).map(|(s, _)| s), Some(7));
     }
 }

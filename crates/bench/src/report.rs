@@ -358,6 +358,12 @@ fn targets(g: &Groups<'_>) -> Vec<Target> {
         let (si, c) = key;
         let s = SCENARIOS[si];
         let r = |field: &'static str| move |who: &str| ratio_of(g, key, who, BASE, field);
+        // A ratio of two other rows, read once (in the one-core column).
+        let once = |a: &'static str, b: &'static str| {
+            move |who: &str| {
+                (who == "ours").then(|| ratio_of(g, key, a, b, "server_cpu_us_per_delivery")).flatten()
+            }
+        };
         match s {
             "fanout" | "fanout-rate" => {
                 let name = match s {
@@ -377,11 +383,7 @@ fn targets(g: &Groups<'_>) -> Vec<Target> {
                     format!("{name}: the floor's CPU per delivery / uWS (same bound, for the floor)"),
                     0.8,
                     true,
-                    &|who: &str| {
-                        (who == "ours")
-                            .then(|| ratio_of(g, key, "floor", BASE, "server_cpu_us_per_delivery"))
-                            .flatten()
-                    },
+                    &once("floor", BASE),
                 );
                 if s == "fanout" {
                     push(format!("{name}: deliveries/s, ours / uWS"), 1.25, false, &r("delivery_per_s"));
@@ -394,11 +396,7 @@ fn targets(g: &Groups<'_>) -> Vec<Target> {
                     ),
                     1.1,
                     true,
-                    &|who: &str| {
-                        (who == "ours")
-                            .then(|| ratio_of(g, key, "ours-socketio", "ours", "server_cpu_us_per_delivery"))
-                            .flatten()
-                    },
+                    &once("ours-socketio", "ours"),
                 );
                 if s == "fanout" {
                     push(format!("{name}: deliveries/s, ours / ws"), 3.0, false, &|who: &str| {

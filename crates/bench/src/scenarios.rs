@@ -295,7 +295,8 @@ struct Fan {
     closed_loop: bool,
     /// Deliveries to a subscriber that `authorize` should have excluded.
     leaked: Cell<u64>,
-    /// Messages carrying no `_seq` / `_ts` although they were not acks.
+    /// Messages carrying no `_seq` / `_ts` although they were not acks, or a `_seq` no credit
+    /// asked for.
     malformed: Cell<u64>,
     /// Subscribers whose connection ended during the run.
     dropped: Cell<u64>,
@@ -330,10 +331,15 @@ impl Fan {
 
     /// Counts one message a subscriber read at `now` (µs; one clock read per batch of reads).
     fn deliver(&self, json: &[u8], allowed: bool, now: u64) {
-        let Some((seq, ts)) = wire::seq_ts(json) else {
+        let Some((seq, _)) = wire::seq_ts(json) else {
             if !wire::is_type(json, b"joined") && !wire::is_type(json, b"welcome") {
                 self.malformed.set(self.malformed.get() + 1);
             }
+            return;
+        };
+        // An event no credit asked for (a server numbering its events wrong) is malformed.
+        let Some(asked) = self.asked_at(seq) else {
+            self.malformed.set(self.malformed.get() + 1);
             return;
         };
         if !allowed {
@@ -342,7 +348,6 @@ impl Fan {
         }
         self.delivered.set(self.delivered.get() + 1);
         if self.measuring.get() {
-            let asked = self.asked_at(seq).unwrap_or(ts);
             self.latency.borrow_mut().record(now.saturating_sub(asked));
         }
         let mut per_seq = self.per_seq.borrow_mut();

@@ -225,23 +225,34 @@ pub fn parse_frame(buf: &[u8], max: usize) -> Result<Option<FrameHead>, String> 
 /// Appends one final client-to-server frame (masked with `mask`, as RFC 6455 §5.3 requires of
 /// clients) to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= u16::MAX as usize => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    push_head(out, opcode, payload.len(), 0x80);
     out.extend_from_slice(&mask);
     let at = out.len();
     out.extend_from_slice(payload);
     for (i, b) in out[at..].iter_mut().enumerate() {
         *b ^= mask[i & 3];
+    }
+}
+
+/// Appends one final server-to-client frame (unmasked: servers never mask) to `out`.
+pub fn encode_server_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    push_head(out, opcode, payload.len(), 0);
+    out.extend_from_slice(payload);
+}
+
+/// A final frame's first bytes: FIN and `opcode`, then the length with the mask bit `masked`.
+fn push_head(out: &mut Vec<u8>, opcode: u8, len: usize, masked: u8) {
+    out.push(0x80 | opcode);
+    match len {
+        n if n < 126 => out.push(masked | n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(masked | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(masked | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
     }
 }
 
